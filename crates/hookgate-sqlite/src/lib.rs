@@ -1,0 +1,216 @@
+//! The embedded storage backend: one SQLite file in WAL mode with
+//! `synchronous=FULL`, so a committed write is on disk before anyone is told
+//! so. One writer thread group-commits every write (see [`writer`]); a small
+//! pool of read-only connections serves the admin API and the dispatcher's
+//! wake-up queries, which WAL lets run beside the writer.
+//!
+//! One process owns a database file: [`SqliteStore::open`] takes an exclusive
+//! lock on `<file>.lock` and refuses to open a file another process holds.
+//! That is what makes crash recovery simple and safe (every `delivering`
+//! event at open belongs to a dead process). Many instances use PostgreSQL.
+
+mod read;
+mod schema;
+mod writer;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use hookgate_core::EventId;
+use hookgate_store::{
+    Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, Result, StateCount, Store, StoreError,
+    Verdict,
+};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use writer::{Command, QUEUE_CAPACITY, Writer};
+
+/// Read-only connections: enough for the admin API and each destination's
+/// dispatcher to read beside each other.
+const READERS: usize = 4;
+
+/// How long a reader waits on a lock (a checkpoint) before giving up.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<Command>,
+    readers: Arc<Readers>,
+    path: PathBuf,
+    /// Held for the life of the store: the process's claim on the file.
+    _lock: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{path} is in use by another hookgate process (lock file {lock})")]
+    Locked { path: String, lock: String },
+    #[error("cannot open {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("cannot open {path}: {source}")]
+    Sqlite { path: String, source: rusqlite::Error },
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path`, migrate it, recover
+    /// events cut off by a crash, and start the writer thread.
+    pub fn open(path: impl AsRef<Path>, now_ms: i64) -> Result<Self, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let sqlite = |source| OpenError::Sqlite { path: shown.clone(), source };
+        let lock_path = PathBuf::from(format!("{shown}.lock"));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| OpenError::Io { path: lock_path.display().to_string(), source })?;
+        if lock.try_lock().is_err() {
+            return Err(OpenError::Locked { path: shown, lock: lock_path.display().to_string() });
+        }
+
+        let mut conn = Connection::open(&path).map_err(sqlite)?;
+        configure_writer(&conn).map_err(sqlite)?;
+        schema::migrate(&mut conn).map_err(sqlite)?;
+        let recovered = writer::recover(&mut conn, now_ms).map_err(sqlite)?;
+        if recovered > 0 {
+            tracing::warn!(recovered, "events cut off mid-delivery by a stop are due again");
+        }
+        let readers = (0..READERS)
+            .map(|_| open_reader(&path).map(Mutex::new))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sqlite)?;
+
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = Writer::new(conn).map_err(sqlite)?;
+        std::thread::Builder::new()
+            .name("hookgate-sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| OpenError::Io { path: shown.clone(), source })?;
+        Ok(SqliteStore { writer: tx, readers: Arc::new(Readers { conns: readers, next: AtomicUsize::new(0) }), path, _lock: lock })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(make(reply)).await.map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Run a read on one of the read-only connections, off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let index = readers.next.fetch_add(1, Ordering::Relaxed) % readers.conns.len();
+            let conn = readers.conns[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+    }
+}
+
+/// Read-only connections, taken round robin.
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the sqlite writer thread has stopped".into())
+}
+
+fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: the WAL is fsync'd at every commit, so a 2xx survives power loss, not only a crash.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    Ok(conn)
+}
+
+pub(crate) fn db_error(error: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+pub(crate) fn encode_headers(headers: &[(String, String)]) -> String {
+    serde_json::to_string(headers).expect("string pairs serialize")
+}
+
+pub(crate) fn decode_headers(text: &str) -> Result<Vec<(String, String)>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("headers: {e}")))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ingest(&self, event: NewEvent) -> Result<Ingested> {
+        self.send(|reply| Command::Ingest(Box::new(event), reply)).await
+    }
+
+    async fn claim(&self, destination: &str, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
+        let destination = destination.to_owned();
+        self.send(|reply| Command::Claim { destination, now_ms, limit, lease_ms, reply }).await
+    }
+
+    async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
+        let id = id.clone();
+        self.send(|reply| Command::Finish { id, attempt, verdict, now_ms, reply }).await
+    }
+
+    async fn release(&self, id: &EventId, attempt: u32, now_ms: i64) -> Result<bool> {
+        let id = id.clone();
+        self.send(|reply| Command::Release { id, attempt, now_ms, reply }).await
+    }
+
+    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {
+        let id = id.clone();
+        self.send(|reply| Command::Replay { id, now_ms, reply }).await
+    }
+
+    async fn purge_expired_dedupe(&self, now_ms: i64) -> Result<u64> {
+        self.send(|reply| Command::Purge { now_ms, reply }).await
+    }
+
+    async fn next_due(&self, destination: &str, now_ms: i64) -> Result<Option<i64>> {
+        let destination = destination.to_owned();
+        self.read(move |c| read::next_due(c, &destination, now_ms)).await
+    }
+
+    async fn get(&self, id: &EventId) -> Result<Option<EventDetail>> {
+        let id = id.clone();
+        self.read(move |c| read::get(c, &id)).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Page> {
+        let filter = filter.clone();
+        self.read(move |c| read::list(c, &filter)).await
+    }
+
+    async fn stats(&self) -> Result<Vec<StateCount>> {
+        self.read(read::stats).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await?;
+        if self.writer.is_closed() { Err(writer_gone()) } else { Ok(()) }
+    }
+}

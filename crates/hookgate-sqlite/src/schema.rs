@@ -1,0 +1,71 @@
+//! Versioned migrations, applied in order at open; `PRAGMA user_version`
+//! records how far a database has come.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: events, dedupe keys, attempts.
+    "
+    CREATE TABLE events (
+        rid             INTEGER PRIMARY KEY,
+        id              TEXT NOT NULL UNIQUE,
+        -- Queue position: storage order, renewed by a replay.
+        seq             INTEGER NOT NULL,
+        source          TEXT NOT NULL,
+        destination     TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        received_at     INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        headers         TEXT NOT NULL,
+        body            BLOB NOT NULL,
+        dedupe_key      TEXT,
+        order_key       TEXT,
+        coalesce_key    TEXT,
+        warnings        TEXT,
+        duplicates      INTEGER NOT NULL DEFAULT 0,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        -- attempts at the last replay; attempts - round_base is what max_attempts counts.
+        round_base      INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        lease_until     INTEGER,
+        superseded_by   TEXT
+    );
+    -- The dispatcher's scan: active events of one destination in queue order.
+    CREATE INDEX events_queue ON events(destination, seq) WHERE state IN ('pending', 'delivering');
+    -- The head of an order key's queue.
+    CREATE INDEX events_order ON events(source, order_key, seq) WHERE state IN ('pending', 'delivering');
+    CREATE INDEX events_coalesce ON events(source, coalesce_key) WHERE state = 'pending';
+    CREATE INDEX events_state ON events(state, source);
+    CREATE INDEX events_by_source ON events(source, rid);
+
+    CREATE TABLE dedupe (
+        source     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        event_id   TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (source, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX dedupe_expiry ON dedupe(expires_at);
+
+    CREATE TABLE attempts (
+        event_id    TEXT NOT NULL,
+        attempt     INTEGER NOT NULL,
+        started_at  INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status      INTEGER,
+        error       TEXT,
+        PRIMARY KEY (event_id, attempt)
+    ) WITHOUT ROWID;
+    ",
+];
+
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", n + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
