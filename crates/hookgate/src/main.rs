@@ -1,1 +1,112 @@
-fn main() {}
+//! `hookgate`: parse the command line, run one command, exit 0 (ok),
+//! 2 (bad usage or config) or 1 (runtime failure), with one clear line on stderr.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hookgate::cli::{Cli, Command};
+use hookgate::config::Config;
+use hookgate::{Server, cli, demo};
+
+const USAGE_OR_CONFIG: u8 = 2;
+const RUNTIME: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // exits 2 on bad usage, as clap does
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(RUNTIME, &format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Check(arg) => match Config::load(&arg.config) {
+            Ok(config) => {
+                println!(
+                    "{}: ok ({} sources, {} destinations)",
+                    arg.config.display(),
+                    config.sources.len(),
+                    config.destinations.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("{problems}");
+                ExitCode::from(USAGE_OR_CONFIG)
+            }
+        },
+        Command::Serve(arg) => {
+            init_logs("hookgate=info,hookgate_sqlite=info");
+            let config = match Config::load(&arg.config) {
+                Ok(config) => config,
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    return ExitCode::from(USAGE_OR_CONFIG);
+                }
+            };
+            let listener = match tokio::net::TcpListener::bind(config.listen).await {
+                Ok(listener) => listener,
+                Err(e) => return fail(RUNTIME, &format!("cannot listen on {}: {e}", config.listen)),
+            };
+            let server = match Server::start(listener, config).await {
+                Ok(server) => server,
+                Err(e) => return fail(RUNTIME, &e.to_string()),
+            };
+            match server.run_until(stop_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(RUNTIME, &e.to_string()),
+            }
+        }
+        Command::Demo => {
+            init_logs("warn");
+            match demo::run().await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(RUNTIME),
+                Err(e) => fail(RUNTIME, &format!("demo failed: {e:#}")),
+            }
+        }
+        Command::Events { command } => done(cli::events(command).await),
+        Command::Replay { id, source, state, api } => done(cli::replay(id, source, state, api).await),
+    }
+}
+
+fn done(result: Result<(), cli::ClientError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(RUNTIME, &e.to_string()),
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("hookgate: {message}");
+    ExitCode::from(code)
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

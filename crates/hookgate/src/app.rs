@@ -1,0 +1,168 @@
+//! Assembly: open the store, start a dispatcher per destination and the
+//! housekeeping task, serve HTTP, and stop in order (stop accepting, let
+//! attempts in flight finish or cut them off, close the store).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookgate_sqlite::SqliteStore;
+use hookgate_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Source, Storage};
+use crate::deliver::Client;
+use crate::dispatch::Dispatcher;
+use crate::{http, now_ms};
+
+/// How often expired dedupe keys are forgotten.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Open(#[from] hookgate_sqlite::OpenError),
+    #[error("PostgreSQL storage ({0}) is not available in this build yet; use sqlite://PATH")]
+    PostgresUnsupported(String),
+    #[error("cannot build the delivery client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the HTTP handlers share.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub sources: HashMap<String, Source>,
+    /// Each destination's dispatcher, woken when there is work for it.
+    pub wakers: HashMap<String, Arc<Notify>>,
+}
+
+impl Shared {
+    pub fn wake(&self, destination: &str) {
+        if let Some(wake) = self.wakers.get(destination) {
+            wake.notify_one();
+        }
+    }
+
+    pub fn wake_all(&self) {
+        self.wakers.values().for_each(|w| w.notify_one());
+    }
+}
+
+pub fn open_store(storage: &Storage) -> Result<Arc<dyn Store>, ServeError> {
+    match storage {
+        Storage::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path, now_ms())?)),
+        Storage::Postgres(url) => Err(ServeError::PostgresUnsupported(redact(url))),
+    }
+}
+
+/// A URL with its password hidden, for messages.
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A running hookgate: what `serve` runs until a signal, and what tests start on port 0.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Server {
+    /// Open the configured store and start serving on `listener`.
+    pub async fn start(listener: TcpListener, config: Config) -> Result<Server, ServeError> {
+        let store = open_store(&config.storage)?;
+        Self::start_with_store(listener, config, store).await
+    }
+
+    pub async fn start_with_store(
+        listener: TcpListener,
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Server, ServeError> {
+        let addr = listener.local_addr()?;
+        let client = Client::new()?;
+        crate::metrics::handle();
+        let (shutdown, stopping) = watch::channel(false);
+
+        let mut wakers = HashMap::new();
+        let mut workers = Vec::new();
+        for destination in &config.destinations {
+            let wake = Arc::new(Notify::new());
+            wakers.insert(destination.name.clone(), wake.clone());
+            let dispatcher = Dispatcher {
+                store: store.clone(),
+                destination: Arc::new(destination.clone()),
+                client: client.clone(),
+                wake,
+            };
+            workers.push(tokio::spawn(dispatcher.run(stopping.clone())));
+        }
+        workers.push(tokio::spawn(purge_dedupe(store.clone(), stopping.clone())));
+
+        let shared = Arc::new(Shared {
+            sources: config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect(),
+            config,
+            store,
+            wakers,
+        });
+        let router = http::router(shared);
+        let mut stop_http = stopping.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_http.wait_for(|stop| *stop).await;
+                })
+                .await;
+            for worker in workers {
+                let _ = worker.await;
+            }
+            served.map_err(ServeError::from)
+        });
+        tracing::info!(%addr, "hookgate is serving");
+        Ok(Server { addr, shutdown, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, let deliveries in flight finish (up to the grace period), and wait.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.shutdown.send(true);
+        self.task.await.unwrap_or_else(|e| Err(ServeError::Io(std::io::Error::other(e))))
+    }
+
+    /// Serve until `signal` resolves, then stop gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), ServeError> {
+        signal.await;
+        tracing::info!("shutting down: finishing deliveries in flight");
+        self.stop().await
+    }
+}
+
+async fn purge_dedupe(store: Arc<dyn Store>, mut stopping: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+        match store.purge_expired_dedupe(now_ms()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "forgot expired dedupe keys"),
+            Err(error) => tracing::warn!(%error, "purging dedupe keys failed"),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The command line. `events` and `replay` are clients of the admin API:
+//! they never open a store.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(name = "hookgate", version, about = "A webhook gateway: verify, dedupe, order, coalesce, deliver.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ConfigArg),
+    /// Validate a config: exit 0, or exit 2 with one line per problem.
+    Check(ConfigArg),
+    /// Zero set-up: hookgate, a slow app and a duplicate-bursting sender, in one process.
+    Demo,
+    /// Look at stored events (admin API client).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Deliver events again: one by id, or every event matching --source/--state.
+    Replay {
+        /// The event to replay; without it, every event matching the filters.
+        id: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+        /// delivered, dead (the default for a bulk replay) or superseded.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct ConfigArg {
+    /// Defaults to $HOOKGATE_CONFIG, then ./hookgate.toml.
+    #[arg(long, env = "HOOKGATE_CONFIG", default_value = crate::config::DEFAULT_CONFIG_FILE)]
+    pub config: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum EventsCommand {
+    /// Newest first.
+    List {
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        order_key: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// One event with its keys, duplicate count and every attempt.
+    Show {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct ApiArgs {
+    #[arg(long, env = "HOOKGATE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    #[arg(long, env = "HOOKGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach hookgate at {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("hookgate answered {status}: {message}")]
+    Refused { status: u16, message: String },
+    #[error("bad --url {0:?}")]
+    BadUrl(String),
+}
+
+impl ApiArgs {
+    async fn call(&self, method: reqwest::Method, path: &str, query: &[(&str, Option<String>)]) -> Result<Value, ClientError> {
+        let base = self.url.trim_end_matches('/');
+        let url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|_| ClientError::BadUrl(self.url.clone()))?;
+        let query: Vec<(&str, String)> = query.iter().filter_map(|(k, v)| Some((*k, v.clone()?))).collect();
+        let mut request = reqwest::Client::new().request(method, url).query(&query);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let unreachable = |source| ClientError::Unreachable { url: self.url.clone(), source };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["error"].as_str().unwrap_or("no detail").to_owned();
+            return Err(ClientError::Refused { status: status.as_u16(), message });
+        }
+        Ok(body)
+    }
+}
+
+pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
+    match command {
+        EventsCommand::List { source, state, order_key, limit, cursor, api } => {
+            let query = [
+                ("source", source),
+                ("state", state),
+                ("order_key", order_key),
+                ("limit", Some(limit.to_string())),
+                ("cursor", cursor),
+            ];
+            let page = api.call(reqwest::Method::GET, "/api/events", &query).await?;
+            println!("{:<36}  {:<12} {:<11} {:>4} {:>4}  ORDER KEY", "ID", "SOURCE", "STATE", "DUPS", "TRY");
+            for e in page["events"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<36}  {:<12} {:<11} {:>4} {:>4}  {}",
+                    e["id"].as_str().unwrap_or(""),
+                    e["source"].as_str().unwrap_or(""),
+                    e["state"].as_str().unwrap_or(""),
+                    e["duplicates"],
+                    e["attempt_count"],
+                    e["order_key"].as_str().unwrap_or("-"),
+                );
+            }
+            if let Some(next) = page["next_cursor"].as_str() {
+                println!("more: --cursor {next}");
+            }
+        }
+        EventsCommand::Show { id, api } => {
+            let event = api.call(reqwest::Method::GET, &format!("/api/events/{id}"), &[]).await?;
+            println!("{}", serde_json::to_string_pretty(&event).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+pub async fn replay(id: Option<String>, source: Option<String>, state: Option<String>, api: ApiArgs) -> Result<(), ClientError> {
+    let answer = match id {
+        Some(id) => api.call(reqwest::Method::POST, &format!("/api/events/{id}/replay"), &[]).await?,
+        None => api.call(reqwest::Method::POST, "/api/replay", &[("source", source), ("state", state)]).await?,
+    };
+    println!("{answer}");
+    Ok(())
+}

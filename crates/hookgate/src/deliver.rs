@@ -1,0 +1,242 @@
+//! The delivery client: the only code in hookgate that sends HTTP requests
+//! to destinations. One attempt in, one [`Outcome`] out; what to do next is
+//! the dispatcher's decision.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use hookgate_store::Claim;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::Destination;
+
+/// Bytes of a failed response kept for the attempt's error text.
+const ERROR_BODY_BYTES: usize = 512;
+
+/// Headers never forwarded: hop-by-hop (RFC 9110 §7.6.1), and those the
+/// client sets for the new request.
+const DROPPED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "expect",
+];
+
+/// What one attempt came to.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// The destination's `Retry-After` on a 429 or 503, in milliseconds.
+    pub retry_after_ms: Option<u64>,
+    pub duration: Duration,
+}
+
+impl Outcome {
+    pub fn delivered(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new() -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            // A redirect would send the event somewhere nobody configured.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Client { http })
+    }
+
+    pub async fn attempt(&self, destination: &Destination, claim: &Claim) -> Outcome {
+        let started = Instant::now();
+        let request = self
+            .http
+            .post(destination.url.clone())
+            .timeout(destination.timeout)
+            .headers(headers_for(destination, claim, unix_now()))
+            .body(claim.body.clone());
+        match request.send().await {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let retry_after_ms = matches!(status, 429 | 503)
+                    .then(|| response.headers().get(reqwest::header::RETRY_AFTER))
+                    .flatten()
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                let error = if (200..300).contains(&status) {
+                    None
+                } else {
+                    let mut snippet = Vec::new();
+                    while snippet.len() < ERROR_BODY_BYTES {
+                        match response.chunk().await {
+                            Ok(Some(chunk)) => snippet.extend_from_slice(&chunk),
+                            _ => break,
+                        }
+                    }
+                    snippet.truncate(ERROR_BODY_BYTES);
+                    let text = String::from_utf8_lossy(&snippet);
+                    Some(format!("HTTP {status}: {}", text.trim()).trim_end_matches([':', ' ']).to_owned())
+                };
+                Outcome { status: Some(status), error, retry_after_ms, duration: started.elapsed() }
+            }
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connection failed"
+                } else {
+                    "request failed"
+                };
+                Outcome {
+                    status: None,
+                    error: Some(format!("{kind}: {}", error_chain(&e))),
+                    retry_after_ms: None,
+                    duration: started.elapsed(),
+                }
+            }
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The sender's headers, cleaned, plus hookgate's own.
+pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &claim.headers {
+        let ours = name.starts_with("webhook-") || name.starts_with("hookgate-");
+        if ours || DROPPED.contains(&name.as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+            headers.append(name, value);
+        }
+    }
+    let id = claim.id.as_str();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
+    };
+    set("webhook-id", id.to_owned());
+    set("webhook-timestamp", now_unix.to_string());
+    if let Some(key) = &destination.signing_key {
+        set("webhook-signature", hookgate_verify::standard_webhooks::sign(key, id, now_unix, &claim.body));
+    }
+    set("hookgate-source", claim.source.clone());
+    set("hookgate-attempt", claim.attempt.to_string());
+    if let Some(order_key) = &claim.order_key {
+        set("hookgate-order-key", order_key.clone());
+    }
+    headers
+}
+
+/// `Retry-After` is seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds.saturating_mul(1_000));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).map_or(0, |d| d.as_millis() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookgate_core::{EventId, RetryPolicy};
+
+    fn destination(signing_key: Option<Vec<u8>>) -> Destination {
+        Destination {
+            name: "app".into(),
+            url: "http://127.0.0.1:9/".parse().unwrap(),
+            timeout: Duration::from_secs(1),
+            concurrency: 1,
+            signing_key,
+            retry: RetryPolicy { max_attempts: 3, initial_ms: 10, max_ms: 100 },
+        }
+    }
+
+    fn claim() -> Claim {
+        Claim {
+            id: EventId::generate(),
+            source: "stripe".into(),
+            destination: "app".into(),
+            order_key: Some("cus_1".into()),
+            received_at_ms: 0,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("host".into(), "sender.example".into()),
+                ("connection".into(), "keep-alive".into()),
+                ("content-length".into(), "2".into()),
+                ("webhook-id".into(), "msg_from_sender".into()),
+                ("x-custom".into(), "kept".into()),
+            ],
+            body: b"{}".to_vec(),
+            attempt: 3,
+            round_attempt: 3,
+        }
+    }
+
+    #[test]
+    fn forwards_sender_headers_and_adds_ours() {
+        let claim = claim();
+        let key = hookgate_verify::standard_webhooks::secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let headers = headers_for(&destination(Some(key.clone())), &claim, 1_700_000_000);
+        let get = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(get("content-type").as_deref(), Some("application/json"));
+        assert_eq!(get("x-custom").as_deref(), Some("kept"));
+        for dropped in ["host", "connection", "content-length"] {
+            assert_eq!(get(dropped), None, "{dropped}");
+        }
+        assert_eq!(get("webhook-id").as_deref(), Some(claim.id.as_str()));
+        assert_eq!(get("webhook-timestamp").as_deref(), Some("1700000000"));
+        assert_eq!(get("hookgate-attempt").as_deref(), Some("3"));
+        assert_eq!(get("hookgate-source").as_deref(), Some("stripe"));
+        assert_eq!(get("hookgate-order-key").as_deref(), Some("cus_1"));
+        let expected = hookgate_verify::standard_webhooks::sign(&key, claim.id.as_str(), 1_700_000_000, b"{}");
+        assert_eq!(get("webhook-signature"), Some(expected));
+        let unsigned = headers_for(&destination(None), &claim, 1);
+        assert!(unsigned.get("webhook-signature").is_none());
+    }
+
+    #[test]
+    fn reads_retry_after_in_both_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(parse_retry_after("120", now), Some(120_000));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&later, now), Some(30_000));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&earlier, now), Some(0));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! One dispatcher per destination: claims due events (the store guarantees
+//! one in flight per order key, FIFO), runs up to `concurrency` attempts at
+//! once, and records each outcome. It sleeps until it is woken (an event was
+//! stored or replayed, an attempt ended) or until the store says something
+//! falls due, and never longer than [`POLL_MS`], so a wake-up lost to another
+//! instance or a clock jump costs at most that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookgate_store::{Attempt, Claim, Store, Verdict};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::config::Destination;
+use crate::deliver::{Client, Outcome};
+use crate::{metrics, now_ms};
+
+/// Longest sleep between looks at the store.
+pub const POLL_MS: u64 = 1_000;
+/// Claims taken in one statement, at most.
+const CLAIM_BATCH: usize = 256;
+/// A claim's lease beyond the destination's timeout: time to record the outcome.
+const LEASE_MARGIN_MS: i64 = 30_000;
+/// How long shutdown waits for attempts in flight before cutting them off
+/// (a cut-off attempt is delivered again after restart).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Pause after a storage error before the dispatcher tries again.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    pub store: Arc<dyn Store>,
+    pub destination: Arc<Destination>,
+    pub client: Client,
+    pub wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.destination.concurrency));
+        let lease_ms = self.destination.timeout.as_millis() as i64 + LEASE_MARGIN_MS;
+        let mut in_flight = JoinSet::new();
+        while !*shutdown.borrow() {
+            let wanted = slots.available_permits().min(CLAIM_BATCH);
+            let mut claimed = 0;
+            if wanted > 0 {
+                match self.store.claim(&self.destination.name, now_ms(), wanted, lease_ms).await {
+                    Ok(claims) => {
+                        claimed = claims.len();
+                        for claim in claims {
+                            let slot = slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
+                            in_flight.spawn(self.clone().deliver(claim, slot));
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(destination = %self.destination.name, %error, "claim failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(STORE_RETRY) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            if claimed > 0 && claimed == wanted {
+                continue; // there may be more ready right now
+            }
+            let wait = self.until_next_due().await;
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                Some(_) = in_flight.join_next() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        let drain = async { while in_flight.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!(destination = %self.destination.name, "cutting off attempts still in flight at shutdown");
+            in_flight.abort_all();
+        }
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        let now = now_ms();
+        let due = self.store.next_due(&self.destination.name, now).await.ok().flatten();
+        let ms = due.map_or(POLL_MS, |at| (at - now).clamp(0, POLL_MS as i64) as u64);
+        Duration::from_millis(ms)
+    }
+
+    async fn deliver(self, claim: Claim, _slot: OwnedSemaphorePermit) {
+        let started_at_ms = now_ms();
+        let outcome = self.client.attempt(&self.destination, &claim).await;
+        let name = self.destination.name.clone();
+        ::metrics::histogram!(metrics::DELIVERY_SECONDS, "destination" => name.clone()).record(outcome.duration.as_secs_f64());
+        let verdict = decide(&self.destination, &claim, &outcome, now_ms(), rand::random());
+        let counter = match verdict {
+            Verdict::Delivered => metrics::DELIVERED,
+            Verdict::Retry { .. } => metrics::RETRIED,
+            Verdict::Dead => metrics::DEAD,
+        };
+        ::metrics::counter!(counter, "destination" => name.clone()).increment(1);
+        if verdict == Verdict::Dead {
+            tracing::warn!(event = %claim.id, destination = %name, error = ?outcome.error, "event is dead: attempts exhausted");
+        }
+        let attempt = Attempt {
+            attempt: claim.attempt,
+            started_at_ms,
+            duration_ms: outcome.duration.as_millis() as i64,
+            status: outcome.status,
+            error: outcome.error,
+        };
+        // The outcome must reach the store, or the event stays `delivering`
+        // until its lease ends and is delivered again: keep trying.
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.store.finish(&claim.id, attempt.clone(), verdict, now_ms()).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    tracing::warn!(event = %claim.id, "lease lost before the outcome was recorded; it will be delivered again");
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(event = %claim.id, %error, "recording an attempt failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// After one attempt: delivered, retried later, or dead.
+pub fn decide(destination: &Destination, claim: &Claim, outcome: &Outcome, now_ms: i64, jitter: f64) -> Verdict {
+    if outcome.delivered() {
+        return Verdict::Delivered;
+    }
+    match destination.retry.next_delay_ms(claim.round_attempt, outcome.retry_after_ms, jitter) {
+        Some(delay) => Verdict::Retry { at_ms: now_ms.saturating_add(delay.min(i64::MAX as u64) as i64) },
+        None => Verdict::Dead,
+    }
+}
