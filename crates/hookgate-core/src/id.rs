@@ -67,7 +67,15 @@ mod tests {
     #[test]
     fn rejects_foreign_ids() {
         assert!("evt_123".parse::<EventId>().is_err());
-        assert!("msg_0192f3a4b5c6d7e8f90a1b2c3d4e5f60".parse::<EventId>().is_err());
-        assert!("evt_0192f3a4b5c6d7e8f90a1b2c3d4e5fzz".parse::<EventId>().is_err());
+        assert!(
+            "msg_0192f3a4b5c6d7e8f90a1b2c3d4e5f60"
+                .parse::<EventId>()
+                .is_err()
+        );
+        assert!(
+            "evt_0192f3a4b5c6d7e8f90a1b2c3d4e5fzz"
+                .parse::<EventId>()
+                .is_err()
+        );
     }
 }

@@ -24,11 +24,35 @@ pub type Reply<T> = oneshot::Sender<Result<T>>;
 
 pub enum Command {
     Ingest(Box<NewEvent>, Reply<Ingested>),
-    Claim { destination: String, now_ms: i64, limit: usize, lease_ms: i64, reply: Reply<Vec<Claim>> },
-    Finish { id: EventId, attempt: Attempt, verdict: Verdict, now_ms: i64, reply: Reply<bool> },
-    Release { id: EventId, attempt: u32, now_ms: i64, reply: Reply<bool> },
-    Replay { id: EventId, now_ms: i64, reply: Reply<bool> },
-    Purge { now_ms: i64, reply: Reply<u64> },
+    Claim {
+        destination: String,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+        reply: Reply<Vec<Claim>>,
+    },
+    Finish {
+        id: EventId,
+        attempt: Attempt,
+        verdict: Verdict,
+        now_ms: i64,
+        reply: Reply<bool>,
+    },
+    Release {
+        id: EventId,
+        attempt: u32,
+        now_ms: i64,
+        reply: Reply<bool>,
+    },
+    Replay {
+        id: EventId,
+        now_ms: i64,
+        reply: Reply<bool>,
+    },
+    Purge {
+        now_ms: i64,
+        reply: Reply<u64>,
+    },
 }
 
 /// A reply that waits for the commit: sent with the command's own result if
@@ -55,7 +79,10 @@ pub struct Writer {
 impl Writer {
     pub fn new(conn: Connection) -> rusqlite::Result<Self> {
         let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
-        Ok(Writer { conn, next_seq: last.unwrap_or(0) + 1 })
+        Ok(Writer {
+            conn,
+            next_seq: last.unwrap_or(0) + 1,
+        })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Command>) {
@@ -85,7 +112,10 @@ impl Writer {
             }
         };
         let mut tx = tx;
-        let replies: Vec<Deferred> = batch.drain(..).map(|command| apply(&mut tx, &mut seq, command)).collect();
+        let replies: Vec<Deferred> = batch
+            .drain(..)
+            .map(|command| apply(&mut tx, &mut seq, command))
+            .collect();
         let outcome = tx.commit().map_err(|e| e.to_string());
         if outcome.is_ok() {
             self.next_seq = seq;
@@ -105,9 +135,9 @@ fn answer_now(command: Command, error: &str) {
     match command {
         Command::Ingest(_, reply) => fail(reply, error),
         Command::Claim { reply, .. } => fail(reply, error),
-        Command::Finish { reply, .. } | Command::Release { reply, .. } | Command::Replay { reply, .. } => {
-            fail(reply, error)
-        }
+        Command::Finish { reply, .. }
+        | Command::Release { reply, .. }
+        | Command::Replay { reply, .. } => fail(reply, error),
         Command::Purge { reply, .. } => fail(reply, error),
     }
 }
@@ -115,7 +145,10 @@ fn answer_now(command: Command, error: &str) {
 /// Run one command in its own savepoint, so a failing command is rolled back
 /// alone and the rest of the batch still commits.
 fn apply(tx: &mut Transaction<'_>, seq: &mut i64, command: Command) -> Deferred {
-    fn in_savepoint<T>(tx: &mut Transaction<'_>, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    fn in_savepoint<T>(
+        tx: &mut Transaction<'_>,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
         let savepoint = tx.savepoint().map_err(db_error)?;
         let result = f(&savepoint)?;
         savepoint.commit().map_err(db_error)?;
@@ -129,15 +162,35 @@ fn apply(tx: &mut Transaction<'_>, seq: &mut i64, command: Command) -> Deferred 
             }
             defer(reply, result)
         }
-        Command::Claim { destination, now_ms, limit, lease_ms, reply } => {
-            defer(reply, in_savepoint(tx, |c| claim(c, &destination, now_ms, limit, lease_ms)))
-        }
-        Command::Finish { id, attempt, verdict, now_ms, reply } => {
-            defer(reply, in_savepoint(tx, |c| finish(c, &id, &attempt, verdict, now_ms)))
-        }
-        Command::Release { id, attempt, now_ms, reply } => {
-            defer(reply, in_savepoint(tx, |c| release(c, &id, attempt, now_ms)))
-        }
+        Command::Claim {
+            destination,
+            now_ms,
+            limit,
+            lease_ms,
+            reply,
+        } => defer(
+            reply,
+            in_savepoint(tx, |c| claim(c, &destination, now_ms, limit, lease_ms)),
+        ),
+        Command::Finish {
+            id,
+            attempt,
+            verdict,
+            now_ms,
+            reply,
+        } => defer(
+            reply,
+            in_savepoint(tx, |c| finish(c, &id, &attempt, verdict, now_ms)),
+        ),
+        Command::Release {
+            id,
+            attempt,
+            now_ms,
+            reply,
+        } => defer(
+            reply,
+            in_savepoint(tx, |c| release(c, &id, attempt, now_ms)),
+        ),
         Command::Replay { id, now_ms, reply } => {
             let result = in_savepoint(tx, |c| replay(c, &id, *seq, now_ms));
             if matches!(result, Ok(true)) {
@@ -171,7 +224,13 @@ fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
             )
             .and_then(|mut s| {
                 s.query_row(
-                    params![event.source, key, event.id.as_str(), now.saturating_add(event.dedupe_window_ms), now],
+                    params![
+                        event.source,
+                        key,
+                        event.id.as_str(),
+                        now.saturating_add(event.dedupe_window_ms),
+                        now
+                    ],
                     |r| r.get(0),
                 )
                 .optional()
@@ -185,7 +244,9 @@ fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
             c.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")
                 .and_then(|mut s| s.execute([&original]))
                 .map_err(db_error)?;
-            return Ok(Ingested::Duplicate { original: parse_id(original)? });
+            return Ok(Ingested::Duplicate {
+                original: parse_id(original)?,
+            });
         }
     }
     let superseded = match &event.coalesce_key {
@@ -198,7 +259,8 @@ fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
             .map_err(db_error)? as u64,
         None => 0,
     };
-    let warnings = (!event.warnings.is_empty()).then(|| serde_json::to_string(&event.warnings).expect("strings serialize"));
+    let warnings = (!event.warnings.is_empty())
+        .then(|| serde_json::to_string(&event.warnings).expect("strings serialize"));
     c.prepare_cached(
         "INSERT INTO events (id, seq, source, destination, state, received_at, updated_at, headers, body,
                              dedupe_key, order_key, coalesce_key, warnings, next_attempt_at)
@@ -220,10 +282,19 @@ fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
         ])
     })
     .map_err(db_error)?;
-    Ok(Ingested::Accepted { id: event.id.clone(), superseded })
+    Ok(Ingested::Accepted {
+        id: event.id.clone(),
+        superseded,
+    })
 }
 
-fn claim(c: &Connection, destination: &str, now: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
+fn claim(
+    c: &Connection,
+    destination: &str,
+    now: i64,
+    limit: usize,
+    lease_ms: i64,
+) -> Result<Vec<Claim>> {
     // Due, and the head of its order key: no active event of the same key
     // stands before it. A `delivering` head with a live lease is not due, so
     // nothing behind it is claimed either.
@@ -265,7 +336,9 @@ fn claim(c: &Connection, destination: &str, now: i64, limit: usize, lease_ms: i6
         .map_err(db_error)?;
     let mut claims = Vec::with_capacity(rows.len());
     for (rid, id, source, order_key, received_at_ms, headers, body, attempts, round_base) in rows {
-        update.execute(params![now.saturating_add(lease_ms), now, rid]).map_err(db_error)?;
+        update
+            .execute(params![now.saturating_add(lease_ms), now, rid])
+            .map_err(db_error)?;
         claims.push(Claim {
             id: parse_id(id)?,
             source,
@@ -281,7 +354,13 @@ fn claim(c: &Connection, destination: &str, now: i64, limit: usize, lease_ms: i6
     Ok(claims)
 }
 
-fn finish(c: &Connection, id: &EventId, attempt: &Attempt, verdict: Verdict, now: i64) -> Result<bool> {
+fn finish(
+    c: &Connection,
+    id: &EventId,
+    attempt: &Attempt,
+    verdict: Verdict,
+    now: i64,
+) -> Result<bool> {
     // The attempt happened whether or not the claim is still ours: record it.
     c.prepare_cached(
         "INSERT OR IGNORE INTO attempts (event_id, attempt, started_at, duration_ms, status, error)
@@ -338,8 +417,10 @@ fn replay(c: &Connection, id: &EventId, seq: i64, now: i64) -> Result<bool> {
 }
 
 /// At open, before any dispatcher runs: this process holds the database's
-/// lock, so every `delivering` event belonged to a process that died. Each is
-/// due again at once, and the cut-off attempt is recorded as such.
+/// lock, so every `delivering` event belonged to a process that stopped. Each
+/// is due again when its lease ends, not at once: the app may still be working
+/// on the cut-off attempt until its timeout, and the order key must never see
+/// two deliveries at once. The cut-off attempt is recorded as such.
 pub fn recover(conn: &mut Connection, now: i64) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
     tx.execute(
@@ -349,7 +430,8 @@ pub fn recover(conn: &mut Connection, now: i64) -> rusqlite::Result<usize> {
         [now],
     )?;
     let recovered = tx.execute(
-        "UPDATE events SET state = 'pending', next_attempt_at = ?1, lease_until = NULL, updated_at = ?1
+        "UPDATE events SET state = 'pending', next_attempt_at = MAX(?1, COALESCE(lease_until, ?1)),
+                           lease_until = NULL, updated_at = ?1
          WHERE state = 'delivering'",
         [now],
     )?;
@@ -358,5 +440,6 @@ pub fn recover(conn: &mut Connection, now: i64) -> rusqlite::Result<usize> {
 }
 
 pub fn parse_id(text: String) -> Result<EventId> {
-    text.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("{e}")))
 }

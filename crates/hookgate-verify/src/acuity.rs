@@ -18,7 +18,11 @@ pub fn verify(secrets: &[String], request: &Signed<'_>) -> Result<(), VerifyErro
     let valid = secrets
         .iter()
         .any(|key| matches(&hmac_sha256(key.as_bytes(), &[request.body]), &given));
-    if valid { Ok(()) } else { Err(VerifyError::BadSignature) }
+    if valid {
+        Ok(())
+    } else {
+        Err(VerifyError::BadSignature)
+    }
 }
 
 #[cfg(test)]
@@ -34,7 +38,14 @@ mod tests {
 
     fn check(signature: &str, body: &str, key: &str) -> Result<(), VerifyError> {
         let headers = headers(&[("X-Acuity-Signature", signature)]);
-        verify(&[key.to_string()], &Signed { headers: &headers, body: body.as_bytes(), now: 0 })
+        verify(
+            &[key.to_string()],
+            &Signed {
+                headers: &headers,
+                body: body.as_bytes(),
+                now: 0,
+            },
+        )
     }
 
     #[test]
@@ -44,8 +55,17 @@ mod tests {
 
     #[test]
     fn rejects_tampering_and_wrong_key() {
-        assert_eq!(check(SIGNATURE, &BODY.replace("42", "43"), KEY), Err(VerifyError::BadSignature));
-        assert_eq!(check(SIGNATURE, BODY, "other"), Err(VerifyError::BadSignature));
-        assert!(matches!(check("***", BODY, KEY), Err(VerifyError::Malformed(_))));
+        assert_eq!(
+            check(SIGNATURE, &BODY.replace("42", "43"), KEY),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            check(SIGNATURE, BODY, "other"),
+            Err(VerifyError::BadSignature)
+        );
+        assert!(matches!(
+            check("***", BODY, KEY),
+            Err(VerifyError::Malformed(_))
+        ));
     }
 }

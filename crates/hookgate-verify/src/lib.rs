@@ -116,7 +116,10 @@ fn check_tolerance(timestamp: i64, now: i64, tolerance_secs: i64) -> Result<(), 
 #[cfg(test)]
 pub(crate) mod test_support {
     pub fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect()
     }
 }
 

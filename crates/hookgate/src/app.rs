@@ -113,7 +113,11 @@ impl Server {
         workers.push(tokio::spawn(purge_dedupe(store.clone(), stopping.clone())));
 
         let shared = Arc::new(Shared {
-            sources: config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect(),
+            sources: config
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect(),
             config,
             store,
             wakers,
@@ -132,7 +136,11 @@ impl Server {
             served.map_err(ServeError::from)
         });
         tracing::info!(%addr, "hookgate is serving");
-        Ok(Server { addr, shutdown, task })
+        Ok(Server {
+            addr,
+            shutdown,
+            task,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -142,7 +150,9 @@ impl Server {
     /// Stop accepting, let deliveries in flight finish (up to the grace period), and wait.
     pub async fn stop(self) -> Result<(), ServeError> {
         let _ = self.shutdown.send(true);
-        self.task.await.unwrap_or_else(|e| Err(ServeError::Io(std::io::Error::other(e))))
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(ServeError::Io(std::io::Error::other(e))))
     }
 
     /// Serve until `signal` resolves, then stop gracefully.

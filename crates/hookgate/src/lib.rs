@@ -11,7 +11,7 @@ pub mod dispatch;
 mod http;
 pub mod metrics;
 
-pub use app::{Server, ServeError};
+pub use app::{ServeError, Server};
 
 /// Milliseconds since the Unix epoch: the one clock the server reads.
 pub fn now_ms() -> i64 {

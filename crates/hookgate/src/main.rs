@@ -13,7 +13,10 @@ const RUNTIME: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on bad usage, as clap does
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return fail(RUNTIME, &format!("cannot start the async runtime: {e}")),
     };
@@ -48,7 +51,9 @@ async fn run(command: Command) -> ExitCode {
             };
             let listener = match tokio::net::TcpListener::bind(config.listen).await {
                 Ok(listener) => listener,
-                Err(e) => return fail(RUNTIME, &format!("cannot listen on {}: {e}", config.listen)),
+                Err(e) => {
+                    return fail(RUNTIME, &format!("cannot listen on {}: {e}", config.listen));
+                }
             };
             let server = match Server::start(listener, config).await {
                 Ok(server) => server,
@@ -68,7 +73,12 @@ async fn run(command: Command) -> ExitCode {
             }
         }
         Command::Events { command } => done(cli::events(command).await),
-        Command::Replay { id, source, state, api } => done(cli::replay(id, source, state, api).await),
+        Command::Replay {
+            id,
+            source,
+            state,
+            api,
+        } => done(cli::replay(id, source, state, api).await),
     }
 }
 
@@ -85,8 +95,12 @@ fn fail(code: u8, message: &str) -> ExitCode {
 }
 
 fn init_logs(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// SIGTERM or Ctrl-C.

@@ -31,7 +31,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Result<&'static str, ApiError> {
-    shared.store.ping().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    shared
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok("ready\n")
 }
 
@@ -51,13 +55,19 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            ApiError::PayloadTooLarge(limit) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than max_body ({limit} bytes)"))
-            }
+            ApiError::PayloadTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body is larger than max_body ({limit} bytes)"),
+            ),
             ApiError::Unavailable(detail) => {
                 tracing::error!(%detail, "storage unavailable");
                 let body = Json(serde_json::json!({"error": "storage unavailable, retry later"}));
-                return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response();
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    body,
+                )
+                    .into_response();
             }
         };
         (status, Json(serde_json::json!({ "error": message }))).into_response()

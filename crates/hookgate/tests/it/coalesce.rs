@@ -1,0 +1,95 @@
+//! Thin "object X changed" bursts (Acuity): coalesced while pending, never a
+//! lost update, never two deliveries of one object at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thin_bursts_coalesce_without_losing_the_last_update() {
+    const OBJECTS: usize = 8;
+    const BURSTS: usize = 3;
+    const PER_BURST: usize = 4;
+    let receiver = receiver(Arc::new(|_, body| {
+        // The app's work takes 150-300 ms, as fetching the object from the sender would.
+        let jitter = body.iter().map(|b| *b as u64).sum::<u64>() % 150;
+        (200, Duration::from_millis(150 + jitter))
+    }))
+    .await;
+    let app = Arc::new(spawn_app(&receiver).await);
+    let mut senders = Vec::new();
+    for object in 0..OBJECTS {
+        let app = app.clone();
+        senders.push(tokio::spawn(async move {
+            let mut last_ack = Instant::now();
+            for burst in 0..BURSTS {
+                for n in 0..PER_BURST {
+                    let body = format!(
+                        "action=appointment.changed&id={object}&calendarID=1&seq={burst}-{n}"
+                    );
+                    let (status, answer) = app
+                        .post("acuity", &acuity_headers(body.as_bytes()), body)
+                        .await;
+                    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
+                    last_ack = Instant::now();
+                }
+                // The next burst arrives while this one is being delivered.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (object.to_string(), last_ack)
+        }));
+    }
+    let mut last_ack = HashMap::new();
+    for sender in senders {
+        let (object, at) = sender.await.unwrap();
+        last_ack.insert(object, at);
+    }
+    let idle = || async {
+        let stats = app.admin("/api/stats").await;
+        let busy = &stats["sources"]["acuity"];
+        busy["pending"].as_u64().unwrap_or(0) + busy["delivering"].as_u64().unwrap_or(0) == 0
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !idle().await {
+        assert!(Instant::now() < deadline, "queue never drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let delivered = receiver.delivered();
+    let sent = OBJECTS * BURSTS * PER_BURST;
+    assert!(
+        delivered.len() < sent,
+        "coalescing saved work: {} deliveries for {sent} sends",
+        delivered.len()
+    );
+    assert!(
+        receiver.overlaps().is_empty(),
+        "no object was processed twice at once: {:?}",
+        receiver.overlaps()
+    );
+    for (object, acked) in &last_ack {
+        let after: Vec<_> = delivered
+            .iter()
+            .filter(|r| r.order_key() == object && r.started >= *acked)
+            .collect();
+        assert!(
+            !after.is_empty(),
+            "object {object}: no delivery started after its last ack (a lost update)"
+        );
+    }
+    let stats = app.admin("/api/stats").await;
+    let superseded = stats["sources"]["acuity"]["superseded"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    let stored_delivered = stats["sources"]["acuity"]["delivered"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    assert_eq!(
+        superseded + stored_delivered,
+        sent,
+        "every send is delivered or superseded: {stats}"
+    );
+    assert_eq!(stored_delivered, delivered.len());
+}

@@ -1,0 +1,349 @@
+//! Test harness: a real hookgate on port 0 with its own database file, a real
+//! receiving app that records what it gets, and helpers to sign and send.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use hookgate::Server;
+use hookgate::config::Config;
+use serde_json::Value;
+
+pub const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const STRIPE_SECRET: &str = "whsec_stripe_test";
+pub const ACUITY_KEY: &str = "acuity_api_key";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub started: Instant,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub status: u16,
+    /// The independent Standard Webhooks library accepted `webhook-signature`.
+    pub signature_ok: bool,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+    pub fn webhook_id(&self) -> &str {
+        self.header("webhook-id")
+    }
+    pub fn order_key(&self) -> &str {
+        self.header("hookgate-order-key")
+    }
+    pub fn delivered(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// What the receiver answers to one request: a status and how long it works first.
+pub type Script = Arc<dyn Fn(&HashMap<String, String>, &[u8]) -> (u16, Duration) + Send + Sync>;
+
+#[derive(Default)]
+struct Log {
+    received: Vec<Received>,
+    in_flight: HashMap<String, usize>,
+    /// Order keys that ever had two requests in flight at once.
+    overlaps: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Log>>,
+}
+
+pub async fn receiver(script: Script) -> Receiver {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let app = axum::Router::new()
+        .route("/hooks", post(record))
+        .with_state((log.clone(), script));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver { addr, log }
+}
+
+pub fn always_ok() -> Script {
+    Arc::new(|_, _| (200, Duration::ZERO))
+}
+
+async fn record(
+    State((log, script)): State<(Arc<Mutex<Log>>, Script)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    // The work runs in its own task, as a real app's would: if hookgate
+    // hangs up (or dies) mid-request, the app still finishes what it started.
+    let work = tokio::spawn(async move {
+        let started = Instant::now();
+        let key = headers.get("hookgate-order-key").cloned();
+        if let Some(key) = &key {
+            let mut log = log.lock().unwrap();
+            let n = log.in_flight.entry(key.clone()).or_default();
+            *n += 1;
+            if *n > 1 {
+                log.overlaps.push(key.clone());
+            }
+        }
+        let (status, work) = script(&headers, &body);
+        tokio::time::sleep(work).await;
+        let signature_ok = verify_independently(&headers, &body);
+        let mut log = log.lock().unwrap();
+        if let Some(key) = &key {
+            *log.in_flight.get_mut(key).unwrap() -= 1;
+        }
+        log.received.push(Received {
+            started,
+            headers,
+            body: body.to_vec(),
+            status,
+            signature_ok,
+        });
+        status
+    });
+    let status = StatusCode::from_u16(work.await.unwrap()).unwrap();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        (status, [(axum::http::header::RETRY_AFTER, "1")]).into_response()
+    } else {
+        status.into_response()
+    }
+}
+
+fn verify_independently(headers: &HashMap<String, String>, body: &[u8]) -> bool {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(k.as_str()),
+            http::HeaderValue::try_from(v.as_str()),
+        ) {
+            map.insert(name, value);
+        }
+    }
+    standardwebhooks::Webhook::new(SIGNING_SECRET)
+        .unwrap()
+        .verify(body, &map)
+        .is_ok()
+}
+
+impl Receiver {
+    pub fn url(&self) -> String {
+        format!("http://{}/hooks", self.addr)
+    }
+    pub fn received(&self) -> Vec<Received> {
+        self.log.lock().unwrap().received.clone()
+    }
+    pub fn delivered(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(Received::delivered)
+            .collect()
+    }
+    pub fn overlaps(&self) -> Vec<String> {
+        self.log.lock().unwrap().overlaps.clone()
+    }
+
+    /// Wait until `done` holds for what was received, or panic after `limit`.
+    pub async fn wait_for(&self, limit: Duration, what: &str, done: impl Fn(&[Received]) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if done(&self.received()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; received {:#?}",
+                self.received().len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The standard test config: sources `stripe`, `acuity`, `plain` (no
+/// verification, order key from JSON) and `swh` (Standard Webhooks), all to
+/// one destination `app`.
+pub fn config_text(receiver_url: &str, db: &std::path::Path, extra_destination: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body = "64KiB"
+
+[storage]
+url = "sqlite://{db}"
+
+[admin]
+token = "{ADMIN_TOKEN}"
+
+[[destinations]]
+name = "app"
+url = "{receiver_url}"
+timeout = "5s"
+concurrency = 16
+signing_secret = "{SIGNING_SECRET}"
+retry = {{ max_attempts = 4, initial = "100ms", max = "400ms" }}
+{extra_destination}
+
+[[sources]]
+name = "stripe"
+destination = "app"
+preset = "stripe"
+verify = {{ secret = "{STRIPE_SECRET}" }}
+order_key = "{{json.data.object.id}}"
+
+[[sources]]
+name = "acuity"
+destination = "app"
+preset = "acuity"
+verify = {{ secret = "{ACUITY_KEY}" }}
+
+[[sources]]
+name = "plain"
+destination = "app"
+order_key = "{{json.object}}"
+dedupe_key = "{{json.id}}"
+
+[[sources]]
+name = "swh"
+destination = "app"
+preset = "standard-webhooks"
+verify = {{ secret = "{SIGNING_SECRET}" }}
+"#,
+        db = db.display()
+    )
+}
+
+pub struct TestApp {
+    pub server: Option<Server>,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    /// Holds the database file; removed when the test ends.
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app(receiver: &Receiver) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&receiver.url(), &dir.path().join("hookgate.db"), "");
+    spawn_with(dir, &text).await
+}
+
+pub async fn spawn_with(dir: tempfile::TempDir, config_text: &str) -> TestApp {
+    let config =
+        Config::from_toml(config_text, Vec::new(), &|_| None).expect("test config is valid");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = Server::start(listener, config)
+        .await
+        .expect("server starts");
+    let addr = server.addr();
+    TestApp {
+        server: Some(server),
+        addr,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post(
+        &self,
+        source: &str,
+        headers: &[(&str, String)],
+        body: impl Into<Vec<u8>>,
+    ) -> (u16, Value) {
+        post_with(
+            &self.http,
+            &self.url(&format!("/in/{source}")),
+            headers,
+            body.into(),
+        )
+        .await
+    }
+
+    pub async fn admin(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.unwrap();
+        }
+    }
+}
+
+pub async fn post_with(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut request = http.post(url).body(body);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn stripe_headers(body: &[u8]) -> Vec<(&'static str, String)> {
+    vec![
+        ("content-type", "application/json".to_string()),
+        (
+            "stripe-signature",
+            hookgate_verify::stripe_sign(STRIPE_SECRET, unix_now(), body),
+        ),
+    ]
+}
+
+pub fn acuity_headers(body: &[u8]) -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(ACUITY_KEY.as_bytes()).unwrap();
+    mac.update(body);
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    vec![
+        (
+            "content-type",
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+        ("x-acuity-signature", signature),
+    ]
+}
