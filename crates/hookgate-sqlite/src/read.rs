@@ -14,7 +14,7 @@ pub const MAX_PAGE: usize = 500;
 
 const RECORD_COLUMNS: &str =
     "rid, id, source, destination, state, received_at, updated_at, dedupe_key, order_key,
-     coalesce_key, warnings, duplicates, attempts, next_attempt_at, superseded_by";
+     coalesce_key, warnings, duplicates, attempts, due_at, superseded_by";
 
 fn record(row: &Row<'_>) -> rusqlite::Result<(i64, RawRecord)> {
     Ok((
@@ -32,7 +32,7 @@ fn record(row: &Row<'_>) -> rusqlite::Result<(i64, RawRecord)> {
             warnings: row.get(10)?,
             duplicates: row.get(11)?,
             attempts: row.get(12)?,
-            next_attempt_at: row.get(13)?,
+            due_at: row.get(13)?,
             superseded_by: row.get(14)?,
         },
     ))
@@ -52,7 +52,7 @@ struct RawRecord {
     warnings: Option<String>,
     duplicates: i64,
     attempts: u32,
-    next_attempt_at: Option<i64>,
+    due_at: Option<i64>,
     superseded_by: Option<String>,
 }
 
@@ -78,7 +78,7 @@ impl RawRecord {
             duplicates: self.duplicates as u64,
             attempts: self.attempts,
             next_attempt_at_ms: if state == State::Pending {
-                self.next_attempt_at
+                self.due_at
             } else {
                 None
             },
@@ -210,10 +210,8 @@ pub fn stats(c: &Connection) -> Result<Vec<StateCount>> {
 
 pub fn next_due(c: &Connection, destination: &str, now: i64) -> Result<Option<i64>> {
     c.prepare_cached(
-        "SELECT MIN(CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_until END)
-         FROM events
-         WHERE destination = ?1 AND state IN ('pending', 'delivering')
-           AND CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_until END > ?2",
+        "SELECT MIN(due_at) FROM events
+         WHERE destination = ?1 AND head = 1 AND state IN ('pending', 'delivering') AND due_at > ?2",
     )
     .and_then(|mut s| s.query_row(params![destination, now], |r| r.get(0)))
     .map_err(db_error)

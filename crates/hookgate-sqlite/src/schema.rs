@@ -26,13 +26,18 @@ const MIGRATIONS: &[&str] = &[
         attempts        INTEGER NOT NULL DEFAULT 0,
         -- attempts at the last replay; attempts - round_base is what max_attempts counts.
         round_base      INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at INTEGER,
-        lease_until     INTEGER,
+        -- pending: when the next attempt is due; delivering: when the lease ends.
+        due_at          INTEGER,
+        -- 1 for the first active event of its (source, order key) queue, and
+        -- for every active event without an order key: only heads are claimed.
+        head            INTEGER NOT NULL DEFAULT 0,
         superseded_by   TEXT
     );
-    -- The dispatcher's scan: active events of one destination in queue order.
-    CREATE INDEX events_queue ON events(destination, seq) WHERE state IN ('pending', 'delivering');
-    -- The head of an order key's queue.
+    -- The dispatcher's scan: claimable heads of one destination, soonest due first.
+    -- Blocked events behind a head are not in it, so a long queue costs nothing to scan.
+    CREATE INDEX events_due ON events(destination, due_at, seq)
+        WHERE head = 1 AND state IN ('pending', 'delivering');
+    -- Finding the next head of an order key's queue.
     CREATE INDEX events_order ON events(source, order_key, seq) WHERE state IN ('pending', 'delivering');
     CREATE INDEX events_coalesce ON events(source, coalesce_key) WHERE state = 'pending';
     CREATE INDEX events_state ON events(state, source);

@@ -249,22 +249,34 @@ fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
             });
         }
     }
-    let superseded = match &event.coalesce_key {
-        Some(key) => c
+    let mut superseded = 0;
+    if let Some(key) = &event.coalesce_key {
+        let orphaned: Vec<Option<String>> = c
             .prepare_cached(
-                "UPDATE events SET state = 'superseded', superseded_by = ?1, updated_at = ?2, next_attempt_at = NULL
-                 WHERE source = ?3 AND coalesce_key = ?4 AND state = 'pending'",
+                "UPDATE events SET state = 'superseded', superseded_by = ?1, updated_at = ?2, due_at = NULL, head = 0
+                 WHERE source = ?3 AND coalesce_key = ?4 AND state = 'pending'
+                 RETURNING order_key",
             )
-            .and_then(|mut s| s.execute(params![event.id.as_str(), now, event.source, key]))
-            .map_err(db_error)? as u64,
-        None => 0,
-    };
+            .and_then(|mut s| {
+                s.query_map(params![event.id.as_str(), now, event.source, key], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db_error)?;
+        superseded = orphaned.len() as u64;
+        // A superseded head hands its queue on, whatever the new event's order key.
+        let mut keys: Vec<String> = orphaned.into_iter().flatten().collect();
+        keys.sort();
+        keys.dedup();
+        for order_key in keys.iter().filter(|k| Some(*k) != event.order_key.as_ref()) {
+            promote(c, &event.source, order_key)?;
+        }
+    }
     let warnings = (!event.warnings.is_empty())
         .then(|| serde_json::to_string(&event.warnings).expect("strings serialize"));
     c.prepare_cached(
         "INSERT INTO events (id, seq, source, destination, state, received_at, updated_at, headers, body,
-                             dedupe_key, order_key, coalesce_key, warnings, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?5)",
+                             dedupe_key, order_key, coalesce_key, warnings, due_at, head)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?5, ?12)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -279,13 +291,33 @@ fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
             event.order_key,
             event.coalesce_key,
             warnings,
+            event.order_key.is_none(),
         ])
     })
     .map_err(db_error)?;
+    if let Some(order_key) = &event.order_key {
+        // The new event, or the one after a superseded head, may now lead its queue.
+        promote(c, &event.source, order_key)?;
+    }
     Ok(Ingested::Accepted {
         id: event.id.clone(),
         superseded,
     })
+}
+
+/// Make the first active event of an order key's queue its head (if it is
+/// not already). Called wherever the queue's active set changes.
+fn promote(c: &Connection, source: &str, order_key: &str) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE events SET head = 1
+         WHERE rid = (SELECT rid FROM events
+                      WHERE source = ?1 AND order_key = ?2 AND state IN ('pending', 'delivering')
+                      ORDER BY seq LIMIT 1)
+           AND head = 0",
+    )
+    .and_then(|mut s| s.execute(params![source, order_key]))
+    .map_err(db_error)?;
+    Ok(())
 }
 
 fn claim(
@@ -295,20 +327,14 @@ fn claim(
     limit: usize,
     lease_ms: i64,
 ) -> Result<Vec<Claim>> {
-    // Due, and the head of its order key: no active event of the same key
-    // stands before it. A `delivering` head with a live lease is not due, so
-    // nothing behind it is claimed either.
+    // Only heads are claimable: a `delivering` head with a live lease, or a
+    // `pending` head waiting for its retry, is not due, so nothing behind it moves.
     let mut select = c
         .prepare_cached(
-            "SELECT e.rid, e.id, e.source, e.order_key, e.received_at, e.headers, e.body, e.attempts, e.round_base
-             FROM events e
-             WHERE e.destination = ?1 AND e.state IN ('pending', 'delivering')
-               AND CASE e.state WHEN 'pending' THEN e.next_attempt_at <= ?2 ELSE e.lease_until <= ?2 END
-               AND (e.order_key IS NULL OR e.seq = (
-                     SELECT MIN(p.seq) FROM events p
-                     WHERE p.source = e.source AND p.order_key = e.order_key
-                       AND p.state IN ('pending', 'delivering')))
-             ORDER BY e.seq
+            "SELECT rid, id, source, order_key, received_at, headers, body, attempts, round_base
+             FROM events
+             WHERE destination = ?1 AND head = 1 AND state IN ('pending', 'delivering') AND due_at <= ?2
+             ORDER BY due_at, seq
              LIMIT ?3",
         )
         .map_err(db_error)?;
@@ -330,7 +356,7 @@ fn claim(
         .map_err(db_error)?;
     let mut update = c
         .prepare_cached(
-            "UPDATE events SET state = 'delivering', attempts = attempts + 1, lease_until = ?1, updated_at = ?2
+            "UPDATE events SET state = 'delivering', attempts = attempts + 1, due_at = ?1, updated_at = ?2
              WHERE rid = ?3",
         )
         .map_err(db_error)?;
@@ -377,26 +403,39 @@ fn finish(
         ])
     })
     .map_err(db_error)?;
-    let (state, next_attempt_at) = match verdict {
+    let (state, due_at) = match verdict {
         Verdict::Delivered => (State::Delivered, None),
         Verdict::Retry { at_ms } => (State::Pending, Some(at_ms)),
         Verdict::Dead => (State::Dead, None),
     };
-    let changed = c
+    // A retried event stays its queue's head; a finished one hands the head on.
+    let moved: Option<(String, Option<String>)> = c
         .prepare_cached(
-            "UPDATE events SET state = ?1, next_attempt_at = ?2, lease_until = NULL, updated_at = ?3
-             WHERE id = ?4 AND state = 'delivering' AND attempts = ?5",
+            "UPDATE events SET state = ?1, due_at = ?2, updated_at = ?3, head = (?1 = 'pending')
+             WHERE id = ?4 AND state = 'delivering' AND attempts = ?5
+             RETURNING source, order_key",
         )
-        .and_then(|mut s| s.execute(params![state.as_str(), next_attempt_at, now, id.as_str(), attempt.attempt]))
+        .and_then(|mut s| {
+            s.query_row(
+                params![state.as_str(), due_at, now, id.as_str(), attempt.attempt],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
         .map_err(db_error)?;
-    Ok(changed == 1)
+    match &moved {
+        Some((source, Some(order_key))) if state != State::Pending => {
+            promote(c, &source, &order_key)?
+        }
+        _ => {}
+    }
+    Ok(moved.is_some())
 }
 
 fn release(c: &Connection, id: &EventId, attempt: u32, now: i64) -> Result<bool> {
     let changed = c
         .prepare_cached(
-            "UPDATE events SET state = 'pending', attempts = attempts - 1, next_attempt_at = ?1,
-                               lease_until = NULL, updated_at = ?1
+            "UPDATE events SET state = 'pending', attempts = attempts - 1, due_at = ?1, updated_at = ?1
              WHERE id = ?2 AND state = 'delivering' AND attempts = ?3",
         )
         .and_then(|mut s| s.execute(params![now, id.as_str(), attempt]))
@@ -405,15 +444,24 @@ fn release(c: &Connection, id: &EventId, attempt: u32, now: i64) -> Result<bool>
 }
 
 fn replay(c: &Connection, id: &EventId, seq: i64, now: i64) -> Result<bool> {
-    let changed = c
+    let moved: Option<(String, Option<String>)> = c
         .prepare_cached(
-            "UPDATE events SET state = 'pending', seq = ?1, round_base = attempts, next_attempt_at = ?2,
-                               superseded_by = NULL, updated_at = ?2
-             WHERE id = ?3 AND state IN ('delivered', 'dead', 'superseded')",
+            "UPDATE events SET state = 'pending', seq = ?1, round_base = attempts, due_at = ?2,
+                               superseded_by = NULL, updated_at = ?2, head = (order_key IS NULL)
+             WHERE id = ?3 AND state IN ('delivered', 'dead', 'superseded')
+             RETURNING source, order_key",
         )
-        .and_then(|mut s| s.execute(params![seq, now, id.as_str()]))
+        .and_then(|mut s| {
+            s.query_row(params![seq, now, id.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
         .map_err(db_error)?;
-    Ok(changed == 1)
+    if let Some((source, Some(order_key))) = &moved {
+        promote(c, source, order_key)?;
+    }
+    Ok(moved.is_some())
 }
 
 /// At open, before any dispatcher runs: this process holds the database's
@@ -429,10 +477,9 @@ pub fn recover(conn: &mut Connection, now: i64) -> rusqlite::Result<usize> {
          FROM events WHERE state = 'delivering'",
         [now],
     )?;
+    // due_at holds the lease's end while delivering: it stays the time the event is due.
     let recovered = tx.execute(
-        "UPDATE events SET state = 'pending', next_attempt_at = MAX(?1, COALESCE(lease_until, ?1)),
-                           lease_until = NULL, updated_at = ?1
-         WHERE state = 'delivering'",
+        "UPDATE events SET state = 'pending', updated_at = ?1 WHERE state = 'delivering'",
         [now],
     )?;
     tx.commit()?;

@@ -22,6 +22,7 @@ macro_rules! conformance_tests {
             dedupe_window_expires, dedupe_is_per_source, order_key_is_fifo_one_at_a_time,
             retry_holds_the_key_until_due, dead_does_not_block_the_key, keyless_events_run_in_parallel,
             expired_lease_is_reclaimed_and_old_claim_fenced, coalesce_supersedes_only_pending,
+            coalesce_across_order_keys_hands_the_queue_on,
             release_gives_back_without_an_attempt, replay_goes_to_the_back_of_the_queue,
             list_pages_newest_first_with_filters, stats_count_by_source_and_state,
             next_due_reports_the_earliest_wakeup, purge_forgets_expired_keys, claim_is_per_destination);
@@ -446,6 +447,30 @@ pub async fn coalesce_supersedes_only_pending(store: Arc<dyn Store>) {
             .unwrap()
     );
     assert_eq!(claim_ids(&*store, T0 + 3).await, vec![c3]);
+}
+
+/// A coalesce key need not follow the order key: superseding the head of
+/// another key's queue must let that queue move on.
+pub async fn coalesce_across_order_keys_hands_the_queue_on(store: Arc<dyn Store>) {
+    let a1 = accept(
+        &*store,
+        NewEvent {
+            coalesce_key: Some("c".into()),
+            ..keyed("A", T0)
+        },
+    )
+    .await;
+    let a2 = accept(&*store, keyed("A", T0)).await;
+    let b1 = accept(
+        &*store,
+        NewEvent {
+            coalesce_key: Some("c".into()),
+            ..keyed("B", T0)
+        },
+    )
+    .await;
+    assert_eq!(state_of(&*store, &a1).await, State::Superseded);
+    assert_eq!(claim_ids(&*store, T0).await, sorted(vec![a2, b1]));
 }
 
 pub async fn release_gives_back_without_an_attempt(store: Arc<dyn Store>) {

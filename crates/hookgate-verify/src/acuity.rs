@@ -25,6 +25,11 @@ pub fn verify(secrets: &[String], request: &Signed<'_>) -> Result<(), VerifyErro
     }
 }
 
+/// Sign as Acuity does; used by tests and the demo's simulated sender.
+pub fn sign(api_key: &str, body: &[u8]) -> String {
+    STANDARD.encode(hmac::Mac::finalize(hmac_sha256(api_key.as_bytes(), &[body])).into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +56,7 @@ mod tests {
     #[test]
     fn accepts_the_reference_signature() {
         assert_eq!(check(SIGNATURE, BODY, KEY), Ok(()));
+        assert_eq!(sign(KEY, BODY.as_bytes()), SIGNATURE);
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub(crate) mod test_support {
     }
 }
 
+pub use acuity::sign as acuity_sign;
 pub use stripe::sign as stripe_sign;
 
 #[cfg(test)]

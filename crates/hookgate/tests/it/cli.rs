@@ -140,3 +140,20 @@ async fn events_and_replay_commands_use_the_admin_api() {
     assert!(String::from_utf8_lossy(&unauthorized.stderr).contains("401"));
     app.stop().await;
 }
+
+/// The README's first command: the demo runs the seed scenario and exits 0
+/// only if every guarantee held.
+#[test]
+fn the_demo_shows_every_guarantee_holding() {
+    let out = hookgate().arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("PASS").count(), 5, "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("max concurrent per object: 1"), "{stdout}");
+}

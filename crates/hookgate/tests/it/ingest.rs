@@ -78,7 +78,8 @@ async fn bad_signatures_are_401_and_store_nothing() {
     let body = br#"{"id":"evt_bad","data":{"object":{"id":"cus_1"}}}"#.to_vec();
     let good = stripe_headers(&body);
     let now = unix_now();
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<u8>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "wrong secret",
             vec![(

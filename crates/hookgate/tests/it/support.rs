@@ -334,16 +334,14 @@ pub fn stripe_headers(body: &[u8]) -> Vec<(&'static str, String)> {
 }
 
 pub fn acuity_headers(body: &[u8]) -> Vec<(&'static str, String)> {
-    use base64::Engine;
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(ACUITY_KEY.as_bytes()).unwrap();
-    mac.update(body);
-    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     vec![
         (
             "content-type",
             "application/x-www-form-urlencoded".to_string(),
         ),
-        ("x-acuity-signature", signature),
+        (
+            "x-acuity-signature",
+            hookgate_verify::acuity_sign(ACUITY_KEY, body),
+        ),
     ]
 }
