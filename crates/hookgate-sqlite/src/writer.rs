@@ -425,7 +425,7 @@ fn finish(
         .map_err(db_error)?;
     match &moved {
         Some((source, Some(order_key))) if state != State::Pending => {
-            promote(c, &source, &order_key)?
+            promote(c, source, order_key)?
         }
         _ => {}
     }
