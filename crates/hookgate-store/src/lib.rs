@@ -199,4 +199,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap liveness check of the backend, for `/readyz`.
     async fn ping(&self) -> Result<()>;
+
+    /// Call `wake(destination)` when another process sharing this backend
+    /// stores or replays work for `destination`, so dispatchers need not poll.
+    /// A backend only one process can open has nothing to report.
+    fn watch_remote(&self, wake: RemoteWake) {
+        let _ = wake;
+    }
 }
+
+/// The callback of [`Store::watch_remote`].
+pub type RemoteWake = std::sync::Arc<dyn Fn(&str) + Send + Sync>;

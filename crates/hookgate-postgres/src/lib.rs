@@ -1,0 +1,405 @@
+//! The PostgreSQL backend, for any number of hookgate instances on one database.
+//!
+//! What each guarantee relies on:
+//! * **Dedupe**: `INSERT … ON CONFLICT … DO UPDATE … WHERE expired RETURNING`
+//!   on the `dedupe` primary key, inside `hookgate_ingest()`: concurrent
+//!   copies on any instances wait on the key's row and see one winner.
+//! * **Order**: each queue's position (`seq`) is drawn while the batch holds a
+//!   transaction advisory lock on its order key, so per key, `seq` order is
+//!   commit order. A claim takes only rows with no active row of the same key
+//!   before them (`FOR UPDATE SKIP LOCKED`), and the partial unique index
+//!   `events_one_in_flight` makes a second in-flight delivery of one key
+//!   impossible whatever the query does.
+//! * **Durability**: `synchronous_commit` as the server has it (on by
+//!   default); an ingest is answered after its batch's `COMMIT` returns.
+//! * **Group commit**: waiting ingests are batched into one transaction,
+//!   their statements pipelined on one connection; several batches run at once.
+//! * **Wake-ups**: `NOTIFY hookgate, '<destination>'` in the batch's
+//!   transaction; every instance `LISTEN`s on a connection of its own.
+
+mod ingest;
+mod read;
+mod schema;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt;
+use hookgate_core::{EventId, State};
+use hookgate_store::{
+    Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, RemoteWake, Result,
+    StateCount, Store, StoreError, Verdict,
+};
+use tokio::sync::mpsc;
+use tokio_postgres::NoTls;
+
+pub use ingest::MAX_BATCH;
+
+/// The channel every instance listens on; the payload is a destination name.
+const CHANNEL: &str = "hookgate";
+/// How long a request waits for a pooled connection before answering "unavailable".
+const POOL_WAIT: Duration = Duration::from_secs(5);
+/// How long connecting may take before the database counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before the listener reconnects after losing its connection.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+pub struct PostgresStore {
+    pool: Pool,
+    ingest: mpsc::Sender<ingest::Pending>,
+    watchers: Arc<Mutex<Vec<RemoteWake>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("bad PostgreSQL URL: {0}")]
+    Url(tokio_postgres::Error),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(String),
+    #[error("migrating the PostgreSQL schema failed: {0}")]
+    Migrate(tokio_postgres::Error),
+}
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl PostgresStore {
+    /// Connect with a pool of at most `pool_size` connections (plus one for
+    /// `LISTEN`), apply migrations, and start the ingest batcher.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self, ConnectError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("hookgate");
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        schema::migrate(&mut client)
+            .await
+            .map_err(ConnectError::Migrate)?;
+        drop(client);
+
+        // Batches in flight at once: leave connections for claims, finishes and reads.
+        let batches = (pool_size / 2).max(1);
+        let ingest = ingest::start(pool.clone(), batches);
+        let watchers: Arc<Mutex<Vec<RemoteWake>>> = Arc::default();
+        tokio::spawn(listen(config, watchers.clone()));
+        Ok(PostgresStore {
+            pool,
+            ingest,
+            watchers,
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(unavailable)
+    }
+}
+
+/// Keep a `LISTEN` connection open for the life of the process, reconnecting
+/// after failures. After a reconnect every watcher is woken for every
+/// destination ("*"), since notifications sent meanwhile were lost.
+async fn listen(config: tokio_postgres::Config, watchers: Arc<Mutex<Vec<RemoteWake>>>) {
+    let wake = |destination: &str| {
+        let watchers = watchers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for watcher in watchers {
+            watcher(destination);
+        }
+    };
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let statement = format!("LISTEN {CHANNEL}");
+                let ready = {
+                    // The connection must be polled for LISTEN to complete.
+                    let mut listening = std::pin::pin!(client.batch_execute(&statement));
+                    loop {
+                        tokio::select! {
+                            done = &mut listening => break done.is_ok(),
+                            message = messages.next() => if message.is_none() { break false },
+                        }
+                    }
+                };
+                if ready {
+                    wake("*");
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => wake(n.payload()),
+                            Ok(_) => {}
+                            Err(error) => {
+                                tracing::warn!(%error, "LISTEN connection lost");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::debug!(%error, "LISTEN connection failed"),
+        }
+        tokio::time::sleep(LISTEN_RETRY).await;
+    }
+}
+
+/// A 64-bit advisory lock key for one queue or dedupe key. Collisions only
+/// make two unrelated keys wait for each other.
+pub(crate) fn lock_key(kind: &str, source: &str, key: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(kind.as_bytes())
+        .chain_update([0])
+        .chain_update(source.as_bytes())
+        .chain_update([0])
+        .chain_update(key.as_bytes())
+        .finalize();
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+pub(crate) fn parse_id(text: String) -> Result<EventId> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("{e}")))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ingest(&self, event: NewEvent) -> Result<Ingested> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.ingest
+            .send(ingest::Pending { event, reply })
+            .await
+            .map_err(|_| unavailable("the ingest batcher has stopped"))?;
+        answer
+            .await
+            .map_err(|_| unavailable("the ingest batcher has stopped"))?
+    }
+
+    async fn claim(
+        &self,
+        destination: &str,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<Claim>> {
+        let client = self.client().await?;
+        // Due, and first among the active events of its order key. Rows another
+        // claimer holds are skipped, never waited for.
+        let statement = client
+            .prepare_cached(
+                "WITH picked AS (
+                    SELECT e.rid FROM events e
+                    WHERE e.destination = $1 AND e.state IN ('pending', 'delivering') AND e.due_at <= $2
+                      AND (e.order_key IS NULL OR NOT EXISTS (
+                            SELECT 1 FROM events p
+                            WHERE p.source = e.source AND p.order_key = e.order_key
+                              AND p.state IN ('pending', 'delivering') AND p.seq < e.seq))
+                    ORDER BY e.due_at, e.seq
+                    LIMIT $3
+                    FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE events e
+                    SET state = 'delivering', attempts = e.attempts + 1, due_at = $4, updated_at = $2
+                   FROM picked WHERE e.rid = picked.rid
+                 RETURNING e.id, e.source, e.order_key, e.received_at, e.headers, e.body, e.attempts, e.round_base, e.seq",
+            )
+            .await
+            .map_err(unavailable)?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &destination,
+                    &now_ms,
+                    &(limit as i64),
+                    &now_ms.saturating_add(lease_ms),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut claims = Vec::with_capacity(rows.len());
+        let mut ordered: Vec<_> = rows.iter().map(|r| (r.get::<_, i64>(8), r)).collect();
+        ordered.sort_by_key(|(seq, _)| *seq);
+        for (_, row) in ordered {
+            let attempts: i32 = row.get(6);
+            let round_base: i32 = row.get(7);
+            claims.push(Claim {
+                id: parse_id(row.get(0))?,
+                source: row.get(1),
+                destination: destination.to_owned(),
+                order_key: row.get(2),
+                received_at_ms: row.get(3),
+                headers: read::decode_headers(row.get(4))?,
+                body: row.get(5),
+                attempt: attempts as u32,
+                round_attempt: (attempts - round_base) as u32,
+            });
+        }
+        Ok(claims)
+    }
+
+    async fn finish(
+        &self,
+        id: &EventId,
+        attempt: Attempt,
+        verdict: Verdict,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        let (state, due_at) = match verdict {
+            Verdict::Delivered => (State::Delivered, None),
+            Verdict::Retry { at_ms } => (State::Pending, Some(at_ms)),
+            Verdict::Dead => (State::Dead, None),
+        };
+        // The attempt is recorded whether or not the claim is still current.
+        let statement = client
+            .prepare_cached(
+                "WITH recorded AS (
+                    INSERT INTO attempts (event_id, attempt, started_at, duration_ms, status, error)
+                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
+                 )
+                 UPDATE events SET state = $7, due_at = $8, updated_at = $9
+                 WHERE id = $1 AND state = 'delivering' AND attempts = $2",
+            )
+            .await
+            .map_err(unavailable)?;
+        let changed = client
+            .execute(
+                &statement,
+                &[
+                    &id.as_str(),
+                    &(attempt.attempt as i32),
+                    &attempt.started_at_ms,
+                    &attempt.duration_ms,
+                    &attempt.status.map(i32::from),
+                    &attempt.error,
+                    &state.as_str(),
+                    &due_at,
+                    &now_ms,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(changed == 1)
+    }
+
+    async fn release(&self, id: &EventId, attempt: u32, now_ms: i64) -> Result<bool> {
+        let client = self.client().await?;
+        let changed = client
+            .execute(
+                "UPDATE events SET state = 'pending', attempts = attempts - 1, due_at = $1, updated_at = $1
+                 WHERE id = $2 AND state = 'delivering' AND attempts = $3",
+                &[&now_ms, &id.as_str(), &(attempt as i32)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(changed == 1)
+    }
+
+    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT source, order_key, destination FROM events WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(false);
+        };
+        let (source, order_key, destination): (String, Option<String>, String) =
+            (row.get(0), row.get(1), row.get(2));
+        if let Some(order_key) = &order_key {
+            // Like an ingest: the new queue position is drawn under the queue's lock.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&lock_key("o", &source, order_key)],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        let changed = tx
+            .execute(
+                "UPDATE events SET state = 'pending', seq = nextval('events_seq'), round_base = attempts,
+                        due_at = $1, superseded_by = NULL, updated_at = $1
+                 WHERE id = $2 AND state IN ('delivered', 'dead', 'superseded')",
+                &[&now_ms, &id.as_str()],
+            )
+            .await
+            .map_err(unavailable)?;
+        if changed == 1 {
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &destination])
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(changed == 1)
+    }
+
+    async fn purge_expired_dedupe(&self, now_ms: i64) -> Result<u64> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM dedupe WHERE expires_at <= $1", &[&now_ms])
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn next_due(&self, destination: &str, now_ms: i64) -> Result<Option<i64>> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT MIN(due_at) FROM events
+                 WHERE destination = $1 AND state IN ('pending', 'delivering') AND due_at > $2",
+                &[&destination, &now_ms],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(row.get(0))
+    }
+
+    async fn get(&self, id: &EventId) -> Result<Option<EventDetail>> {
+        read::get(&*self.client().await?, id).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Page> {
+        read::list(&*self.client().await?, filter).await
+    }
+
+    async fn stats(&self) -> Result<Vec<StateCount>> {
+        read::stats(&*self.client().await?).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.client()
+            .await?
+            .execute("SELECT 1", &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn watch_remote(&self, wake: RemoteWake) {
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(wake);
+    }
+}

@@ -1,0 +1,136 @@
+//! Versioned migrations, applied at connect under a session advisory lock, so
+//! several instances starting at once apply each migration exactly once.
+
+use tokio_postgres::Client;
+
+/// Advisory lock key held while migrating ("hookgate" in ASCII, as a number).
+const MIGRATION_LOCK: i64 = 0x686f_6f6b_6761_7465;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: events, dedupe keys, attempts, and the ingest function.
+    r#"
+    CREATE SEQUENCE events_seq;
+    CREATE TABLE events (
+        rid           BIGSERIAL PRIMARY KEY,
+        id            TEXT NOT NULL UNIQUE,
+        -- Queue position: per order key, the order of commits (see the ingest lock).
+        seq           BIGINT NOT NULL,
+        source        TEXT NOT NULL,
+        destination   TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        received_at   BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL,
+        headers       TEXT NOT NULL,
+        body          BYTEA NOT NULL,
+        dedupe_key    TEXT,
+        order_key     TEXT,
+        coalesce_key  TEXT,
+        warnings      TEXT,
+        duplicates    BIGINT NOT NULL DEFAULT 0,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        round_base    INTEGER NOT NULL DEFAULT 0,
+        -- pending: when the next attempt is due; delivering: when the lease ends.
+        due_at        BIGINT,
+        superseded_by TEXT
+    );
+    CREATE INDEX events_due ON events (destination, due_at, seq) WHERE state IN ('pending', 'delivering');
+    CREATE INDEX events_order ON events (source, order_key, seq) WHERE state IN ('pending', 'delivering');
+    CREATE INDEX events_coalesce ON events (source, coalesce_key) WHERE state = 'pending';
+    CREATE INDEX events_state ON events (state, source);
+    CREATE INDEX events_by_source ON events (source, rid);
+    -- The database itself refuses a second in-flight delivery of one order key,
+    -- whichever instance tries: the last line of defence behind the claim query.
+    CREATE UNIQUE INDEX events_one_in_flight ON events (source, order_key) WHERE state = 'delivering';
+
+    CREATE TABLE dedupe (
+        source     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        event_id   TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (source, key)
+    );
+    CREATE INDEX dedupe_expiry ON dedupe (expires_at);
+
+    CREATE TABLE attempts (
+        event_id    TEXT NOT NULL,
+        attempt     INTEGER NOT NULL,
+        started_at  BIGINT NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        status      INTEGER,
+        error       TEXT,
+        PRIMARY KEY (event_id, attempt)
+    );
+
+    -- Dedupe, coalesce and enqueue one event: one round trip, one statement's
+    -- worth of atomicity inside the batch's transaction.
+    CREATE FUNCTION hookgate_ingest(
+        p_id TEXT, p_source TEXT, p_destination TEXT, p_now BIGINT, p_headers TEXT, p_body BYTEA,
+        p_dedupe_key TEXT, p_window BIGINT, p_order_key TEXT, p_coalesce_key TEXT, p_warnings TEXT,
+        OUT o_status TEXT, OUT o_id TEXT, OUT o_superseded BIGINT)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        won TEXT;
+    BEGIN
+        o_superseded := 0;
+        IF p_dedupe_key IS NOT NULL THEN
+            -- A new key inserts; an expired key is taken over; a live key is left alone.
+            INSERT INTO dedupe AS d (source, key, event_id, expires_at)
+            VALUES (p_source, p_dedupe_key, p_id, p_now + p_window)
+            ON CONFLICT (source, key) DO UPDATE
+                SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
+                WHERE d.expires_at <= p_now
+            RETURNING d.event_id INTO won;
+            IF won IS NULL THEN
+                SELECT d.event_id INTO o_id FROM dedupe d WHERE d.source = p_source AND d.key = p_dedupe_key;
+                UPDATE events SET duplicates = duplicates + 1 WHERE events.id = o_id;
+                o_status := 'duplicate';
+                RETURN;
+            END IF;
+        END IF;
+        IF p_coalesce_key IS NOT NULL THEN
+            UPDATE events SET state = 'superseded', superseded_by = p_id, updated_at = p_now, due_at = NULL
+            WHERE events.source = p_source AND events.coalesce_key = p_coalesce_key AND events.state = 'pending';
+            GET DIAGNOSTICS o_superseded = ROW_COUNT;
+        END IF;
+        INSERT INTO events (id, seq, source, destination, state, received_at, updated_at, headers, body,
+                            dedupe_key, order_key, coalesce_key, warnings, due_at)
+        VALUES (p_id, nextval('events_seq'), p_source, p_destination, 'pending', p_now, p_now, p_headers, p_body,
+                p_dedupe_key, p_order_key, p_coalesce_key, p_warnings, p_now);
+        o_status := 'accepted';
+        o_id := p_id;
+    END $$;
+    "#,
+];
+
+pub async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = apply(client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    result
+}
+
+async fn apply(client: &mut Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS hookgate_schema (version INTEGER NOT NULL)")
+        .await?;
+    let current: i32 = client
+        .query_opt("SELECT version FROM hookgate_schema", &[])
+        .await?
+        .map_or(0, |row| row.get(0));
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await?;
+        tx.execute("DELETE FROM hookgate_schema", &[]).await?;
+        tx.execute(
+            "INSERT INTO hookgate_schema (version) VALUES ($1)",
+            &[&(n as i32 + 1)],
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
