@@ -20,12 +20,7 @@ impl RetryPolicy {
     /// `jitter` is a uniform random number in `[0, 1)`, passed in so the rule
     /// stays a pure function. `retry_after_ms` is the destination's own
     /// `Retry-After`: honoured, but never beyond `max_ms`.
-    pub fn next_delay_ms(
-        &self,
-        failed_attempt: u32,
-        retry_after_ms: Option<u64>,
-        jitter: f64,
-    ) -> Option<u64> {
+    pub fn next_delay_ms(&self, failed_attempt: u32, retry_after_ms: Option<u64>, jitter: f64) -> Option<u64> {
         if failed_attempt >= self.max_attempts {
             return None;
         }
@@ -33,10 +28,7 @@ impl RetryPolicy {
             return Some(asked.min(self.max_ms));
         }
         let doublings = failed_attempt.saturating_sub(1).min(62);
-        let exponential = self
-            .initial_ms
-            .saturating_mul(1u64 << doublings)
-            .min(self.max_ms);
+        let exponential = self.initial_ms.saturating_mul(1u64 << doublings).min(self.max_ms);
         let half = exponential / 2;
         let random = (half as f64 * jitter.clamp(0.0, 1.0)) as u64;
         Some(exponential - half + random)
@@ -47,26 +39,14 @@ impl RetryPolicy {
 mod tests {
     use super::*;
 
-    const POLICY: RetryPolicy = RetryPolicy {
-        max_attempts: 5,
-        initial_ms: 1_000,
-        max_ms: 6_000,
-    };
+    const POLICY: RetryPolicy = RetryPolicy { max_attempts: 5, initial_ms: 1_000, max_ms: 6_000 };
 
     #[test]
     fn doubles_within_jitter_bounds_and_caps() {
         let bounds: Vec<_> = (1..5)
-            .map(|n| {
-                (
-                    POLICY.next_delay_ms(n, None, 0.0).unwrap(),
-                    POLICY.next_delay_ms(n, None, 0.999_999).unwrap(),
-                )
-            })
+            .map(|n| (POLICY.next_delay_ms(n, None, 0.0).unwrap(), POLICY.next_delay_ms(n, None, 0.999_999).unwrap()))
             .collect();
-        assert_eq!(
-            bounds,
-            vec![(500, 999), (1_000, 1_999), (2_000, 3_999), (3_000, 5_999)]
-        );
+        assert_eq!(bounds, vec![(500, 999), (1_000, 1_999), (2_000, 3_999), (3_000, 5_999)]);
     }
 
     #[test]
@@ -84,11 +64,7 @@ mod tests {
 
     #[test]
     fn huge_attempt_numbers_do_not_overflow() {
-        let policy = RetryPolicy {
-            max_attempts: u32::MAX,
-            initial_ms: u64::MAX / 2,
-            max_ms: u64::MAX,
-        };
+        let policy = RetryPolicy { max_attempts: u32::MAX, initial_ms: u64::MAX / 2, max_ms: u64::MAX };
         assert!(policy.next_delay_ms(200, None, 0.5).is_some());
     }
 }

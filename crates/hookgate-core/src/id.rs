@@ -29,9 +29,7 @@ impl FromStr for EventId {
     type Err = ParseEventIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s
-            .strip_prefix(PREFIX)
-            .ok_or_else(|| ParseEventIdError(s.to_owned()))?;
+        let hex = s.strip_prefix(PREFIX).ok_or_else(|| ParseEventIdError(s.to_owned()))?;
         if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(EventId(s.to_ascii_lowercase()))
         } else {
@@ -67,15 +65,7 @@ mod tests {
     #[test]
     fn rejects_foreign_ids() {
         assert!("evt_123".parse::<EventId>().is_err());
-        assert!(
-            "msg_0192f3a4b5c6d7e8f90a1b2c3d4e5f60"
-                .parse::<EventId>()
-                .is_err()
-        );
-        assert!(
-            "evt_0192f3a4b5c6d7e8f90a1b2c3d4e5fzz"
-                .parse::<EventId>()
-                .is_err()
-        );
+        assert!("msg_0192f3a4b5c6d7e8f90a1b2c3d4e5f60".parse::<EventId>().is_err());
+        assert!("evt_0192f3a4b5c6d7e8f90a1b2c3d4e5fzz".parse::<EventId>().is_err());
     }
 }

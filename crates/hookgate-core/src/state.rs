@@ -18,13 +18,7 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 5] = [
-        State::Pending,
-        State::Delivering,
-        State::Delivered,
-        State::Dead,
-        State::Superseded,
-    ];
+    pub const ALL: [State; 5] = [State::Pending, State::Delivering, State::Delivered, State::Dead, State::Superseded];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -74,10 +68,7 @@ impl FromStr for State {
     type Err = ParseStateError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        State::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| ParseStateError(s.to_owned()))
+        State::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| ParseStateError(s.to_owned()))
     }
 }
 

@@ -96,10 +96,7 @@ impl FromStr for Template {
                 }
             }
         }
-        Ok(Template {
-            text: text.to_owned(),
-            parts,
-        })
+        Ok(Template { text: text.to_owned(), parts })
     }
 }
 
@@ -154,20 +151,8 @@ pub struct RequestView<'a> {
 }
 
 impl<'a> RequestView<'a> {
-    pub fn new(
-        headers: &'a [(String, String)],
-        body: &'a [u8],
-        query: &'a str,
-        json_ignore: &'a [String],
-    ) -> Self {
-        RequestView {
-            headers,
-            body,
-            query,
-            json_ignore,
-            json: OnceCell::new(),
-            form: OnceCell::new(),
-        }
+    pub fn new(headers: &'a [(String, String)], body: &'a [u8], query: &'a str, json_ignore: &'a [String]) -> Self {
+        RequestView { headers, body, query, json_ignore, json: OnceCell::new(), form: OnceCell::new() }
     }
 
     fn json(&self) -> Result<&Value, Missing> {
@@ -186,16 +171,14 @@ impl<'a> RequestView<'a> {
                 .map(|(_, v)| v.clone())
                 .ok_or_else(|| Missing(format!("header {name:?} is missing"))),
             Field::Json(path) => {
-                let found = lookup(self.json()?, path)
-                    .ok_or_else(|| Missing(format!("json.{} is missing", path.join("."))))?;
+                let found =
+                    lookup(self.json()?, path).ok_or_else(|| Missing(format!("json.{} is missing", path.join("."))))?;
                 Ok(scalar_text(found))
             }
             Field::Form(name) => self
                 .form
                 .get_or_init(|| {
-                    form_urlencoded::parse(self.body)
-                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                        .collect()
+                    form_urlencoded::parse(self.body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
                 })
                 .iter()
                 .find(|(k, _)| k == name)
@@ -252,12 +235,10 @@ fn remove_path(value: &mut Value, path: &[&str]) {
                 Some(next) => next,
                 None => return,
             },
-            Value::Array(items) => {
-                match segment.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                    Some(next) => next,
-                    None => return,
-                }
-            }
+            Value::Array(items) => match segment.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                Some(next) => next,
+                None => return,
+            },
             _ => return,
         };
     }
@@ -304,16 +285,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn render(
-        template: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-        query: &str,
-    ) -> Result<String, Missing> {
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-            .collect();
+    fn render(template: &str, headers: &[(&str, &str)], body: &str, query: &str) -> Result<String, Missing> {
+        let headers: Vec<(String, String)> =
+            headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
         let ignore = vec!["sent_at".to_string(), "meta.trace".to_string()];
         let view = RequestView::new(&headers, body.as_bytes(), query, &ignore);
         template.parse::<Template>().unwrap().render(&view)
@@ -323,27 +297,12 @@ mod tests {
     fn renders_every_namespace() {
         let body = r#"{"id":"evt_1","data":{"object":{"id":"cus_9","n":7,"tags":["a","b"]}}}"#;
         assert_eq!(render("{json.id}", &[], body, "").unwrap(), "evt_1");
-        assert_eq!(
-            render("obj:{json.data.object.id}", &[], body, "").unwrap(),
-            "obj:cus_9"
-        );
+        assert_eq!(render("obj:{json.data.object.id}", &[], body, "").unwrap(), "obj:cus_9");
         assert_eq!(render("{json.data.object.n}", &[], body, "").unwrap(), "7");
-        assert_eq!(
-            render("{json.data.object.tags.1}", &[], body, "").unwrap(),
-            "b"
-        );
-        assert_eq!(
-            render("{header.X-Event-Id}", &[("x-event-id", "abc")], "", "").unwrap(),
-            "abc"
-        );
-        assert_eq!(
-            render("{form.action}:{form.id}", &[], "action=changed&id=42", "").unwrap(),
-            "changed:42"
-        );
-        assert_eq!(
-            render("{query.tenant}", &[], "", "tenant=acme%20co&x=1").unwrap(),
-            "acme co"
-        );
+        assert_eq!(render("{json.data.object.tags.1}", &[], body, "").unwrap(), "b");
+        assert_eq!(render("{header.X-Event-Id}", &[("x-event-id", "abc")], "", "").unwrap(), "abc");
+        assert_eq!(render("{form.action}:{form.id}", &[], "action=changed&id=42", "").unwrap(), "changed:42");
+        assert_eq!(render("{query.tenant}", &[], "", "tenant=acme%20co&x=1").unwrap(), "acme co");
         assert_eq!(
             render("{body.sha256}", &[], "abc", "").unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -352,20 +311,8 @@ mod tests {
 
     #[test]
     fn json_hash_is_canonical_and_skips_ignored_paths() {
-        let a = render(
-            "{json.sha256}",
-            &[],
-            r#"{"b":1,"a":{"y":2,"x":1},"sent_at":"t1"}"#,
-            "",
-        )
-        .unwrap();
-        let b = render(
-            "{json.sha256}",
-            &[],
-            r#"{ "a": {"x":1, "y":2}, "b":1, "sent_at":"t2" }"#,
-            "",
-        )
-        .unwrap();
+        let a = render("{json.sha256}", &[], r#"{"b":1,"a":{"y":2,"x":1},"sent_at":"t1"}"#, "").unwrap();
+        let b = render("{json.sha256}", &[], r#"{ "a": {"x":1, "y":2}, "b":1, "sent_at":"t2" }"#, "").unwrap();
         let c = render("{json.sha256}", &[], r#"{"a":{"x":1,"y":3},"b":1}"#, "").unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
@@ -373,16 +320,9 @@ mod tests {
 
     #[test]
     fn missing_fields_say_what_is_missing() {
+        assert_eq!(render("{json.id}", &[], "not json", "").unwrap_err().to_string(), "body is not JSON");
         assert_eq!(
-            render("{json.id}", &[], "not json", "")
-                .unwrap_err()
-                .to_string(),
-            "body is not JSON"
-        );
-        assert_eq!(
-            render("{json.data.id}", &[], r#"{"data":{}}"#, "")
-                .unwrap_err()
-                .to_string(),
+            render("{json.data.id}", &[], r#"{"data":{}}"#, "").unwrap_err().to_string(),
             "json.data.id is missing"
         );
         assert!(render("{json.id}", &[], r#"{"id":null}"#, "").is_err());
@@ -392,15 +332,9 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_field() {
-        assert_eq!(
-            "{jsn.id}".parse::<Template>().unwrap_err().to_string(),
-            r#"unknown field "jsn.id""#
-        );
+        assert_eq!("{jsn.id}".parse::<Template>().unwrap_err().to_string(), r#"unknown field "jsn.id""#);
         assert_eq!("{json.id".parse::<Template>(), Err(TemplateError::Unclosed));
-        assert_eq!(
-            "json.id}".parse::<Template>(),
-            Err(TemplateError::Unmatched)
-        );
+        assert_eq!("json.id}".parse::<Template>(), Err(TemplateError::Unmatched));
         assert_eq!("".parse::<Template>(), Err(TemplateError::Empty));
         assert!("{json..id}".parse::<Template>().is_err());
         assert!("{body.md5}".parse::<Template>().is_err());

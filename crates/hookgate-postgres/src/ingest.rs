@@ -61,9 +61,7 @@ async fn collect(pool: Pool, mut queue: mpsc::Receiver<Pending>, slots: Arc<Sema
                 Err(error) => {
                     tracing::warn!(%error, events = batch.len(), "ingest batch failed");
                     for pending in batch {
-                        let _ = pending
-                            .reply
-                            .send(Err(StoreError::Unavailable(error.to_string())));
+                        let _ = pending.reply.send(Err(StoreError::Unavailable(error.to_string())));
                     }
                 }
             }
@@ -86,12 +84,9 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>> {
     let locks: Vec<i64> = locks.into_iter().collect();
     if !locks.is_empty() {
         // unnest keeps the array's (sorted) order, so locks are taken in that order.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
-            &[&locks],
-        )
-        .await
-        .map_err(unavailable)?;
+        tx.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", &[&locks])
+            .await
+            .map_err(unavailable)?;
     }
     let statement = tx
         .prepare_cached(
@@ -103,8 +98,8 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>> {
         .iter()
         .map(|e| {
             let headers = serde_json::to_string(&e.headers).expect("string pairs serialize");
-            let warnings = (!e.warnings.is_empty())
-                .then(|| serde_json::to_string(&e.warnings).expect("strings serialize"));
+            let warnings =
+                (!e.warnings.is_empty()).then(|| serde_json::to_string(&e.warnings).expect("strings serialize"));
             (headers, warnings)
         })
         .collect();
@@ -141,18 +136,13 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>> {
         outcomes.push(match status.as_str() {
             "accepted" => {
                 woken.insert(event.destination.as_str());
-                Ingested::Accepted {
-                    id,
-                    superseded: row.get::<_, i64>(2) as u64,
-                }
+                Ingested::Accepted { id, superseded: row.get::<_, i64>(2) as u64 }
             }
             _ => Ingested::Duplicate { original: id },
         });
     }
     for destination in woken {
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &destination])
-            .await
-            .map_err(unavailable)?;
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &destination]).await.map_err(unavailable)?;
     }
     tx.commit().await.map_err(unavailable)?;
     Ok(outcomes)

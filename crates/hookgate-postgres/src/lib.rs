@@ -29,8 +29,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
 use hookgate_core::{EventId, State};
 use hookgate_store::{
-    Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, RemoteWake, Result,
-    StateCount, Store, StoreError, Verdict,
+    Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, RemoteWake, Result, StateCount, Store,
+    StoreError, Verdict,
 };
 use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
@@ -73,13 +73,8 @@ impl PostgresStore {
         let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("hookgate");
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(2))
             .runtime(Runtime::Tokio1)
@@ -87,13 +82,8 @@ impl PostgresStore {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| ConnectError::Connect(e.to_string()))?;
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|e| ConnectError::Connect(e.to_string()))?;
-        schema::migrate(&mut client)
-            .await
-            .map_err(ConnectError::Migrate)?;
+        let mut client = pool.get().await.map_err(|e| ConnectError::Connect(e.to_string()))?;
+        schema::migrate(&mut client).await.map_err(ConnectError::Migrate)?;
         drop(client);
 
         // Batches in flight at once: leave connections for claims, finishes and reads.
@@ -101,11 +91,7 @@ impl PostgresStore {
         let ingest = ingest::start(pool.clone(), batches);
         let watchers: Arc<Mutex<Vec<RemoteWake>>> = Arc::default();
         tokio::spawn(listen(config, watchers.clone()));
-        Ok(PostgresStore {
-            pool,
-            ingest,
-            watchers,
-        })
+        Ok(PostgresStore { pool, ingest, watchers })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -126,8 +112,7 @@ async fn listen(config: tokio_postgres::Config, watchers: Arc<Mutex<Vec<RemoteWa
     loop {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
-                let mut messages =
-                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let statement = format!("LISTEN {CHANNEL}");
                 let ready = {
                     // The connection must be polled for LISTEN to complete.
@@ -174,8 +159,7 @@ pub(crate) fn lock_key(kind: &str, source: &str, key: &str) -> i64 {
 }
 
 pub(crate) fn parse_id(text: String) -> Result<EventId> {
-    text.parse()
-        .map_err(|e| StoreError::Corrupt(format!("{e}")))
+    text.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
 }
 
 #[async_trait]
@@ -186,18 +170,10 @@ impl Store for PostgresStore {
             .send(ingest::Pending { event, reply })
             .await
             .map_err(|_| unavailable("the ingest batcher has stopped"))?;
-        answer
-            .await
-            .map_err(|_| unavailable("the ingest batcher has stopped"))?
+        answer.await.map_err(|_| unavailable("the ingest batcher has stopped"))?
     }
 
-    async fn claim(
-        &self,
-        destination: &str,
-        now_ms: i64,
-        limit: usize,
-        lease_ms: i64,
-    ) -> Result<Vec<Claim>> {
+    async fn claim(&self, destination: &str, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
         let client = self.client().await?;
         // Due, and first among the active events of its order key. Rows another
         // claimer holds are skipped, never waited for.
@@ -222,15 +198,7 @@ impl Store for PostgresStore {
             .await
             .map_err(unavailable)?;
         let rows = client
-            .query(
-                &statement,
-                &[
-                    &destination,
-                    &now_ms,
-                    &(limit as i64),
-                    &now_ms.saturating_add(lease_ms),
-                ],
-            )
+            .query(&statement, &[&destination, &now_ms, &(limit as i64), &now_ms.saturating_add(lease_ms)])
             .await
             .map_err(unavailable)?;
         let mut claims = Vec::with_capacity(rows.len());
@@ -254,13 +222,7 @@ impl Store for PostgresStore {
         Ok(claims)
     }
 
-    async fn finish(
-        &self,
-        id: &EventId,
-        attempt: Attempt,
-        verdict: Verdict,
-        now_ms: i64,
-    ) -> Result<bool> {
+    async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
         let client = self.client().await?;
         let (state, due_at) = match verdict {
             Verdict::Delivered => (State::Delivered, None),
@@ -316,25 +278,18 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
         let Some(row) = tx
-            .query_opt(
-                "SELECT source, order_key, destination FROM events WHERE id = $1",
-                &[&id.as_str()],
-            )
+            .query_opt("SELECT source, order_key, destination FROM events WHERE id = $1", &[&id.as_str()])
             .await
             .map_err(unavailable)?
         else {
             return Ok(false);
         };
-        let (source, order_key, destination): (String, Option<String>, String) =
-            (row.get(0), row.get(1), row.get(2));
+        let (source, order_key, destination): (String, Option<String>, String) = (row.get(0), row.get(1), row.get(2));
         if let Some(order_key) = &order_key {
             // Like an ingest: the new queue position is drawn under the queue's lock.
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1)",
-                &[&lock_key("o", &source, order_key)],
-            )
-            .await
-            .map_err(unavailable)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key("o", &source, order_key)])
+                .await
+                .map_err(unavailable)?;
         }
         let changed = tx
             .execute(
@@ -346,9 +301,7 @@ impl Store for PostgresStore {
             .await
             .map_err(unavailable)?;
         if changed == 1 {
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &destination])
-                .await
-                .map_err(unavailable)?;
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &destination]).await.map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(changed == 1)
@@ -356,10 +309,7 @@ impl Store for PostgresStore {
 
     async fn purge_expired_dedupe(&self, now_ms: i64) -> Result<u64> {
         let client = self.client().await?;
-        client
-            .execute("DELETE FROM dedupe WHERE expires_at <= $1", &[&now_ms])
-            .await
-            .map_err(unavailable)
+        client.execute("DELETE FROM dedupe WHERE expires_at <= $1", &[&now_ms]).await.map_err(unavailable)
     }
 
     async fn next_due(&self, destination: &str, now_ms: i64) -> Result<Option<i64>> {
@@ -388,18 +338,11 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.client()
-            .await?
-            .execute("SELECT 1", &[])
-            .await
-            .map_err(unavailable)?;
+        self.client().await?.execute("SELECT 1", &[]).await.map_err(unavailable)?;
         Ok(())
     }
 
     fn watch_remote(&self, wake: RemoteWake) {
-        self.watchers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(wake);
+        self.watchers.lock().unwrap_or_else(|p| p.into_inner()).push(wake);
     }
 }

@@ -1,9 +1,7 @@
 //! Read queries: single statements on a pooled connection.
 
 use hookgate_core::{EventId, State};
-use hookgate_store::{
-    Attempt, EventDetail, EventRecord, ListFilter, Page, Result, StateCount, StoreError,
-};
+use hookgate_store::{Attempt, EventDetail, EventRecord, ListFilter, Page, Result, StateCount, StoreError};
 use tokio_postgres::{Client, Row};
 
 use crate::{parse_id, unavailable};
@@ -11,8 +9,7 @@ use crate::{parse_id, unavailable};
 /// Listing pages hold this many events at most, whatever the caller asks.
 pub const MAX_PAGE: usize = 500;
 
-const RECORD_COLUMNS: &str =
-    "rid, id, source, destination, state, received_at, updated_at, dedupe_key, order_key,
+const RECORD_COLUMNS: &str = "rid, id, source, destination, state, received_at, updated_at, dedupe_key, order_key,
      coalesce_key, warnings, duplicates, attempts, due_at, superseded_by";
 
 pub fn decode_headers(text: String) -> Result<Vec<(String, String)>> {
@@ -20,12 +17,8 @@ pub fn decode_headers(text: String) -> Result<Vec<(String, String)>> {
 }
 
 fn record(row: &Row) -> Result<EventRecord> {
-    let corrupt =
-        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
-    let state: State = row
-        .get::<_, String>(4)
-        .parse()
-        .map_err(|e| corrupt("state", &e))?;
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let state: State = row.get::<_, String>(4).parse().map_err(|e| corrupt("state", &e))?;
     let warnings: Option<String> = row.get(10);
     Ok(EventRecord {
         id: parse_id(row.get(1))?,
@@ -43,21 +36,14 @@ fn record(row: &Row) -> Result<EventRecord> {
         },
         duplicates: row.get::<_, i64>(11) as u64,
         attempts: row.get::<_, i32>(12) as u32,
-        next_attempt_at_ms: if state == State::Pending {
-            row.get(13)
-        } else {
-            None
-        },
+        next_attempt_at_ms: if state == State::Pending { row.get(13) } else { None },
         superseded_by: row.get::<_, Option<String>>(14).map(parse_id).transpose()?,
     })
 }
 
 pub async fn get(c: &Client, id: &EventId) -> Result<Option<EventDetail>> {
     let Some(row) = c
-        .query_opt(
-            &format!("SELECT {RECORD_COLUMNS}, headers, body FROM events WHERE id = $1"),
-            &[&id.as_str()],
-        )
+        .query_opt(&format!("SELECT {RECORD_COLUMNS}, headers, body FROM events WHERE id = $1"), &[&id.as_str()])
         .await
         .map_err(unavailable)?
     else {
@@ -79,22 +65,13 @@ pub async fn get(c: &Client, id: &EventId) -> Result<Option<EventDetail>> {
             error: r.get(4),
         })
         .collect();
-    Ok(Some(EventDetail {
-        record: record(&row)?,
-        headers: decode_headers(row.get(15))?,
-        body: row.get(16),
-        attempts,
-    }))
+    Ok(Some(EventDetail { record: record(&row)?, headers: decode_headers(row.get(15))?, body: row.get(16), attempts }))
 }
 
 pub async fn list(c: &Client, filter: &ListFilter) -> Result<Page> {
     let limit = filter.limit.clamp(1, MAX_PAGE);
     let before: Option<i64> = match &filter.cursor {
-        Some(cursor) => Some(
-            cursor
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("bad cursor {cursor:?}")))?,
-        ),
+        Some(cursor) => Some(cursor.parse().map_err(|_| StoreError::Corrupt(format!("bad cursor {cursor:?}")))?),
         None => None,
     };
     let rows = c
@@ -105,13 +82,7 @@ pub async fn list(c: &Client, filter: &ListFilter) -> Result<Page> {
                    AND ($3::text IS NULL OR order_key = $3) AND ($4::bigint IS NULL OR rid < $4)
                  ORDER BY rid DESC LIMIT $5"
             ),
-            &[
-                &filter.source,
-                &filter.state.map(State::as_str),
-                &filter.order_key,
-                &before,
-                &(limit as i64 + 1),
-            ],
+            &[&filter.source, &filter.state.map(State::as_str), &filter.order_key, &before, &(limit as i64 + 1)],
         )
         .await
         .map_err(unavailable)?;
@@ -122,35 +93,16 @@ pub async fn list(c: &Client, filter: &ListFilter) -> Result<Page> {
         last_rid = Some(row.get::<_, i64>(0));
         events.push(record(row)?);
     }
-    Ok(Page {
-        events,
-        next_cursor: if more {
-            last_rid.map(|r| r.to_string())
-        } else {
-            None
-        },
-    })
+    Ok(Page { events, next_cursor: if more { last_rid.map(|r| r.to_string()) } else { None } })
 }
 
 pub async fn stats(c: &Client) -> Result<Vec<StateCount>> {
-    let rows = c
-        .query(
-            "SELECT source, state, COUNT(*) FROM events GROUP BY source, state",
-            &[],
-        )
-        .await
-        .map_err(unavailable)?;
+    let rows =
+        c.query("SELECT source, state, COUNT(*) FROM events GROUP BY source, state", &[]).await.map_err(unavailable)?;
     rows.iter()
         .map(|r| {
-            let state = r
-                .get::<_, String>(1)
-                .parse()
-                .map_err(|e| StoreError::Corrupt(format!("state: {e}")))?;
-            Ok(StateCount {
-                source: r.get(0),
-                state,
-                count: r.get::<_, i64>(2) as u64,
-            })
+            let state = r.get::<_, String>(1).parse().map_err(|e| StoreError::Corrupt(format!("state: {e}")))?;
+            Ok(StateCount { source: r.get(0), state, count: r.get::<_, i64>(2) as u64 })
         })
         .collect()
 }

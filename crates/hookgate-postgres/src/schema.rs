@@ -103,33 +103,20 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let result = apply(client).await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
     result
 }
 
 async fn apply(client: &mut Client) -> Result<(), tokio_postgres::Error> {
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS hookgate_schema (version INTEGER NOT NULL)")
-        .await?;
-    let current: i32 = client
-        .query_opt("SELECT version FROM hookgate_schema", &[])
-        .await?
-        .map_or(0, |row| row.get(0));
+    client.batch_execute("CREATE TABLE IF NOT EXISTS hookgate_schema (version INTEGER NOT NULL)").await?;
+    let current: i32 = client.query_opt("SELECT version FROM hookgate_schema", &[]).await?.map_or(0, |row| row.get(0));
     for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = client.transaction().await?;
         tx.batch_execute(sql).await?;
         tx.execute("DELETE FROM hookgate_schema", &[]).await?;
-        tx.execute(
-            "INSERT INTO hookgate_schema (version) VALUES ($1)",
-            &[&(n as i32 + 1)],
-        )
-        .await?;
+        tx.execute("INSERT INTO hookgate_schema (version) VALUES ($1)", &[&(n as i32 + 1)]).await?;
         tx.commit().await?;
     }
     Ok(())

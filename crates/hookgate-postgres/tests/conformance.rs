@@ -6,26 +6,22 @@
 use hookgate_postgres::PostgresStore;
 
 async fn fresh() -> Option<PostgresStore> {
+    let url = fresh_schema_url().await?;
+    Some(PostgresStore::connect(&url, 8).await.expect("connect store"))
+}
+
+/// A URL whose connections use a new, empty schema.
+async fn fresh_schema_url() -> Option<String> {
     let Ok(url) = std::env::var("HOOKGATE_TEST_POSTGRES_URL") else {
         eprintln!("skipped: HOOKGATE_TEST_POSTGRES_URL is not set");
         return None;
     };
     let schema = format!("hg_test_{}", uuid::Uuid::now_v7().simple());
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
     tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("create schema");
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
     let separator = if url.contains('?') { '&' } else { '?' };
-    let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
-    Some(
-        PostgresStore::connect(&scoped, 8)
-            .await
-            .expect("connect store"),
-    )
+    Some(format!("{url}{separator}options=-c%20search_path%3D{schema}"))
 }
 
 macro_rules! or_skip {
@@ -38,3 +34,116 @@ macro_rules! or_skip {
 }
 
 hookgate_store::conformance_tests!(or_skip!(fresh().await));
+
+mod across_instances {
+    //! Two stores on one schema stand for two hookgate processes.
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use hookgate_core::EventId;
+    use hookgate_store::conformance::{T0, event};
+    use hookgate_store::{Attempt, Ingested, Store, Verdict};
+
+    use super::*;
+
+    async fn pair() -> Option<(Arc<dyn Store>, Arc<dyn Store>)> {
+        let url = fresh_schema_url().await?;
+        // Connecting at once also exercises concurrent migration.
+        let (a, b) = tokio::join!(PostgresStore::connect(&url, 8), PostgresStore::connect(&url, 8));
+        Some((Arc::new(a.unwrap()), Arc::new(b.unwrap())))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn copies_racing_on_two_instances_store_one() {
+        let (a, b) = or_skip!(pair().await);
+        for round in 0..20 {
+            let barrier = Arc::new(tokio::sync::Barrier::new(8));
+            let tasks: Vec<_> = (0..8)
+                .map(|n| {
+                    let store = if n % 2 == 0 { a.clone() } else { b.clone() };
+                    let barrier = barrier.clone();
+                    tokio::spawn(async move {
+                        let mut copy = event("stripe", T0);
+                        copy.dedupe_key = Some(format!("evt_{round}"));
+                        barrier.wait().await;
+                        store.ingest(copy).await.unwrap()
+                    })
+                })
+                .collect();
+            let mut accepted = Vec::new();
+            let mut originals = Vec::new();
+            for task in tasks {
+                match task.await.unwrap() {
+                    Ingested::Accepted { id, .. } => accepted.push(id),
+                    Ingested::Duplicate { original } => originals.push(original),
+                }
+            }
+            assert_eq!(accepted.len(), 1, "round {round}");
+            assert!(originals.iter().all(|o| *o == accepted[0]));
+        }
+    }
+
+    /// Two dispatchers claiming the same keys as fast as they can: never two
+    /// events of one key in flight, and each key's events finish in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn claimers_on_two_instances_keep_one_in_flight_per_key() {
+        let (a, b) = or_skip!(pair().await);
+        let mut sent: HashMap<String, Vec<EventId>> = HashMap::new();
+        for n in 0..40 {
+            let key = format!("k{}", n % 4);
+            let mut new = event("src", T0);
+            new.order_key = Some(key.clone());
+            let store = if n % 2 == 0 { &a } else { &b };
+            match store.ingest(new).await.unwrap() {
+                Ingested::Accepted { id, .. } => sent.entry(key).or_default().push(id),
+                other => panic!("{other:?}"),
+            }
+        }
+        let in_flight: Arc<std::sync::Mutex<HashMap<String, usize>>> = Arc::default();
+        let finished: Arc<std::sync::Mutex<Vec<(String, EventId)>>> = Arc::default();
+        let workers: Vec<_> = [a.clone(), b.clone(), a.clone(), b.clone()]
+            .into_iter()
+            .map(|store| {
+                let (in_flight, finished) = (in_flight.clone(), finished.clone());
+                tokio::spawn(async move {
+                    for _ in 0..400 {
+                        let claims = store.claim("app", T0, 4, 60_000).await.unwrap();
+                        for claim in claims {
+                            let key = claim.order_key.clone().unwrap();
+                            {
+                                let mut map = in_flight.lock().unwrap();
+                                let n = map.entry(key.clone()).or_default();
+                                *n += 1;
+                                assert_eq!(*n, 1, "two events of {key} in flight");
+                            }
+                            tokio::task::yield_now().await;
+                            *in_flight.lock().unwrap().get_mut(&key).unwrap() -= 1;
+                            let attempt = Attempt {
+                                attempt: claim.attempt,
+                                started_at_ms: T0,
+                                duration_ms: 1,
+                                status: Some(200),
+                                error: None,
+                            };
+                            finished.lock().unwrap().push((key, claim.id.clone()));
+                            assert!(store.finish(&claim.id, attempt, Verdict::Delivered, T0).await.unwrap());
+                        }
+                        if finished.lock().unwrap().len() == 40 {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        let finished = finished.lock().unwrap();
+        assert_eq!(finished.len(), 40);
+        for (key, ids) in &sent {
+            let order: Vec<_> = finished.iter().filter(|(k, _)| k == key).map(|(_, id)| id.clone()).collect();
+            assert_eq!(&order, ids, "{key} finished in storage order");
+        }
+    }
+}

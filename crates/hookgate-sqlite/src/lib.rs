@@ -21,8 +21,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use hookgate_core::EventId;
 use hookgate_store::{
-    Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, Result, StateCount, Store,
-    StoreError, Verdict,
+    Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, Result, StateCount, Store, StoreError, Verdict,
 };
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
@@ -49,15 +48,9 @@ pub enum OpenError {
     #[error("{path} is in use by another hookgate process (lock file {lock})")]
     Locked { path: String, lock: String },
     #[error("cannot open {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("cannot open {path}: {source}")]
-    Sqlite {
-        path: String,
-        source: rusqlite::Error,
-    },
+    Sqlite { path: String, source: rusqlite::Error },
 }
 
 impl SqliteStore {
@@ -66,25 +59,16 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>, now_ms: i64) -> Result<Self, OpenError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
-        let sqlite = |source| OpenError::Sqlite {
-            path: shown.clone(),
-            source,
-        };
+        let sqlite = |source| OpenError::Sqlite { path: shown.clone(), source };
         let lock_path = PathBuf::from(format!("{shown}.lock"));
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| OpenError::Io {
-                path: lock_path.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| OpenError::Io { path: lock_path.display().to_string(), source })?;
         if lock.try_lock().is_err() {
-            return Err(OpenError::Locked {
-                path: shown,
-                lock: lock_path.display().to_string(),
-            });
+            return Err(OpenError::Locked { path: shown, lock: lock_path.display().to_string() });
         }
 
         let mut conn = Connection::open(&path).map_err(sqlite)?;
@@ -92,10 +76,7 @@ impl SqliteStore {
         schema::migrate(&mut conn).map_err(sqlite)?;
         let recovered = writer::recover(&mut conn, now_ms).map_err(sqlite)?;
         if recovered > 0 {
-            tracing::warn!(
-                recovered,
-                "events cut off mid-delivery by a stop are due again"
-            );
+            tracing::warn!(recovered, "events cut off mid-delivery by a stop are due again");
         }
         let readers = (0..READERS)
             .map(|_| open_reader(&path).map(Mutex::new))
@@ -107,16 +88,10 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("hookgate-sqlite-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|source| OpenError::Io {
-                path: shown.clone(),
-                source,
-            })?;
+            .map_err(|source| OpenError::Io { path: shown.clone(), source })?;
         Ok(SqliteStore {
             writer: tx,
-            readers: Arc::new(Readers {
-                conns: readers,
-                next: AtomicUsize::new(0),
-            }),
+            readers: Arc::new(Readers { conns: readers, next: AtomicUsize::new(0) }),
             path,
             _lock: lock,
         })
@@ -128,24 +103,16 @@ impl SqliteStore {
 
     async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
         let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(make(reply))
-            .await
-            .map_err(|_| writer_gone())?;
+        self.writer.send(make(reply)).await.map_err(|_| writer_gone())?;
         answer.await.map_err(|_| writer_gone())?
     }
 
     /// Run a read on one of the read-only connections, off the async threads.
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let index = readers.next.fetch_add(1, Ordering::Relaxed) % readers.conns.len();
-            let conn = readers.conns[index]
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let conn = readers.conns[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&conn)
         })
         .await
@@ -176,9 +143,7 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     Ok(conn)
@@ -199,61 +164,27 @@ pub(crate) fn decode_headers(text: &str) -> Result<Vec<(String, String)>> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ingest(&self, event: NewEvent) -> Result<Ingested> {
-        self.send(|reply| Command::Ingest(Box::new(event), reply))
-            .await
+        self.send(|reply| Command::Ingest(Box::new(event), reply)).await
     }
 
-    async fn claim(
-        &self,
-        destination: &str,
-        now_ms: i64,
-        limit: usize,
-        lease_ms: i64,
-    ) -> Result<Vec<Claim>> {
+    async fn claim(&self, destination: &str, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
         let destination = destination.to_owned();
-        self.send(|reply| Command::Claim {
-            destination,
-            now_ms,
-            limit,
-            lease_ms,
-            reply,
-        })
-        .await
+        self.send(|reply| Command::Claim { destination, now_ms, limit, lease_ms, reply }).await
     }
 
-    async fn finish(
-        &self,
-        id: &EventId,
-        attempt: Attempt,
-        verdict: Verdict,
-        now_ms: i64,
-    ) -> Result<bool> {
+    async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
         let id = id.clone();
-        self.send(|reply| Command::Finish {
-            id,
-            attempt,
-            verdict,
-            now_ms,
-            reply,
-        })
-        .await
+        self.send(|reply| Command::Finish { id, attempt, verdict, now_ms, reply }).await
     }
 
     async fn release(&self, id: &EventId, attempt: u32, now_ms: i64) -> Result<bool> {
         let id = id.clone();
-        self.send(|reply| Command::Release {
-            id,
-            attempt,
-            now_ms,
-            reply,
-        })
-        .await
+        self.send(|reply| Command::Release { id, attempt, now_ms, reply }).await
     }
 
     async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {
         let id = id.clone();
-        self.send(|reply| Command::Replay { id, now_ms, reply })
-            .await
+        self.send(|reply| Command::Replay { id, now_ms, reply }).await
     }
 
     async fn purge_expired_dedupe(&self, now_ms: i64) -> Result<u64> {
@@ -262,8 +193,7 @@ impl Store for SqliteStore {
 
     async fn next_due(&self, destination: &str, now_ms: i64) -> Result<Option<i64>> {
         let destination = destination.to_owned();
-        self.read(move |c| read::next_due(c, &destination, now_ms))
-            .await
+        self.read(move |c| read::next_due(c, &destination, now_ms)).await
     }
 
     async fn get(&self, id: &EventId) -> Result<Option<EventDetail>> {
@@ -281,12 +211,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error))
-            .await?;
-        if self.writer.is_closed() {
-            Err(writer_gone())
-        } else {
-            Ok(())
-        }
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await?;
+        if self.writer.is_closed() { Err(writer_gone()) } else { Ok(()) }
     }
 }

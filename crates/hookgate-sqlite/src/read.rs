@@ -1,9 +1,7 @@
 //! Queries on the read-only connections.
 
 use hookgate_core::{EventId, State};
-use hookgate_store::{
-    Attempt, EventDetail, EventRecord, ListFilter, Page, Result, StateCount, StoreError,
-};
+use hookgate_store::{Attempt, EventDetail, EventRecord, ListFilter, Page, Result, StateCount, StoreError};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::writer::parse_id;
@@ -12,8 +10,7 @@ use crate::{db_error, decode_headers};
 /// Listing pages hold this many events at most, whatever the caller asks.
 pub const MAX_PAGE: usize = 500;
 
-const RECORD_COLUMNS: &str =
-    "rid, id, source, destination, state, received_at, updated_at, dedupe_key, order_key,
+const RECORD_COLUMNS: &str = "rid, id, source, destination, state, received_at, updated_at, dedupe_key, order_key,
      coalesce_key, warnings, duplicates, attempts, due_at, superseded_by";
 
 fn record(row: &Row<'_>) -> rusqlite::Result<(i64, RawRecord)> {
@@ -58,8 +55,7 @@ struct RawRecord {
 
 impl RawRecord {
     fn parse(self) -> Result<EventRecord> {
-        let corrupt =
-            |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
         let state: State = self.state.parse().map_err(|e| corrupt("state", &e))?;
         Ok(EventRecord {
             id: parse_id(self.id)?,
@@ -77,11 +73,7 @@ impl RawRecord {
             },
             duplicates: self.duplicates as u64,
             attempts: self.attempts,
-            next_attempt_at_ms: if state == State::Pending {
-                self.due_at
-            } else {
-                None
-            },
+            next_attempt_at_ms: if state == State::Pending { self.due_at } else { None },
             superseded_by: self.superseded_by.map(parse_id).transpose()?,
         })
     }
@@ -89,16 +81,10 @@ impl RawRecord {
 
 pub fn get(c: &Connection, id: &EventId) -> Result<Option<EventDetail>> {
     let found = c
-        .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS}, headers, body FROM events WHERE id = ?1"
-        ))
+        .prepare_cached(&format!("SELECT {RECORD_COLUMNS}, headers, body FROM events WHERE id = ?1"))
         .and_then(|mut s| {
             s.query_row([id.as_str()], |row| {
-                Ok((
-                    record(row)?.1,
-                    row.get::<_, String>(15)?,
-                    row.get::<_, Vec<u8>>(16)?,
-                ))
+                Ok((record(row)?.1, row.get::<_, String>(15)?, row.get::<_, Vec<u8>>(16)?))
             })
             .optional()
         })
@@ -123,22 +109,13 @@ pub fn get(c: &Connection, id: &EventId) -> Result<Option<EventDetail>> {
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db_error)?;
-    Ok(Some(EventDetail {
-        record: raw.parse()?,
-        headers: decode_headers(&headers)?,
-        body,
-        attempts,
-    }))
+    Ok(Some(EventDetail { record: raw.parse()?, headers: decode_headers(&headers)?, body, attempts }))
 }
 
 pub fn list(c: &Connection, filter: &ListFilter) -> Result<Page> {
     let limit = filter.limit.clamp(1, MAX_PAGE);
     let before: Option<i64> = match &filter.cursor {
-        Some(cursor) => Some(
-            cursor
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("bad cursor {cursor:?}")))?,
-        ),
+        Some(cursor) => Some(cursor.parse().map_err(|_| StoreError::Corrupt(format!("bad cursor {cursor:?}")))?),
         None => None,
     };
     let sql = format!(
@@ -151,13 +128,7 @@ pub fn list(c: &Connection, filter: &ListFilter) -> Result<Page> {
         .prepare_cached(&sql)
         .and_then(|mut s| {
             s.query_map(
-                params![
-                    filter.source,
-                    filter.state.map(State::as_str),
-                    filter.order_key,
-                    before,
-                    limit as i64 + 1
-                ],
+                params![filter.source, filter.state.map(State::as_str), filter.order_key, before, limit as i64 + 1],
                 record,
             )?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -170,40 +141,21 @@ pub fn list(c: &Connection, filter: &ListFilter) -> Result<Page> {
         last_rid = Some(rid);
         events.push(raw.parse()?);
     }
-    Ok(Page {
-        events,
-        next_cursor: if more {
-            last_rid.map(|r| r.to_string())
-        } else {
-            None
-        },
-    })
+    Ok(Page { events, next_cursor: if more { last_rid.map(|r| r.to_string()) } else { None } })
 }
 
 pub fn stats(c: &Connection) -> Result<Vec<StateCount>> {
     let rows = c
         .prepare_cached("SELECT source, state, COUNT(*) FROM events GROUP BY source, state")
         .and_then(|mut s| {
-            s.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db_error)?;
     rows.into_iter()
         .map(|(source, state, count)| {
-            let state = state
-                .parse()
-                .map_err(|e| StoreError::Corrupt(format!("state: {e}")))?;
-            Ok(StateCount {
-                source,
-                state,
-                count: count as u64,
-            })
+            let state = state.parse().map_err(|e| StoreError::Corrupt(format!("state: {e}")))?;
+            Ok(StateCount { source, state, count: count as u64 })
         })
         .collect()
 }

@@ -24,35 +24,11 @@ pub type Reply<T> = oneshot::Sender<Result<T>>;
 
 pub enum Command {
     Ingest(Box<NewEvent>, Reply<Ingested>),
-    Claim {
-        destination: String,
-        now_ms: i64,
-        limit: usize,
-        lease_ms: i64,
-        reply: Reply<Vec<Claim>>,
-    },
-    Finish {
-        id: EventId,
-        attempt: Attempt,
-        verdict: Verdict,
-        now_ms: i64,
-        reply: Reply<bool>,
-    },
-    Release {
-        id: EventId,
-        attempt: u32,
-        now_ms: i64,
-        reply: Reply<bool>,
-    },
-    Replay {
-        id: EventId,
-        now_ms: i64,
-        reply: Reply<bool>,
-    },
-    Purge {
-        now_ms: i64,
-        reply: Reply<u64>,
-    },
+    Claim { destination: String, now_ms: i64, limit: usize, lease_ms: i64, reply: Reply<Vec<Claim>> },
+    Finish { id: EventId, attempt: Attempt, verdict: Verdict, now_ms: i64, reply: Reply<bool> },
+    Release { id: EventId, attempt: u32, now_ms: i64, reply: Reply<bool> },
+    Replay { id: EventId, now_ms: i64, reply: Reply<bool> },
+    Purge { now_ms: i64, reply: Reply<u64> },
 }
 
 /// A reply that waits for the commit: sent with the command's own result if
@@ -79,10 +55,7 @@ pub struct Writer {
 impl Writer {
     pub fn new(conn: Connection) -> rusqlite::Result<Self> {
         let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
-        Ok(Writer {
-            conn,
-            next_seq: last.unwrap_or(0) + 1,
-        })
+        Ok(Writer { conn, next_seq: last.unwrap_or(0) + 1 })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Command>) {
@@ -112,10 +85,7 @@ impl Writer {
             }
         };
         let mut tx = tx;
-        let replies: Vec<Deferred> = batch
-            .drain(..)
-            .map(|command| apply(&mut tx, &mut seq, command))
-            .collect();
+        let replies: Vec<Deferred> = batch.drain(..).map(|command| apply(&mut tx, &mut seq, command)).collect();
         let outcome = tx.commit().map_err(|e| e.to_string());
         if outcome.is_ok() {
             self.next_seq = seq;
@@ -135,9 +105,9 @@ fn answer_now(command: Command, error: &str) {
     match command {
         Command::Ingest(_, reply) => fail(reply, error),
         Command::Claim { reply, .. } => fail(reply, error),
-        Command::Finish { reply, .. }
-        | Command::Release { reply, .. }
-        | Command::Replay { reply, .. } => fail(reply, error),
+        Command::Finish { reply, .. } | Command::Release { reply, .. } | Command::Replay { reply, .. } => {
+            fail(reply, error)
+        }
         Command::Purge { reply, .. } => fail(reply, error),
     }
 }
@@ -145,10 +115,7 @@ fn answer_now(command: Command, error: &str) {
 /// Run one command in its own savepoint, so a failing command is rolled back
 /// alone and the rest of the batch still commits.
 fn apply(tx: &mut Transaction<'_>, seq: &mut i64, command: Command) -> Deferred {
-    fn in_savepoint<T>(
-        tx: &mut Transaction<'_>,
-        f: impl FnOnce(&Connection) -> Result<T>,
-    ) -> Result<T> {
+    fn in_savepoint<T>(tx: &mut Transaction<'_>, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let savepoint = tx.savepoint().map_err(db_error)?;
         let result = f(&savepoint)?;
         savepoint.commit().map_err(db_error)?;
@@ -162,35 +129,15 @@ fn apply(tx: &mut Transaction<'_>, seq: &mut i64, command: Command) -> Deferred 
             }
             defer(reply, result)
         }
-        Command::Claim {
-            destination,
-            now_ms,
-            limit,
-            lease_ms,
-            reply,
-        } => defer(
-            reply,
-            in_savepoint(tx, |c| claim(c, &destination, now_ms, limit, lease_ms)),
-        ),
-        Command::Finish {
-            id,
-            attempt,
-            verdict,
-            now_ms,
-            reply,
-        } => defer(
-            reply,
-            in_savepoint(tx, |c| finish(c, &id, &attempt, verdict, now_ms)),
-        ),
-        Command::Release {
-            id,
-            attempt,
-            now_ms,
-            reply,
-        } => defer(
-            reply,
-            in_savepoint(tx, |c| release(c, &id, attempt, now_ms)),
-        ),
+        Command::Claim { destination, now_ms, limit, lease_ms, reply } => {
+            defer(reply, in_savepoint(tx, |c| claim(c, &destination, now_ms, limit, lease_ms)))
+        }
+        Command::Finish { id, attempt, verdict, now_ms, reply } => {
+            defer(reply, in_savepoint(tx, |c| finish(c, &id, &attempt, verdict, now_ms)))
+        }
+        Command::Release { id, attempt, now_ms, reply } => {
+            defer(reply, in_savepoint(tx, |c| release(c, &id, attempt, now_ms)))
+        }
         Command::Replay { id, now_ms, reply } => {
             let result = in_savepoint(tx, |c| replay(c, &id, *seq, now_ms));
             if matches!(result, Ok(true)) {
@@ -201,9 +148,7 @@ fn apply(tx: &mut Transaction<'_>, seq: &mut i64, command: Command) -> Deferred 
         Command::Purge { now_ms, reply } => defer(
             reply,
             in_savepoint(tx, |c| {
-                c.execute("DELETE FROM dedupe WHERE expires_at <= ?1", [now_ms])
-                    .map(|n| n as u64)
-                    .map_err(db_error)
+                c.execute("DELETE FROM dedupe WHERE expires_at <= ?1", [now_ms]).map(|n| n as u64).map_err(db_error)
             }),
         ),
     }
@@ -224,13 +169,7 @@ fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
             )
             .and_then(|mut s| {
                 s.query_row(
-                    params![
-                        event.source,
-                        key,
-                        event.id.as_str(),
-                        now.saturating_add(event.dedupe_window_ms),
-                        now
-                    ],
+                    params![event.source, key, event.id.as_str(), now.saturating_add(event.dedupe_window_ms), now],
                     |r| r.get(0),
                 )
                 .optional()
@@ -244,9 +183,7 @@ fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
             c.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")
                 .and_then(|mut s| s.execute([&original]))
                 .map_err(db_error)?;
-            return Ok(Ingested::Duplicate {
-                original: parse_id(original)?,
-            });
+            return Ok(Ingested::Duplicate { original: parse_id(original)? });
         }
     }
     let mut superseded = 0;
@@ -271,8 +208,8 @@ fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
             promote(c, &event.source, order_key)?;
         }
     }
-    let warnings = (!event.warnings.is_empty())
-        .then(|| serde_json::to_string(&event.warnings).expect("strings serialize"));
+    let warnings =
+        (!event.warnings.is_empty()).then(|| serde_json::to_string(&event.warnings).expect("strings serialize"));
     c.prepare_cached(
         "INSERT INTO events (id, seq, source, destination, state, received_at, updated_at, headers, body,
                              dedupe_key, order_key, coalesce_key, warnings, due_at, head)
@@ -299,10 +236,7 @@ fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
         // The new event, or the one after a superseded head, may now lead its queue.
         promote(c, &event.source, order_key)?;
     }
-    Ok(Ingested::Accepted {
-        id: event.id.clone(),
-        superseded,
-    })
+    Ok(Ingested::Accepted { id: event.id.clone(), superseded })
 }
 
 /// Make the first active event of an order key's queue its head (if it is
@@ -320,13 +254,7 @@ fn promote(c: &Connection, source: &str, order_key: &str) -> Result<()> {
     Ok(())
 }
 
-fn claim(
-    c: &Connection,
-    destination: &str,
-    now: i64,
-    limit: usize,
-    lease_ms: i64,
-) -> Result<Vec<Claim>> {
+fn claim(c: &Connection, destination: &str, now: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
     // Only heads are claimable: a `delivering` head with a live lease, or a
     // `pending` head waiting for its retry, is not due, so nothing behind it moves.
     let mut select = c
@@ -362,9 +290,7 @@ fn claim(
         .map_err(db_error)?;
     let mut claims = Vec::with_capacity(rows.len());
     for (rid, id, source, order_key, received_at_ms, headers, body, attempts, round_base) in rows {
-        update
-            .execute(params![now.saturating_add(lease_ms), now, rid])
-            .map_err(db_error)?;
+        update.execute(params![now.saturating_add(lease_ms), now, rid]).map_err(db_error)?;
         claims.push(Claim {
             id: parse_id(id)?,
             source,
@@ -380,13 +306,7 @@ fn claim(
     Ok(claims)
 }
 
-fn finish(
-    c: &Connection,
-    id: &EventId,
-    attempt: &Attempt,
-    verdict: Verdict,
-    now: i64,
-) -> Result<bool> {
+fn finish(c: &Connection, id: &EventId, attempt: &Attempt, verdict: Verdict, now: i64) -> Result<bool> {
     // The attempt happened whether or not the claim is still ours: record it.
     c.prepare_cached(
         "INSERT OR IGNORE INTO attempts (event_id, attempt, started_at, duration_ms, status, error)
@@ -416,17 +336,14 @@ fn finish(
              RETURNING source, order_key",
         )
         .and_then(|mut s| {
-            s.query_row(
-                params![state.as_str(), due_at, now, id.as_str(), attempt.attempt],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            s.query_row(params![state.as_str(), due_at, now, id.as_str(), attempt.attempt], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()
         })
         .map_err(db_error)?;
     match &moved {
-        Some((source, Some(order_key))) if state != State::Pending => {
-            promote(c, source, order_key)?
-        }
+        Some((source, Some(order_key))) if state != State::Pending => promote(c, source, order_key)?,
         _ => {}
     }
     Ok(moved.is_some())
@@ -451,12 +368,7 @@ fn replay(c: &Connection, id: &EventId, seq: i64, now: i64) -> Result<bool> {
              WHERE id = ?3 AND state IN ('delivered', 'dead', 'superseded')
              RETURNING source, order_key",
         )
-        .and_then(|mut s| {
-            s.query_row(params![seq, now, id.as_str()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-        })
+        .and_then(|mut s| s.query_row(params![seq, now, id.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(db_error)?;
     if let Some((source, Some(order_key))) = &moved {
         promote(c, source, order_key)?;
@@ -478,15 +390,12 @@ pub fn recover(conn: &mut Connection, now: i64) -> rusqlite::Result<usize> {
         [now],
     )?;
     // due_at holds the lease's end while delivering: it stays the time the event is due.
-    let recovered = tx.execute(
-        "UPDATE events SET state = 'pending', updated_at = ?1 WHERE state = 'delivering'",
-        [now],
-    )?;
+    let recovered =
+        tx.execute("UPDATE events SET state = 'pending', updated_at = ?1 WHERE state = 'delivering'", [now])?;
     tx.commit()?;
     Ok(recovered)
 }
 
 pub fn parse_id(text: String) -> Result<EventId> {
-    text.parse()
-        .map_err(|e| StoreError::Corrupt(format!("{e}")))
+    text.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
 }

@@ -18,12 +18,7 @@ fn a_second_process_cannot_open_the_same_file() {
     let path = dir.path().join("hookgate.db");
     let _first = SqliteStore::open(&path, 0).unwrap();
     let second = SqliteStore::open(&path, 0).err().expect("locked");
-    assert!(
-        second
-            .to_string()
-            .contains("in use by another hookgate process"),
-        "{second}"
-    );
+    assert!(second.to_string().contains("in use by another hookgate process"), "{second}");
 }
 
 #[tokio::test]
@@ -46,21 +41,8 @@ async fn reopening_after_a_crash_redelivers_once_the_lease_ends() {
     let detail = store.get(&id).await.unwrap().unwrap();
     assert_eq!(detail.record.state, hookgate_core::State::Pending);
     assert_eq!(detail.attempts.len(), 1, "the cut-off attempt is on record");
-    assert!(
-        detail.attempts[0]
-            .error
-            .as_deref()
-            .unwrap()
-            .starts_with("interrupted")
-    );
-    assert!(
-        store
-            .claim("app", T0 + 4_999, 10, 5_000)
-            .await
-            .unwrap()
-            .is_empty(),
-        "not before the lease ends"
-    );
+    assert!(detail.attempts[0].error.as_deref().unwrap().starts_with("interrupted"));
+    assert!(store.claim("app", T0 + 4_999, 10, 5_000).await.unwrap().is_empty(), "not before the lease ends");
     let again = store.claim("app", T0 + 5_000, 10, 5_000).await.unwrap();
     assert_eq!((again[0].id.clone(), again[0].attempt), (id, 2));
 }

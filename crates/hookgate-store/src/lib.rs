@@ -159,23 +159,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claim up to `limit` events of `destination` that are due at `now_ms`
     /// and at the head of their order key, under a lease of `lease_ms`.
-    async fn claim(
-        &self,
-        destination: &str,
-        now_ms: i64,
-        limit: usize,
-        lease_ms: i64,
-    ) -> Result<Vec<Claim>>;
+    async fn claim(&self, destination: &str, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>>;
 
     /// Record an attempt and move the event on. Ignored (returns false) when
     /// the claim is no longer current: its lease expired and it was re-claimed.
-    async fn finish(
-        &self,
-        id: &EventId,
-        attempt: Attempt,
-        verdict: Verdict,
-        now_ms: i64,
-    ) -> Result<bool>;
+    async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool>;
 
     /// Give a claim back without an attempt (shutdown): the event is due again at once.
     async fn release(&self, id: &EventId, attempt: u32, now_ms: i64) -> Result<bool>;

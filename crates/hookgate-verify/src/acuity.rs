@@ -15,14 +15,8 @@ pub fn verify(secrets: &[String], request: &Signed<'_>) -> Result<(), VerifyErro
     let given = STANDARD
         .decode(request.header(HEADER)?.trim())
         .map_err(|_| VerifyError::Malformed("signature is not base64"))?;
-    let valid = secrets
-        .iter()
-        .any(|key| matches(&hmac_sha256(key.as_bytes(), &[request.body]), &given));
-    if valid {
-        Ok(())
-    } else {
-        Err(VerifyError::BadSignature)
-    }
+    let valid = secrets.iter().any(|key| matches(&hmac_sha256(key.as_bytes(), &[request.body]), &given));
+    if valid { Ok(()) } else { Err(VerifyError::BadSignature) }
 }
 
 /// Sign as Acuity does; used by tests and the demo's simulated sender.
@@ -43,14 +37,7 @@ mod tests {
 
     fn check(signature: &str, body: &str, key: &str) -> Result<(), VerifyError> {
         let headers = headers(&[("X-Acuity-Signature", signature)]);
-        verify(
-            &[key.to_string()],
-            &Signed {
-                headers: &headers,
-                body: body.as_bytes(),
-                now: 0,
-            },
-        )
+        verify(&[key.to_string()], &Signed { headers: &headers, body: body.as_bytes(), now: 0 })
     }
 
     #[test]
@@ -61,17 +48,8 @@ mod tests {
 
     #[test]
     fn rejects_tampering_and_wrong_key() {
-        assert_eq!(
-            check(SIGNATURE, &BODY.replace("42", "43"), KEY),
-            Err(VerifyError::BadSignature)
-        );
-        assert_eq!(
-            check(SIGNATURE, BODY, "other"),
-            Err(VerifyError::BadSignature)
-        );
-        assert!(matches!(
-            check("***", BODY, KEY),
-            Err(VerifyError::Malformed(_))
-        ));
+        assert_eq!(check(SIGNATURE, &BODY.replace("42", "43"), KEY), Err(VerifyError::BadSignature));
+        assert_eq!(check(SIGNATURE, BODY, "other"), Err(VerifyError::BadSignature));
+        assert!(matches!(check("***", BODY, KEY), Err(VerifyError::Malformed(_))));
     }
 }

@@ -22,11 +22,7 @@ pub struct Signed<'a> {
 
 impl Signed<'_> {
     fn header(&self, name: &'static str) -> Result<&str, VerifyError> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .ok_or(VerifyError::MissingHeader(name))
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).ok_or(VerifyError::MissingHeader(name))
     }
 }
 
@@ -106,20 +102,13 @@ pub fn verify(
 }
 
 fn check_tolerance(timestamp: i64, now: i64, tolerance_secs: i64) -> Result<(), VerifyError> {
-    if now.abs_diff(timestamp) > tolerance_secs.unsigned_abs() {
-        Err(VerifyError::StaleTimestamp)
-    } else {
-        Ok(())
-    }
+    if now.abs_diff(timestamp) > tolerance_secs.unsigned_abs() { Err(VerifyError::StaleTimestamp) } else { Ok(()) }
 }
 
 #[cfg(test)]
 pub(crate) mod test_support {
     pub fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect()
     }
 }
 

@@ -21,42 +21,20 @@ pub fn secret_key(secret: &str) -> Result<Vec<u8>, base64::DecodeError> {
 
 /// The `webhook-signature` value for one message: `v1,<base64>`.
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mac = hmac_sha256(
-        key,
-        &[
-            id.as_bytes(),
-            b".",
-            timestamp.to_string().as_bytes(),
-            b".",
-            body,
-        ],
-    );
-    format!(
-        "v1,{}",
-        STANDARD.encode(hmac::Mac::finalize(mac).into_bytes())
-    )
+    let mac = hmac_sha256(key, &[id.as_bytes(), b".", timestamp.to_string().as_bytes(), b".", body]);
+    format!("v1,{}", STANDARD.encode(hmac::Mac::finalize(mac).into_bytes()))
 }
 
-fn either<'r>(
-    request: &'r Signed<'_>,
-    name: &'static str,
-    svix: &'static str,
-) -> Result<&'r str, VerifyError> {
+fn either<'r>(request: &'r Signed<'_>, name: &'static str, svix: &'static str) -> Result<&'r str, VerifyError> {
     request.header(name).or_else(|_| request.header(svix))
 }
 
-pub fn verify(
-    secrets: &[String],
-    tolerance_secs: i64,
-    request: &Signed<'_>,
-) -> Result<(), VerifyError> {
+pub fn verify(secrets: &[String], tolerance_secs: i64, request: &Signed<'_>) -> Result<(), VerifyError> {
     let id = either(request, "webhook-id", "svix-id")?;
     let timestamp = either(request, "webhook-timestamp", "svix-timestamp")?;
     let signatures = either(request, "webhook-signature", "svix-signature")?;
-    let unix: i64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| VerifyError::Malformed("webhook-timestamp is not a number"))?;
+    let unix: i64 =
+        timestamp.trim().parse().map_err(|_| VerifyError::Malformed("webhook-timestamp is not a number"))?;
     let candidates: Vec<Vec<u8>> = signatures
         .split_whitespace()
         .filter_map(|entry| entry.strip_prefix("v1,"))
@@ -65,22 +43,10 @@ pub fn verify(
     if candidates.is_empty() {
         return Err(VerifyError::Malformed("no v1 signature"));
     }
-    let valid = secrets
-        .iter()
-        .filter_map(|s| secret_key(s).ok())
-        .any(|key| {
-            let mac = hmac_sha256(
-                &key,
-                &[
-                    id.as_bytes(),
-                    b".",
-                    timestamp.as_bytes(),
-                    b".",
-                    request.body,
-                ],
-            );
-            candidates.iter().any(|sig| matches(&mac, sig))
-        });
+    let valid = secrets.iter().filter_map(|s| secret_key(s).ok()).any(|key| {
+        let mac = hmac_sha256(&key, &[id.as_bytes(), b".", timestamp.as_bytes(), b".", request.body]);
+        candidates.iter().any(|sig| matches(&mac, sig))
+    });
     if !valid {
         return Err(VerifyError::BadSignature);
     }
@@ -101,28 +67,13 @@ mod tests {
     const SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
 
     fn check(id: &str, ts: &str, sig: &str, body: &str, now: i64) -> Result<(), VerifyError> {
-        let headers = headers(&[
-            ("webhook-id", id),
-            ("webhook-timestamp", ts),
-            ("webhook-signature", sig),
-        ]);
-        verify(
-            &[SECRET.to_string()],
-            300,
-            &Signed {
-                headers: &headers,
-                body: body.as_bytes(),
-                now,
-            },
-        )
+        let headers = headers(&[("webhook-id", id), ("webhook-timestamp", ts), ("webhook-signature", sig)]);
+        verify(&[SECRET.to_string()], 300, &Signed { headers: &headers, body: body.as_bytes(), now })
     }
 
     #[test]
     fn signs_the_reference_vector() {
-        assert_eq!(
-            sign(&secret_key(SECRET).unwrap(), ID, TS, BODY.as_bytes()),
-            SIGNATURE
-        );
+        assert_eq!(sign(&secret_key(SECRET).unwrap(), ID, TS, BODY.as_bytes()), SIGNATURE);
     }
 
     #[test]
@@ -136,59 +87,23 @@ mod tests {
     #[test]
     fn accepts_svix_header_names() {
         let ts = TS.to_string();
-        let headers = headers(&[
-            ("svix-id", ID),
-            ("svix-timestamp", &ts),
-            ("svix-signature", SIGNATURE),
-        ]);
-        let request = Signed {
-            headers: &headers,
-            body: BODY.as_bytes(),
-            now: TS,
-        };
+        let headers = headers(&[("svix-id", ID), ("svix-timestamp", &ts), ("svix-signature", SIGNATURE)]);
+        let request = Signed { headers: &headers, body: BODY.as_bytes(), now: TS };
         assert_eq!(verify(&[SECRET.to_string()], 300, &request), Ok(()));
     }
 
     #[test]
     fn rejects_tampering_staleness_and_missing_parts() {
         let ts = TS.to_string();
-        assert_eq!(
-            check(ID, &ts, SIGNATURE, r#"{"test": 2432232315}"#, TS),
-            Err(VerifyError::BadSignature)
-        );
-        assert_eq!(
-            check("msg_other", &ts, SIGNATURE, BODY, TS),
-            Err(VerifyError::BadSignature)
-        );
-        assert_eq!(
-            check(ID, &(TS + 1).to_string(), SIGNATURE, BODY, TS),
-            Err(VerifyError::BadSignature)
-        );
-        assert_eq!(
-            check(ID, &ts, SIGNATURE, BODY, TS + 301),
-            Err(VerifyError::StaleTimestamp)
-        );
-        assert_eq!(
-            check(ID, &ts, SIGNATURE, BODY, TS - 301),
-            Err(VerifyError::StaleTimestamp)
-        );
-        assert!(matches!(
-            check(ID, &ts, "v2,abc", BODY, TS),
-            Err(VerifyError::Malformed(_))
-        ));
-        assert!(matches!(
-            check(ID, "soon", SIGNATURE, BODY, TS),
-            Err(VerifyError::Malformed(_))
-        ));
+        assert_eq!(check(ID, &ts, SIGNATURE, r#"{"test": 2432232315}"#, TS), Err(VerifyError::BadSignature));
+        assert_eq!(check("msg_other", &ts, SIGNATURE, BODY, TS), Err(VerifyError::BadSignature));
+        assert_eq!(check(ID, &(TS + 1).to_string(), SIGNATURE, BODY, TS), Err(VerifyError::BadSignature));
+        assert_eq!(check(ID, &ts, SIGNATURE, BODY, TS + 301), Err(VerifyError::StaleTimestamp));
+        assert_eq!(check(ID, &ts, SIGNATURE, BODY, TS - 301), Err(VerifyError::StaleTimestamp));
+        assert!(matches!(check(ID, &ts, "v2,abc", BODY, TS), Err(VerifyError::Malformed(_))));
+        assert!(matches!(check(ID, "soon", SIGNATURE, BODY, TS), Err(VerifyError::Malformed(_))));
         let partial = headers(&[("webhook-id", ID)]);
-        let request = Signed {
-            headers: &partial,
-            body: BODY.as_bytes(),
-            now: TS,
-        };
-        assert_eq!(
-            verify(&[SECRET.to_string()], 300, &request),
-            Err(VerifyError::MissingHeader("svix-timestamp"))
-        );
+        let request = Signed { headers: &partial, body: BODY.as_bytes(), now: TS };
+        assert_eq!(verify(&[SECRET.to_string()], 300, &request), Err(VerifyError::MissingHeader("svix-timestamp")));
     }
 }

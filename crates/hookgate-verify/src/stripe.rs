@@ -6,11 +6,7 @@ use crate::{Signed, VerifyError, check_tolerance};
 
 const HEADER: &str = "stripe-signature";
 
-pub fn verify(
-    secrets: &[String],
-    tolerance_secs: i64,
-    request: &Signed<'_>,
-) -> Result<(), VerifyError> {
+pub fn verify(secrets: &[String], tolerance_secs: i64, request: &Signed<'_>) -> Result<(), VerifyError> {
     let header = request.header(HEADER)?;
     let mut timestamp = None;
     let mut signatures = Vec::new();
@@ -18,24 +14,20 @@ pub fn verify(
         match item.trim().split_once('=') {
             Some(("t", t)) => timestamp = Some(t),
             // Other schemes (v0 is Stripe's test-mode scheme) are ignored, as Stripe's libraries do.
-            Some(("v1", sig)) => signatures
-                .push(hex::decode(sig).map_err(|_| VerifyError::Malformed("v1 is not hex"))?),
+            Some(("v1", sig)) => {
+                signatures.push(hex::decode(sig).map_err(|_| VerifyError::Malformed("v1 is not hex"))?)
+            }
             _ => {}
         }
     }
     let timestamp = timestamp.ok_or(VerifyError::Malformed("no t= timestamp"))?;
-    let unix: i64 = timestamp
-        .parse()
-        .map_err(|_| VerifyError::Malformed("t= is not a number"))?;
+    let unix: i64 = timestamp.parse().map_err(|_| VerifyError::Malformed("t= is not a number"))?;
     if signatures.is_empty() {
         return Err(VerifyError::Malformed("no v1= signature"));
     }
     // The signature is checked before the timestamp, so a forged request learns nothing from the answer.
     let valid = secrets.iter().any(|secret| {
-        let mac = hmac_sha256(
-            secret.as_bytes(),
-            &[timestamp.as_bytes(), b".", request.body],
-        );
+        let mac = hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), b".", request.body]);
         signatures.iter().any(|sig| matches(&mac, sig))
     });
     if !valid {
@@ -46,14 +38,8 @@ pub fn verify(
 
 /// Sign as Stripe does; used by tests and the demo's simulated sender.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let mac = hmac_sha256(
-        secret.as_bytes(),
-        &[timestamp.to_string().as_bytes(), b".", body],
-    );
-    format!(
-        "t={timestamp},v1={}",
-        hex::encode(hmac::Mac::finalize(mac).into_bytes())
-    )
+    let mac = hmac_sha256(secret.as_bytes(), &[timestamp.to_string().as_bytes(), b".", body]);
+    format!("t={timestamp},v1={}", hex::encode(hmac::Mac::finalize(mac).into_bytes()))
 }
 
 #[cfg(test)]
@@ -67,21 +53,12 @@ mod tests {
     const SECRET: &str = "whsec_test_secret";
     const PAYLOAD: &str = "{\n  \"id\": \"evt_test_webhook\",\n  \"object\": \"event\"\n}";
     const T: i64 = 1_700_000_000;
-    const STRIPE_HEADER: &str =
-        "t=1700000000,v1=4f1cd7feda9826e746b7d482c4badebb657398df1099e1046364f6196a230150";
+    const STRIPE_HEADER: &str = "t=1700000000,v1=4f1cd7feda9826e746b7d482c4badebb657398df1099e1046364f6196a230150";
 
     fn check(header: &str, body: &str, now: i64, secrets: &[&str]) -> Result<(), VerifyError> {
         let headers = headers(&[("Stripe-Signature", header)]);
         let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
-        verify(
-            &secrets,
-            300,
-            &Signed {
-                headers: &headers,
-                body: body.as_bytes(),
-                now,
-            },
-        )
+        verify(&secrets, 300, &Signed { headers: &headers, body: body.as_bytes(), now })
     }
 
     #[test]
@@ -95,56 +72,24 @@ mod tests {
         let header = sign(SECRET, T, PAYLOAD.as_bytes());
         assert_eq!(check(&header, PAYLOAD, T + 10, &[SECRET]), Ok(()));
         assert_eq!(check(&header, PAYLOAD, T, &["whsec_old", SECRET]), Ok(()));
-        assert_eq!(
-            check(&format!("{header},v0=abcd"), PAYLOAD, T, &[SECRET]),
-            Ok(())
-        );
+        assert_eq!(check(&format!("{header},v0=abcd"), PAYLOAD, T, &[SECRET]), Ok(()));
     }
 
     #[test]
     fn rejects_tampering_wrong_secret_and_staleness() {
         let header = sign(SECRET, T, PAYLOAD.as_bytes());
-        assert_eq!(
-            check(&header, "{}", T, &[SECRET]),
-            Err(VerifyError::BadSignature)
-        );
-        assert_eq!(
-            check(&header, PAYLOAD, T, &["whsec_other"]),
-            Err(VerifyError::BadSignature)
-        );
-        assert_eq!(
-            check(&header, PAYLOAD, T + 301, &[SECRET]),
-            Err(VerifyError::StaleTimestamp)
-        );
-        assert_eq!(
-            check(&header, PAYLOAD, T - 301, &[SECRET]),
-            Err(VerifyError::StaleTimestamp)
-        );
+        assert_eq!(check(&header, "{}", T, &[SECRET]), Err(VerifyError::BadSignature));
+        assert_eq!(check(&header, PAYLOAD, T, &["whsec_other"]), Err(VerifyError::BadSignature));
+        assert_eq!(check(&header, PAYLOAD, T + 301, &[SECRET]), Err(VerifyError::StaleTimestamp));
+        assert_eq!(check(&header, PAYLOAD, T - 301, &[SECRET]), Err(VerifyError::StaleTimestamp));
         let moved = header.replace(&T.to_string(), &(T + 1).to_string());
-        assert_eq!(
-            check(&moved, PAYLOAD, T, &[SECRET]),
-            Err(VerifyError::BadSignature)
-        );
-        assert!(matches!(
-            check("t=1", PAYLOAD, T, &[SECRET]),
-            Err(VerifyError::Malformed(_))
-        ));
-        assert!(matches!(
-            check("v1=zz", PAYLOAD, T, &[SECRET]),
-            Err(VerifyError::Malformed(_))
-        ));
+        assert_eq!(check(&moved, PAYLOAD, T, &[SECRET]), Err(VerifyError::BadSignature));
+        assert!(matches!(check("t=1", PAYLOAD, T, &[SECRET]), Err(VerifyError::Malformed(_))));
+        assert!(matches!(check("v1=zz", PAYLOAD, T, &[SECRET]), Err(VerifyError::Malformed(_))));
         let none = headers(&[]);
         let secrets = vec![SECRET.to_string()];
         assert_eq!(
-            verify(
-                &secrets,
-                300,
-                &Signed {
-                    headers: &none,
-                    body: b"",
-                    now: T
-                }
-            ),
+            verify(&secrets, 300, &Signed { headers: &none, body: b"", now: T }),
             Err(VerifyError::MissingHeader("stripe-signature"))
         );
     }

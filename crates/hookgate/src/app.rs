@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hookgate_postgres::PostgresStore;
 use hookgate_sqlite::SqliteStore;
 use hookgate_store::Store;
 use tokio::net::TcpListener;
@@ -26,8 +27,8 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 pub enum ServeError {
     #[error(transparent)]
     Open(#[from] hookgate_sqlite::OpenError),
-    #[error("PostgreSQL storage ({0}) is not available in this build yet; use sqlite://PATH")]
-    PostgresUnsupported(String),
+    #[error(transparent)]
+    Postgres(#[from] hookgate_postgres::ConnectError),
     #[error("cannot build the delivery client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("server failed: {0}")]
@@ -55,21 +56,10 @@ impl Shared {
     }
 }
 
-pub fn open_store(storage: &Storage) -> Result<Arc<dyn Store>, ServeError> {
+pub async fn open_store(storage: &Storage) -> Result<Arc<dyn Store>, ServeError> {
     match storage {
         Storage::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path, now_ms())?)),
-        Storage::Postgres(url) => Err(ServeError::PostgresUnsupported(redact(url))),
-    }
-}
-
-/// A URL with its password hidden, for messages.
-fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
+        Storage::Postgres { url, pool } => Ok(Arc::new(PostgresStore::connect(url, *pool).await?)),
     }
 }
 
@@ -83,7 +73,7 @@ pub struct Server {
 impl Server {
     /// Open the configured store and start serving on `listener`.
     pub async fn start(listener: TcpListener, config: Config) -> Result<Server, ServeError> {
-        let store = open_store(&config.storage)?;
+        let store = open_store(&config.storage).await?;
         Self::start_with_store(listener, config, store).await
     }
 
@@ -112,12 +102,15 @@ impl Server {
         }
         workers.push(tokio::spawn(purge_dedupe(store.clone(), stopping.clone())));
 
+        // Work stored by other instances (PostgreSQL) wakes our dispatchers too.
+        let remote_wakers = wakers.clone();
+        store.watch_remote(Arc::new(move |destination: &str| match remote_wakers.get(destination) {
+            Some(wake) => wake.notify_one(),
+            None if destination == "*" => remote_wakers.values().for_each(|w| w.notify_one()),
+            None => {}
+        }));
         let shared = Arc::new(Shared {
-            sources: config
-                .sources
-                .iter()
-                .map(|s| (s.name.clone(), s.clone()))
-                .collect(),
+            sources: config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect(),
             config,
             store,
             wakers,
@@ -136,11 +129,7 @@ impl Server {
             served.map_err(ServeError::from)
         });
         tracing::info!(%addr, "hookgate is serving");
-        Ok(Server {
-            addr,
-            shutdown,
-            task,
-        })
+        Ok(Server { addr, shutdown, task })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -150,9 +139,7 @@ impl Server {
     /// Stop accepting, let deliveries in flight finish (up to the grace period), and wait.
     pub async fn stop(self) -> Result<(), ServeError> {
         let _ = self.shutdown.send(true);
-        self.task
-            .await
-            .unwrap_or_else(|e| Err(ServeError::Io(std::io::Error::other(e))))
+        self.task.await.unwrap_or_else(|e| Err(ServeError::Io(std::io::Error::other(e))))
     }
 
     /// Serve until `signal` resolves, then stop gracefully.

@@ -7,11 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
 #[derive(Parser)]
-#[command(
-    name = "hookgate",
-    version,
-    about = "A webhook gateway: verify, dedupe, order, coalesce, deliver."
-)]
+#[command(name = "hookgate", version, about = "A webhook gateway: verify, dedupe, order, coalesce, deliver.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -102,29 +98,19 @@ impl ApiArgs {
         query: &[(&str, Option<String>)],
     ) -> Result<Value, ClientError> {
         let base = self.url.trim_end_matches('/');
-        let url = reqwest::Url::parse(&format!("{base}{path}"))
-            .map_err(|_| ClientError::BadUrl(self.url.clone()))?;
-        let query: Vec<(&str, String)> = query
-            .iter()
-            .filter_map(|(k, v)| Some((*k, v.clone()?)))
-            .collect();
+        let url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|_| ClientError::BadUrl(self.url.clone()))?;
+        let query: Vec<(&str, String)> = query.iter().filter_map(|(k, v)| Some((*k, v.clone()?))).collect();
         let mut request = reqwest::Client::new().request(method, url).query(&query);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let unreachable = |source| ClientError::Unreachable {
-            url: self.url.clone(),
-            source,
-        };
+        let unreachable = |source| ClientError::Unreachable { url: self.url.clone(), source };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             let message = body["error"].as_str().unwrap_or("no detail").to_owned();
-            return Err(ClientError::Refused {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(ClientError::Refused { status: status.as_u16(), message });
         }
         Ok(body)
     }
@@ -132,14 +118,7 @@ impl ApiArgs {
 
 pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
     match command {
-        EventsCommand::List {
-            source,
-            state,
-            order_key,
-            limit,
-            cursor,
-            api,
-        } => {
+        EventsCommand::List { source, state, order_key, limit, cursor, api } => {
             let query = [
                 ("source", source),
                 ("state", state),
@@ -147,13 +126,8 @@ pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
                 ("limit", Some(limit.to_string())),
                 ("cursor", cursor),
             ];
-            let page = api
-                .call(reqwest::Method::GET, "/api/events", &query)
-                .await?;
-            println!(
-                "{:<36}  {:<12} {:<11} {:>4} {:>4}  ORDER KEY",
-                "ID", "SOURCE", "STATE", "DUPS", "TRY"
-            );
+            let page = api.call(reqwest::Method::GET, "/api/events", &query).await?;
+            println!("{:<36}  {:<12} {:<11} {:>4} {:>4}  ORDER KEY", "ID", "SOURCE", "STATE", "DUPS", "TRY");
             for e in page["events"].as_array().into_iter().flatten() {
                 println!(
                     "{:<36}  {:<12} {:<11} {:>4} {:>4}  {}",
@@ -170,13 +144,8 @@ pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
             }
         }
         EventsCommand::Show { id, api } => {
-            let event = api
-                .call(reqwest::Method::GET, &format!("/api/events/{id}"), &[])
-                .await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&event).unwrap_or_default()
-            );
+            let event = api.call(reqwest::Method::GET, &format!("/api/events/{id}"), &[]).await?;
+            println!("{}", serde_json::to_string_pretty(&event).unwrap_or_default());
         }
     }
     Ok(())
@@ -189,22 +158,8 @@ pub async fn replay(
     api: ApiArgs,
 ) -> Result<(), ClientError> {
     let answer = match id {
-        Some(id) => {
-            api.call(
-                reqwest::Method::POST,
-                &format!("/api/events/{id}/replay"),
-                &[],
-            )
-            .await?
-        }
-        None => {
-            api.call(
-                reqwest::Method::POST,
-                "/api/replay",
-                &[("source", source), ("state", state)],
-            )
-            .await?
-        }
+        Some(id) => api.call(reqwest::Method::POST, &format!("/api/events/{id}/replay"), &[]).await?,
+        None => api.call(reqwest::Method::POST, "/api/replay", &[("source", source), ("state", state)]).await?,
     };
     println!("{answer}");
     Ok(())

@@ -34,7 +34,11 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Storage {
     Sqlite(PathBuf),
-    Postgres(String),
+    /// `pool`: connections per instance, at most (plus one for LISTEN).
+    Postgres {
+        url: String,
+        pool: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -97,10 +101,7 @@ struct RawServer {
 
 impl Default for RawServer {
     fn default() -> Self {
-        RawServer {
-            listen: "127.0.0.1:8080".into(),
-            max_body: "1MiB".into(),
-        }
+        RawServer { listen: "127.0.0.1:8080".into(), max_body: "1MiB".into() }
     }
 }
 
@@ -112,9 +113,7 @@ struct RawStorage {
 
 impl Default for RawStorage {
     fn default() -> Self {
-        RawStorage {
-            url: "sqlite://hookgate.db".into(),
-        }
+        RawStorage { url: "sqlite://hookgate.db".into() }
     }
 }
 
@@ -156,11 +155,7 @@ struct RawRetry {
 
 impl Default for RawRetry {
     fn default() -> Self {
-        RawRetry {
-            max_attempts: 10,
-            initial: "1s".into(),
-            max: "1h".into(),
-        }
+        RawRetry { max_attempts: 10, initial: "1s".into(), max: "1h".into() }
     }
 }
 
@@ -204,12 +199,9 @@ struct Preset {
 
 fn preset(name: &str) -> Option<Preset> {
     let preset = match name {
-        "stripe" => Preset {
-            scheme: Scheme::Stripe,
-            dedupe_key: Some("{json.id}"),
-            order_key: None,
-            coalesce_key: None,
-        },
+        "stripe" => {
+            Preset { scheme: Scheme::Stripe, dedupe_key: Some("{json.id}"), order_key: None, coalesce_key: None }
+        }
         "standard-webhooks" => Preset {
             scheme: Scheme::StandardWebhooks,
             dedupe_key: Some("{header.webhook-id}"),
@@ -235,15 +227,9 @@ const PRESETS: &str = "stripe, standard-webhooks, acuity";
 impl Config {
     /// Read `path`, apply the environment, validate.
     pub fn load(path: &Path) -> Result<Config, Problems> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Problems(vec![format!("{}: {e}", path.display())]))?;
-        Self::from_toml(&text, std::env::vars(), &|name| std::env::var(name).ok()).map_err(|p| {
-            Problems(
-                p.0.into_iter()
-                    .map(|line| format!("{}: {line}", path.display()))
-                    .collect(),
-            )
-        })
+        let text = std::fs::read_to_string(path).map_err(|e| Problems(vec![format!("{}: {e}", path.display())]))?;
+        Self::from_toml(&text, std::env::vars(), &|name| std::env::var(name).ok())
+            .map_err(|p| Problems(p.0.into_iter().map(|line| format!("{}: {line}", path.display())).collect()))
     }
 
     /// Parse and validate, with the environment given explicitly (for tests).
@@ -252,37 +238,22 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Problems> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            Problems(vec![e.to_string().trim().replace('\n', " ")])
-        })?;
+        let mut table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| Problems(vec![e.to_string().trim().replace('\n', " ")]))?;
         overlay_env(&mut table, env).map_err(|p| Problems(vec![p]))?;
-        let raw: RawConfig =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let path = e.path().to_string();
-                // toml appends "in `table`" lines: the path already says where.
-                let inner = e
-                    .into_inner()
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                Problems(vec![if path == "." {
-                    inner
-                } else {
-                    format!("{path}: {inner}")
-                }])
-            })?;
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            // toml appends "in `table`" lines: the path already says where.
+            let inner = e.into_inner().to_string().lines().next().unwrap_or_default().to_owned();
+            Problems(vec![if path == "." { inner } else { format!("{path}: {inner}") }])
+        })?;
         validate(raw, lookup)
     }
 }
 
 /// `HOOKGATE_A__B__0__C=value` sets `a.b[0].c`; the value is read as TOML if it
 /// parses (numbers, booleans, arrays), otherwise as a string.
-fn overlay_env(
-    table: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), String> {
+fn overlay_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), String> {
     let mut vars: Vec<_> = env
         .into_iter()
         .filter_map(|(name, value)| Some((name.strip_prefix(ENV_PREFIX)?.to_owned(), value)))
@@ -307,9 +278,7 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
         table.insert(first.clone(), value);
         return Ok(());
     }
-    let node = table
-        .entry(first.clone())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let node = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
     set_in_value(node, rest, value)
 }
 
@@ -317,12 +286,8 @@ fn set_in_value(node: &mut toml::Value, path: &[String], value: toml::Value) -> 
     match node {
         toml::Value::Table(table) => set_path(table, path, value),
         toml::Value::Array(items) => {
-            let index: usize = path[0]
-                .parse()
-                .map_err(|_| format!("{:?} is not an index", path[0]))?;
-            let item = items
-                .get_mut(index)
-                .ok_or_else(|| format!("there is no entry {index}"))?;
+            let index: usize = path[0].parse().map_err(|_| format!("{:?} is not an index", path[0]))?;
+            let item = items.get_mut(index).ok_or_else(|| format!("there is no entry {index}"))?;
             if path.len() == 1 {
                 *item = value;
                 Ok(())
@@ -379,35 +344,18 @@ impl Checker<'_> {
 }
 
 fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {
-    let mut c = Checker {
-        problems: Vec::new(),
-        lookup,
-    };
+    let mut c = Checker { problems: Vec::new(), lookup };
     let listen = raw
         .server
         .listen
         .parse::<SocketAddr>()
         .map_err(|_| {
-            c.problem(
-                "server.listen",
-                format!(
-                    "{:?} is not an address like 127.0.0.1:8080",
-                    raw.server.listen
-                ),
-            )
+            c.problem("server.listen", format!("{:?} is not an address like 127.0.0.1:8080", raw.server.listen))
         })
         .ok();
-    let max_body_bytes = parse_size(&raw.server.max_body)
-        .map_err(|e| c.problem("server.max_body", e))
-        .ok();
-    let storage = parse_storage(&raw.storage.url)
-        .map_err(|e| c.problem("storage.url", e))
-        .ok();
-    let admin_token = raw
-        .admin
-        .token
-        .as_deref()
-        .and_then(|t| c.secret("admin.token", t));
+    let max_body_bytes = parse_size(&raw.server.max_body).map_err(|e| c.problem("server.max_body", e)).ok();
+    let storage = parse_storage(&raw.storage.url).map_err(|e| c.problem("storage.url", e)).ok();
+    let admin_token = raw.admin.token.as_deref().and_then(|t| c.secret("admin.token", t));
 
     let mut destinations = Vec::new();
     let mut names = HashSet::new();
@@ -419,42 +367,32 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
         {
             c.problem(&key("name"), format!("{name:?} is defined twice"));
         }
-        let url = c
-            .required(&key("url"), &d.url)
-            .and_then(|u| match reqwest::Url::parse(u) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
-                Ok(_) => {
-                    c.problem(&key("url"), "must be an http:// or https:// URL");
-                    None
-                }
-                Err(e) => {
-                    c.problem(&key("url"), format!("{u:?}: {e}"));
-                    None
-                }
-            });
+        let url = c.required(&key("url"), &d.url).and_then(|u| match reqwest::Url::parse(u) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+            Ok(_) => {
+                c.problem(&key("url"), "must be an http:// or https:// URL");
+                None
+            }
+            Err(e) => {
+                c.problem(&key("url"), format!("{u:?}: {e}"));
+                None
+            }
+        });
         let timeout = c.duration(&key("timeout"), &d.timeout);
         if !(1..=10_000).contains(&d.concurrency) {
             c.problem(&key("concurrency"), "must be between 1 and 10000");
         }
-        let signing_key = d
-            .signing_secret
-            .as_deref()
-            .and_then(|s| c.secret(&key("signing_secret"), s))
-            .and_then(|s| {
-                hookgate_verify::standard_webhooks::secret_key(&s)
-                    .map_err(|_| {
-                        c.problem(&key("signing_secret"), "must be whsec_ followed by base64")
-                    })
-                    .ok()
-            });
+        let signing_key = d.signing_secret.as_deref().and_then(|s| c.secret(&key("signing_secret"), s)).and_then(|s| {
+            hookgate_verify::standard_webhooks::secret_key(&s)
+                .map_err(|_| c.problem(&key("signing_secret"), "must be whsec_ followed by base64"))
+                .ok()
+        });
         let initial = c.duration(&key("retry.initial"), &d.retry.initial);
         let max = c.duration(&key("retry.max"), &d.retry.max);
         if !(1..=1_000).contains(&d.retry.max_attempts) {
             c.problem(&key("retry.max_attempts"), "must be between 1 and 1000");
         }
-        if let (Some(name), Some(url), Some(timeout), Some(initial), Some(max)) =
-            (name, url, timeout, initial, max)
-        {
+        if let (Some(name), Some(url), Some(timeout), Some(initial), Some(max)) = (name, url, timeout, initial, max) {
             destinations.push(Destination {
                 name: name.to_owned(),
                 url,
@@ -476,14 +414,8 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
         let key = |field: &str| format!("sources[{i}].{field}");
         let name = c.required(&key("name"), &s.name);
         if let Some(name) = name {
-            if !name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-            {
-                c.problem(
-                    &key("name"),
-                    "use letters, digits, '-' and '_' only (it is part of the URL /in/{name})",
-                );
+            if !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+                c.problem(&key("name"), "use letters, digits, '-' and '_' only (it is part of the URL /in/{name})");
             }
             if !source_names.insert(name.to_owned()) {
                 c.problem(&key("name"), format!("{name:?} is defined twice"));
@@ -493,19 +425,13 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
         if let Some(dest) = destination
             && !names.contains(dest)
         {
-            c.problem(
-                &key("destination"),
-                format!("no destination is named {dest:?}"),
-            );
+            c.problem(&key("destination"), format!("no destination is named {dest:?}"));
         }
         let preset = match s.preset.as_deref() {
             Some(p) => {
                 let found = preset(p);
                 if found.is_none() {
-                    c.problem(
-                        &key("preset"),
-                        format!("unknown preset {p:?} (expected one of {PRESETS})"),
-                    );
+                    c.problem(&key("preset"), format!("unknown preset {p:?} (expected one of {PRESETS})"));
                 }
                 found
             }
@@ -516,19 +442,14 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
             Some(name) => Scheme::parse(name).or_else(|| {
                 c.problem(
                     &key("verify.scheme"),
-                    format!(
-                        "unknown scheme {name:?} (expected one of {})",
-                        Scheme::NAMES.join(", ")
-                    ),
+                    format!("unknown scheme {name:?} (expected one of {})", Scheme::NAMES.join(", ")),
                 );
                 None
             }),
             None => Some(preset.as_ref().map_or(Scheme::None, |p| p.scheme)),
         };
         let secrets: Vec<String> = match verify.and_then(|v| v.secret.clone()) {
-            Some(OneOrMany::One(one)) => {
-                c.secret(&key("verify.secret"), &one).into_iter().collect()
-            }
+            Some(OneOrMany::One(one)) => c.secret(&key("verify.secret"), &one).into_iter().collect(),
             Some(OneOrMany::Many(many)) => many
                 .iter()
                 .enumerate()
@@ -545,32 +466,18 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
         }
         let tolerance = verify
             .and_then(|v| v.tolerance.as_deref())
-            .map_or(Some(Duration::from_secs(300)), |t| {
-                c.duration(&key("verify.tolerance"), t)
-            });
-        let pick = |own: &Option<String>, from_preset: Option<&'static str>| {
-            own.clone().or(from_preset.map(String::from))
-        };
-        let dedupe_key = c.template(
-            &key("dedupe_key"),
-            pick(&s.dedupe_key, preset.as_ref().and_then(|p| p.dedupe_key)).as_deref(),
-        );
-        let order_key = c.template(
-            &key("order_key"),
-            pick(&s.order_key, preset.as_ref().and_then(|p| p.order_key)).as_deref(),
-        );
+            .map_or(Some(Duration::from_secs(300)), |t| c.duration(&key("verify.tolerance"), t));
+        let pick =
+            |own: &Option<String>, from_preset: Option<&'static str>| own.clone().or(from_preset.map(String::from));
+        let dedupe_key =
+            c.template(&key("dedupe_key"), pick(&s.dedupe_key, preset.as_ref().and_then(|p| p.dedupe_key)).as_deref());
+        let order_key =
+            c.template(&key("order_key"), pick(&s.order_key, preset.as_ref().and_then(|p| p.order_key)).as_deref());
         let coalesce_key = c.template(
             &key("coalesce_key"),
-            pick(
-                &s.coalesce_key,
-                preset.as_ref().and_then(|p| p.coalesce_key),
-            )
-            .as_deref(),
+            pick(&s.coalesce_key, preset.as_ref().and_then(|p| p.coalesce_key)).as_deref(),
         );
-        let window = c.duration(
-            &key("dedupe_window"),
-            s.dedupe_window.as_deref().unwrap_or("7d"),
-        );
+        let window = c.duration(&key("dedupe_window"), s.dedupe_window.as_deref().unwrap_or("7d"));
         if let (Some(name), Some(destination), Some(scheme), Some(tolerance), Some(window)) =
             (name, destination, scheme, tolerance, window)
         {
@@ -590,14 +497,9 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
     }
 
     match (c.problems.is_empty(), listen, max_body_bytes, storage) {
-        (true, Some(listen), Some(max_body_bytes), Some(storage)) => Ok(Config {
-            listen,
-            max_body_bytes,
-            storage,
-            admin_token,
-            destinations,
-            sources,
-        }),
+        (true, Some(listen), Some(max_body_bytes), Some(storage)) => {
+            Ok(Config { listen, max_body_bytes, storage, admin_token, destinations, sources })
+        }
         _ => Err(Problems(c.problems)),
     }
 }
@@ -610,7 +512,7 @@ fn parse_storage(url: &str) -> Result<Storage, String> {
         return Ok(Storage::Sqlite(PathBuf::from(path)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Storage::Postgres(url.to_owned()));
+        return Ok(Storage::Postgres { url: url.to_owned(), pool: 0 });
     }
     Err(format!("{url:?}: expected sqlite://PATH or postgres://…"))
 }
@@ -618,13 +520,9 @@ fn parse_storage(url: &str) -> Result<Storage, String> {
 /// `500ms`, `30s`, `5m`, `1h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m, 1h or 7d"))?;
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m, 1h or 7d"))?;
     let ms = match unit.trim() {
         "ms" => 1,
         "s" => 1_000,
@@ -632,22 +530,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => 3_600_000,
         "d" => 86_400_000,
         _ => {
-            return Err(format!(
-                "{text:?} is not a duration like 500ms, 30s, 5m, 1h or 7d"
-            ));
+            return Err(format!("{text:?} is not a duration like 500ms, 30s, 5m, 1h or 7d"));
         }
     };
-    n.checked_mul(ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
+    n.checked_mul(ms).map(Duration::from_millis).ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// `1048576`, `512KiB`, `1MiB`, `1MB`, `64kB`.
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let bad = || format!("{text:?} is not a size like 1MiB, 512KiB or 1000000");
     let n: usize = number.parse().map_err(|_| bad())?;
@@ -711,36 +603,17 @@ mod tests {
         assert_eq!(config.admin_token.as_deref(), Some("admintoken"));
         assert_eq!(config.max_body_bytes, 1 << 20);
         let app = &config.destinations[0];
-        assert_eq!(
-            (app.timeout, app.concurrency),
-            (Duration::from_secs(30), 64)
-        );
-        assert_eq!(
-            app.retry,
-            RetryPolicy {
-                max_attempts: 10,
-                initial_ms: 1_000,
-                max_ms: 3_600_000
-            }
-        );
+        assert_eq!((app.timeout, app.concurrency), (Duration::from_secs(30), 64));
+        assert_eq!(app.retry, RetryPolicy { max_attempts: 10, initial_ms: 1_000, max_ms: 3_600_000 });
         let stripe = &config.sources[0];
         assert_eq!(stripe.scheme, Scheme::Stripe);
-        assert_eq!(
-            stripe.secrets,
-            vec!["whsec_new".to_string(), "whsec_old".into()]
-        );
+        assert_eq!(stripe.secrets, vec!["whsec_new".to_string(), "whsec_old".into()]);
         assert_eq!(stripe.dedupe_key.as_ref().unwrap().as_str(), "{json.id}");
-        assert_eq!(
-            stripe.order_key.as_ref().unwrap().as_str(),
-            "{json.data.object.id}"
-        );
+        assert_eq!(stripe.order_key.as_ref().unwrap().as_str(), "{json.data.object.id}");
         assert_eq!(stripe.dedupe_window_ms, 7 * 86_400_000);
         let acuity = &config.sources[1];
         assert!(acuity.dedupe_key.is_none());
-        assert_eq!(
-            acuity.coalesce_key.as_ref().unwrap().as_str(),
-            "{form.action}:{form.id}"
-        );
+        assert_eq!(acuity.coalesce_key.as_ref().unwrap().as_str(), "{form.action}:{form.id}");
     }
 
     #[test]
@@ -762,10 +635,7 @@ mod tests {
     fn every_problem_names_its_key() {
         let text = GOOD
             .replace("{json.data.object.id}", "{jsn.id}")
-            .replace(
-                "url = \"http://127.0.0.1:9/hooks\"",
-                "url = \"http://127.0.0.1:9/hooks\"\ntimeout = \"3 weeks\"",
-            )
+            .replace("url = \"http://127.0.0.1:9/hooks\"", "url = \"http://127.0.0.1:9/hooks\"\ntimeout = \"3 weeks\"")
             .replace(
                 "destination = \"app\"\n        preset = \"acuity\"",
                 "destination = \"nope\"\n        preset = \"acuity\"",
@@ -783,31 +653,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_missing_secrets_are_named() {
-        let problems = load(
-            &GOOD.replace("preset = \"stripe\"", "preset = \"stripe\"\nverfy = 1"),
-            &[],
-        )
-        .unwrap_err()
-        .0;
+        let problems = load(&GOOD.replace("preset = \"stripe\"", "preset = \"stripe\"\nverfy = 1"), &[]).unwrap_err().0;
         assert_eq!(problems.len(), 1);
-        assert!(
-            problems[0].starts_with("sources[0].verfy: unknown field `verfy`, expected one of"),
-            "{problems:?}"
-        );
-        let problems = load(&GOOD.replace("env:ADMIN", "env:NOPE"), &[])
-            .unwrap_err()
-            .0;
-        assert_eq!(
-            problems,
-            vec!["admin.token: environment variable NOPE is not set"]
-        );
-        let problems = load(&GOOD.replace("verify = { secret = \"k\" }", ""), &[])
-            .unwrap_err()
-            .0;
-        assert_eq!(
-            problems,
-            vec!["sources[1].verify.secret: missing: this scheme needs a secret"]
-        );
+        assert!(problems[0].starts_with("sources[0].verfy: unknown field `verfy`, expected one of"), "{problems:?}");
+        let problems = load(&GOOD.replace("env:ADMIN", "env:NOPE"), &[]).unwrap_err().0;
+        assert_eq!(problems, vec!["admin.token: environment variable NOPE is not set"]);
+        let problems = load(&GOOD.replace("verify = { secret = \"k\" }", ""), &[]).unwrap_err().0;
+        assert_eq!(problems, vec!["sources[1].verify.secret: missing: this scheme needs a secret"]);
     }
 
     #[test]

@@ -91,18 +91,9 @@ impl Client {
                     }
                     snippet.truncate(ERROR_BODY_BYTES);
                     let text = String::from_utf8_lossy(&snippet);
-                    Some(
-                        format!("HTTP {status}: {}", text.trim())
-                            .trim_end_matches([':', ' '])
-                            .to_owned(),
-                    )
+                    Some(format!("HTTP {status}: {}", text.trim()).trim_end_matches([':', ' ']).to_owned())
                 };
-                Outcome {
-                    status: Some(status),
-                    error,
-                    retry_after_ms,
-                    duration: started.elapsed(),
-                }
+                Outcome { status: Some(status), error, retry_after_ms, duration: started.elapsed() }
             }
             Err(e) => {
                 let kind = if e.is_timeout() {
@@ -135,9 +126,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The sender's headers, cleaned, plus hookgate's own.
@@ -148,10 +137,7 @@ pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> H
         if ours || DROPPED.contains(&name.as_str()) {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::try_from(name.as_str()),
-            HeaderValue::try_from(value.as_str()),
-        ) {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
             headers.append(name, value);
         }
     }
@@ -164,10 +150,7 @@ pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> H
     set("webhook-id", id.to_owned());
     set("webhook-timestamp", now_unix.to_string());
     if let Some(key) = &destination.signing_key {
-        set(
-            "webhook-signature",
-            hookgate_verify::standard_webhooks::sign(key, id, now_unix, &claim.body),
-        );
+        set("webhook-signature", hookgate_verify::standard_webhooks::sign(key, id, now_unix, &claim.body));
     }
     set("hookgate-source", claim.source.clone());
     set("hookgate-attempt", claim.attempt.to_string());
@@ -199,11 +182,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             concurrency: 1,
             signing_key,
-            retry: RetryPolicy {
-                max_attempts: 3,
-                initial_ms: 10,
-                max_ms: 100,
-            },
+            retry: RetryPolicy { max_attempts: 3, initial_ms: 10, max_ms: 100 },
         }
     }
 
@@ -231,10 +210,7 @@ mod tests {
     #[test]
     fn forwards_sender_headers_and_adds_ours() {
         let claim = claim();
-        let key = hookgate_verify::standard_webhooks::secret_key(
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        )
-        .unwrap();
+        let key = hookgate_verify::standard_webhooks::secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let headers = headers_for(&destination(Some(key.clone())), &claim, 1_700_000_000);
         let get = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(get("content-type").as_deref(), Some("application/json"));
@@ -247,8 +223,7 @@ mod tests {
         assert_eq!(get("hookgate-attempt").as_deref(), Some("3"));
         assert_eq!(get("hookgate-source").as_deref(), Some("stripe"));
         assert_eq!(get("hookgate-order-key").as_deref(), Some("cus_1"));
-        let expected =
-            hookgate_verify::standard_webhooks::sign(&key, claim.id.as_str(), 1_700_000_000, b"{}");
+        let expected = hookgate_verify::standard_webhooks::sign(&key, claim.id.as_str(), 1_700_000_000, b"{}");
         assert_eq!(get("webhook-signature"), Some(expected));
         let unsigned = headers_for(&destination(None), &claim, 1);
         assert!(unsigned.get("webhook-signature").is_none());

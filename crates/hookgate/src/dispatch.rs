@@ -47,18 +47,11 @@ impl Dispatcher {
             let wanted = slots.available_permits().min(CLAIM_BATCH);
             let mut claimed = 0;
             if wanted > 0 {
-                match self
-                    .store
-                    .claim(&self.destination.name, now_ms(), wanted, lease_ms)
-                    .await
-                {
+                match self.store.claim(&self.destination.name, now_ms(), wanted, lease_ms).await {
                     Ok(claims) => {
                         claimed = claims.len();
                         for claim in claims {
-                            let slot = slots
-                                .clone()
-                                .try_acquire_owned()
-                                .expect("claimed no more than the free slots");
+                            let slot = slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
                             in_flight.spawn(self.clone().deliver(claim, slot));
                         }
                     }
@@ -92,12 +85,7 @@ impl Dispatcher {
 
     async fn until_next_due(&self) -> Duration {
         let now = now_ms();
-        let due = self
-            .store
-            .next_due(&self.destination.name, now)
-            .await
-            .ok()
-            .flatten();
+        let due = self.store.next_due(&self.destination.name, now).await.ok().flatten();
         let ms = due.map_or(POLL_MS, |at| (at - now).clamp(0, POLL_MS as i64) as u64);
         Duration::from_millis(ms)
     }
@@ -108,13 +96,7 @@ impl Dispatcher {
         let name = self.destination.name.clone();
         ::metrics::histogram!(metrics::DELIVERY_SECONDS, "destination" => name.clone())
             .record(outcome.duration.as_secs_f64());
-        let verdict = decide(
-            &self.destination,
-            &claim,
-            &outcome,
-            now_ms(),
-            rand::random(),
-        );
+        let verdict = decide(&self.destination, &claim, &outcome, now_ms(), rand::random());
         let counter = match verdict {
             Verdict::Delivered => metrics::DELIVERED,
             Verdict::Retry { .. } => metrics::RETRIED,
@@ -135,11 +117,7 @@ impl Dispatcher {
         // until its lease ends and is delivered again: keep trying.
         let mut pause = Duration::from_millis(50);
         loop {
-            match self
-                .store
-                .finish(&claim.id, attempt.clone(), verdict, now_ms())
-                .await
-            {
+            match self.store.finish(&claim.id, attempt.clone(), verdict, now_ms()).await {
                 Ok(true) => break,
                 Ok(false) => {
                     tracing::warn!(event = %claim.id, "lease lost before the outcome was recorded; it will be delivered again");
@@ -157,23 +135,12 @@ impl Dispatcher {
 }
 
 /// After one attempt: delivered, retried later, or dead.
-pub fn decide(
-    destination: &Destination,
-    claim: &Claim,
-    outcome: &Outcome,
-    now_ms: i64,
-    jitter: f64,
-) -> Verdict {
+pub fn decide(destination: &Destination, claim: &Claim, outcome: &Outcome, now_ms: i64, jitter: f64) -> Verdict {
     if outcome.delivered() {
         return Verdict::Delivered;
     }
-    match destination
-        .retry
-        .next_delay_ms(claim.round_attempt, outcome.retry_after_ms, jitter)
-    {
-        Some(delay) => Verdict::Retry {
-            at_ms: now_ms.saturating_add(delay.min(i64::MAX as u64) as i64),
-        },
+    match destination.retry.next_delay_ms(claim.round_attempt, outcome.retry_after_ms, jitter) {
+        Some(delay) => Verdict::Retry { at_ms: now_ms.saturating_add(delay.min(i64::MAX as u64) as i64) },
         None => Verdict::Dead,
     }
 }

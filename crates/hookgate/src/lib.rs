@@ -15,7 +15,5 @@ pub use app::{ServeError, Server};
 
 /// Milliseconds since the Unix epoch: the one clock the server reads.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -13,10 +13,7 @@ const RUNTIME: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on bad usage, as clap does
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(RUNTIME, &format!("cannot start the async runtime: {e}")),
     };
@@ -73,12 +70,7 @@ async fn run(command: Command) -> ExitCode {
             }
         }
         Command::Events { command } => done(cli::events(command).await),
-        Command::Replay {
-            id,
-            source,
-            state,
-            api,
-        } => done(cli::replay(id, source, state, api).await),
+        Command::Replay { id, source, state, api } => done(cli::replay(id, source, state, api).await),
     }
 }
 
@@ -95,12 +87,8 @@ fn fail(code: u8, message: &str) -> ExitCode {
 }
 
 fn init_logs(default: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// SIGTERM or Ctrl-C.

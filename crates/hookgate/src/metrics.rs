@@ -20,13 +20,9 @@ pub const ACK_SECONDS: &str = "hookgate_ack_seconds";
 pub const DELIVERY_SECONDS: &str = "hookgate_delivery_seconds";
 
 /// Buckets for ack latency: the promise is milliseconds, so resolve them.
-const ACK_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+const ACK_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 /// Buckets for a destination's answer time: apps take up to seconds.
-const DELIVERY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
+const DELIVERY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// The process's recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
@@ -34,9 +30,7 @@ pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(ACK_SECONDS.into()), ACK_BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(DELIVERY_SECONDS.into()), DELIVERY_BUCKETS)
-            })
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(DELIVERY_SECONDS.into()), DELIVERY_BUCKETS))
             .expect("bucket lists are not empty")
             .build_recorder();
         let handle = recorder.handle();
@@ -52,38 +46,17 @@ pub fn handle() -> &'static PrometheusHandle {
 
 fn describe() {
     metrics::describe_counter!(RECEIVED, "Events accepted and stored, by source.");
-    metrics::describe_counter!(
-        DUPLICATES,
-        "Requests answered as duplicates of a stored event, by source."
-    );
-    metrics::describe_counter!(
-        SUPERSEDED,
-        "Pending events superseded by a newer one with the same coalesce key."
-    );
+    metrics::describe_counter!(DUPLICATES, "Requests answered as duplicates of a stored event, by source.");
+    metrics::describe_counter!(SUPERSEDED, "Pending events superseded by a newer one with the same coalesce key.");
     metrics::describe_counter!(REJECTED, "Ingest requests refused, by source and reason.");
-    metrics::describe_counter!(
-        UNAVAILABLE,
-        "Ingest requests answered 503 because storage failed."
-    );
+    metrics::describe_counter!(UNAVAILABLE, "Ingest requests answered 503 because storage failed.");
     metrics::describe_counter!(DELIVERED, "Deliveries answered 2xx, by destination.");
-    metrics::describe_counter!(
-        RETRIED,
-        "Failed attempts with a retry scheduled, by destination."
-    );
-    metrics::describe_counter!(
-        DEAD,
-        "Events that exhausted their attempts, by destination."
-    );
-    metrics::describe_gauge!(
-        QUEUE_DEPTH,
-        "Events pending or delivering, by source and state (read at scrape time)."
-    );
+    metrics::describe_counter!(RETRIED, "Failed attempts with a retry scheduled, by destination.");
+    metrics::describe_counter!(DEAD, "Events that exhausted their attempts, by destination.");
+    metrics::describe_gauge!(QUEUE_DEPTH, "Events pending or delivering, by source and state (read at scrape time).");
     metrics::describe_histogram!(
         ACK_SECONDS,
         "Time from request to answer for accepted events (includes the durable commit)."
     );
-    metrics::describe_histogram!(
-        DELIVERY_SECONDS,
-        "Time a destination took to answer one attempt."
-    );
+    metrics::describe_histogram!(DELIVERY_SECONDS, "Time a destination took to answer one attempt.");
 }

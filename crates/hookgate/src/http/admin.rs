@@ -36,8 +36,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
 
 async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let Some(expected) = shared.config.admin_token.as_deref() else {
-        return ApiError::Unauthorized("the admin API is disabled: set [admin] token".into())
-            .into_response();
+        return ApiError::Unauthorized("the admin API is disabled: set [admin] token".into()).into_response();
     };
     let given = request
         .headers()
@@ -62,20 +61,14 @@ struct ListQuery {
 }
 
 fn parse_state(state: Option<&str>) -> Result<Option<EventState>, ApiError> {
-    state
-        .map(|s| s.parse().map_err(|e| ApiError::BadRequest(format!("{e}"))))
-        .transpose()
+    state.map(|s| s.parse().map_err(|e| ApiError::BadRequest(format!("{e}")))).transpose()
 }
 
 fn parse_id(id: &str) -> Result<EventId, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::NotFound(format!("no event {id:?}")))
+    id.parse().map_err(|_| ApiError::NotFound(format!("no event {id:?}")))
 }
 
-async fn list(
-    State(shared): State<Arc<Shared>>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+async fn list(State(shared): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let filter = ListFilter {
         source: q.source,
         state: parse_state(q.state.as_deref())?,
@@ -83,21 +76,14 @@ async fn list(
         limit: q.limit.unwrap_or(DEFAULT_PAGE),
         cursor: q.cursor,
     };
-    let page = shared
-        .store
-        .list(&filter)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let page = shared.store.list(&filter).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(json!({
         "events": page.events.iter().map(record_json).collect::<Vec<_>>(),
         "next_cursor": page.next_cursor,
     })))
 }
 
-async fn show(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn show(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let detail = shared
         .store
         .get(&parse_id(&id)?)
@@ -107,23 +93,11 @@ async fn show(
     Ok(Json(detail_json(&detail)))
 }
 
-async fn replay_one(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn replay_one(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let event_id = parse_id(&id)?;
-    let replayed = shared
-        .store
-        .replay(&event_id, now_ms())
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let replayed = shared.store.replay(&event_id, now_ms()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     if !replayed {
-        return match shared
-            .store
-            .get(&event_id)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?
-        {
+        return match shared.store.get(&event_id).await.map_err(|e| ApiError::Unavailable(e.to_string()))? {
             None => Err(ApiError::NotFound(format!("no event {id:?}"))),
             Some(d) => Err(ApiError::BadRequest(format!(
                 "event is {}: only delivered, dead or superseded events are replayed",
@@ -142,23 +116,13 @@ struct ReplayQuery {
 }
 
 /// Replay every event matching the filter (default: every dead event).
-async fn replay_many(
-    State(shared): State<Arc<Shared>>,
-    Query(q): Query<ReplayQuery>,
-) -> Result<Json<Value>, ApiError> {
+async fn replay_many(State(shared): State<Arc<Shared>>, Query(q): Query<ReplayQuery>) -> Result<Json<Value>, ApiError> {
     let state = parse_state(q.state.as_deref())?.unwrap_or(EventState::Dead);
     if state.is_active() {
-        return Err(ApiError::BadRequest(format!(
-            "{state} events are already owed a delivery"
-        )));
+        return Err(ApiError::BadRequest(format!("{state} events are already owed a delivery")));
     }
     let unavailable = |e: hookgate_store::StoreError| ApiError::Unavailable(e.to_string());
-    let mut filter = ListFilter {
-        source: q.source,
-        state: Some(state),
-        limit: 500,
-        ..Default::default()
-    };
+    let mut filter = ListFilter { source: q.source, state: Some(state), limit: 500, ..Default::default() };
     let mut replayed = 0;
     loop {
         let page = shared.store.list(&filter).await.map_err(unavailable)?;
@@ -167,12 +131,7 @@ async fn replay_many(
                 shared.wake_all();
                 return Ok(Json(json!({ "replayed": replayed, "more": true })));
             }
-            if shared
-                .store
-                .replay(&event.id, now_ms())
-                .await
-                .map_err(unavailable)?
-            {
+            if shared.store.replay(&event.id, now_ms()).await.map_err(unavailable)? {
                 replayed += 1;
             }
         }
@@ -186,11 +145,7 @@ async fn replay_many(
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
-    let counts = shared
-        .store
-        .stats()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let counts = shared.store.stats().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let mut by_source = serde_json::Map::new();
     for count in counts {
         let entry = by_source.entry(count.source).or_insert_with(|| json!({}));
@@ -205,20 +160,13 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     if let Ok(counts) = shared.store.stats().await {
         for source in shared.sources.keys() {
             for state in [EventState::Pending, EventState::Delivering] {
-                let count = counts
-                    .iter()
-                    .find(|c| &c.source == source && c.state == state)
-                    .map_or(0, |c| c.count);
+                let count = counts.iter().find(|c| &c.source == source && c.state == state).map_or(0, |c| c.count);
                 ::metrics::gauge!(metrics::QUEUE_DEPTH, "source" => source.clone(), "state" => state.as_str())
                     .set(count as f64);
             }
         }
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::handle().render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::handle().render()).into_response()
 }
 
 fn record_json(r: &EventRecord) -> Value {
@@ -245,9 +193,7 @@ fn detail_json(d: &EventDetail) -> Value {
     value["headers"] = json!(d.headers);
     match std::str::from_utf8(&d.body) {
         Ok(text) => value["body"] = json!(text),
-        Err(_) => {
-            value["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&d.body))
-        }
+        Err(_) => value["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&d.body)),
     }
     value["attempts"] = json!(d.attempts);
     value

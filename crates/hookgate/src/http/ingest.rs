@@ -44,23 +44,11 @@ pub(super) async fn receive(
     let headers = lowercase_headers(&headers);
     let received_at_ms = now_ms();
 
-    let signed = Signed {
-        headers: &headers,
-        body: &body,
-        now: received_at_ms / 1_000,
-    };
-    if let Err(error) = hookgate_verify::verify(
-        source.scheme,
-        &source.secrets,
-        source.tolerance_secs,
-        &signed,
-    ) {
+    let signed = Signed { headers: &headers, body: &body, now: received_at_ms / 1_000 };
+    if let Err(error) = hookgate_verify::verify(source.scheme, &source.secrets, source.tolerance_secs, &signed) {
         reject(source, error.reason());
         tracing::info!(source = %source.name, reason = error.reason(), "signature rejected");
-        return Err(ApiError::Unauthorized(format!(
-            "{}: {error}",
-            error.reason()
-        )));
+        return Err(ApiError::Unauthorized(format!("{}: {error}", error.reason())));
     }
 
     let query = query.unwrap_or_default();
@@ -92,18 +80,14 @@ pub(super) async fn receive(
             shared.wake(&source.destination);
             ::metrics::counter!(metrics::RECEIVED, "source" => label.clone()).increment(1);
             if superseded > 0 {
-                ::metrics::counter!(metrics::SUPERSEDED, "source" => label.clone())
-                    .increment(superseded);
+                ::metrics::counter!(metrics::SUPERSEDED, "source" => label.clone()).increment(superseded);
             }
-            ::metrics::histogram!(metrics::ACK_SECONDS, "source" => label)
-                .record(started.elapsed().as_secs_f64());
+            ::metrics::histogram!(metrics::ACK_SECONDS, "source" => label).record(started.elapsed().as_secs_f64());
             Ok(Json(json!({ "id": id.as_str(), "status": "accepted" })))
         }
         Ingested::Duplicate { original } => {
             ::metrics::counter!(metrics::DUPLICATES, "source" => label).increment(1);
-            Ok(Json(
-                json!({ "id": original.as_str(), "status": "duplicate" }),
-            ))
+            Ok(Json(json!({ "id": original.as_str(), "status": "duplicate" })))
         }
     }
 }
@@ -124,28 +108,17 @@ fn render_keys(source: &Source, headers: &[(String, String)], body: &[u8], query
         let template = template.as_ref()?;
         template
             .render(&view)
-            .map_err(|missing| {
-                warnings.push(format!(
-                    "{name} {:?} not rendered: {missing}",
-                    template.as_str()
-                ))
-            })
+            .map_err(|missing| warnings.push(format!("{name} {:?} not rendered: {missing}", template.as_str())))
             .ok()
     };
     let dedupe = render("dedupe_key", &source.dedupe_key);
     let order = render("order_key", &source.order_key);
     let coalesce = render("coalesce_key", &source.coalesce_key);
-    Keys {
-        dedupe,
-        order,
-        coalesce,
-        warnings,
-    }
+    Keys { dedupe, order, coalesce, warnings }
 }
 
 fn reject(source: &Source, reason: &'static str) {
-    ::metrics::counter!(metrics::REJECTED, "source" => source.name.clone(), "reason" => reason)
-        .increment(1);
+    ::metrics::counter!(metrics::REJECTED, "source" => source.name.clone(), "reason" => reason).increment(1);
 }
 
 /// Names lowercase (HTTP names are case-insensitive), values as text. A value
@@ -153,11 +126,6 @@ fn reject(source: &Source, reason: &'static str) {
 fn lowercase_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
         .collect()
 }

@@ -18,9 +18,7 @@ use crate::app::Shared;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let max_body = shared.config.max_body_bytes;
-    let ingest = Router::new()
-        .route("/in/{source}", post(ingest::receive))
-        .layer(DefaultBodyLimit::max(max_body));
+    let ingest = Router::new().route("/in/{source}", post(ingest::receive)).layer(DefaultBodyLimit::max(max_body));
     Router::new()
         .merge(ingest)
         .nest("/api", admin::router(shared.clone()))
@@ -31,11 +29,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Result<&'static str, ApiError> {
-    shared
-        .store
-        .ping()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    shared.store.ping().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok("ready\n")
 }
 
@@ -55,19 +49,13 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            ApiError::PayloadTooLarge(limit) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body is larger than max_body ({limit} bytes)"),
-            ),
+            ApiError::PayloadTooLarge(limit) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than max_body ({limit} bytes)"))
+            }
             ApiError::Unavailable(detail) => {
                 tracing::error!(%detail, "storage unavailable");
                 let body = Json(serde_json::json!({"error": "storage unavailable, retry later"}));
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::RETRY_AFTER, "1")],
-                    body,
-                )
-                    .into_response();
+                return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response();
             }
         };
         (status, Json(serde_json::json!({ "error": message }))).into_response()

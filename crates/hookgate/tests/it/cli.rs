@@ -17,48 +17,25 @@ fn check_names_every_bad_key_and_exits_2() {
         .replace("{json.object}", "{jsn.id}")
         .replace(r#"timeout = "5s""#, r#"timeout = "soon""#);
     std::fs::write(&path, text).unwrap();
-    let out = hookgate()
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = hookgate().arg("check").arg("--config").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<_> = stderr.lines().collect();
     assert_eq!(lines.len(), 2, "{stderr}");
     assert!(
-        lines[0].ends_with(
-            r#"destinations[0].timeout: "soon" is not a duration like 500ms, 30s, 5m, 1h or 7d"#
-        ),
+        lines[0].ends_with(r#"destinations[0].timeout: "soon" is not a duration like 500ms, 30s, 5m, 1h or 7d"#),
         "{stderr}"
     );
-    assert!(
-        lines[1].ends_with(r#"sources[2].order_key: unknown field "jsn.id""#),
-        "{stderr}"
-    );
+    assert!(lines[1].ends_with(r#"sources[2].order_key: unknown field "jsn.id""#), "{stderr}");
 }
 
 #[test]
 fn check_accepts_a_good_config_and_env_overrides() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hookgate.toml");
-    std::fs::write(
-        &path,
-        config_text("http://127.0.0.1:9/hooks", &dir.path().join("x.db"), ""),
-    )
-    .unwrap();
-    let out = hookgate()
-        .arg("check")
-        .env("HOOKGATE_CONFIG", &path)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    std::fs::write(&path, config_text("http://127.0.0.1:9/hooks", &dir.path().join("x.db"), "")).unwrap();
+    let out = hookgate().arg("check").env("HOOKGATE_CONFIG", &path).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let bad = hookgate()
         .arg("check")
         .env("HOOKGATE_CONFIG", &path)
@@ -67,72 +44,40 @@ fn check_accepts_a_good_config_and_env_overrides() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("server.listen"));
-    let missing = hookgate()
-        .args(["check", "--config", "/nonexistent/hookgate.toml"])
-        .output()
-        .unwrap();
+    let missing = hookgate().args(["check", "--config", "/nonexistent/hookgate.toml"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(2));
-    assert_eq!(
-        hookgate().arg("frobnicate").output().unwrap().status.code(),
-        Some(2),
-        "bad usage"
-    );
+    assert_eq!(hookgate().arg("frobnicate").output().unwrap().status.code(), Some(2), "bad usage");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_and_replay_commands_use_the_admin_api() {
     let receiver = receiver(always_ok()).await;
     let app = spawn_app(&receiver).await;
-    let (_, answer) = app
-        .post("plain", &[], r#"{"id":"cli-1","object":"o"}"#)
-        .await;
+    let (_, answer) = app.post("plain", &[], r#"{"id":"cli-1","object":"o"}"#).await;
     let id = answer["id"].as_str().unwrap().to_owned();
-    receiver
-        .wait_for(Duration::from_secs(5), "delivery", |r| r.len() == 1)
-        .await;
+    receiver.wait_for(Duration::from_secs(5), "delivery", |r| r.len() == 1).await;
     let url = app.url("");
     let run = |args: Vec<String>| {
         let url = url.clone();
         tokio::task::spawn_blocking(move || {
-            hookgate()
-                .args(args)
-                .env("HOOKGATE_URL", url)
-                .env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-                .output()
-                .unwrap()
+            hookgate().args(args).env("HOOKGATE_URL", url).env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN).output().unwrap()
         })
     };
     let list = run(vec!["events".into(), "list".into()]).await.unwrap();
     assert!(list.status.success());
     let listing = String::from_utf8(list.stdout).unwrap();
-    assert!(
-        listing.contains(&id) && listing.contains("delivered"),
-        "{listing}"
-    );
-    let show = run(vec!["events".into(), "show".into(), id.clone()])
-        .await
-        .unwrap();
+    assert!(listing.contains(&id) && listing.contains("delivered"), "{listing}");
+    let show = run(vec!["events".into(), "show".into(), id.clone()]).await.unwrap();
     let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(shown["attempts"].as_array().unwrap().len(), 1);
     let replay = run(vec!["replay".into(), id.clone()]).await.unwrap();
-    assert!(
-        replay.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
-    receiver
-        .wait_for(Duration::from_secs(5), "the replay", |r| r.len() == 2)
-        .await;
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    receiver.wait_for(Duration::from_secs(5), "the replay", |r| r.len() == 2).await;
     let again = &receiver.received()[1];
     assert_eq!(again.webhook_id(), id, "a replay keeps the webhook-id");
     let unauthorized = tokio::task::spawn_blocking({
         let url = app.url("");
-        move || {
-            hookgate()
-                .args(["events", "list", "--token", "wrong", "--url", &url])
-                .output()
-                .unwrap()
-        }
+        move || hookgate().args(["events", "list", "--token", "wrong", "--url", &url]).output().unwrap()
     })
     .await
     .unwrap();
@@ -147,12 +92,7 @@ async fn events_and_replay_commands_use_the_admin_api() {
 fn the_demo_shows_every_guarantee_holding() {
     let out = hookgate().arg("demo").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout.matches("PASS").count(), 5, "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(stdout.contains("max concurrent per object: 1"), "{stdout}");

@@ -3,58 +3,12 @@
 //! twice at once (a cut-off attempt is retried only once its lease is over).
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::support::*;
-
-struct Gateway {
-    child: Child,
-}
-
-impl Gateway {
-    fn start(config: &std::path::Path) -> Gateway {
-        let child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Gateway { child }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap(); // reap it: nothing else here does
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_healthy(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "hookgate did not start");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_mid_delivery_loses_nothing_and_keeps_order() {
@@ -65,65 +19,41 @@ async fn sigkill_mid_delivery_loses_nothing_and_keeps_order() {
     let port = free_port();
     let config = dir.path().join("hookgate.toml");
     let text = config_text(&receiver.url(), &dir.path().join("hookgate.db"), "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
         .replace(r#"timeout = "5s""#, r#"timeout = "2s""#);
     std::fs::write(&config, text).unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
-    let gateway = Gateway::start(&config);
-    wait_healthy(&http, &base).await;
+    let gateway = Gateway::start_on(&config, port).healthy(&http).await;
     let mut sent: HashMap<String, Vec<String>> = HashMap::new();
     for n in 0..PER_OBJECT {
         for object in 0..OBJECTS {
-            let body =
-                json!({"id": format!("e-{object}-{n}"), "object": format!("obj{object}"), "n": n})
-                    .to_string();
-            let (status, answer) =
-                post_with(&http, &format!("{base}/in/plain"), &[], body.into_bytes()).await;
+            let body = json!({"id": format!("e-{object}-{n}"), "object": format!("obj{object}"), "n": n}).to_string();
+            let (status, answer) = post_with(&http, &format!("{base}/in/plain"), &[], body.into_bytes()).await;
             assert_eq!(status, 200);
-            sent.entry(format!("obj{object}"))
-                .or_default()
-                .push(answer["id"].as_str().unwrap().to_owned());
+            sent.entry(format!("obj{object}")).or_default().push(answer["id"].as_str().unwrap().to_owned());
         }
     }
     // Let some deliveries finish and others be in flight, then kill.
-    receiver
-        .wait_for(Duration::from_secs(10), "first deliveries", |r| {
-            r.len() >= OBJECTS
-        })
-        .await;
+    receiver.wait_for(Duration::from_secs(10), "first deliveries", |r| r.len() >= OBJECTS).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     gateway.kill();
     let before_restart = receiver.received().len();
-    assert!(
-        before_restart < OBJECTS * PER_OBJECT,
-        "the kill came before everything was delivered"
-    );
+    assert!(before_restart < OBJECTS * PER_OBJECT, "the kill came before everything was delivered");
 
-    let gateway = Gateway::start(&config);
-    wait_healthy(&http, &base).await;
+    let gateway = Gateway::start_on(&config, port).healthy(&http).await;
     receiver
         .wait_for(Duration::from_secs(60), "every acked event", |r| {
-            let ids: std::collections::HashSet<_> =
-                r.iter().map(|r| r.webhook_id().to_owned()).collect();
+            let ids: std::collections::HashSet<_> = r.iter().map(|r| r.webhook_id().to_owned()).collect();
             sent.values().flatten().all(|id| ids.contains(id))
         })
         .await;
     drop(gateway);
 
-    assert!(
-        receiver.overlaps().is_empty(),
-        "an object was processed twice at once: {:?}",
-        receiver.overlaps()
-    );
+    assert!(receiver.overlaps().is_empty(), "an object was processed twice at once: {:?}", receiver.overlaps());
     for (object, ids) in &sent {
         let mut firsts: Vec<String> = Vec::new();
-        for r in receiver
-            .received()
-            .iter()
-            .filter(|r| r.order_key() == object)
-        {
+        for r in receiver.received().iter().filter(|r| r.order_key() == object) {
             if !firsts.contains(&r.webhook_id().to_owned()) {
                 firsts.push(r.webhook_id().to_owned());
             }

@@ -23,11 +23,7 @@ async fn ordered_events_survive_failed_first_attempts_in_order() {
         let tries = seen.entry(headers["webhook-id"].clone()).or_default();
         *tries += 1;
         // Events 1 and 3 fail their first attempt; every attempt takes a little while.
-        let status = if (n == 1 || n == 3) && *tries == 1 {
-            500
-        } else {
-            200
-        };
+        let status = if (n == 1 || n == 3) && *tries == 1 { 500 } else { 200 };
         (status, Duration::from_millis(30))
     }))
     .await;
@@ -40,51 +36,24 @@ async fn ordered_events_survive_failed_first_attempts_in_order() {
         ids.push(answer["id"].as_str().unwrap().to_owned());
     }
     receiver
-        .wait_for(Duration::from_secs(15), "six deliveries", |r| {
-            r.iter().filter(|r| r.delivered()).count() == 6
-        })
+        .wait_for(Duration::from_secs(15), "six deliveries", |r| r.iter().filter(|r| r.delivered()).count() == 6)
         .await;
-    let delivered: Vec<_> = receiver
-        .delivered()
-        .iter()
-        .map(|r| r.webhook_id().to_owned())
-        .collect();
+    let delivered: Vec<_> = receiver.delivered().iter().map(|r| r.webhook_id().to_owned()).collect();
     assert_eq!(delivered, ids, "delivered once each, in the order sent");
-    assert!(
-        receiver.overlaps().is_empty(),
-        "one at a time per object: {:?}",
-        receiver.overlaps()
-    );
+    assert!(receiver.overlaps().is_empty(), "one at a time per object: {:?}", receiver.overlaps());
     let all = receiver.received();
     let retried: Vec<_> = all.iter().filter(|r| r.webhook_id() == ids[1]).collect();
     assert_eq!(retried.len(), 2);
     assert_eq!((retried[0].status, retried[1].status), (500, 200));
-    assert_eq!(
-        (
-            retried[0].header("hookgate-attempt"),
-            retried[1].header("hookgate-attempt")
-        ),
-        ("1", "2")
-    );
-    assert!(
-        all.iter().all(|r| r.signature_ok),
-        "every request verifies with the standardwebhooks crate"
-    );
-    assert!(
-        all.iter()
-            .all(|r| r.order_key() == "order_7" && r.header("hookgate-source") == "plain")
-    );
+    assert_eq!((retried[0].header("hookgate-attempt"), retried[1].header("hookgate-attempt")), ("1", "2"));
+    assert!(all.iter().all(|r| r.signature_ok), "every request verifies with the standardwebhooks crate");
+    assert!(all.iter().all(|r| r.order_key() == "order_7" && r.header("hookgate-source") == "plain"));
     let event = app.admin(&format!("/api/events/{}", ids[1])).await;
     assert_eq!(event["state"], "delivered");
     let attempts = event["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[0]["status"], 500);
-    assert!(
-        attempts[0]["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("HTTP 500")
-    );
+    assert!(attempts[0]["error"].as_str().unwrap().starts_with("HTTP 500"));
     assert_eq!(attempts[1]["status"], 200);
     app.stop().await;
 }
@@ -99,17 +68,12 @@ async fn the_app_gets_the_original_request_signed() {
     let mut headers = stripe_headers(&body);
     headers.push(("x-request-source", "stripe-test".to_string()));
     let (_, answer) = app.post("stripe", &headers, body.clone()).await;
-    receiver
-        .wait_for(Duration::from_secs(5), "delivery", |r| r.len() == 1)
-        .await;
+    receiver.wait_for(Duration::from_secs(5), "delivery", |r| r.len() == 1).await;
     let got = &receiver.received()[0];
     assert_eq!(got.body, body);
     assert_eq!(got.header("content-type"), "application/json");
     assert_eq!(got.header("x-request-source"), "stripe-test");
-    assert!(
-        got.header("stripe-signature").starts_with("t="),
-        "the sender's own headers pass through"
-    );
+    assert!(got.header("stripe-signature").starts_with("t="), "the sender's own headers pass through");
     assert_eq!(got.webhook_id(), answer["id"].as_str().unwrap());
     assert_eq!(got.order_key(), "cus_9");
     assert!(got.signature_ok);
@@ -122,37 +86,18 @@ async fn the_app_gets_the_original_request_signed() {
 #[tokio::test]
 async fn a_dead_event_does_not_block_its_key() {
     let receiver = receiver(Arc::new(|_, body| {
-        let status = if body.windows(6).any(|w| w == b"poison") {
-            500
-        } else {
-            200
-        };
+        let status = if body.windows(6).any(|w| w == b"poison") { 500 } else { 200 };
         (status, Duration::ZERO)
     }))
     .await;
     let app = spawn_app(&receiver).await;
-    let (_, poison) = app
-        .post("plain", &[], r#"{"id":"p","object":"o1","x":"poison"}"#)
-        .await;
+    let (_, poison) = app.post("plain", &[], r#"{"id":"p","object":"o1","x":"poison"}"#).await;
     let (_, next) = app.post("plain", &[], r#"{"id":"q","object":"o1"}"#).await;
-    receiver
-        .wait_for(Duration::from_secs(10), "the next event", |r| {
-            r.iter().any(|r| r.delivered())
-        })
-        .await;
+    receiver.wait_for(Duration::from_secs(10), "the next event", |r| r.iter().any(|r| r.delivered())).await;
     let received = receiver.received();
-    assert_eq!(
-        received.iter().filter(|r| !r.delivered()).count(),
-        4,
-        "max_attempts = 4"
-    );
-    assert_eq!(
-        received.last().unwrap().webhook_id(),
-        next["id"].as_str().unwrap()
-    );
-    let dead = app
-        .admin(&format!("/api/events/{}", poison["id"].as_str().unwrap()))
-        .await;
+    assert_eq!(received.iter().filter(|r| !r.delivered()).count(), 4, "max_attempts = 4");
+    assert_eq!(received.last().unwrap().webhook_id(), next["id"].as_str().unwrap());
+    let dead = app.admin(&format!("/api/events/{}", poison["id"].as_str().unwrap())).await;
     assert_eq!(dead["state"], "dead");
     assert_eq!(dead["attempts"].as_array().unwrap().len(), 4);
     app.stop().await;
@@ -175,21 +120,14 @@ async fn retry_after_is_honoured() {
     .await;
     // max = 400ms in the test config caps Retry-After; ask for 1s to see the cap and the wait.
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(&receiver.url(), &dir.path().join("hookgate.db"), "")
-        .replace(r#"max = "400ms""#, r#"max = "2s""#);
+    let text =
+        config_text(&receiver.url(), &dir.path().join("hookgate.db"), "").replace(r#"max = "400ms""#, r#"max = "2s""#);
     let app = spawn_with(dir, &text).await;
     let _ = app.post("plain", &[], r#"{"id":"r","object":"o"}"#).await;
     let _ = &receiver;
-    receiver
-        .wait_for(Duration::from_secs(10), "the retry", |r| {
-            r.iter().any(|r| r.delivered())
-        })
-        .await;
+    receiver.wait_for(Duration::from_secs(10), "the retry", |r| r.iter().any(|r| r.delivered())).await;
     let retried = receiver.received();
     let gap = retried[1].started - retried[0].started;
-    assert!(
-        gap >= Duration::from_millis(900),
-        "retried after {gap:?}, before the 1s asked"
-    );
+    assert!(gap >= Duration::from_millis(900), "retried after {gap:?}, before the 1s asked");
     app.stop().await;
 }

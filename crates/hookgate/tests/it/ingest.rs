@@ -14,9 +14,7 @@ async fn simultaneous_duplicates_store_and_deliver_one() {
     const COPIES: usize = 32;
     let receiver = receiver(always_ok()).await;
     let app = spawn_app(&receiver).await;
-    let body =
-        br#"{"id":"evt_1Nrace","type":"customer.updated","data":{"object":{"id":"cus_42"}}}"#
-            .to_vec();
+    let body = br#"{"id":"evt_1Nrace","type":"customer.updated","data":{"object":{"id":"cus_42"}}}"#.to_vec();
     let headers = stripe_headers(&body);
     let barrier = Arc::new(tokio::sync::Barrier::new(COPIES));
     let mut senders = Vec::new();
@@ -24,12 +22,7 @@ async fn simultaneous_duplicates_store_and_deliver_one() {
         // Each copy on its own connection, opened before the barrier.
         let client = reqwest::Client::new();
         client.get(app.url("/healthz")).send().await.unwrap();
-        let (url, headers, body, barrier) = (
-            app.url("/in/stripe"),
-            headers.clone(),
-            body.clone(),
-            barrier.clone(),
-        );
+        let (url, headers, body, barrier) = (app.url("/in/stripe"), headers.clone(), body.clone(), barrier.clone());
         senders.push(tokio::spawn(async move {
             barrier.wait().await;
             post_with(&client, &url, &headers, body).await
@@ -39,27 +32,13 @@ async fn simultaneous_duplicates_store_and_deliver_one() {
     for sender in senders {
         answers.push(sender.await.unwrap());
     }
-    assert!(
-        answers.iter().all(|(status, _)| *status == 200),
-        "{answers:?}"
-    );
-    let accepted: Vec<_> = answers
-        .iter()
-        .filter(|(_, a)| a["status"] == "accepted")
-        .collect();
+    assert!(answers.iter().all(|(status, _)| *status == 200), "{answers:?}");
+    let accepted: Vec<_> = answers.iter().filter(|(_, a)| a["status"] == "accepted").collect();
     assert_eq!(accepted.len(), 1, "{answers:?}");
     let id = accepted[0].1["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        answers
-            .iter()
-            .filter(|(_, a)| a["status"] == "duplicate" && a["id"] == id)
-            .count(),
-        COPIES - 1
-    );
+    assert_eq!(answers.iter().filter(|(_, a)| a["status"] == "duplicate" && a["id"] == id).count(), COPIES - 1);
 
-    receiver
-        .wait_for(Duration::from_secs(10), "the delivery", |r| !r.is_empty())
-        .await;
+    receiver.wait_for(Duration::from_secs(10), "the delivery", |r| !r.is_empty()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let delivered = receiver.delivered();
     assert_eq!(delivered.len(), 1, "exactly one delivery");
@@ -82,19 +61,13 @@ async fn bad_signatures_are_401_and_store_nothing() {
     let cases: Vec<Case> = vec![
         (
             "wrong secret",
-            vec![(
-                "stripe-signature",
-                hookgate_verify::stripe_sign("whsec_other", now, &body),
-            )],
+            vec![("stripe-signature", hookgate_verify::stripe_sign("whsec_other", now, &body))],
             body.clone(),
             "bad_signature",
         ),
         (
             "stale timestamp",
-            vec![(
-                "stripe-signature",
-                hookgate_verify::stripe_sign(STRIPE_SECRET, now - 301, &body),
-            )],
+            vec![("stripe-signature", hookgate_verify::stripe_sign(STRIPE_SECRET, now - 301, &body))],
             body.clone(),
             "stale_timestamp",
         ),
@@ -109,44 +82,24 @@ async fn bad_signatures_are_401_and_store_nothing() {
     for (what, headers, body, reason) in cases {
         let (status, answer) = app.post("stripe", &headers, body).await;
         assert_eq!(status, 401, "{what}");
-        assert!(
-            answer["error"].as_str().unwrap().starts_with(reason),
-            "{what}: {answer}"
-        );
+        assert!(answer["error"].as_str().unwrap().starts_with(reason), "{what}: {answer}");
     }
     let acuity_body = b"action=changed&id=1".to_vec();
     let mut acuity = acuity_headers(&acuity_body);
     acuity[1].1 = acuity[1].1.replace('A', "B").replace('a', "b");
-    let (status, _) = app
-        .post("acuity", &acuity, b"action=changed&id=2".to_vec())
-        .await;
+    let (status, _) = app.post("acuity", &acuity, b"action=changed&id=2".to_vec()).await;
     assert_eq!(status, 401, "acuity tampered");
     let swh_headers = vec![
         ("webhook-id", "msg_1".to_string()),
         ("webhook-timestamp", unix_now().to_string()),
         ("webhook-signature", "v1,Zm9v".to_string()),
     ];
-    assert_eq!(
-        app.post("swh", &swh_headers, b"{}".to_vec()).await.0,
-        401,
-        "standard webhooks forged"
-    );
+    assert_eq!(app.post("swh", &swh_headers, b"{}".to_vec()).await.0, 401, "standard webhooks forged");
 
     let listed = app.admin("/api/events").await;
     assert_eq!(listed["events"], json!([]), "nothing stored");
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"reason="stale_timestamp""#),
-        "rejections are counted by reason"
-    );
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"reason="stale_timestamp""#), "rejections are counted by reason");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(receiver.received().is_empty(), "nothing delivered");
     app.stop().await;
@@ -163,11 +116,7 @@ async fn oversized_and_unknown_are_refused() {
     assert_eq!(status, 404);
     let exactly = format!(r#"{{"id":"a","pad":"{}"}}"#, "y".repeat(64 * 1024 - 19));
     assert_eq!(exactly.len(), 64 * 1024);
-    assert_eq!(
-        app.post("plain", &[], exactly).await.0,
-        200,
-        "max_body itself is allowed"
-    );
+    assert_eq!(app.post("plain", &[], exactly).await.0, 200, "max_body itself is allowed");
     app.stop().await;
 }
 
@@ -177,17 +126,13 @@ async fn a_body_that_misses_the_keys_is_stored_flagged_and_delivered() {
     let app = spawn_app(&receiver).await;
     let (status, answer) = app.post("plain", &[], b"not json at all".to_vec()).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
-    let event = app
-        .admin(&format!("/api/events/{}", answer["id"].as_str().unwrap()))
-        .await;
+    let event = app.admin(&format!("/api/events/{}", answer["id"].as_str().unwrap())).await;
     assert_eq!(event["dedupe_key"], json!(null));
     assert_eq!(event["order_key"], json!(null));
     let warnings = event["warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[0].as_str().unwrap().contains("body is not JSON"));
-    receiver
-        .wait_for(Duration::from_secs(5), "delivery", |r| r.len() == 1)
-        .await;
+    receiver.wait_for(Duration::from_secs(5), "delivery", |r| r.len() == 1).await;
     // Two such events are not duplicates of each other: an empty key dedupes nothing.
     let (_, second) = app.post("plain", &[], b"not json at all".to_vec()).await;
     assert_eq!(second["status"], "accepted");
@@ -206,11 +151,7 @@ async fn admin_api_needs_the_token() {
         assert_eq!(request.send().await.unwrap().status(), 401, "{path}");
     }
     for path in ["/healthz", "/readyz", "/metrics"] {
-        assert_eq!(
-            app.http.get(app.url(path)).send().await.unwrap().status(),
-            200,
-            "{path}"
-        );
+        assert_eq!(app.http.get(app.url(path)).send().await.unwrap().status(), 200, "{path}");
     }
     app.stop().await;
 }

@@ -1,6 +1,7 @@
 //! hookgate's integration tests: real sockets, real concurrency, one binary.
 
 mod cli;
+mod cluster;
 mod coalesce;
 mod crash;
 mod delivery;

@@ -64,9 +64,7 @@ pub struct Receiver {
 
 pub async fn receiver(script: Script) -> Receiver {
     let log = Arc::new(Mutex::new(Log::default()));
-    let app = axum::Router::new()
-        .route("/hooks", post(record))
-        .with_state((log.clone(), script));
+    let app = axum::Router::new().route("/hooks", post(record)).with_state((log.clone(), script));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -83,10 +81,8 @@ async fn record(
     body: Bytes,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let headers: HashMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
+    let headers: HashMap<String, String> =
+        headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
     // The work runs in its own task, as a real app's would: if hookgate
     // hangs up (or dies) mid-request, the app still finishes what it started.
     let work = tokio::spawn(async move {
@@ -107,13 +103,7 @@ async fn record(
         if let Some(key) = &key {
             *log.in_flight.get_mut(key).unwrap() -= 1;
         }
-        log.received.push(Received {
-            started,
-            headers,
-            body: body.to_vec(),
-            status,
-            signature_ok,
-        });
+        log.received.push(Received { started, headers, body: body.to_vec(), status, signature_ok });
         status
     });
     let status = StatusCode::from_u16(work.await.unwrap()).unwrap();
@@ -127,17 +117,12 @@ async fn record(
 fn verify_independently(headers: &HashMap<String, String>, body: &[u8]) -> bool {
     let mut map = http::HeaderMap::new();
     for (k, v) in headers {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::try_from(k.as_str()),
-            http::HeaderValue::try_from(v.as_str()),
-        ) {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(k.as_str()), http::HeaderValue::try_from(v.as_str()))
+        {
             map.insert(name, value);
         }
     }
-    standardwebhooks::Webhook::new(SIGNING_SECRET)
-        .unwrap()
-        .verify(body, &map)
-        .is_ok()
+    standardwebhooks::Webhook::new(SIGNING_SECRET).unwrap().verify(body, &map).is_ok()
 }
 
 impl Receiver {
@@ -148,10 +133,7 @@ impl Receiver {
         self.log.lock().unwrap().received.clone()
     }
     pub fn delivered(&self) -> Vec<Received> {
-        self.received()
-            .into_iter()
-            .filter(Received::delivered)
-            .collect()
+        self.received().into_iter().filter(Received::delivered).collect()
     }
     pub fn overlaps(&self) -> Vec<String> {
         self.log.lock().unwrap().overlaps.clone()
@@ -164,11 +146,7 @@ impl Receiver {
             if done(&self.received()) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; received {:#?}",
-                self.received().len()
-            );
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; received {:#?}", self.received().len());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -243,19 +221,11 @@ pub async fn spawn_app(receiver: &Receiver) -> TestApp {
 }
 
 pub async fn spawn_with(dir: tempfile::TempDir, config_text: &str) -> TestApp {
-    let config =
-        Config::from_toml(config_text, Vec::new(), &|_| None).expect("test config is valid");
+    let config = Config::from_toml(config_text, Vec::new(), &|_| None).expect("test config is valid");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = Server::start(listener, config)
-        .await
-        .expect("server starts");
+    let server = Server::start(listener, config).await.expect("server starts");
     let addr = server.addr();
-    TestApp {
-        server: Some(server),
-        addr,
-        http: reqwest::Client::new(),
-        _dir: dir,
-    }
+    TestApp { server: Some(server), addr, http: reqwest::Client::new(), _dir: dir }
 }
 
 impl TestApp {
@@ -263,34 +233,13 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
-    pub async fn post(
-        &self,
-        source: &str,
-        headers: &[(&str, String)],
-        body: impl Into<Vec<u8>>,
-    ) -> (u16, Value) {
-        post_with(
-            &self.http,
-            &self.url(&format!("/in/{source}")),
-            headers,
-            body.into(),
-        )
-        .await
+    pub async fn post(&self, source: &str, headers: &[(&str, String)], body: impl Into<Vec<u8>>) -> (u16, Value) {
+        post_with(&self.http, &self.url(&format!("/in/{source}")), headers, body.into()).await
     }
 
     pub async fn admin(&self, path: &str) -> Value {
-        let response = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
+        let response = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.status());
         response.json().await.unwrap()
     }
 
@@ -301,12 +250,7 @@ impl TestApp {
     }
 }
 
-pub async fn post_with(
-    http: &reqwest::Client,
-    url: &str,
-    headers: &[(&str, String)],
-    body: Vec<u8>,
-) -> (u16, Value) {
+pub async fn post_with(http: &reqwest::Client, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value) {
     let mut request = http.post(url).body(body);
     for (name, value) in headers {
         request = request.header(*name, value);
@@ -317,31 +261,108 @@ pub async fn post_with(
 }
 
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 pub fn stripe_headers(body: &[u8]) -> Vec<(&'static str, String)> {
     vec![
         ("content-type", "application/json".to_string()),
-        (
-            "stripe-signature",
-            hookgate_verify::stripe_sign(STRIPE_SECRET, unix_now(), body),
-        ),
+        ("stripe-signature", hookgate_verify::stripe_sign(STRIPE_SECRET, unix_now(), body)),
     ]
 }
 
 pub fn acuity_headers(body: &[u8]) -> Vec<(&'static str, String)> {
     vec![
-        (
-            "content-type",
-            "application/x-www-form-urlencoded".to_string(),
-        ),
-        (
-            "x-acuity-signature",
-            hookgate_verify::acuity_sign(ACUITY_KEY, body),
-        ),
+        ("content-type", "application/x-www-form-urlencoded".to_string()),
+        ("x-acuity-signature", hookgate_verify::acuity_sign(ACUITY_KEY, body)),
     ]
+}
+
+/// A `hookgate serve` process, killed and reaped when dropped.
+pub struct Gateway {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl Gateway {
+    pub fn start(config: &std::path::Path) -> Gateway {
+        let port = free_port();
+        Gateway::start_on(config, port)
+    }
+
+    pub fn start_on(config: &std::path::Path, port: u16) -> Gateway {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("HOOKGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Gateway { child, base: format!("http://127.0.0.1:{port}") }
+    }
+
+    pub async fn healthy(self, http: &reqwest::Client) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http.get(format!("{}/healthz", self.base)).send().await.is_err() {
+            assert!(Instant::now() < deadline, "hookgate did not start");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        self
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A PostgreSQL URL whose connections use a new, empty schema; `None` (the
+/// test then passes, saying it skipped) when HOOKGATE_TEST_POSTGRES_URL is unset.
+pub async fn postgres_schema_url() -> Option<String> {
+    let Ok(url) = std::env::var("HOOKGATE_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: HOOKGATE_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let schema = format!("hg_it_{}", uuid::Uuid::now_v7().simple());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{separator}options=-c%20search_path%3D{schema}"))
+}
+
+/// Poll an instance's stats until nothing is pending or delivering.
+pub async fn wait_drained(http: &reqwest::Client, base: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(response) = http.get(format!("{base}/api/stats")).bearer_auth(ADMIN_TOKEN).send().await
+            && let Ok(stats) = response.json::<Value>().await
+        {
+            let busy: u64 = stats["sources"]
+                .as_object()
+                .into_iter()
+                .flat_map(|s| s.values())
+                .map(|s| s["pending"].as_u64().unwrap_or(0) + s["delivering"].as_u64().unwrap_or(0))
+                .sum();
+            if busy == 0 {
+                return stats;
+            }
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
