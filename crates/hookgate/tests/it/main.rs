@@ -6,4 +6,5 @@ mod coalesce;
 mod crash;
 mod delivery;
 mod ingest;
+mod outage;
 mod support;
