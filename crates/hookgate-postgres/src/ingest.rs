@@ -1,8 +1,8 @@
 //! Group commit on PostgreSQL: ingests waiting at the same moment share one
 //! transaction. A batch takes the advisory locks of all its queues and dedupe
 //! keys first, in one sorted order (so two batches never deadlock), then
-//! pipelines one `hookgate_ingest()` call per event, notifies the
-//! destinations, and commits. Up to `batches` batches run at once on their
+//! pipelines one `hookgate_ingest()` call per event, and commits; then the
+//! destinations with new work are announced (see `notify.rs`). Up to `batches` batches run at once on their
 //! own connections, so one commit's round trip does not stall the next batch.
 
 use std::collections::BTreeSet;
@@ -14,7 +14,8 @@ use hookgate_core::EventId;
 use hookgate_store::{Ingested, NewEvent, Result, StoreError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::{CHANNEL, lock_key, parse_id, unavailable};
+use crate::notify::Notifier;
+use crate::{lock_key, parse_id, unavailable};
 
 /// Events per transaction, at most.
 pub const MAX_BATCH: usize = 512;
@@ -26,13 +27,13 @@ pub struct Pending {
     pub reply: oneshot::Sender<Result<Ingested>>,
 }
 
-pub fn start(pool: Pool, batches: usize) -> mpsc::Sender<Pending> {
+pub fn start(pool: Pool, batches: usize, notifier: Notifier) -> mpsc::Sender<Pending> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-    tokio::spawn(collect(pool, rx, Arc::new(Semaphore::new(batches))));
+    tokio::spawn(collect(pool, rx, Arc::new(Semaphore::new(batches)), notifier));
     tx
 }
 
-async fn collect(pool: Pool, mut queue: mpsc::Receiver<Pending>, slots: Arc<Semaphore>) {
+async fn collect(pool: Pool, mut queue: mpsc::Receiver<Pending>, slots: Arc<Semaphore>, notifier: Notifier) {
     loop {
         // Wait for a free slot first: while every slot is busy, arrivals pile
         // up in the queue and the next batch gets bigger.
@@ -49,11 +50,18 @@ async fn collect(pool: Pool, mut queue: mpsc::Receiver<Pending>, slots: Arc<Sema
                 Err(_) => break,
             }
         }
-        let pool = pool.clone();
+        let (pool, notifier) = (pool.clone(), notifier.clone());
         tokio::spawn(async move {
             let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
             match commit(&pool, &events).await {
                 Ok(outcomes) => {
+                    let destinations: BTreeSet<&str> = events
+                        .iter()
+                        .zip(&outcomes)
+                        .filter(|(_, outcome)| matches!(outcome, Ingested::Accepted { .. }))
+                        .map(|(event, _)| event.destination.as_str())
+                        .collect();
+                    destinations.into_iter().for_each(|d| notifier.work_for(d));
                     for (pending, outcome) in batch.into_iter().zip(outcomes) {
                         let _ = pending.reply.send(Ok(outcome));
                     }
@@ -84,9 +92,11 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>> {
     let locks: Vec<i64> = locks.into_iter().collect();
     if !locks.is_empty() {
         // unnest keeps the array's (sorted) order, so locks are taken in that order.
-        tx.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", &[&locks])
+        let lock = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
             .await
             .map_err(unavailable)?;
+        tx.execute(&lock, &[&locks]).await.map_err(unavailable)?;
     }
     let statement = tx
         .prepare_cached(
@@ -129,20 +139,13 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>> {
     });
     let rows = try_join_all(calls).await.map_err(unavailable)?;
     let mut outcomes = Vec::with_capacity(rows.len());
-    let mut woken = BTreeSet::new();
-    for (row, event) in rows.iter().zip(events) {
+    for row in &rows {
         let status: String = row.get(0);
         let id: EventId = parse_id(row.get(1))?;
         outcomes.push(match status.as_str() {
-            "accepted" => {
-                woken.insert(event.destination.as_str());
-                Ingested::Accepted { id, superseded: row.get::<_, i64>(2) as u64 }
-            }
+            "accepted" => Ingested::Accepted { id, superseded: row.get::<_, i64>(2) as u64 },
             _ => Ingested::Duplicate { original: id },
         });
-    }
-    for destination in woken {
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &destination]).await.map_err(unavailable)?;
     }
     tx.commit().await.map_err(unavailable)?;
     Ok(outcomes)

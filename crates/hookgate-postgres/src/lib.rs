@@ -14,10 +14,11 @@
 //!   default); an ingest is answered after its batch's `COMMIT` returns.
 //! * **Group commit**: waiting ingests are batched into one transaction,
 //!   their statements pipelined on one connection; several batches run at once.
-//! * **Wake-ups**: `NOTIFY hookgate, '<destination>'` in the batch's
-//!   transaction; every instance `LISTEN`s on a connection of its own.
+//! * **Wake-ups**: `NOTIFY hookgate, '<destination>'` after a batch commits,
+//!   coalesced (`notify.rs`); every instance `LISTEN`s on a connection of its own.
 
 mod ingest;
+mod notify;
 mod read;
 mod schema;
 
@@ -47,8 +48,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 pub struct PostgresStore {
+    /// Connections with `synchronous_commit = off`: claims, outcomes, reads.
     pool: Pool,
+    /// Connections with synchronous commit: ingest batches and replays.
+    durable: Pool,
     ingest: mpsc::Sender<ingest::Pending>,
+    notifier: notify::Notifier,
     watchers: Arc<Mutex<Vec<RemoteWake>>>,
 }
 
@@ -67,36 +72,53 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl PostgresStore {
-    /// Connect with a pool of at most `pool_size` connections (plus one for
-    /// `LISTEN`), apply migrations, and start the ingest batcher.
+    /// Connect with at most `pool_size` connections (plus one for `LISTEN`),
+    /// apply migrations, and start the ingest batcher.
+    ///
+    /// Half the connections serve ingest, whose commits are synchronous (a 2xx
+    /// means committed and flushed). The other half serve the dispatcher and
+    /// reads with `synchronous_commit = off`: a claim or an outcome that a
+    /// *database* crash loses only makes an event be delivered again — at
+    /// least once, still in order, since PostgreSQL loses a suffix of its log,
+    /// never a middle — and not waiting for a flush per delivery is what lets
+    /// deliveries keep up with ingest.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, ConnectError> {
         let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("hookgate");
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(2))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| ConnectError::Connect(e.to_string()))?;
-        let mut client = pool.get().await.map_err(|e| ConnectError::Connect(e.to_string()))?;
+        let half = (pool_size / 2).max(1);
+        let durable = build_pool(config.clone(), half)?;
+        let mut relaxed_config = config.clone();
+        let options = format!("{} -c synchronous_commit=off", config.get_options().unwrap_or_default());
+        relaxed_config.options(options.trim());
+        let pool = build_pool(relaxed_config, (pool_size - half).max(1))?;
+
+        let mut client = durable.get().await.map_err(|e| ConnectError::Connect(e.to_string()))?;
         schema::migrate(&mut client).await.map_err(ConnectError::Migrate)?;
         drop(client);
 
-        // Batches in flight at once: leave connections for claims, finishes and reads.
-        let batches = (pool_size / 2).max(1);
-        let ingest = ingest::start(pool.clone(), batches);
+        let notifier = notify::Notifier::start(pool.clone());
+        let ingest = ingest::start(durable.clone(), half, notifier.clone());
         let watchers: Arc<Mutex<Vec<RemoteWake>>> = Arc::default();
         tokio::spawn(listen(config, watchers.clone()));
-        Ok(PostgresStore { pool, ingest, watchers })
+        Ok(PostgresStore { pool, durable, ingest, notifier, watchers })
     }
 
+    /// A connection for the dispatcher and reads (asynchronous commit).
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(unavailable)
     }
+}
+
+fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, ConnectError> {
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| ConnectError::Connect(e.to_string()))
 }
 
 /// Keep a `LISTEN` connection open for the life of the process, reconnecting
@@ -275,7 +297,7 @@ impl Store for PostgresStore {
     }
 
     async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {
-        let mut client = self.client().await?;
+        let mut client = self.durable.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
         let Some(row) = tx
             .query_opt("SELECT source, order_key, destination FROM events WHERE id = $1", &[&id.as_str()])
@@ -300,10 +322,10 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(unavailable)?;
-        if changed == 1 {
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &destination]).await.map_err(unavailable)?;
-        }
         tx.commit().await.map_err(unavailable)?;
+        if changed == 1 {
+            self.notifier.work_for(&destination);
+        }
         Ok(changed == 1)
     }
 
@@ -314,14 +336,14 @@ impl Store for PostgresStore {
 
     async fn next_due(&self, destination: &str, now_ms: i64) -> Result<Option<i64>> {
         let client = self.client().await?;
-        let row = client
-            .query_one(
+        let statement = client
+            .prepare_cached(
                 "SELECT MIN(due_at) FROM events
                  WHERE destination = $1 AND state IN ('pending', 'delivering') AND due_at > $2",
-                &[&destination, &now_ms],
             )
             .await
             .map_err(unavailable)?;
+        let row = client.query_one(&statement, &[&destination, &now_ms]).await.map_err(unavailable)?;
         Ok(row.get(0))
     }
 

@@ -109,11 +109,13 @@ impl Default for RawServer {
 #[serde(deny_unknown_fields, default)]
 struct RawStorage {
     url: String,
+    /// PostgreSQL only: connections per instance.
+    pool: i64,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
-        RawStorage { url: "sqlite://hookgate.db".into() }
+        RawStorage { url: "sqlite://hookgate.db".into(), pool: 8 }
     }
 }
 
@@ -355,6 +357,13 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
         .ok();
     let max_body_bytes = parse_size(&raw.server.max_body).map_err(|e| c.problem("server.max_body", e)).ok();
     let storage = parse_storage(&raw.storage.url).map_err(|e| c.problem("storage.url", e)).ok();
+    if !(2..=1_000).contains(&raw.storage.pool) {
+        c.problem("storage.pool", "must be between 2 and 1000");
+    }
+    let storage = storage.map(|storage| match storage {
+        Storage::Postgres { url, .. } => Storage::Postgres { url, pool: raw.storage.pool.clamp(2, 1_000) as usize },
+        sqlite => sqlite,
+    });
     let admin_token = raw.admin.token.as_deref().and_then(|t| c.secret("admin.token", t));
 
     let mut destinations = Vec::new();
@@ -602,6 +611,7 @@ mod tests {
         let config = load(GOOD, &[]).unwrap();
         assert_eq!(config.admin_token.as_deref(), Some("admintoken"));
         assert_eq!(config.max_body_bytes, 1 << 20);
+        assert_eq!(config.storage, Storage::Sqlite("x.db".into()));
         let app = &config.destinations[0];
         assert_eq!((app.timeout, app.concurrency), (Duration::from_secs(30), 64));
         assert_eq!(app.retry, RetryPolicy { max_attempts: 10, initial_ms: 1_000, max_ms: 3_600_000 });
@@ -629,6 +639,8 @@ mod tests {
         .unwrap();
         assert_eq!(config.max_body_bytes, 2 << 20);
         assert_eq!(config.destinations[0].concurrency, 3);
+        let pg = load(GOOD, &[("HOOKGATE_STORAGE__URL", "postgres://u@db/hookgate"), ("HOOKGATE_STORAGE__POOL", "20")]);
+        assert_eq!(pg.unwrap().storage, Storage::Postgres { url: "postgres://u@db/hookgate".into(), pool: 20 });
     }
 
     #[test]

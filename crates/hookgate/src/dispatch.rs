@@ -68,7 +68,9 @@ impl Dispatcher {
             if claimed > 0 && claimed == wanted {
                 continue; // there may be more ready right now
             }
-            let wait = self.until_next_due().await;
+            // With attempts in flight, their ends wake us; ask the store when
+            // the next thing falls due only when there is nothing else to do.
+            let wait = if claimed == 0 { self.until_next_due().await } else { Duration::from_millis(POLL_MS) };
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
