@@ -61,3 +61,39 @@ async fn sigkill_mid_delivery_loses_nothing_and_keeps_order() {
         assert_eq!(&firsts, ids, "{object}: first deliveries in the order sent");
     }
 }
+
+/// SIGTERM while a delivery is in flight: the gateway stops accepting, lets
+/// the attempt finish and records it, and exits 0; after a restart nothing is
+/// delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_the_delivery_in_flight_then_exits() {
+    let receiver = receiver(Arc::new(|_, _| (200, Duration::from_millis(800)))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(&config, config_text(&receiver.url(), &dir.path().join("hookgate.db"), "")).unwrap();
+    let http = reqwest::Client::new();
+    let gateway = Gateway::start(&config).healthy(&http).await;
+    let body = json!({"id": "term-1", "object": "o"}).to_string();
+    let (status, answer) = post_with(&http, &format!("{}/in/plain", gateway.base), &[], body.into_bytes()).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await; // the delivery is now in the app's hands
+    let code = tokio::task::spawn_blocking(move || gateway.terminate()).await.unwrap();
+    assert_eq!(code, Some(0), "a graceful stop exits 0");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "the attempt in flight was finished, not cut off");
+    assert_eq!(received[0].webhook_id(), answer["id"].as_str().unwrap());
+
+    let gateway = Gateway::start(&config).healthy(&http).await;
+    let event = http
+        .get(format!("{}/api/events/{}", gateway.base, answer["id"].as_str().unwrap()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(event["state"], "delivered", "the outcome was recorded before exit");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 1, "nothing is delivered again after the restart");
+}

@@ -55,6 +55,17 @@ async fn ordered_events_survive_failed_first_attempts_in_order() {
     assert_eq!(attempts[0]["status"], 500);
     assert!(attempts[0]["error"].as_str().unwrap().starts_with("HTTP 500"));
     assert_eq!(attempts[1]["status"], 200);
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in [
+        r#"hookgate_events_received_total{source="plain"}"#,
+        r#"hookgate_deliveries_delivered_total{destination="app"}"#,
+        r#"hookgate_deliveries_retried_total{destination="app"}"#,
+        r#"hookgate_queue_depth{source="plain",state="pending"}"#,
+        r#"hookgate_ack_seconds_bucket{source="plain",le="0.005"}"#,
+        r#"hookgate_delivery_seconds_bucket{destination="app",le="0.05"}"#,
+    ] {
+        assert!(metrics.contains(line), "/metrics lacks {line}");
+    }
     app.stop().await;
 }
 
