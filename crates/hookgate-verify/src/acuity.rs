@@ -37,7 +37,7 @@ mod tests {
 
     fn check(signature: &str, body: &str, key: &str) -> Result<(), VerifyError> {
         let headers = headers(&[("X-Acuity-Signature", signature)]);
-        verify(&[key.to_string()], &Signed { headers: &headers, body: body.as_bytes(), now: 0 })
+        verify(&[key.to_string()], &Signed { headers: &headers, body: body.as_bytes(), query: "", now: 0 })
     }
 
     #[test]

@@ -1,61 +1,116 @@
 //! Sender signature schemes, each a pure function over
-//! (headers, raw body, secrets, now). No I/O, no clocks, no async: the caller
-//! passes `now`, so tolerance rules are tested with plain numbers.
+//! (headers, raw body, query, secrets, now). No I/O, no clocks, no async: the
+//! caller passes `now`, so tolerance rules are tested with plain numbers.
 //!
-//! Every comparison of a signature goes through [`hmac::Mac::verify_slice`],
-//! which is constant time. A source may hold several secrets (rotation): any
-//! one that matches passes.
+//! Every comparison of a signature or credential is constant time
+//! (`subtle`, or `hmac::Mac::verify_slice`). A source may hold several secrets
+//! (rotation): any one that matches passes.
 
 mod acuity;
+mod credentials;
+mod generic;
+mod github;
 mod mac;
+mod shopify;
+mod slack;
 pub mod standard_webhooks;
 mod stripe;
+mod twilio;
+
+pub use acuity::sign as acuity_sign;
+pub use generic::{Encoding, GenericHmac, HashAlgorithm, PLACEHOLDERS};
+pub use github::sign as github_sign;
+pub use shopify::sign as shopify_sign;
+pub use slack::sign as slack_sign;
+pub use stripe::sign as stripe_sign;
+pub use twilio::sign as twilio_sign;
 
 /// The request as the verifier sees it. Header names are lowercase.
 #[derive(Debug, Clone, Copy)]
 pub struct Signed<'a> {
     pub headers: &'a [(String, String)],
     pub body: &'a [u8],
+    /// The raw query string, without `?` (empty when there is none).
+    pub query: &'a str,
     /// Seconds since the Unix epoch.
     pub now: i64,
 }
 
 impl Signed<'_> {
-    fn header(&self, name: &'static str) -> Result<&str, VerifyError> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).ok_or(VerifyError::MissingHeader(name))
+    fn header(&self, name: &str) -> Result<&str, VerifyError> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| VerifyError::MissingHeader(name.to_owned()))
+    }
+
+    fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
     }
 }
 
-/// Which scheme a source's `verify.scheme` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a source's requests are verified (`verify.scheme` and its options).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scheme {
     None,
     Stripe,
+    Github,
+    Shopify,
     StandardWebhooks,
     Acuity,
+    Slack,
+    /// Twilio signs the URL it called: the public URL of this source, as the
+    /// sender sees it (hookgate usually sits behind a proxy).
+    Twilio {
+        public_url: String,
+    },
+    Hmac(GenericHmac),
+    /// HTTP Basic: the secret is the password.
+    Basic {
+        username: String,
+    },
+    /// A shared token in a header or a query parameter: the secret is the token.
+    Token(TokenAt),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenAt {
+    /// Header name, lowercase.
+    Header(String),
+    Query(String),
 }
 
 impl Scheme {
-    pub const NAMES: &'static [&'static str] = &["none", "stripe", "standard-webhooks", "acuity"];
+    /// Every `verify.scheme` name.
+    pub const NAMES: &'static [&'static str] = &[
+        "none",
+        "stripe",
+        "github",
+        "shopify",
+        "standard-webhooks",
+        "svix",
+        "acuity",
+        "slack",
+        "twilio",
+        "hmac-sha256",
+        "hmac-sha512",
+        "basic",
+        "token",
+    ];
 
-    pub fn parse(name: &str) -> Option<Scheme> {
-        match name {
-            "none" => Some(Scheme::None),
-            "stripe" => Some(Scheme::Stripe),
-            "standard-webhooks" => Some(Scheme::StandardWebhooks),
-            "acuity" => Some(Scheme::Acuity),
-            _ => None,
+    /// Whether the scheme signs a timestamp, so `tolerance` applies.
+    pub fn is_timestamped(&self) -> bool {
+        match self {
+            Scheme::Stripe | Scheme::StandardWebhooks | Scheme::Slack => true,
+            Scheme::Hmac(generic) => generic.timestamp_header.is_some(),
+            _ => false,
         }
     }
 
-    /// Whether the scheme signs a timestamp, so `tolerance` applies.
-    pub fn is_timestamped(self) -> bool {
-        matches!(self, Scheme::Stripe | Scheme::StandardWebhooks)
-    }
-
     /// Whether the scheme needs a secret at all.
-    pub fn needs_secret(self) -> bool {
-        self != Scheme::None
+    pub fn needs_secret(&self) -> bool {
+        *self != Scheme::None
     }
 }
 
@@ -64,31 +119,37 @@ impl Scheme {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("missing header {0}")]
-    MissingHeader(&'static str),
+    MissingHeader(String),
+    #[error("missing query parameter {0}")]
+    MissingQuery(String),
     #[error("malformed signature header: {0}")]
     Malformed(&'static str),
     #[error("no signature matches")]
     BadSignature,
     #[error("timestamp outside tolerance")]
     StaleTimestamp,
+    #[error("credentials do not match")]
+    BadCredentials,
 }
 
 impl VerifyError {
     pub fn reason(&self) -> &'static str {
         match self {
             VerifyError::MissingHeader(_) => "missing_header",
+            VerifyError::MissingQuery(_) => "missing_query",
             VerifyError::Malformed(_) => "malformed_header",
             VerifyError::BadSignature => "bad_signature",
             VerifyError::StaleTimestamp => "stale_timestamp",
+            VerifyError::BadCredentials => "bad_credentials",
         }
     }
 }
 
 /// Check one request against a scheme. `secrets` holds every currently valid
-/// secret (more than one while rotating); `tolerance_secs` bounds how far a
-/// signed timestamp may be from `now`, either way.
+/// secret (more than one while rotating): any one that matches passes.
+/// `tolerance_secs` bounds how far a signed timestamp may be from `now`, either way.
 pub fn verify(
-    scheme: Scheme,
+    scheme: &Scheme,
     secrets: &[String],
     tolerance_secs: i64,
     request: &Signed<'_>,
@@ -96,8 +157,15 @@ pub fn verify(
     match scheme {
         Scheme::None => Ok(()),
         Scheme::Stripe => stripe::verify(secrets, tolerance_secs, request),
+        Scheme::Github => github::verify(secrets, request),
+        Scheme::Shopify => shopify::verify(secrets, request),
         Scheme::StandardWebhooks => standard_webhooks::verify(secrets, tolerance_secs, request),
         Scheme::Acuity => acuity::verify(secrets, request),
+        Scheme::Slack => slack::verify(secrets, tolerance_secs, request),
+        Scheme::Twilio { public_url } => twilio::verify(public_url, secrets, request),
+        Scheme::Hmac(generic) => generic.verify(secrets, tolerance_secs, request),
+        Scheme::Basic { username } => credentials::basic(username, secrets, request),
+        Scheme::Token(at) => credentials::token(at, secrets, request),
     }
 }
 
@@ -112,33 +180,48 @@ pub(crate) mod test_support {
     }
 }
 
-pub use acuity::sign as acuity_sign;
-pub use stripe::sign as stripe_sign;
-
 #[cfg(test)]
 mod properties {
     use super::*;
     use proptest::prelude::*;
 
     proptest! {
-        /// A signature made for one body never verifies another.
+        /// A signature made for one body never verifies another, in every
+        /// scheme that signs the raw body.
         #[test]
         fn a_signature_binds_its_body(a in proptest::collection::vec(any::<u8>(), 0..256),
                                       b in proptest::collection::vec(any::<u8>(), 0..256)) {
             prop_assume!(a != b);
             let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string();
             let key = standard_webhooks::secret_key(&secret).unwrap();
+            let generic = GenericHmac {
+                algorithm: HashAlgorithm::Sha512,
+                header: "x-signature".into(),
+                encoding: Encoding::Hex,
+                prefix: "sha512=".into(),
+                timestamp_header: Some("x-timestamp".into()),
+                signed_content: Some("{timestamp}.{body}".into()),
+            };
             let headers = test_support::headers(&[
                 ("webhook-id", "msg_1"),
                 ("webhook-timestamp", "100"),
                 ("webhook-signature", &standard_webhooks::sign(&key, "msg_1", 100, &a)),
                 ("stripe-signature", &stripe_sign(&secret, 100, &a)),
+                ("x-hub-signature-256", &github_sign(&secret, &a)),
+                ("x-shopify-hmac-sha256", &shopify_sign(&secret, &a)),
+                ("x-acuity-signature", &acuity_sign(&secret, &a)),
+                ("x-slack-request-timestamp", "100"),
+                ("x-slack-signature", &slack_sign(&secret, 100, &a)),
+                ("x-timestamp", "100"),
+                ("x-signature", &generic.sign(&secret, Some("100"), &a)),
             ]);
-            for scheme in [Scheme::StandardWebhooks, Scheme::Stripe] {
-                let on_a = Signed { headers: &headers, body: &a, now: 100 };
-                let on_b = Signed { headers: &headers, body: &b, now: 100 };
-                prop_assert_eq!(verify(scheme, std::slice::from_ref(&secret), 300, &on_a), Ok(()));
-                prop_assert_eq!(verify(scheme, std::slice::from_ref(&secret), 300, &on_b), Err(VerifyError::BadSignature));
+            let schemes = [Scheme::StandardWebhooks, Scheme::Stripe, Scheme::Github, Scheme::Shopify,
+                           Scheme::Acuity, Scheme::Slack, Scheme::Hmac(generic.clone())];
+            for scheme in schemes {
+                let on_a = Signed { headers: &headers, body: &a, query: "", now: 100 };
+                let on_b = Signed { headers: &headers, body: &b, query: "", now: 100 };
+                prop_assert_eq!(verify(&scheme, std::slice::from_ref(&secret), 300, &on_a), Ok(()), "{:?}", scheme);
+                prop_assert_eq!(verify(&scheme, std::slice::from_ref(&secret), 300, &on_b), Err(VerifyError::BadSignature), "{:?}", scheme);
             }
         }
     }

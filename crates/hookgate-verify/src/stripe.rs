@@ -58,7 +58,7 @@ mod tests {
     fn check(header: &str, body: &str, now: i64, secrets: &[&str]) -> Result<(), VerifyError> {
         let headers = headers(&[("Stripe-Signature", header)]);
         let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
-        verify(&secrets, 300, &Signed { headers: &headers, body: body.as_bytes(), now })
+        verify(&secrets, 300, &Signed { headers: &headers, body: body.as_bytes(), query: "", now })
     }
 
     #[test]
@@ -89,8 +89,8 @@ mod tests {
         let none = headers(&[]);
         let secrets = vec![SECRET.to_string()];
         assert_eq!(
-            verify(&secrets, 300, &Signed { headers: &none, body: b"", now: T }),
-            Err(VerifyError::MissingHeader("stripe-signature"))
+            verify(&secrets, 300, &Signed { headers: &none, body: b"", query: "", now: T }),
+            Err(VerifyError::MissingHeader("stripe-signature".into()))
         );
     }
 }

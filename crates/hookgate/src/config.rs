@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hookgate_core::{RetryPolicy, Template};
-use hookgate_verify::Scheme;
+use hookgate_verify::{Encoding, GenericHmac, HashAlgorithm, Scheme, TokenAt};
 use serde::Deserialize;
 
 /// Prefix of environment variables that override the file, e.g.
@@ -66,6 +66,16 @@ pub struct Source {
     pub dedupe_ignore: Vec<String>,
     pub order_key: Option<Template>,
     pub coalesce_key: Option<Template>,
+    /// Answer `GET /in/{source}` by echoing this query parameter.
+    pub challenge: Option<Challenge>,
+}
+
+/// A `GET` echo handshake: answer with the value of `param`, if the
+/// `(token_param, token)` pair (when set) matches.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    pub param: String,
+    pub token: Option<(String, String)>,
 }
 
 /// Every problem found in a configuration, one per line.
@@ -174,6 +184,7 @@ struct RawSource {
     dedupe_ignore: Vec<String>,
     order_key: Option<String>,
     coalesce_key: Option<String>,
+    challenge: Option<RawChallenge>,
 }
 
 #[derive(Deserialize, Default)]
@@ -182,6 +193,33 @@ struct RawVerify {
     scheme: Option<String>,
     secret: Option<OneOrMany>,
     tolerance: Option<String>,
+    /// hmac-*: the signature's header; token: the token's header.
+    header: Option<String>,
+    /// hmac-*: "hex" (default) or "base64".
+    encoding: Option<String>,
+    /// hmac-*: text before the signature, e.g. "sha256=".
+    prefix: Option<String>,
+    /// hmac-*: a signed timestamp's header; with `signed_content`.
+    timestamp_header: Option<String>,
+    /// hmac-*: what is signed, from `{timestamp}` and `{body}`; default the body.
+    signed_content: Option<String>,
+    /// basic: the user name (the secret is the password).
+    username: Option<String>,
+    /// token: the query parameter holding the token (instead of `header`).
+    query: Option<String>,
+    /// twilio: this source's URL as the sender calls it.
+    public_url: Option<String>,
+}
+
+/// A `GET /in/{source}` echo handshake (`hub.challenge` style).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChallenge {
+    /// The query parameter whose value is echoed back.
+    param: String,
+    /// Optional: the parameter carrying a verify token, and the token expected.
+    token_param: Option<String>,
+    token: Option<String>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -193,7 +231,7 @@ enum OneOrMany {
 
 /// A sender's right defaults: its scheme and the keys its events carry.
 struct Preset {
-    scheme: Scheme,
+    scheme: &'static str,
     dedupe_key: Option<&'static str>,
     order_key: Option<&'static str>,
     coalesce_key: Option<&'static str>,
@@ -201,18 +239,15 @@ struct Preset {
 
 fn preset(name: &str) -> Option<Preset> {
     let preset = match name {
-        "stripe" => {
-            Preset { scheme: Scheme::Stripe, dedupe_key: Some("{json.id}"), order_key: None, coalesce_key: None }
-        }
-        "standard-webhooks" => Preset {
-            scheme: Scheme::StandardWebhooks,
-            dedupe_key: Some("{header.webhook-id}"),
-            order_key: None,
-            coalesce_key: None,
-        },
+        "stripe" => Preset { scheme: "stripe", ..Preset::dedupe("{json.id}") },
+        "github" => Preset { scheme: "github", ..Preset::dedupe("{header.x-github-delivery}") },
+        "shopify" => Preset { scheme: "shopify", ..Preset::dedupe("{header.x-shopify-event-id}") },
+        "standard-webhooks" | "svix" => Preset { scheme: "standard-webhooks", ..Preset::dedupe("{header.webhook-id}") },
+        "slack" => Preset { scheme: "slack", ..Preset::dedupe("{json.event_id}") },
+        "twilio" => Preset { scheme: "twilio", ..Preset::dedupe("{header.i-twilio-idempotency-token}") },
         // Thin events with no id: order and coalesce per appointment, no dedupe.
         "acuity" => Preset {
-            scheme: Scheme::Acuity,
+            scheme: "acuity",
             dedupe_key: None,
             order_key: Some("{form.id}"),
             coalesce_key: Some("{form.action}:{form.id}"),
@@ -222,7 +257,13 @@ fn preset(name: &str) -> Option<Preset> {
     Some(preset)
 }
 
-const PRESETS: &str = "stripe, standard-webhooks, acuity";
+impl Preset {
+    fn dedupe(key: &'static str) -> Preset {
+        Preset { scheme: "none", dedupe_key: Some(key), order_key: None, coalesce_key: None }
+    }
+}
+
+const PRESETS: &str = "stripe, github, shopify, standard-webhooks, svix, slack, twilio, acuity";
 
 // ---- loading ----
 
@@ -447,16 +488,9 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
             None => None,
         };
         let verify = s.verify.as_ref();
-        let scheme = match verify.and_then(|v| v.scheme.as_deref()) {
-            Some(name) => Scheme::parse(name).or_else(|| {
-                c.problem(
-                    &key("verify.scheme"),
-                    format!("unknown scheme {name:?} (expected one of {})", Scheme::NAMES.join(", ")),
-                );
-                None
-            }),
-            None => Some(preset.as_ref().map_or(Scheme::None, |p| p.scheme)),
-        };
+        let scheme_name =
+            verify.and_then(|v| v.scheme.as_deref()).or(preset.as_ref().map(|p| p.scheme)).unwrap_or("none");
+        let scheme = build_scheme(&mut c, &key("verify"), scheme_name, verify);
         let secrets: Vec<String> = match verify.and_then(|v| v.secret.clone()) {
             Some(OneOrMany::One(one)) => c.secret(&key("verify.secret"), &one).into_iter().collect(),
             Some(OneOrMany::Many(many)) => many
@@ -466,7 +500,7 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
                 .collect(),
             None => Vec::new(),
         };
-        if let Some(scheme) = scheme
+        if let Some(scheme) = &scheme
             && scheme.needs_secret()
             && secrets.is_empty()
             && verify.and_then(|v| v.secret.as_ref()).is_none()
@@ -487,6 +521,19 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
             pick(&s.coalesce_key, preset.as_ref().and_then(|p| p.coalesce_key)).as_deref(),
         );
         let window = c.duration(&key("dedupe_window"), s.dedupe_window.as_deref().unwrap_or("7d"));
+        let challenge = s.challenge.as_ref().map(|raw| Challenge {
+            param: raw.param.clone(),
+            token: match (&raw.token_param, &raw.token) {
+                (Some(param), Some(token)) => {
+                    c.secret(&key("challenge.token"), token).map(|token| (param.clone(), token))
+                }
+                (None, None) => None,
+                _ => {
+                    c.problem(&key("challenge"), "token_param and token go together");
+                    None
+                }
+            },
+        });
         if let (Some(name), Some(destination), Some(scheme), Some(tolerance), Some(window)) =
             (name, destination, scheme, tolerance, window)
         {
@@ -501,6 +548,7 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
                 dedupe_ignore: s.dedupe_ignore.clone(),
                 order_key,
                 coalesce_key,
+                challenge,
             });
         }
     }
@@ -511,6 +559,85 @@ fn validate(raw: RawConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<C
         }
         _ => Err(Problems(c.problems)),
     }
+}
+
+/// The verifier a source's `verify` table describes, or a problem under `key`.
+fn build_scheme(c: &mut Checker<'_>, key: &str, name: &str, verify: Option<&RawVerify>) -> Option<Scheme> {
+    let field = |f: fn(&RawVerify) -> &Option<String>| verify.and_then(|v| f(v).clone());
+    let need = |c: &mut Checker<'_>, f: fn(&RawVerify) -> &Option<String>, field_name: &str| {
+        let value = verify.and_then(|v| f(v).clone());
+        if value.is_none() {
+            c.problem(&format!("{key}.{field_name}"), format!("missing: the {name} scheme needs it"));
+        }
+        value
+    };
+    let scheme = match name {
+        "none" => Scheme::None,
+        "stripe" => Scheme::Stripe,
+        "github" => Scheme::Github,
+        "shopify" => Scheme::Shopify,
+        "standard-webhooks" | "svix" => Scheme::StandardWebhooks,
+        "acuity" => Scheme::Acuity,
+        "slack" => Scheme::Slack,
+        "twilio" => {
+            let url = need(c, |v| &v.public_url, "public_url")?;
+            if reqwest::Url::parse(&url).is_err() {
+                c.problem(&format!("{key}.public_url"), format!("{url:?} is not a URL"));
+                return None;
+            }
+            Scheme::Twilio { public_url: url }
+        }
+        "hmac-sha256" | "hmac-sha512" => {
+            let header = need(c, |v| &v.header, "header")?.to_ascii_lowercase();
+            let encoding = match field(|v| &v.encoding).as_deref() {
+                None | Some("hex") => Encoding::Hex,
+                Some("base64") => Encoding::Base64,
+                Some(other) => {
+                    c.problem(&format!("{key}.encoding"), format!("{other:?}: expected \"hex\" or \"base64\""));
+                    return None;
+                }
+            };
+            let timestamp_header = field(|v| &v.timestamp_header).map(|h| h.to_ascii_lowercase());
+            let signed_content = field(|v| &v.signed_content);
+            if let Some(template) = &signed_content {
+                let mut rest = template.clone();
+                for placeholder in hookgate_verify::PLACEHOLDERS {
+                    rest = rest.replace(placeholder, "");
+                }
+                if rest.contains('{') {
+                    c.problem(&format!("{key}.signed_content"), "only {timestamp} and {body} may be used");
+                    return None;
+                }
+                if template.contains("{timestamp}") != timestamp_header.is_some() {
+                    c.problem(&format!("{key}.signed_content"), "{timestamp} and timestamp_header go together");
+                    return None;
+                }
+            }
+            Scheme::Hmac(GenericHmac {
+                algorithm: if name == "hmac-sha512" { HashAlgorithm::Sha512 } else { HashAlgorithm::Sha256 },
+                header,
+                encoding,
+                prefix: field(|v| &v.prefix).unwrap_or_default(),
+                timestamp_header,
+                signed_content,
+            })
+        }
+        "basic" => Scheme::Basic { username: need(c, |v| &v.username, "username")? },
+        "token" => match (field(|v| &v.header), field(|v| &v.query)) {
+            (Some(header), None) => Scheme::Token(TokenAt::Header(header.to_ascii_lowercase())),
+            (None, Some(query)) => Scheme::Token(TokenAt::Query(query)),
+            _ => {
+                c.problem(key, "the token scheme needs exactly one of header or query");
+                return None;
+            }
+        },
+        other => {
+            let expected = Scheme::NAMES.join(", ");
+            c.problem(&format!("{key}.scheme"), format!("unknown scheme {other:?} (expected one of {expected})"));
+            return None;
+        }
+    };
+    Some(scheme)
 }
 
 fn parse_storage(url: &str) -> Result<Storage, String> {

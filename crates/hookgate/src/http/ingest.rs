@@ -44,14 +44,18 @@ pub(super) async fn receive(
     let headers = lowercase_headers(&headers);
     let received_at_ms = now_ms();
 
-    let signed = Signed { headers: &headers, body: &body, now: received_at_ms / 1_000 };
-    if let Err(error) = hookgate_verify::verify(source.scheme, &source.secrets, source.tolerance_secs, &signed) {
+    let query = query.unwrap_or_default();
+    let signed = Signed { headers: &headers, body: &body, query: &query, now: received_at_ms / 1_000 };
+    if let Err(error) = hookgate_verify::verify(&source.scheme, &source.secrets, source.tolerance_secs, &signed) {
         reject(source, error.reason());
         tracing::info!(source = %source.name, reason = error.reason(), "signature rejected");
         return Err(ApiError::Unauthorized(format!("{}: {error}", error.reason())));
     }
 
-    let query = query.unwrap_or_default();
+    if let Some(challenge) = slack_url_verification(source, &body) {
+        // Slack's one-time handshake: answered, never stored or delivered.
+        return Ok(Json(json!({ "challenge": challenge })));
+    }
     let keys = render_keys(source, &headers, &body, &query);
     if !keys.warnings.is_empty() {
         tracing::warn!(source = %source.name, warnings = ?keys.warnings, "stored with keys missing");
@@ -90,6 +94,41 @@ pub(super) async fn receive(
             Ok(Json(json!({ "id": original.as_str(), "status": "duplicate" })))
         }
     }
+}
+
+/// The `challenge` of a signed Slack `url_verification` request.
+fn slack_url_verification(source: &Source, body: &[u8]) -> Option<String> {
+    if source.scheme != hookgate_verify::Scheme::Slack {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(body).ok()?;
+    (value["type"] == "url_verification").then(|| value["challenge"].as_str().map(str::to_owned)).flatten()
+}
+
+/// `GET /in/{source}`: the echo handshake some senders make before they deliver.
+pub(super) async fn challenge(
+    State(shared): State<Arc<Shared>>,
+    Path(source_name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<String, ApiError> {
+    let source = shared
+        .sources
+        .get(&source_name)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown source {source_name:?}")))?;
+    let Some(challenge) = &source.challenge else {
+        return Err(ApiError::MethodNotAllowed("this source takes POST only (no challenge is configured)".into()));
+    };
+    let query = query.unwrap_or_default();
+    let param =
+        |name: &str| form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    if let Some((token_param, expected)) = &challenge.token {
+        let given = param(token_param).unwrap_or_default();
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes())) {
+            reject(source, "bad_challenge_token");
+            return Err(ApiError::Unauthorized(format!("bad_credentials: {token_param} does not match")));
+        }
+    }
+    param(&challenge.param).ok_or_else(|| ApiError::BadRequest(format!("missing query parameter {}", challenge.param)))
 }
 
 struct Keys {

@@ -18,7 +18,9 @@ use crate::app::Shared;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let max_body = shared.config.max_body_bytes;
-    let ingest = Router::new().route("/in/{source}", post(ingest::receive)).layer(DefaultBodyLimit::max(max_body));
+    let ingest = Router::new()
+        .route("/in/{source}", post(ingest::receive).get(ingest::challenge))
+        .layer(DefaultBodyLimit::max(max_body));
     Router::new()
         .merge(ingest)
         .nest("/api", admin::router(shared.clone()))
@@ -39,6 +41,7 @@ pub(crate) enum ApiError {
     Unauthorized(String),
     BadRequest(String),
     PayloadTooLarge(usize),
+    MethodNotAllowed(String),
     /// Storage failed: 503, so a sender retries. The detail is logged, not sent.
     Unavailable(String),
 }
@@ -49,6 +52,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, m),
             ApiError::PayloadTooLarge(limit) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than max_body ({limit} bytes)"))
             }
