@@ -242,7 +242,9 @@ fn preset(name: &str) -> Option<Preset> {
         "stripe" => Preset { scheme: "stripe", ..Preset::dedupe("{json.id}") },
         "github" => Preset { scheme: "github", ..Preset::dedupe("{header.x-github-delivery}") },
         "shopify" => Preset { scheme: "shopify", ..Preset::dedupe("{header.x-shopify-event-id}") },
-        "standard-webhooks" | "svix" => Preset { scheme: "standard-webhooks", ..Preset::dedupe("{header.webhook-id}") },
+        "standard-webhooks" => Preset { scheme: "standard-webhooks", ..Preset::dedupe("{header.webhook-id}") },
+        // Svix sends the same scheme under svix-* header names.
+        "svix" => Preset { scheme: "standard-webhooks", ..Preset::dedupe("{header.svix-id}") },
         "slack" => Preset { scheme: "slack", ..Preset::dedupe("{json.event_id}") },
         "twilio" => Preset { scheme: "twilio", ..Preset::dedupe("{header.i-twilio-idempotency-token}") },
         // Thin events with no id: order and coalesce per appointment, no dedupe.
@@ -799,6 +801,72 @@ mod tests {
         assert_eq!(problems, vec!["admin.token: environment variable NOPE is not set"]);
         let problems = load(&GOOD.replace("verify = { secret = \"k\" }", ""), &[]).unwrap_err().0;
         assert_eq!(problems, vec!["sources[1].verify.secret: missing: this scheme needs a secret"]);
+    }
+
+    #[test]
+    fn scheme_options_are_checked_per_scheme() {
+        let with_verify = |verify: &str| GOOD.replace(r#"verify = { secret = "k" }"#, verify);
+        let problems = |verify: &str| load(&with_verify(verify), &[]).err().map(|p| p.0).unwrap_or_default();
+        assert_eq!(
+            problems(r#"verify = { scheme = "twilio", secret = "k" }"#),
+            vec!["sources[1].verify.public_url: missing: the twilio scheme needs it"]
+        );
+        assert_eq!(
+            problems(r#"verify = { scheme = "hmac-sha256", secret = "k" }"#),
+            vec!["sources[1].verify.header: missing: the hmac-sha256 scheme needs it"]
+        );
+        assert_eq!(
+            problems(r#"verify = { scheme = "token", secret = "k", header = "x", query = "y" }"#),
+            vec!["sources[1].verify: the token scheme needs exactly one of header or query"]
+        );
+        assert_eq!(
+            problems(
+                r#"verify = { scheme = "hmac-sha256", secret = "k", header = "x", signed_content = "{id}.{body}" }"#
+            ),
+            vec!["sources[1].verify.signed_content: only {timestamp} and {body} may be used"]
+        );
+        assert!(
+            problems(r#"verify = { scheme = "md5", secret = "k" }"#)[0]
+                .starts_with(r#"sources[1].verify.scheme: unknown scheme "md5""#)
+        );
+        let ok = load(
+            &with_verify(
+                r#"verify = { scheme = "hmac-sha512", secret = "k", header = "X-Sig", encoding = "base64", timestamp_header = "X-Ts", signed_content = "{timestamp}.{body}" }"#,
+            ),
+            &[],
+        );
+        let Scheme::Hmac(generic) = &ok.unwrap().sources[1].scheme else { panic!("hmac") };
+        assert_eq!(
+            (generic.header.as_str(), generic.algorithm, generic.encoding),
+            ("x-sig", HashAlgorithm::Sha512, Encoding::Base64)
+        );
+        assert_eq!(generic.timestamp_header.as_deref(), Some("x-ts"));
+    }
+
+    #[test]
+    fn presets_fill_their_senders_defaults() {
+        let with_preset = |preset: &str, extra: &str| {
+            GOOD.replace(r#"preset = "acuity""#, &format!(r#"preset = "{preset}""#))
+                .replace(r#"verify = { secret = "k" }"#, &format!(r#"verify = {{ secret = "k"{extra} }}"#))
+        };
+        for (preset, extra, scheme, dedupe) in [
+            ("github", "", Scheme::Github, "{header.x-github-delivery}"),
+            ("shopify", "", Scheme::Shopify, "{header.x-shopify-event-id}"),
+            ("slack", "", Scheme::Slack, "{json.event_id}"),
+            ("svix", "", Scheme::StandardWebhooks, "{header.svix-id}"),
+            ("standard-webhooks", "", Scheme::StandardWebhooks, "{header.webhook-id}"),
+            (
+                "twilio",
+                r#", public_url = "https://h.example/in/t""#,
+                Scheme::Twilio { public_url: "https://h.example/in/t".into() },
+                "{header.i-twilio-idempotency-token}",
+            ),
+        ] {
+            let config = load(&with_preset(preset, extra), &[]).unwrap_or_else(|p| panic!("{preset}: {p}"));
+            let source = &config.sources[1];
+            assert_eq!(source.scheme, scheme, "{preset}");
+            assert_eq!(source.dedupe_key.as_ref().map(Template::as_str), Some(dedupe), "{preset}");
+        }
     }
 
     #[test]

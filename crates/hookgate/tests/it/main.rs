@@ -7,4 +7,5 @@ mod crash;
 mod delivery;
 mod ingest;
 mod outage;
+mod senders;
 mod support;
