@@ -25,6 +25,14 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v1,{}", STANDARD.encode(hmac::Mac::finalize(mac).into_bytes()))
 }
 
+/// Prefix of an Ed25519 public key, for `v1a` signatures.
+const PUBLIC_KEY_PREFIX: &str = "whpk_";
+
+fn public_key(base64: &str) -> Option<ed25519_dalek::VerifyingKey> {
+    let bytes: [u8; 32] = STANDARD.decode(base64).ok()?.try_into().ok()?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()
+}
+
 fn either<'r>(request: &'r Signed<'_>, name: &'static str, svix: &'static str) -> Result<&'r str, VerifyError> {
     request.header(name).or_else(|_| request.header(svix))
 }
@@ -35,17 +43,29 @@ pub fn verify(secrets: &[String], tolerance_secs: i64, request: &Signed<'_>) -> 
     let signatures = either(request, "webhook-signature", "svix-signature")?;
     let unix: i64 =
         timestamp.trim().parse().map_err(|_| VerifyError::Malformed("webhook-timestamp is not a number"))?;
-    let candidates: Vec<Vec<u8>> = signatures
-        .split_whitespace()
-        .filter_map(|entry| entry.strip_prefix("v1,"))
-        .filter_map(|b64| STANDARD.decode(b64).ok())
-        .collect();
-    if candidates.is_empty() {
-        return Err(VerifyError::Malformed("no v1 signature"));
+    let decoded = |version: &str| -> Vec<Vec<u8>> {
+        signatures
+            .split_whitespace()
+            .filter_map(|entry| entry.strip_prefix(version))
+            .filter_map(|b64| STANDARD.decode(b64).ok())
+            .collect()
+    };
+    let (symmetric, asymmetric) = (decoded("v1,"), decoded("v1a,"));
+    if symmetric.is_empty() && asymmetric.is_empty() {
+        return Err(VerifyError::Malformed("no v1 or v1a signature"));
     }
-    let valid = secrets.iter().filter_map(|s| secret_key(s).ok()).any(|key| {
-        let mac = hmac_sha256(&key, &[id.as_bytes(), b".", timestamp.as_bytes(), b".", request.body]);
-        candidates.iter().any(|sig| matches(&mac, sig))
+    let content = [id.as_bytes(), b".", timestamp.as_bytes(), b".", request.body].concat();
+    let valid = secrets.iter().any(|secret| match secret.strip_prefix(PUBLIC_KEY_PREFIX) {
+        // v1a: an Ed25519 public key (`whpk_…`) checks asymmetric signatures.
+        Some(public) => public_key(public).is_some_and(|key| {
+            asymmetric.iter().any(|sig| {
+                ed25519_dalek::Signature::from_slice(sig).is_ok_and(|sig| key.verify_strict(&content, &sig).is_ok())
+            })
+        }),
+        None => secret_key(secret).is_ok_and(|key| {
+            let mac = hmac_sha256(&key, &[&content]);
+            symmetric.iter().any(|sig| matches(&mac, sig))
+        }),
     });
     if !valid {
         return Err(VerifyError::BadSignature);

@@ -33,6 +33,17 @@ headers = {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signatur
 vectors.append(dict(scheme="standard-webhooks", made_with=f"standardwebhooks {version('standardwebhooks')}",
                     secret=secret, headers=headers, body=payload, now=ts))
 
+# Standard Webhooks v1a: Ed25519, signed with the `cryptography` package
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+private = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+public = private.public_key().public_bytes_raw()
+msg_id, ts = "msg_2vEC7oRsA", 1700000150
+payload = '{"type":"invoice.voided","data":{"id":"inv_2"}}'
+signature = base64.b64encode(private.sign(f"{msg_id}.{ts}.{payload}".encode())).decode()
+headers = {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": f"v1a,{signature}"}
+vectors.append(dict(scheme="standard-webhooks", made_with=f"cryptography {version('cryptography')} Ed25519 (v1a)",
+                    secret="whpk_" + base64.b64encode(public).decode(), headers=headers, body=payload, now=ts))
+
 # Slack: the documented example, and one made with slack_sdk
 from slack_sdk.signature import SignatureVerifier
 doc_secret, doc_ts = "8f742231b10e8888abcd99yyyzzz85a5", 1531420618

@@ -112,6 +112,20 @@ fn cases() -> Vec<Case> {
             dedupe_key: Some("msg_svix1"),
         },
         Case {
+            source: "swh",
+            path_query: String::new(),
+            headers: vec![
+                ("webhook-id", "msg_swh1".into()),
+                ("webhook-timestamp", now.to_string()),
+                (
+                    "webhook-signature",
+                    hookgate_verify::standard_webhooks::sign(&svix_key, "msg_swh1", now, json_body("w1").as_bytes()),
+                ),
+            ],
+            body: json_body("w1"),
+            dedupe_key: Some("msg_swh1"),
+        },
+        Case {
             source: "slack",
             path_query: String::new(),
             headers: vec![
