@@ -199,13 +199,5 @@ async fn killing_one_of_three_hands_its_leases_to_the_others() {
         assert!(seen.contains(id), "{id} was never delivered");
     }
     assert!(receiver.overlaps().is_empty(), "overlap: {:?}", receiver.overlaps());
-    for (object, ids) in &sent {
-        let mut firsts: Vec<String> = Vec::new();
-        for r in receiver.received().iter().filter(|r| r.order_key() == object) {
-            if !firsts.contains(&r.webhook_id().to_owned()) {
-                firsts.push(r.webhook_id().to_owned());
-            }
-        }
-        assert_eq!(&firsts, ids, "{object}: first deliveries in the order sent");
-    }
+    receiver.assert_first_deliveries_in_order(&sent);
 }

@@ -51,15 +51,7 @@ async fn sigkill_mid_delivery_loses_nothing_and_keeps_order() {
     drop(gateway);
 
     assert!(receiver.overlaps().is_empty(), "an object was processed twice at once: {:?}", receiver.overlaps());
-    for (object, ids) in &sent {
-        let mut firsts: Vec<String> = Vec::new();
-        for r in receiver.received().iter().filter(|r| r.order_key() == object) {
-            if !firsts.contains(&r.webhook_id().to_owned()) {
-                firsts.push(r.webhook_id().to_owned());
-            }
-        }
-        assert_eq!(&firsts, ids, "{object}: first deliveries in the order sent");
-    }
+    receiver.assert_first_deliveries_in_order(&sent);
 }
 
 /// SIGTERM while a delivery is in flight: the gateway stops accepting, lets

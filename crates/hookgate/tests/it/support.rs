@@ -135,6 +135,20 @@ impl Receiver {
     pub fn delivered(&self) -> Vec<Received> {
         self.received().into_iter().filter(Received::delivered).collect()
     }
+    /// Per order key, the ids in the order each was first received (a
+    /// redelivery after a crash repeats an id; it must not jump the queue).
+    pub fn assert_first_deliveries_in_order(&self, sent: &HashMap<String, Vec<String>>) {
+        for (order_key, ids) in sent {
+            let mut firsts: Vec<String> = Vec::new();
+            for r in self.received().iter().filter(|r| r.order_key() == order_key) {
+                if !firsts.iter().any(|id| id == r.webhook_id()) {
+                    firsts.push(r.webhook_id().to_owned());
+                }
+            }
+            assert_eq!(&firsts, ids, "{order_key}: first deliveries in the order sent");
+        }
+    }
+
     pub fn overlaps(&self) -> Vec<String> {
         self.log.lock().unwrap().overlaps.clone()
     }
