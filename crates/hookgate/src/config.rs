@@ -273,8 +273,8 @@ impl Config {
     /// Read `path`, apply the environment, validate.
     pub fn load(path: &Path) -> Result<Config, Problems> {
         let text = std::fs::read_to_string(path).map_err(|e| Problems(vec![format!("{}: {e}", path.display())]))?;
+        // Problems name their key exactly as the contract shows (`sources[1].order_key: …`), with no file prefix.
         Self::from_toml(&text, std::env::vars(), &|name| std::env::var(name).ok())
-            .map_err(|p| Problems(p.0.into_iter().map(|line| format!("{}: {line}", path.display())).collect()))
     }
 
     /// Parse and validate, with the environment given explicitly (for tests).
