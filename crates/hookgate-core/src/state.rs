@@ -44,7 +44,7 @@ impl State {
             (Pending, Delivering)            // claimed
                 | (Pending, Superseded)      // coalesced by a newer event
                 | (Delivering, Delivered)    // 2xx
-                | (Delivering, Pending)      // retry scheduled, lease released, or crash recovery
+                | (Delivering, Pending)      // retry scheduled, or crash recovery
                 | (Delivering, Delivering)   // lease expired and re-claimed
                 | (Delivering, Dead)         // attempts exhausted
                 | (Delivered, Pending)       // replay

@@ -283,19 +283,6 @@ impl Store for PostgresStore {
         Ok(changed == 1)
     }
 
-    async fn release(&self, id: &EventId, attempt: u32, now_ms: i64) -> Result<bool> {
-        let client = self.client().await?;
-        let changed = client
-            .execute(
-                "UPDATE events SET state = 'pending', attempts = attempts - 1, due_at = $1, updated_at = $1
-                 WHERE id = $2 AND state = 'delivering' AND attempts = $3",
-                &[&now_ms, &id.as_str(), &(attempt as i32)],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(changed == 1)
-    }
-
     async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {
         let mut client = self.durable.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;

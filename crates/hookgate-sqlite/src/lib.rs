@@ -177,11 +177,6 @@ impl Store for SqliteStore {
         self.send(|reply| Command::Finish { id, attempt, verdict, now_ms, reply }).await
     }
 
-    async fn release(&self, id: &EventId, attempt: u32, now_ms: i64) -> Result<bool> {
-        let id = id.clone();
-        self.send(|reply| Command::Release { id, attempt, now_ms, reply }).await
-    }
-
     async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {
         let id = id.clone();
         self.send(|reply| Command::Replay { id, now_ms, reply }).await

@@ -26,7 +26,6 @@ pub enum Command {
     Ingest(Box<NewEvent>, Reply<Ingested>),
     Claim { destination: String, now_ms: i64, limit: usize, lease_ms: i64, reply: Reply<Vec<Claim>> },
     Finish { id: EventId, attempt: Attempt, verdict: Verdict, now_ms: i64, reply: Reply<bool> },
-    Release { id: EventId, attempt: u32, now_ms: i64, reply: Reply<bool> },
     Replay { id: EventId, now_ms: i64, reply: Reply<bool> },
     Purge { now_ms: i64, reply: Reply<u64> },
 }
@@ -105,9 +104,7 @@ fn answer_now(command: Command, error: &str) {
     match command {
         Command::Ingest(_, reply) => fail(reply, error),
         Command::Claim { reply, .. } => fail(reply, error),
-        Command::Finish { reply, .. } | Command::Release { reply, .. } | Command::Replay { reply, .. } => {
-            fail(reply, error)
-        }
+        Command::Finish { reply, .. } | Command::Replay { reply, .. } => fail(reply, error),
         Command::Purge { reply, .. } => fail(reply, error),
     }
 }
@@ -134,9 +131,6 @@ fn apply(tx: &mut Transaction<'_>, seq: &mut i64, command: Command) -> Deferred 
         }
         Command::Finish { id, attempt, verdict, now_ms, reply } => {
             defer(reply, in_savepoint(tx, |c| finish(c, &id, &attempt, verdict, now_ms)))
-        }
-        Command::Release { id, attempt, now_ms, reply } => {
-            defer(reply, in_savepoint(tx, |c| release(c, &id, attempt, now_ms)))
         }
         Command::Replay { id, now_ms, reply } => {
             let result = in_savepoint(tx, |c| replay(c, &id, *seq, now_ms));
@@ -347,17 +341,6 @@ fn finish(c: &Connection, id: &EventId, attempt: &Attempt, verdict: Verdict, now
         _ => {}
     }
     Ok(moved.is_some())
-}
-
-fn release(c: &Connection, id: &EventId, attempt: u32, now: i64) -> Result<bool> {
-    let changed = c
-        .prepare_cached(
-            "UPDATE events SET state = 'pending', attempts = attempts - 1, due_at = ?1, updated_at = ?1
-             WHERE id = ?2 AND state = 'delivering' AND attempts = ?3",
-        )
-        .and_then(|mut s| s.execute(params![now, id.as_str(), attempt]))
-        .map_err(db_error)?;
-    Ok(changed == 1)
 }
 
 fn replay(c: &Connection, id: &EventId, seq: i64, now: i64) -> Result<bool> {

@@ -23,7 +23,7 @@ macro_rules! conformance_tests {
             retry_holds_the_key_until_due, dead_does_not_block_the_key, keyless_events_run_in_parallel,
             expired_lease_is_reclaimed_and_old_claim_fenced, coalesce_supersedes_only_pending,
             coalesce_across_order_keys_hands_the_queue_on,
-            release_gives_back_without_an_attempt, replay_goes_to_the_back_of_the_queue,
+            replay_goes_to_the_back_of_the_queue,
             list_pages_newest_first_with_filters, stats_count_by_source_and_state,
             next_due_reports_the_earliest_wakeup, purge_forgets_expired_keys, claim_is_per_destination);
     };
@@ -274,17 +274,6 @@ pub async fn coalesce_across_order_keys_hands_the_queue_on(store: Arc<dyn Store>
     let b1 = accept(&*store, NewEvent { coalesce_key: Some("c".into()), ..keyed("B", T0) }).await;
     assert_eq!(state_of(&*store, &a1).await, State::Superseded);
     assert_eq!(claim_ids(&*store, T0).await, sorted(vec![a2, b1]));
-}
-
-pub async fn release_gives_back_without_an_attempt(store: Arc<dyn Store>) {
-    let k1 = accept(&*store, keyed("K", T0)).await;
-    assert_eq!(claim_ids(&*store, T0).await, vec![k1.clone()]);
-    assert!(!store.release(&k1, 2, T0 + 1).await.unwrap(), "wrong token");
-    assert!(store.release(&k1, 1, T0 + 1).await.unwrap());
-    let detail = store.get(&k1).await.unwrap().unwrap();
-    assert_eq!((detail.record.state, detail.record.attempts), (State::Pending, 0));
-    let claims = store.claim(DEST, T0 + 1, 10, LEASE).await.unwrap();
-    assert_eq!((claims[0].id.clone(), claims[0].attempt), (k1, 1));
 }
 
 pub async fn replay_goes_to_the_back_of_the_queue(store: Arc<dyn Store>) {

@@ -59,7 +59,7 @@ pub struct Claim {
     pub body: Vec<u8>,
     /// This attempt's number, 1-based, counted over the event's whole life
     /// (replays included). It is also the claim's fencing token:
-    /// [`Store::finish`] and [`Store::release`] only act while it is current.
+    /// [`Store::finish`] only moves the event while it is current.
     pub attempt: u32,
     /// The attempt's number since the event was stored or last replayed:
     /// what the retry policy's `max_attempts` counts.
@@ -164,9 +164,6 @@ pub trait Store: Send + Sync + 'static {
     /// Record an attempt and move the event on. Ignored (returns false) when
     /// the claim is no longer current: its lease expired and it was re-claimed.
     async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool>;
-
-    /// Give a claim back without an attempt (shutdown): the event is due again at once.
-    async fn release(&self, id: &EventId, attempt: u32, now_ms: i64) -> Result<bool>;
 
     /// The earliest time after `now_ms` at which a pending event of
     /// `destination` falls due, so a dispatcher can sleep until then.

@@ -11,6 +11,9 @@ use crate::config::Destination;
 
 /// Bytes of a failed response kept for the attempt's error text.
 const ERROR_BODY_BYTES: usize = 512;
+/// Bytes of any response read at most; a larger answer is cut off (and its
+/// connection not reused) rather than held in memory.
+const RESPONSE_BODY_BYTES: usize = 64 * 1024;
 
 /// Headers never forwarded: hop-by-hop (RFC 9110 §7.6.1), and those the
 /// client sets for the new request.
@@ -79,20 +82,26 @@ impl Client {
                     .flatten()
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                let error = if (200..300).contains(&status) {
-                    None
-                } else {
-                    let mut snippet = Vec::new();
-                    while snippet.len() < ERROR_BODY_BYTES {
-                        match response.chunk().await {
-                            Ok(Some(chunk)) => snippet.extend_from_slice(&chunk),
-                            _ => break,
+                // Read the answer's body up to a cap: its start explains a
+                // failure, and a body read to its end lets the connection be reused.
+                let mut snippet = Vec::new();
+                let mut read = 0;
+                while read < RESPONSE_BODY_BYTES {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => {
+                            read += chunk.len();
+                            if snippet.len() < ERROR_BODY_BYTES {
+                                snippet.extend_from_slice(&chunk);
+                            }
                         }
+                        _ => break,
                     }
+                }
+                let error = (!(200..300).contains(&status)).then(|| {
                     snippet.truncate(ERROR_BODY_BYTES);
                     let text = String::from_utf8_lossy(&snippet);
-                    Some(format!("HTTP {status}: {}", text.trim()).trim_end_matches([':', ' ']).to_owned())
-                };
+                    format!("HTTP {status}: {}", text.trim()).trim_end_matches([':', ' ']).to_owned()
+                });
                 Outcome { status: Some(status), error, retry_after_ms, duration: started.elapsed() }
             }
             Err(e) => {
