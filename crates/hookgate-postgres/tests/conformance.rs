@@ -84,6 +84,37 @@ mod across_instances {
         }
     }
 
+    /// An event stored through one instance wakes the other's dispatcher
+    /// (LISTEN/NOTIFY), so it need not poll.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_stored_on_one_instance_wakes_the_other() {
+        let (a, b) = or_skip!(pair().await);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        a.watch_remote(Arc::new(move |destination: &str| {
+            let _ = tx.send(destination.to_owned());
+        }));
+        // The listener may still be connecting: store again until a wake-up
+        // for the destination arrives ("*" is the listener announcing itself).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mut new = event("src", T0);
+            new.destination = "billing".into();
+            b.ingest(new).await.unwrap();
+            let wait = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+                while let Some(destination) = rx.recv().await {
+                    if destination == "billing" {
+                        return true;
+                    }
+                }
+                false
+            });
+            if wait.await == Ok(true) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no wake-up for billing from the other instance");
+        }
+    }
+
     /// Two dispatchers claiming the same keys as fast as they can: never two
     /// events of one key in flight, and each key's events finish in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
