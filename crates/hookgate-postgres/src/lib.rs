@@ -36,8 +36,6 @@ use hookgate_store::{
 use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 
-pub use ingest::MAX_BATCH;
-
 /// The channel every instance listens on; the payload is a destination name.
 const CHANNEL: &str = "hookgate";
 /// How long a request waits for a pooled connection before answering "unavailable".

@@ -38,7 +38,6 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 pub struct SqliteStore {
     writer: mpsc::Sender<Command>,
     readers: Arc<Readers>,
-    path: PathBuf,
     /// Held for the life of the store: the process's claim on the file.
     _lock: File,
 }
@@ -92,13 +91,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: tx,
             readers: Arc::new(Readers { conns: readers, next: AtomicUsize::new(0) }),
-            path,
             _lock: lock,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
