@@ -19,6 +19,7 @@
 
 mod ingest;
 mod notify;
+mod outcome;
 mod read;
 mod schema;
 
@@ -51,6 +52,8 @@ pub struct PostgresStore {
     /// Connections with synchronous commit: ingest batches and replays.
     durable: Pool,
     ingest: mpsc::Sender<ingest::Pending>,
+    /// Attempt outcomes, recorded in batches (`outcome.rs`).
+    outcomes: mpsc::Sender<outcome::Outcome>,
     notifier: notify::Notifier,
     watchers: Arc<Mutex<Vec<RemoteWake>>>,
 }
@@ -99,7 +102,8 @@ impl PostgresStore {
         let ingest = ingest::start(durable.clone(), half, notifier.clone());
         let watchers: Arc<Mutex<Vec<RemoteWake>>> = Arc::default();
         tokio::spawn(listen(config, watchers.clone()));
-        Ok(PostgresStore { pool, durable, ingest, notifier, watchers })
+        let outcomes = outcome::start(pool.clone());
+        Ok(PostgresStore { pool, durable, ingest, outcomes, notifier, watchers })
     }
 
     /// A connection for the dispatcher and reads (asynchronous commit).
@@ -243,42 +247,15 @@ impl Store for PostgresStore {
     }
 
     async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
-        let client = self.client().await?;
         let (state, due_at) = match verdict {
             Verdict::Delivered => (State::Delivered, None),
             Verdict::Retry { at_ms } => (State::Pending, Some(at_ms)),
             Verdict::Dead => (State::Dead, None),
         };
-        // The attempt is recorded whether or not the claim is still current.
-        let statement = client
-            .prepare_cached(
-                "WITH recorded AS (
-                    INSERT INTO attempts (event_id, attempt, started_at, duration_ms, status, error)
-                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
-                 )
-                 UPDATE events SET state = $7, due_at = $8, updated_at = $9
-                 WHERE id = $1 AND state = 'delivering' AND attempts = $2",
-            )
-            .await
-            .map_err(unavailable)?;
-        let changed = client
-            .execute(
-                &statement,
-                &[
-                    &id.as_str(),
-                    &(attempt.attempt as i32),
-                    &attempt.started_at_ms,
-                    &attempt.duration_ms,
-                    &attempt.status.map(i32::from),
-                    &attempt.error,
-                    &state.as_str(),
-                    &due_at,
-                    &now_ms,
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(changed == 1)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let outcome = outcome::Outcome { id: id.clone(), attempt, state: state.as_str(), due_at, now_ms, reply };
+        self.outcomes.send(outcome).await.map_err(|_| unavailable("the outcome batcher has stopped"))?;
+        answer.await.map_err(|_| unavailable("the outcome batcher has stopped"))?
     }
 
     async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {

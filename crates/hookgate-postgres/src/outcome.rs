@@ -1,0 +1,104 @@
+//! Recording attempt outcomes in batches: every outcome waiting at the same
+//! moment goes into one statement (arrays unnested server-side), so a busy
+//! dispatcher costs one round trip per batch instead of one per delivery.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use hookgate_core::EventId;
+use hookgate_store::{Attempt, Result, StoreError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::unavailable;
+
+/// Outcomes per statement, at most.
+const MAX_BATCH: usize = 256;
+/// Statements in flight at once.
+const CONCURRENT_BATCHES: usize = 2;
+/// Outcomes waiting, at most; callers wait beyond that.
+const QUEUE_CAPACITY: usize = 4_096;
+
+pub struct Outcome {
+    pub id: EventId,
+    pub attempt: Attempt,
+    pub state: &'static str,
+    pub due_at: Option<i64>,
+    pub now_ms: i64,
+    /// Whether the event moved (its claim was still current).
+    pub reply: oneshot::Sender<Result<bool>>,
+}
+
+pub fn start(pool: Pool) -> mpsc::Sender<Outcome> {
+    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    tokio::spawn(collect(pool, rx, Arc::new(Semaphore::new(CONCURRENT_BATCHES))));
+    tx
+}
+
+async fn collect(pool: Pool, mut queue: mpsc::Receiver<Outcome>, slots: Arc<Semaphore>) {
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = queue.recv().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            match record(&pool, &batch).await {
+                Ok(moved) => {
+                    for outcome in batch {
+                        let _ = outcome.reply.send(Ok(moved.contains(outcome.id.as_str())));
+                    }
+                }
+                Err(error) => {
+                    for outcome in batch {
+                        let _ = outcome.reply.send(Err(StoreError::Unavailable(error.to_string())));
+                    }
+                }
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// One statement: record every attempt (whether or not its claim is still
+/// current), and move each event whose claim is. Returns the ids that moved.
+async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<String>> {
+    let client = pool.get().await.map_err(unavailable)?;
+    let statement = client
+        .prepare_cached(
+            "WITH input AS (
+                SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::int[], $6::text[],
+                                     $7::text[], $8::bigint[], $9::bigint[])
+                    AS t(id, attempt, started_at, duration_ms, status, error, state, due_at, now_ms)
+             ), recorded AS (
+                INSERT INTO attempts (event_id, attempt, started_at, duration_ms, status, error)
+                SELECT id, attempt, started_at, duration_ms, status, error FROM input
+                ON CONFLICT DO NOTHING
+             )
+             UPDATE events e SET state = input.state, due_at = input.due_at, updated_at = input.now_ms
+             FROM input
+             WHERE e.id = input.id AND e.state = 'delivering' AND e.attempts = input.attempt
+             RETURNING e.id",
+        )
+        .await
+        .map_err(unavailable)?;
+    let ids: Vec<&str> = batch.iter().map(|o| o.id.as_str()).collect();
+    let attempts: Vec<i32> = batch.iter().map(|o| o.attempt.attempt as i32).collect();
+    let started: Vec<i64> = batch.iter().map(|o| o.attempt.started_at_ms).collect();
+    let durations: Vec<i64> = batch.iter().map(|o| o.attempt.duration_ms).collect();
+    let statuses: Vec<Option<i32>> = batch.iter().map(|o| o.attempt.status.map(i32::from)).collect();
+    let errors: Vec<Option<&str>> = batch.iter().map(|o| o.attempt.error.as_deref()).collect();
+    let states: Vec<&str> = batch.iter().map(|o| o.state).collect();
+    let due: Vec<Option<i64>> = batch.iter().map(|o| o.due_at).collect();
+    let now: Vec<i64> = batch.iter().map(|o| o.now_ms).collect();
+    let rows = client
+        .query(&statement, &[&ids, &attempts, &started, &durations, &statuses, &errors, &states, &due, &now])
+        .await
+        .map_err(unavailable)?;
+    Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+}
