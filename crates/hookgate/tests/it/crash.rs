@@ -68,7 +68,12 @@ async fn sigterm_finishes_the_delivery_in_flight_then_exits() {
     let body = json!({"id": "term-1", "object": "o"}).to_string();
     let (status, answer) = post_with(&http, &format!("{}/in/plain", gateway.base), &[], body.into_bytes()).await;
     assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_millis(200)).await; // the delivery is now in the app's hands
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while receiver.started() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the delivery never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(receiver.received().is_empty(), "the delivery is still in the app's hands");
     let code = tokio::task::spawn_blocking(move || gateway.terminate()).await.unwrap();
     assert_eq!(code, Some(0), "a graceful stop exits 0");
     let received = receiver.received();

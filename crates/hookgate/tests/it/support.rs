@@ -54,6 +54,8 @@ struct Log {
     in_flight: HashMap<String, usize>,
     /// Order keys that ever had two requests in flight at once.
     overlaps: Vec<String>,
+    /// Requests the app has begun working on (finished or not).
+    started: usize,
 }
 
 #[derive(Clone)]
@@ -87,6 +89,7 @@ async fn record(
     // hangs up (or dies) mid-request, the app still finishes what it started.
     let work = tokio::spawn(async move {
         let started = Instant::now();
+        log.lock().unwrap().started += 1;
         let key = headers.get("hookgate-order-key").cloned();
         if let Some(key) = &key {
             let mut log = log.lock().unwrap();
@@ -147,6 +150,11 @@ impl Receiver {
             }
             assert_eq!(&firsts, ids, "{order_key}: first deliveries in the order sent");
         }
+    }
+
+    /// How many requests the app has begun, including those still in its hands.
+    pub fn started(&self) -> usize {
+        self.log.lock().unwrap().started
     }
 
     pub fn overlaps(&self) -> Vec<String> {
