@@ -36,7 +36,8 @@ impl State {
     }
 
     /// The legal transitions. Stores enforce them in their statements
-    /// (`UPDATE … WHERE state = …`); this is the reference they are tested against.
+    /// (`UPDATE … WHERE state = …`); `docs/lifecycle.md` draws exactly these
+    /// (a test below reads the diagram and compares).
     pub fn can_become(self, next: State) -> bool {
         use State::*;
         matches!(
@@ -82,6 +83,26 @@ mod tests {
             assert_eq!(state.as_str().parse::<State>(), Ok(state));
         }
         assert!("done".parse::<State>().is_err());
+    }
+
+    /// The diagram in docs/lifecycle.md and `can_become` say the same thing.
+    #[test]
+    fn the_lifecycle_diagram_matches_can_become() {
+        let doc = include_str!("../../../docs/lifecycle.md");
+        let mut drawn = std::collections::HashSet::new();
+        for line in doc.lines() {
+            let Some((from, rest)) = line.trim().split_once(" --> ") else { continue };
+            let to = rest.split(':').next().unwrap().trim();
+            if from == "[*]" {
+                continue;
+            }
+            drawn.insert((from.parse::<State>().unwrap(), to.parse::<State>().unwrap()));
+        }
+        for from in State::ALL {
+            for to in State::ALL {
+                assert_eq!(from.can_become(to), drawn.contains(&(from, to)), "{from} -> {to}");
+            }
+        }
     }
 
     #[test]
