@@ -69,8 +69,9 @@ impl Dispatcher {
                 continue; // there may be more ready right now
             }
             // With attempts in flight, their ends wake us; ask the store when
-            // the next thing falls due only when there is nothing else to do.
-            let wait = if claimed == 0 { self.until_next_due().await } else { Duration::from_millis(POLL_MS) };
+            // the next thing falls due only when a claim with free slots found nothing.
+            let idle = wanted > 0 && claimed == 0;
+            let wait = if idle { self.until_next_due().await } else { Duration::from_millis(POLL_MS) };
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
