@@ -6,7 +6,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::mac::{hmac_sha256, matches};
+use crate::mac::{Hash, equal, tag};
 use crate::{Signed, VerifyError};
 
 const HEADER: &str = "x-acuity-signature";
@@ -15,13 +15,13 @@ pub fn verify(secrets: &[String], request: &Signed<'_>) -> Result<(), VerifyErro
     let given = STANDARD
         .decode(request.header(HEADER)?.trim())
         .map_err(|_| VerifyError::Malformed("signature is not base64"))?;
-    let valid = secrets.iter().any(|key| matches(&hmac_sha256(key.as_bytes(), &[request.body]), &given));
+    let valid = secrets.iter().any(|key| equal(&tag(Hash::Sha256, key.as_bytes(), &[request.body]), &given));
     if valid { Ok(()) } else { Err(VerifyError::BadSignature) }
 }
 
 /// Sign as Acuity does; used by tests and the demo's simulated sender.
 pub fn sign(api_key: &str, body: &[u8]) -> String {
-    STANDARD.encode(hmac::Mac::finalize(hmac_sha256(api_key.as_bytes(), &[body])).into_bytes())
+    STANDARD.encode(tag(Hash::Sha256, api_key.as_bytes(), &[body]))
 }
 
 #[cfg(test)]

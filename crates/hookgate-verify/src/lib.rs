@@ -3,7 +3,7 @@
 //! caller passes `now`, so tolerance rules are tested with plain numbers.
 //!
 //! Every comparison of a signature or credential is constant time
-//! (`subtle`, or `hmac::Mac::verify_slice`). A source may hold several secrets
+//! (`mac::equal`, over `subtle`). A source may hold several secrets
 //! (rotation): any one that matches passes.
 
 mod acuity;

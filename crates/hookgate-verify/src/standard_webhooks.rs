@@ -8,7 +8,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::mac::{hmac_sha256, matches};
+use crate::mac::{Hash, equal, tag};
 use crate::{Signed, VerifyError, check_tolerance};
 
 const SECRET_PREFIX: &str = "whsec_";
@@ -21,8 +21,8 @@ pub fn secret_key(secret: &str) -> Result<Vec<u8>, base64::DecodeError> {
 
 /// The `webhook-signature` value for one message: `v1,<base64>`.
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mac = hmac_sha256(key, &[id.as_bytes(), b".", timestamp.to_string().as_bytes(), b".", body]);
-    format!("v1,{}", STANDARD.encode(hmac::Mac::finalize(mac).into_bytes()))
+    let mac = tag(Hash::Sha256, key, &[id.as_bytes(), b".", timestamp.to_string().as_bytes(), b".", body]);
+    format!("v1,{}", STANDARD.encode(mac))
 }
 
 /// Prefix of an Ed25519 public key, for `v1a` signatures.
@@ -63,8 +63,8 @@ pub fn verify(secrets: &[String], tolerance_secs: i64, request: &Signed<'_>) -> 
             })
         }),
         None => secret_key(secret).is_ok_and(|key| {
-            let mac = hmac_sha256(&key, &[&content]);
-            symmetric.iter().any(|sig| matches(&mac, sig))
+            let mac = tag(Hash::Sha256, &key, &[&content]);
+            symmetric.iter().any(|sig| equal(&mac, sig))
         }),
     });
     if !valid {

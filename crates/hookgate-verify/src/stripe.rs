@@ -1,7 +1,7 @@
 //! Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]`, HMAC-SHA256 of
 //! `"{t}.{body}"` keyed with the endpoint secret (`whsec_…`, used as is).
 
-use crate::mac::{hmac_sha256, matches};
+use crate::mac::{Hash, equal, tag};
 use crate::{Signed, VerifyError, check_tolerance};
 
 const HEADER: &str = "stripe-signature";
@@ -27,8 +27,8 @@ pub fn verify(secrets: &[String], tolerance_secs: i64, request: &Signed<'_>) -> 
     }
     // The signature is checked before the timestamp, so a forged request learns nothing from the answer.
     let valid = secrets.iter().any(|secret| {
-        let mac = hmac_sha256(secret.as_bytes(), &[timestamp.as_bytes(), b".", request.body]);
-        signatures.iter().any(|sig| matches(&mac, sig))
+        let mac = tag(Hash::Sha256, secret.as_bytes(), &[timestamp.as_bytes(), b".", request.body]);
+        signatures.iter().any(|sig| equal(&mac, sig))
     });
     if !valid {
         return Err(VerifyError::BadSignature);
@@ -38,8 +38,8 @@ pub fn verify(secrets: &[String], tolerance_secs: i64, request: &Signed<'_>) -> 
 
 /// Sign as Stripe does; used by tests and the demo's simulated sender.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let mac = hmac_sha256(secret.as_bytes(), &[timestamp.to_string().as_bytes(), b".", body]);
-    format!("t={timestamp},v1={}", hex::encode(hmac::Mac::finalize(mac).into_bytes()))
+    let mac = tag(Hash::Sha256, secret.as_bytes(), &[timestamp.to_string().as_bytes(), b".", body]);
+    format!("t={timestamp},v1={}", hex::encode(mac))
 }
 
 #[cfg(test)]
