@@ -12,6 +12,7 @@ pub struct EventId(String);
 const PREFIX: &str = "evt_";
 
 impl EventId {
+    /// A new id for an event arriving now: reads the clock and the random source.
     pub fn generate() -> Self {
         EventId(format!("{PREFIX}{}", uuid::Uuid::now_v7().simple()))
     }

@@ -1,13 +1,23 @@
-//! The vocabulary of hookgate: events, their ids and states, key templates and
-//! the retry policy. Pure: this crate knows nothing of HTTP servers, databases
-//! or async runtimes, so every rule here is testable with plain function calls.
+//! The vocabulary of hookgate: events, their ids and states, key templates,
+//! secrets and the retry policy. This crate knows nothing of HTTP servers,
+//! databases or async runtimes, and does no I/O, so every rule here is
+//! testable with plain function calls. The one exception is
+//! [`EventId::generate`], which reads the system clock and random source to
+//! make a UUIDv7.
 
 mod backoff;
+mod headers;
 mod id;
+mod key;
+mod secret;
 mod state;
 pub mod template;
+pub mod urlencoded;
 
 pub use backoff::RetryPolicy;
+pub use headers::{Headers, NotText};
 pub use id::{EventId, ParseEventIdError};
+pub use key::Key;
+pub use secret::Secret;
 pub use state::{ParseStateError, State};
 pub use template::{Missing, RequestView, Template, TemplateError};

@@ -3,7 +3,8 @@ use std::str::FromStr;
 
 /// Where an event is in its life. `docs/lifecycle.md` draws the machine; this
 /// enum and [`State::can_become`] are its one definition in code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     /// Stored, waiting for its turn (first attempt, or a retry scheduled).
     Pending,
@@ -36,8 +37,10 @@ impl State {
     }
 
     /// The legal transitions. Stores enforce them in their statements
-    /// (`UPDATE … WHERE state = …`); `docs/lifecycle.md` draws exactly these
-    /// (a test below reads the diagram and compares).
+    /// (`UPDATE … WHERE state = …`), and the store conformance suite watches
+    /// every event through every call and fails on any other move;
+    /// `docs/lifecycle.md` draws exactly these (a test below reads the diagram
+    /// and compares).
     pub fn can_become(self, next: State) -> bool {
         use State::*;
         matches!(
@@ -81,6 +84,7 @@ mod tests {
     fn names_round_trip() {
         for state in State::ALL {
             assert_eq!(state.as_str().parse::<State>(), Ok(state));
+            assert_eq!(serde_json::to_string(&state).unwrap(), format!("\"{state}\""), "JSON uses the same names");
         }
         assert!("done".parse::<State>().is_err());
     }

@@ -2,7 +2,9 @@
 //! coalesce keys, e.g. `"{form.action}:{form.id}"`.
 //!
 //! A template is parsed once, at config time (so a typo is a config error that
-//! names the key), and rendered for every request. Rendering never fails the
+//! names the key), and rendered for every request into the key's bytes: a
+//! header or query value that is not UTF-8 stays as it came, so two different
+//! values never make the same key. Rendering never fails the
 //! request: a missing field yields [`Missing`], and the caller stores the event
 //! with that key empty and a warning, because dropping an event over a config
 //! mismatch would lose data.
@@ -13,6 +15,8 @@ use std::str::FromStr;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::{Headers, Key, urlencoded};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Field {
@@ -124,34 +128,34 @@ impl Template {
         &self.text
     }
 
-    /// Render for one request: the key, or the first field that was missing.
-    pub fn render(&self, request: &RequestView<'_>) -> Result<String, Missing> {
-        let mut out = String::new();
+    /// Render for one request: the key's bytes, or the first field that was missing.
+    pub fn render(&self, request: &RequestView<'_>) -> Result<Key, Missing> {
+        let mut out = Vec::new();
         for part in &self.parts {
             match part {
-                Part::Literal(text) => out.push_str(text),
-                Part::Field(field) => out.push_str(&request.field(field)?),
+                Part::Literal(text) => out.extend_from_slice(text.as_bytes()),
+                Part::Field(field) => request.field(field, &mut out)?,
             }
         }
-        Ok(out)
+        Ok(Key::from(out))
     }
 }
 
 /// What a template can see of one request. Parses the body lazily, at most once
 /// per form, however many templates ask.
 pub struct RequestView<'a> {
-    /// Header names lowercased.
-    headers: &'a [(String, String)],
+    headers: &'a Headers,
     body: &'a [u8],
-    query: &'a str,
+    /// The raw query string, without `?`.
+    query: &'a [u8],
     /// JSON paths (dotted) removed before `{json.sha256}` is computed.
     json_ignore: &'a [String],
     json: OnceCell<Option<Value>>,
-    form: OnceCell<Vec<(String, String)>>,
+    form: OnceCell<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl<'a> RequestView<'a> {
-    pub fn new(headers: &'a [(String, String)], body: &'a [u8], query: &'a str, json_ignore: &'a [String]) -> Self {
+    pub fn new(headers: &'a Headers, body: &'a [u8], query: &'a [u8], json_ignore: &'a [String]) -> Self {
         RequestView { headers, body, query, json_ignore, json: OnceCell::new(), form: OnceCell::new() }
     }
 
@@ -162,33 +166,37 @@ impl<'a> RequestView<'a> {
             .ok_or_else(|| Missing("body is not JSON".into()))
     }
 
-    fn field(&self, field: &Field) -> Result<String, Missing> {
+    /// Append the field's bytes to `out`.
+    fn field(&self, field: &Field, out: &mut Vec<u8>) -> Result<(), Missing> {
         match field {
-            Field::Header(name) => self
-                .headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-                .ok_or_else(|| Missing(format!("header {name:?} is missing"))),
+            Field::Header(name) => out.extend_from_slice(
+                self.headers.get(name).ok_or_else(|| Missing(format!("header {name:?} is missing")))?,
+            ),
             Field::Json(path) => {
                 let found =
                     lookup(self.json()?, path).ok_or_else(|| Missing(format!("json.{} is missing", path.join("."))))?;
-                Ok(scalar_text(found))
+                match found {
+                    Value::String(text) => out.extend_from_slice(text.as_bytes()),
+                    other => {
+                        let mut text = String::new();
+                        write_canonical(other, &mut text);
+                        out.extend_from_slice(text.as_bytes());
+                    }
+                }
             }
-            Field::Form(name) => self
-                .form
-                .get_or_init(|| {
-                    form_urlencoded::parse(self.body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
-                })
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .ok_or_else(|| Missing(format!("form field {name:?} is missing"))),
-            Field::Query(name) => form_urlencoded::parse(self.query.as_bytes())
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-                .ok_or_else(|| Missing(format!("query parameter {name:?} is missing"))),
-            Field::BodySha256 => Ok(hex::encode(Sha256::digest(self.body))),
+            Field::Form(name) => {
+                let form = self.form.get_or_init(|| urlencoded::pairs(self.body).collect());
+                let value = form
+                    .iter()
+                    .find(|(k, _)| k == name.as_bytes())
+                    .ok_or_else(|| Missing(format!("form field {name:?} is missing")))?;
+                out.extend_from_slice(&value.1);
+            }
+            Field::Query(name) => out.extend_from_slice(
+                &urlencoded::find(self.query, name.as_bytes())
+                    .ok_or_else(|| Missing(format!("query parameter {name:?} is missing")))?,
+            ),
+            Field::BodySha256 => out.extend_from_slice(hex::encode(Sha256::digest(self.body)).as_bytes()),
             Field::JsonSha256 => {
                 let mut value = self.json()?.clone();
                 for path in self.json_ignore {
@@ -196,9 +204,10 @@ impl<'a> RequestView<'a> {
                 }
                 let mut canonical = String::new();
                 write_canonical(&value, &mut canonical);
-                Ok(hex::encode(Sha256::digest(canonical.as_bytes())))
+                out.extend_from_slice(hex::encode(Sha256::digest(canonical.as_bytes())).as_bytes());
             }
         }
+        Ok(())
     }
 }
 
@@ -210,18 +219,6 @@ fn lookup<'v>(value: &'v Value, path: &[String]) -> Option<&'v Value> {
             _ => None,
         })
         .filter(|found| !found.is_null())
-}
-
-/// A key's text: strings as they are (no quotes), anything else as compact JSON.
-fn scalar_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => {
-            let mut out = String::new();
-            write_canonical(other, &mut out);
-            out
-        }
-    }
 }
 
 fn remove_path(value: &mut Value, path: &[&str]) {
@@ -286,11 +283,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn render(template: &str, headers: &[(&str, &str)], body: &str, query: &str) -> Result<String, Missing> {
-        let headers: Vec<(String, String)> =
-            headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
+        let headers: Headers = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
         let ignore = vec!["sent_at".to_string(), "meta.trace".to_string()];
-        let view = RequestView::new(&headers, body.as_bytes(), query, &ignore);
-        template.parse::<Template>().unwrap().render(&view)
+        let view = RequestView::new(&headers, body.as_bytes(), query.as_bytes(), &ignore);
+        template.parse::<Template>().unwrap().render(&view).map(|key| String::from_utf8(key.into_bytes()).unwrap())
     }
 
     #[test]
@@ -307,6 +303,20 @@ mod tests {
             render("{body.sha256}", &[], "abc", "").unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn keys_keep_bytes_that_are_not_text() {
+        let headers: Headers = [("x-id", b"caf\xe9".as_slice())].into_iter().collect();
+        let other: Headers = [("x-id", b"caf\xe8".as_slice())].into_iter().collect();
+        let key = |headers: &Headers, query: &[u8], body: &[u8], t: &str| {
+            t.parse::<Template>().unwrap().render(&RequestView::new(headers, body, query, &[])).unwrap().into_bytes()
+        };
+        assert_eq!(key(&headers, b"", b"", "{header.x-id}"), b"caf\xe9");
+        assert_ne!(key(&headers, b"", b"", "{header.x-id}"), key(&other, b"", b"", "{header.x-id}"));
+        assert_eq!(key(&headers, b"t=%E9%00", b"", "{query.t}"), b"\xe9\x00");
+        assert_eq!(key(&headers, b"", b"id=a%00b", "{form.id}"), b"a\x00b");
+        assert_eq!(key(&headers, b"", br#"{"id":"a\u0000b"}"#, "{json.id}"), b"a\x00b");
     }
 
     #[test]
@@ -349,16 +359,18 @@ mod tests {
 
         #[test]
         fn rendering_never_panics(body in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let view = RequestView::new(&[], &body, "", &[]);
-            for t in ["{json.a.0}", "{form.a}", "{json.sha256}", "{body.sha256}"] {
+            let headers = Headers::new();
+            let view = RequestView::new(&headers, &body, &body, &[]);
+            for t in ["{json.a.0}", "{form.a}", "{query.a}", "{json.sha256}", "{body.sha256}"] {
                 let _ = t.parse::<Template>().unwrap().render(&view);
             }
         }
 
         #[test]
         fn literal_text_renders_as_itself(text in "[^{}]{1,40}") {
-            let view = RequestView::new(&[], b"", "", &[]);
-            prop_assert_eq!(text.parse::<Template>().unwrap().render(&view).unwrap(), text);
+            let headers = Headers::new();
+            let view = RequestView::new(&headers, b"", b"", &[]);
+            prop_assert_eq!(text.parse::<Template>().unwrap().render(&view).unwrap().into_bytes(), text.into_bytes());
         }
     }
 }

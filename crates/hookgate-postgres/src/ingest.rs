@@ -11,11 +11,11 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use futures_util::future::try_join_all;
 use hookgate_core::EventId;
-use hookgate_store::{Ingested, NewEvent, Result, StoreError};
+use hookgate_store::{Ingested, NewEvent, Result, StoreError, codec, parse_id};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::notify::Notifier;
-use crate::{lock_key, parse_id, unavailable};
+use crate::{lock_key, unavailable};
 
 /// Events per transaction, at most.
 pub const MAX_BATCH: usize = 512;
@@ -84,8 +84,8 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>> {
     let locks: BTreeSet<i64> = events
         .iter()
         .flat_map(|e| {
-            let order = e.order_key.as_deref().map(|k| lock_key("o", &e.source, k));
-            let dedupe = e.dedupe_key.as_deref().map(|k| lock_key("d", &e.source, k));
+            let order = e.order_key.as_ref().map(|k| lock_key("o", &e.source, k.as_bytes()));
+            let dedupe = e.dedupe_key.as_ref().map(|k| lock_key("d", &e.source, k.as_bytes()));
             order.into_iter().chain(dedupe)
         })
         .collect();
@@ -104,15 +104,8 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>> {
         )
         .await
         .map_err(unavailable)?;
-    let encoded: Vec<(String, Option<String>)> = events
-        .iter()
-        .map(|e| {
-            let headers = serde_json::to_string(&e.headers).expect("string pairs serialize");
-            let warnings =
-                (!e.warnings.is_empty()).then(|| serde_json::to_string(&e.warnings).expect("strings serialize"));
-            (headers, warnings)
-        })
-        .collect();
+    let encoded: Vec<(Vec<u8>, Option<String>)> =
+        events.iter().map(|e| (codec::encode_headers(&e.headers), codec::encode_warnings(&e.warnings))).collect();
     // Sent back to back on one connection (pipelined), answered in order.
     let calls = events.iter().zip(&encoded).map(|(e, (headers, warnings))| {
         let tx = &tx;
@@ -126,11 +119,11 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>> {
                     &e.destination,
                     &e.received_at_ms,
                     headers,
-                    &e.body,
-                    &e.dedupe_key,
+                    &&e.body[..],
+                    &e.dedupe_key.as_ref().map(|k| k.as_bytes()),
                     &e.dedupe_window_ms,
-                    &e.order_key,
-                    &e.coalesce_key,
+                    &e.order_key.as_ref().map(|k| k.as_bytes()),
+                    &e.coalesce_key.as_ref().map(|k| k.as_bytes()),
                     warnings,
                 ],
             )
@@ -141,7 +134,7 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>> {
     let mut outcomes = Vec::with_capacity(rows.len());
     for row in &rows {
         let status: String = row.get(0);
-        let id: EventId = parse_id(row.get(1))?;
+        let id: EventId = parse_id(row.get::<_, &str>(1))?;
         outcomes.push(match status.as_str() {
             "accepted" => Ingested::Accepted { id, superseded: row.get::<_, i64>(2) as u64 },
             _ => Ingested::Duplicate { original: id },

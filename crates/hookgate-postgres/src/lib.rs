@@ -29,10 +29,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
-use hookgate_core::{EventId, State};
+use hookgate_core::EventId;
 use hookgate_store::{
     Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, RemoteWake, Result, StateCount, Store,
-    StoreError, Verdict,
+    StoreError, Verdict, Wake, codec, parse_id,
 };
 use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
@@ -64,8 +64,8 @@ pub enum ConnectError {
     Url(tokio_postgres::Error),
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(String),
-    #[error("migrating the PostgreSQL schema failed: {0}")]
-    Migrate(tokio_postgres::Error),
+    #[error("PostgreSQL schema: {0}")]
+    Migrate(schema::MigrateError),
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -125,12 +125,12 @@ fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, Conne
 
 /// Keep a `LISTEN` connection open for the life of the process, reconnecting
 /// after failures. After a reconnect every watcher is woken for every
-/// destination ("*"), since notifications sent meanwhile were lost.
+/// destination ([`Wake::All`]), since notifications sent meanwhile were lost.
 async fn listen(config: tokio_postgres::Config, watchers: Arc<Mutex<Vec<RemoteWake>>>) {
-    let wake = |destination: &str| {
+    let wake = |which: Wake<'_>| {
         let watchers = watchers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for watcher in watchers {
-            watcher(destination);
+            watcher(which);
         }
     };
     loop {
@@ -149,10 +149,10 @@ async fn listen(config: tokio_postgres::Config, watchers: Arc<Mutex<Vec<RemoteWa
                     }
                 };
                 if ready {
-                    wake("*");
+                    wake(Wake::All);
                     while let Some(message) = messages.next().await {
                         match message {
-                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => wake(n.payload()),
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => wake(Wake::Destination(n.payload())),
                             Ok(_) => {}
                             Err(error) => {
                                 tracing::warn!(%error, "LISTEN connection lost");
@@ -170,20 +170,16 @@ async fn listen(config: tokio_postgres::Config, watchers: Arc<Mutex<Vec<RemoteWa
 
 /// A 64-bit advisory lock key for one queue or dedupe key. Collisions only
 /// make two unrelated keys wait for each other.
-pub(crate) fn lock_key(kind: &str, source: &str, key: &str) -> i64 {
+pub(crate) fn lock_key(kind: &str, source: &str, key: &[u8]) -> i64 {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
         .chain_update(kind.as_bytes())
         .chain_update([0])
         .chain_update(source.as_bytes())
         .chain_update([0])
-        .chain_update(key.as_bytes())
+        .chain_update(key)
         .finalize();
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
-}
-
-pub(crate) fn parse_id(text: String) -> Result<EventId> {
-    text.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
 }
 
 #[async_trait]
@@ -235,10 +231,10 @@ impl Store for PostgresStore {
                 id: parse_id(row.get(0))?,
                 source: row.get(1),
                 destination: destination.to_owned(),
-                order_key: row.get(2),
+                order_key: row.get::<_, Option<Vec<u8>>>(2).map(Into::into),
                 received_at_ms: row.get(3),
-                headers: read::decode_headers(row.get(4))?,
-                body: row.get(5),
+                headers: codec::decode_headers(row.get(4))?,
+                body: row.get::<_, Vec<u8>>(5).into(),
                 attempt: attempts as u32,
                 round_attempt: (attempts - round_base) as u32,
             });
@@ -247,11 +243,7 @@ impl Store for PostgresStore {
     }
 
     async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
-        let (state, due_at) = match verdict {
-            Verdict::Delivered => (State::Delivered, None),
-            Verdict::Retry { at_ms } => (State::Pending, Some(at_ms)),
-            Verdict::Dead => (State::Dead, None),
-        };
+        let (state, due_at) = verdict.next_state();
         let (reply, answer) = tokio::sync::oneshot::channel();
         let outcome = outcome::Outcome { id: id.clone(), attempt, state: state.as_str(), due_at, now_ms, reply };
         self.outcomes.send(outcome).await.map_err(|_| unavailable("the outcome batcher has stopped"))?;
@@ -268,7 +260,7 @@ impl Store for PostgresStore {
         else {
             return Ok(false);
         };
-        let (source, order_key, destination): (String, Option<String>, String) = (row.get(0), row.get(1), row.get(2));
+        let (source, order_key, destination): (String, Option<Vec<u8>>, String) = (row.get(0), row.get(1), row.get(2));
         if let Some(order_key) = &order_key {
             // Like an ingest: the new queue position is drawn under the queue's lock.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key("o", &source, order_key)])

@@ -1,5 +1,6 @@
 //! Versioned migrations, applied at connect under a session advisory lock, so
 //! several instances starting at once apply each migration exactly once.
+//! `hookgate_version` records how far a schema has come.
 
 use tokio_postgres::Client;
 
@@ -7,7 +8,8 @@ use tokio_postgres::Client;
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6761_7465;
 
 const MIGRATIONS: &[&str] = &[
-    // 1: events, dedupe keys, attempts, and the ingest function.
+    // 1: events, dedupe keys, attempts, and the ingest function. Keys and
+    // headers are bytea: bytes (NUL and non-UTF-8 included), which text cannot hold.
     r#"
     CREATE SEQUENCE events_seq;
     CREATE TABLE events (
@@ -20,11 +22,11 @@ const MIGRATIONS: &[&str] = &[
         state         TEXT NOT NULL,
         received_at   BIGINT NOT NULL,
         updated_at    BIGINT NOT NULL,
-        headers       TEXT NOT NULL,
+        headers       BYTEA NOT NULL,
         body          BYTEA NOT NULL,
-        dedupe_key    TEXT,
-        order_key     TEXT,
-        coalesce_key  TEXT,
+        dedupe_key    BYTEA,
+        order_key     BYTEA,
+        coalesce_key  BYTEA,
         warnings      TEXT,
         duplicates    BIGINT NOT NULL DEFAULT 0,
         attempts      INTEGER NOT NULL DEFAULT 0,
@@ -44,7 +46,7 @@ const MIGRATIONS: &[&str] = &[
 
     CREATE TABLE dedupe (
         source     TEXT NOT NULL,
-        key        TEXT NOT NULL,
+        key        BYTEA NOT NULL,
         event_id   TEXT NOT NULL,
         expires_at BIGINT NOT NULL,
         PRIMARY KEY (source, key)
@@ -64,8 +66,8 @@ const MIGRATIONS: &[&str] = &[
     -- Dedupe, coalesce and enqueue one event: one round trip, one statement's
     -- worth of atomicity inside the batch's transaction.
     CREATE FUNCTION hookgate_ingest(
-        p_id TEXT, p_source TEXT, p_destination TEXT, p_now BIGINT, p_headers TEXT, p_body BYTEA,
-        p_dedupe_key TEXT, p_window BIGINT, p_order_key TEXT, p_coalesce_key TEXT, p_warnings TEXT,
+        p_id TEXT, p_source TEXT, p_destination TEXT, p_now BIGINT, p_headers BYTEA, p_body BYTEA,
+        p_dedupe_key BYTEA, p_window BIGINT, p_order_key BYTEA, p_coalesce_key BYTEA, p_warnings TEXT,
         OUT o_status TEXT, OUT o_id TEXT, OUT o_superseded BIGINT)
     LANGUAGE plpgsql AS $$
     DECLARE
@@ -102,21 +104,43 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-pub async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::Error> {
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(
+        "the schema was made by a pre-release hookgate (table hookgate_schema) in a format this version does not \
+         read; use a new schema or database (nothing in the old one is converted)"
+    )]
+    PreRelease,
+    #[error("the schema was made by a newer hookgate (version {found}, this one knows {known}); upgrade hookgate")]
+    Newer { found: usize, known: usize },
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+pub async fn migrate(client: &mut Client) -> Result<(), MigrateError> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let result = apply(client).await;
     client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
     result
 }
 
-async fn apply(client: &mut Client) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute("CREATE TABLE IF NOT EXISTS hookgate_schema (version INTEGER NOT NULL)").await?;
-    let current: i32 = client.query_opt("SELECT version FROM hookgate_schema", &[]).await?.map_or(0, |row| row.get(0));
-    for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+async fn apply(client: &mut Client) -> Result<(), MigrateError> {
+    let legacy = client.query_one("SELECT to_regclass('hookgate_schema') IS NOT NULL", &[]).await?;
+    if legacy.get::<_, bool>(0) {
+        return Err(MigrateError::PreRelease);
+    }
+    client.batch_execute("CREATE TABLE IF NOT EXISTS hookgate_version (version INTEGER NOT NULL)").await?;
+    let current =
+        client.query_opt("SELECT version FROM hookgate_version", &[]).await?.map_or(0, |row| row.get::<_, i32>(0));
+    let current = current.max(0) as usize;
+    if current > MIGRATIONS.len() {
+        return Err(MigrateError::Newer { found: current, known: MIGRATIONS.len() });
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = client.transaction().await?;
         tx.batch_execute(sql).await?;
-        tx.execute("DELETE FROM hookgate_schema", &[]).await?;
-        tx.execute("INSERT INTO hookgate_schema (version) VALUES ($1)", &[&(n as i32 + 1)]).await?;
+        tx.execute("DELETE FROM hookgate_version", &[]).await?;
+        tx.execute("INSERT INTO hookgate_version (version) VALUES ($1)", &[&(n as i32 + 1)]).await?;
         tx.commit().await?;
     }
     Ok(())

@@ -11,6 +11,7 @@
 
 mod read;
 mod schema;
+mod write;
 mod writer;
 
 use std::fs::{File, OpenOptions};
@@ -24,6 +25,7 @@ use hookgate_store::{
     Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, Result, StateCount, Store, StoreError, Verdict,
 };
 use rusqlite::{Connection, OpenFlags};
+pub use schema::MigrateError;
 use tokio::sync::{mpsc, oneshot};
 
 use writer::{Command, QUEUE_CAPACITY, Writer};
@@ -50,6 +52,8 @@ pub enum OpenError {
     Io { path: String, source: std::io::Error },
     #[error("cannot open {path}: {source}")]
     Sqlite { path: String, source: rusqlite::Error },
+    #[error("cannot use {path}: {source}")]
+    Schema { path: String, source: MigrateError },
 }
 
 impl SqliteStore {
@@ -72,8 +76,8 @@ impl SqliteStore {
 
         let mut conn = Connection::open(&path).map_err(sqlite)?;
         configure_writer(&conn).map_err(sqlite)?;
-        schema::migrate(&mut conn).map_err(sqlite)?;
-        let recovered = writer::recover(&mut conn, now_ms).map_err(sqlite)?;
+        schema::migrate(&mut conn).map_err(|source| OpenError::Schema { path: shown.clone(), source })?;
+        let recovered = write::recover(&mut conn, now_ms).map_err(sqlite)?;
         if recovered > 0 {
             tracing::warn!(recovered, "events cut off mid-delivery by a stop are due again");
         }
@@ -145,14 +149,6 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
 
 pub(crate) fn db_error(error: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
-}
-
-pub(crate) fn encode_headers(headers: &[(String, String)]) -> String {
-    serde_json::to_string(headers).expect("string pairs serialize")
-}
-
-pub(crate) fn decode_headers(text: &str) -> Result<Vec<(String, String)>> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("headers: {e}")))
 }
 
 #[async_trait]

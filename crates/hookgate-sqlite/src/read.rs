@@ -1,92 +1,40 @@
 //! Queries on the read-only connections.
 
 use hookgate_core::{EventId, State};
-use hookgate_store::{Attempt, EventDetail, EventRecord, ListFilter, Page, Result, StateCount, StoreError};
+use hookgate_store::{
+    Attempt, EventDetail, ListFilter, Page, RECORD_COLUMNS, RawRecord, Result, StateCount, StoreError, codec,
+    page_limit,
+};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::writer::parse_id;
-use crate::{db_error, decode_headers};
+use crate::db_error;
 
-/// Listing pages hold this many events at most, whatever the caller asks.
-pub const MAX_PAGE: usize = 500;
-
-const RECORD_COLUMNS: &str = "rid, id, source, destination, state, received_at, updated_at, dedupe_key, order_key,
-     coalesce_key, warnings, duplicates, attempts, due_at, superseded_by";
-
-fn record(row: &Row<'_>) -> rusqlite::Result<(i64, RawRecord)> {
-    Ok((
-        row.get(0)?,
-        RawRecord {
-            id: row.get(1)?,
-            source: row.get(2)?,
-            destination: row.get(3)?,
-            state: row.get(4)?,
-            received_at: row.get(5)?,
-            updated_at: row.get(6)?,
-            dedupe_key: row.get(7)?,
-            order_key: row.get(8)?,
-            coalesce_key: row.get(9)?,
-            warnings: row.get(10)?,
-            duplicates: row.get(11)?,
-            attempts: row.get(12)?,
-            due_at: row.get(13)?,
-            superseded_by: row.get(14)?,
-        },
-    ))
-}
-
-/// A row as SQLite returns it, before its text columns are parsed.
-struct RawRecord {
-    id: String,
-    source: String,
-    destination: String,
-    state: String,
-    received_at: i64,
-    updated_at: i64,
-    dedupe_key: Option<String>,
-    order_key: Option<String>,
-    coalesce_key: Option<String>,
-    warnings: Option<String>,
-    duplicates: i64,
-    attempts: u32,
-    due_at: Option<i64>,
-    superseded_by: Option<String>,
-}
-
-impl RawRecord {
-    fn parse(self) -> Result<EventRecord> {
-        let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
-        let state: State = self.state.parse().map_err(|e| corrupt("state", &e))?;
-        Ok(EventRecord {
-            id: parse_id(self.id)?,
-            source: self.source,
-            destination: self.destination,
-            state,
-            received_at_ms: self.received_at,
-            updated_at_ms: self.updated_at,
-            dedupe_key: self.dedupe_key,
-            order_key: self.order_key,
-            coalesce_key: self.coalesce_key,
-            warnings: match self.warnings {
-                Some(text) => serde_json::from_str(&text).map_err(|e| corrupt("warnings", &e))?,
-                None => Vec::new(),
-            },
-            duplicates: self.duplicates as u64,
-            attempts: self.attempts,
-            next_attempt_at_ms: if state == State::Pending { self.due_at } else { None },
-            superseded_by: self.superseded_by.map(parse_id).transpose()?,
-        })
-    }
+fn record(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
+    Ok(RawRecord {
+        row: row.get(0)?,
+        id: row.get(1)?,
+        source: row.get(2)?,
+        destination: row.get(3)?,
+        state: row.get(4)?,
+        received_at: row.get(5)?,
+        updated_at: row.get(6)?,
+        dedupe_key: row.get(7)?,
+        order_key: row.get(8)?,
+        coalesce_key: row.get(9)?,
+        warnings: row.get(10)?,
+        duplicates: row.get(11)?,
+        attempts: row.get(12)?,
+        due_at: row.get(13)?,
+        superseded_by: row.get(14)?,
+    })
 }
 
 pub fn get(c: &Connection, id: &EventId) -> Result<Option<EventDetail>> {
     let found = c
         .prepare_cached(&format!("SELECT {RECORD_COLUMNS}, headers, body FROM events WHERE id = ?1"))
         .and_then(|mut s| {
-            s.query_row([id.as_str()], |row| {
-                Ok((record(row)?.1, row.get::<_, String>(15)?, row.get::<_, Vec<u8>>(16)?))
-            })
-            .optional()
+            s.query_row([id.as_str()], |row| Ok((record(row)?, row.get::<_, Vec<u8>>(15)?, row.get::<_, Vec<u8>>(16)?)))
+                .optional()
         })
         .map_err(db_error)?;
     let Some((raw, headers, body)) = found else {
@@ -109,15 +57,16 @@ pub fn get(c: &Connection, id: &EventId) -> Result<Option<EventDetail>> {
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db_error)?;
-    Ok(Some(EventDetail { record: raw.parse()?, headers: decode_headers(&headers)?, body, attempts }))
+    Ok(Some(EventDetail {
+        record: raw.parse()?,
+        headers: codec::decode_headers(&headers)?,
+        body: body.into(),
+        attempts,
+    }))
 }
 
 pub fn list(c: &Connection, filter: &ListFilter) -> Result<Page> {
-    let limit = filter.limit.clamp(1, MAX_PAGE);
-    let before: Option<i64> = match &filter.cursor {
-        Some(cursor) => Some(cursor.parse().map_err(|_| StoreError::Corrupt(format!("bad cursor {cursor:?}")))?),
-        None => None,
-    };
+    let limit = page_limit(filter);
     let sql = format!(
         "SELECT {RECORD_COLUMNS} FROM events
          WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR order_key = ?3)
@@ -128,20 +77,19 @@ pub fn list(c: &Connection, filter: &ListFilter) -> Result<Page> {
         .prepare_cached(&sql)
         .and_then(|mut s| {
             s.query_map(
-                params![filter.source, filter.state.map(State::as_str), filter.order_key, before, limit as i64 + 1],
+                params![
+                    filter.source,
+                    filter.state.map(State::as_str),
+                    filter.order_key.as_ref().map(|k| k.as_bytes()),
+                    filter.cursor.map(|c| c.row()),
+                    limit as i64 + 1
+                ],
                 record,
             )?
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db_error)?;
-    let more = rows.len() > limit;
-    let mut events = Vec::with_capacity(limit);
-    let mut last_rid = None;
-    for (rid, raw) in rows.into_iter().take(limit) {
-        last_rid = Some(rid);
-        events.push(raw.parse()?);
-    }
-    Ok(Page { events, next_cursor: if more { last_rid.map(|r| r.to_string()) } else { None } })
+    hookgate_store::page(rows, limit)
 }
 
 pub fn stats(c: &Connection) -> Result<Vec<StateCount>> {

@@ -1,10 +1,17 @@
 //! Versioned migrations, applied in order at open; `PRAGMA user_version`
-//! records how far a database has come.
+//! records how far a database has come, and `PRAGMA application_id` marks the
+//! file as hookgate's.
 
 use rusqlite::Connection;
 
+/// "hook" in ASCII: set on every database this version creates. A file with
+/// migrations applied but without it was made by a pre-release hookgate whose
+/// format (text keys and headers) this version does not read.
+const APPLICATION_ID: i64 = 0x686f_6f6b;
+
 const MIGRATIONS: &[&str] = &[
-    // 1: events, dedupe keys, attempts.
+    // 1: events, dedupe keys, attempts. Keys and headers are BLOBs: they are
+    // bytes (NUL and non-UTF-8 included), compared byte for byte.
     "
     CREATE TABLE events (
         rid             INTEGER PRIMARY KEY,
@@ -16,11 +23,11 @@ const MIGRATIONS: &[&str] = &[
         state           TEXT NOT NULL,
         received_at     INTEGER NOT NULL,
         updated_at      INTEGER NOT NULL,
-        headers         TEXT NOT NULL,
+        headers         BLOB NOT NULL,
         body            BLOB NOT NULL,
-        dedupe_key      TEXT,
-        order_key       TEXT,
-        coalesce_key    TEXT,
+        dedupe_key      BLOB,
+        order_key       BLOB,
+        coalesce_key    BLOB,
         warnings        TEXT,
         duplicates      INTEGER NOT NULL DEFAULT 0,
         attempts        INTEGER NOT NULL DEFAULT 0,
@@ -45,7 +52,7 @@ const MIGRATIONS: &[&str] = &[
 
     CREATE TABLE dedupe (
         source     TEXT NOT NULL,
-        key        TEXT NOT NULL,
+        key        BLOB NOT NULL,
         event_id   TEXT NOT NULL,
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (source, key)
@@ -64,12 +71,33 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
-pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(
+        "made by a pre-release hookgate in a format this version does not read; \
+         move it aside (nothing in it is converted) and start again"
+    )]
+    PreRelease,
+    #[error("made by a newer hookgate (schema {found}, this version knows {known}); upgrade hookgate")]
+    Newer { found: usize, known: usize },
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+pub fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     let current: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let id: i64 = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
+    if current > 0 && id != APPLICATION_ID {
+        return Err(MigrateError::PreRelease);
+    }
+    if current > MIGRATIONS.len() {
+        return Err(MigrateError::Newer { found: current, known: MIGRATIONS.len() });
+    }
     for (n, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", n + 1)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.commit()?;
     }
     Ok(())

@@ -8,16 +8,28 @@
 //! * at most one event per (source, order key) is `delivering`, and the next
 //!   one is claimed only when the one before it is delivered, dead or
 //!   superseded (FIFO by storage order);
-//! * a claim is a lease: an expired lease makes the event claimable again.
+//! * a claim is a lease: an expired lease makes the event claimable again;
+//! * every state change is one that [`State::can_become`] allows (the suite
+//!   watches every event through every call and checks).
 //!
 //! Times are milliseconds since the Unix epoch, passed in by the caller, so
-//! the rules are tested without sleeping.
+//! the rules are tested without sleeping. What is the same for every backend
+//! and is not SQL (record parsing, the header codec, cursors, page size) lives
+//! here, so a backend writes only its statements.
+
+use std::fmt;
+use std::str::FromStr;
 
 use async_trait::async_trait;
-use hookgate_core::{EventId, State};
+use bytes::Bytes;
+use hookgate_core::{EventId, Headers, Key, State};
 
+pub mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+
+/// Listing pages hold this many events at most, whatever the caller asks.
+pub const MAX_PAGE: usize = 500;
 
 /// An event to store, with its keys already rendered by the ingest path.
 #[derive(Debug, Clone)]
@@ -26,14 +38,14 @@ pub struct NewEvent {
     pub source: String,
     pub destination: String,
     pub received_at_ms: i64,
-    /// The sender's headers, names lowercase, in arrival order.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub dedupe_key: Option<String>,
+    /// What the sender sent, minus what ingest removed (hop-by-hop headers, credentials).
+    pub headers: Headers,
+    pub body: Bytes,
+    pub dedupe_key: Option<Key>,
     /// How long the dedupe key is remembered.
     pub dedupe_window_ms: i64,
-    pub order_key: Option<String>,
-    pub coalesce_key: Option<String>,
+    pub order_key: Option<Key>,
+    pub coalesce_key: Option<Key>,
     /// Why a key template could not be rendered, if one could not.
     pub warnings: Vec<String>,
 }
@@ -53,10 +65,10 @@ pub struct Claim {
     pub id: EventId,
     pub source: String,
     pub destination: String,
-    pub order_key: Option<String>,
+    pub order_key: Option<Key>,
     pub received_at_ms: i64,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub headers: Headers,
+    pub body: Bytes,
     /// This attempt's number, 1-based, counted over the event's whole life
     /// (replays included). It is also the claim's fencing token:
     /// [`Store::finish`] only moves the event while it is current.
@@ -67,7 +79,7 @@ pub struct Claim {
 }
 
 /// One delivery attempt, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub attempt: u32,
     pub started_at_ms: i64,
@@ -85,6 +97,17 @@ pub enum Verdict {
     Dead,
 }
 
+impl Verdict {
+    /// The state the event moves to, and when it is next due (a retry only).
+    pub fn next_state(self) -> (State, Option<i64>) {
+        match self {
+            Verdict::Delivered => (State::Delivered, None),
+            Verdict::Retry { at_ms } => (State::Pending, Some(at_ms)),
+            Verdict::Dead => (State::Dead, None),
+        }
+    }
+}
+
 /// An event's metadata: what a listing shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {
@@ -94,9 +117,9 @@ pub struct EventRecord {
     pub state: State,
     pub received_at_ms: i64,
     pub updated_at_ms: i64,
-    pub dedupe_key: Option<String>,
-    pub order_key: Option<String>,
-    pub coalesce_key: Option<String>,
+    pub dedupe_key: Option<Key>,
+    pub order_key: Option<Key>,
+    pub coalesce_key: Option<Key>,
     pub warnings: Vec<String>,
     pub duplicates: u64,
     pub attempts: u32,
@@ -108,8 +131,8 @@ pub struct EventRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventDetail {
     pub record: EventRecord,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub headers: Headers,
+    pub body: Bytes,
     pub attempts: Vec<Attempt>,
 }
 
@@ -118,16 +141,55 @@ pub struct EventDetail {
 pub struct ListFilter {
     pub source: Option<String>,
     pub state: Option<State>,
-    pub order_key: Option<String>,
+    pub order_key: Option<Key>,
+    /// Clamped to `1..=MAX_PAGE`.
     pub limit: usize,
-    /// Opaque: the `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<Cursor>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Page {
     pub events: Vec<EventRecord>,
-    pub next_cursor: Option<String>,
+    pub next_cursor: Option<Cursor>,
+}
+
+/// Where a listing page ended. Opaque to callers (a row position inside):
+/// parsed once at the HTTP edge, so a mistyped one is the caller's error,
+/// never the store's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(i64);
+
+impl Cursor {
+    /// The page continues with rows older than `row`.
+    pub fn before_row(row: i64) -> Self {
+        Cursor(row)
+    }
+
+    pub fn row(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a cursor from a previous page: {0:?}")]
+pub struct ParseCursorError(String);
+
+impl FromStr for Cursor {
+    type Err = ParseCursorError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<i64>() {
+            Ok(row) if row > 0 => Ok(Cursor(row)),
+            _ => Err(ParseCursorError(s.to_owned())),
+        }
+    }
 }
 
 /// One row of [`Store::stats`].
@@ -136,6 +198,77 @@ pub struct StateCount {
     pub source: String,
     pub state: State,
     pub count: u64,
+}
+
+/// A listed row as a backend reads it, before its text columns are parsed:
+/// each backend fills one from [`RECORD_COLUMNS`], and the parsing, the same
+/// for all, is here.
+pub struct RawRecord {
+    pub row: i64,
+    pub id: String,
+    pub source: String,
+    pub destination: String,
+    pub state: String,
+    pub received_at: i64,
+    pub updated_at: i64,
+    pub dedupe_key: Option<Vec<u8>>,
+    pub order_key: Option<Vec<u8>>,
+    pub coalesce_key: Option<Vec<u8>>,
+    pub warnings: Option<String>,
+    pub duplicates: i64,
+    pub attempts: i64,
+    pub due_at: Option<i64>,
+    pub superseded_by: Option<String>,
+}
+
+/// The columns a [`RawRecord`] is read from, in its field order; every
+/// backend's `events` table names them alike.
+pub const RECORD_COLUMNS: &str = "rid, id, source, destination, state, received_at, updated_at, dedupe_key, \
+     order_key, coalesce_key, warnings, duplicates, attempts, due_at, superseded_by";
+
+impl RawRecord {
+    pub fn parse(self) -> Result<EventRecord> {
+        let state: State = self.state.parse().map_err(|e| StoreError::Corrupt(format!("state: {e}")))?;
+        Ok(EventRecord {
+            id: parse_id(&self.id)?,
+            source: self.source,
+            destination: self.destination,
+            state,
+            received_at_ms: self.received_at,
+            updated_at_ms: self.updated_at,
+            dedupe_key: self.dedupe_key.map(Key::from),
+            order_key: self.order_key.map(Key::from),
+            coalesce_key: self.coalesce_key.map(Key::from),
+            warnings: codec::decode_warnings(self.warnings.as_deref())?,
+            duplicates: self.duplicates.max(0) as u64,
+            attempts: self.attempts.clamp(0, u32::MAX as i64) as u32,
+            next_attempt_at_ms: if state == State::Pending { self.due_at } else { None },
+            superseded_by: self.superseded_by.as_deref().map(parse_id).transpose()?,
+        })
+    }
+}
+
+/// A page from rows fetched newest first with `LIMIT limit + 1`: the extra
+/// row only says that another page follows.
+pub fn page(rows: Vec<RawRecord>, limit: usize) -> Result<Page> {
+    let more = rows.len() > limit;
+    let mut events = Vec::with_capacity(rows.len().min(limit));
+    let mut last_row = None;
+    for raw in rows.into_iter().take(limit) {
+        last_row = Some(raw.row);
+        events.push(raw.parse()?);
+    }
+    Ok(Page { events, next_cursor: if more { last_row.map(Cursor::before_row) } else { None } })
+}
+
+/// The page size a filter asks for, within `1..=MAX_PAGE`.
+pub fn page_limit(filter: &ListFilter) -> usize {
+    filter.limit.clamp(1, MAX_PAGE)
+}
+
+/// An id read back from the database.
+pub fn parse_id(text: &str) -> Result<EventId> {
+    text.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,13 +318,21 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap liveness check of the backend, for `/readyz`.
     async fn ping(&self) -> Result<()>;
 
-    /// Call `wake(destination)` when another process sharing this backend
-    /// stores or replays work for `destination`, so dispatchers need not poll.
-    /// A backend only one process can open has nothing to report.
+    /// Call `wake` when another process sharing this backend stores or
+    /// replays work, so dispatchers need not poll. A backend only one process
+    /// can open has nothing to report.
     fn watch_remote(&self, wake: RemoteWake) {
         let _ = wake;
     }
 }
 
+/// Which dispatchers have work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake<'a> {
+    /// Every destination: news may have been missed (a reconnect), or a change affects all.
+    All,
+    Destination(&'a str),
+}
+
 /// The callback of [`Store::watch_remote`].
-pub type RemoteWake = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+pub type RemoteWake = std::sync::Arc<dyn Fn(Wake<'_>) + Send + Sync>;

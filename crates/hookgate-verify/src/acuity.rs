@@ -6,16 +6,18 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use hookgate_core::Secret;
+
 use crate::mac::{Hash, equal, tag};
 use crate::{Signed, VerifyError};
 
 const HEADER: &str = "x-acuity-signature";
 
-pub fn verify(secrets: &[String], request: &Signed<'_>) -> Result<(), VerifyError> {
+pub fn verify(secrets: &[Secret], request: &Signed<'_>) -> Result<(), VerifyError> {
     let given = STANDARD
         .decode(request.header(HEADER)?.trim())
         .map_err(|_| VerifyError::Malformed("signature is not base64"))?;
-    let valid = secrets.iter().any(|key| equal(&tag(Hash::Sha256, key.as_bytes(), &[request.body]), &given));
+    let valid = secrets.iter().any(|key| equal(&tag(Hash::Sha256, key.expose().as_bytes(), &[request.body]), &given));
     if valid { Ok(()) } else { Err(VerifyError::BadSignature) }
 }
 
@@ -37,7 +39,10 @@ mod tests {
 
     fn check(signature: &str, body: &str, key: &str) -> Result<(), VerifyError> {
         let headers = headers(&[("X-Acuity-Signature", signature)]);
-        verify(&[key.to_string()], &Signed { headers: &headers, body: body.as_bytes(), query: "", now: 0 })
+        verify(
+            &crate::test_support::secrets(&[key]),
+            &Signed { headers: &headers, body: body.as_bytes(), query: b"", now: 0 },
+        )
     }
 
     #[test]

@@ -4,27 +4,32 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use hookgate_core::Secret;
+
 use crate::mac::equal;
 use crate::{Signed, TokenAt, VerifyError};
 
 /// `Authorization: Basic base64(username:password)`; each secret is a password.
-pub fn basic(username: &str, passwords: &[String], request: &Signed<'_>) -> Result<(), VerifyError> {
+pub fn basic(username: &str, passwords: &[Secret], request: &Signed<'_>) -> Result<(), VerifyError> {
     let header = request.header("authorization")?.trim();
     let encoded = header
         .strip_prefix("Basic ")
         .or_else(|| header.strip_prefix("basic "))
         .ok_or(VerifyError::Malformed("expected Basic credentials"))?;
     let given = STANDARD.decode(encoded.trim()).map_err(|_| VerifyError::Malformed("credentials are not base64"))?;
-    let valid = passwords.iter().any(|password| equal(format!("{username}:{password}").as_bytes(), &given));
+    let valid = passwords.iter().any(|password| {
+        let expected = [username.as_bytes(), b":", password.expose().as_bytes()].concat();
+        equal(&expected, &given)
+    });
     if valid { Ok(()) } else { Err(VerifyError::BadCredentials) }
 }
 
 /// A token in a header or a query parameter; each secret is an accepted token.
-pub fn token(at: &TokenAt, tokens: &[String], request: &Signed<'_>) -> Result<(), VerifyError> {
+pub fn token(at: &TokenAt, tokens: &[Secret], request: &Signed<'_>) -> Result<(), VerifyError> {
     let given = match at {
-        TokenAt::Header(name) => request.header(name)?.trim().to_owned(),
+        TokenAt::Header(name) => request.header(name)?.trim().as_bytes().to_vec(),
         TokenAt::Query(name) => request.query_param(name).ok_or_else(|| VerifyError::MissingQuery(name.clone()))?,
     };
-    let valid = tokens.iter().any(|token| equal(token.as_bytes(), given.as_bytes()));
+    let valid = tokens.iter().any(|token| equal(token.expose().as_bytes(), &given));
     if valid { Ok(()) } else { Err(VerifyError::BadCredentials) }
 }

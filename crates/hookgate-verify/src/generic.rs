@@ -7,6 +7,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use hookgate_core::Secret;
+
 use crate::mac::{Hash, equal, tag};
 use crate::{Signed, VerifyError, check_tolerance};
 
@@ -71,7 +73,7 @@ impl GenericHmac {
         out
     }
 
-    pub fn verify(&self, secrets: &[String], tolerance_secs: i64, request: &Signed<'_>) -> Result<(), VerifyError> {
+    pub fn verify(&self, secrets: &[Secret], tolerance_secs: i64, request: &Signed<'_>) -> Result<(), VerifyError> {
         let header = request.header(&self.header)?.trim();
         let encoded = header.strip_prefix(self.prefix.as_str()).ok_or(VerifyError::Malformed("prefix missing"))?;
         let given = match self.encoding {
@@ -85,7 +87,7 @@ impl GenericHmac {
             None => None,
         };
         let content = self.content(timestamp, request.body);
-        let valid = secrets.iter().any(|s| equal(&tag(self.hash(), s.as_bytes(), &[&content]), &given));
+        let valid = secrets.iter().any(|s| equal(&tag(self.hash(), s.expose().as_bytes(), &[&content]), &given));
         if !valid {
             return Err(VerifyError::BadSignature);
         }

@@ -2,16 +2,18 @@
 //! with the webhook secret. GitHub signs no timestamp; `X-GitHub-Delivery` is
 //! the id to dedupe on.
 
+use hookgate_core::Secret;
+
 use crate::mac::{Hash, equal, tag};
 use crate::{Signed, VerifyError};
 
 const HEADER: &str = "x-hub-signature-256";
 
-pub fn verify(secrets: &[String], request: &Signed<'_>) -> Result<(), VerifyError> {
+pub fn verify(secrets: &[Secret], request: &Signed<'_>) -> Result<(), VerifyError> {
     let given = request.header(HEADER)?.trim();
     let hex_part = given.strip_prefix("sha256=").ok_or(VerifyError::Malformed("expected sha256=<hex>"))?;
     let given = hex::decode(hex_part).map_err(|_| VerifyError::Malformed("signature is not hex"))?;
-    let valid = secrets.iter().any(|s| equal(&tag(Hash::Sha256, s.as_bytes(), &[request.body]), &given));
+    let valid = secrets.iter().any(|s| equal(&tag(Hash::Sha256, s.expose().as_bytes(), &[request.body]), &given));
     if valid { Ok(()) } else { Err(VerifyError::BadSignature) }
 }
 
@@ -33,7 +35,10 @@ mod tests {
 
     fn check(signature: &str, body: &str, secret: &str) -> Result<(), VerifyError> {
         let headers = headers(&[("X-Hub-Signature-256", signature)]);
-        verify(&[secret.to_string()], &Signed { headers: &headers, body: body.as_bytes(), query: "", now: 0 })
+        verify(
+            &crate::test_support::secrets(&[secret]),
+            &Signed { headers: &headers, body: body.as_bytes(), query: b"", now: 0 },
+        )
     }
 
     #[test]

@@ -11,42 +11,49 @@ mod credentials;
 mod generic;
 mod github;
 mod mac;
+mod presets;
 mod shopify;
 mod slack;
 pub mod standard_webhooks;
 mod stripe;
 mod twilio;
 
+use std::fmt;
+use std::str::FromStr;
+
 pub use acuity::sign as acuity_sign;
 pub use generic::{Encoding, GenericHmac, HashAlgorithm, PLACEHOLDERS};
 pub use github::sign as github_sign;
+use hookgate_core::{Headers, Secret};
+pub use presets::{ParsePresetError, Preset};
 pub use shopify::sign as shopify_sign;
 pub use slack::sign as slack_sign;
 pub use stripe::sign as stripe_sign;
 pub use twilio::sign as twilio_sign;
 
-/// The request as the verifier sees it. Header names are lowercase.
+/// The request as the verifier sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Signed<'a> {
-    pub headers: &'a [(String, String)],
+    pub headers: &'a Headers,
     pub body: &'a [u8],
     /// The raw query string, without `?` (empty when there is none).
-    pub query: &'a str,
+    pub query: &'a [u8],
     /// Seconds since the Unix epoch.
     pub now: i64,
 }
 
 impl Signed<'_> {
+    /// A header every scheme reads as text (signatures, timestamps, ids).
     fn header(&self, name: &str) -> Result<&str, VerifyError> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .ok_or_else(|| VerifyError::MissingHeader(name.to_owned()))
+        match self.headers.get_str(name) {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(_)) => Err(VerifyError::Malformed("a signature header is not text")),
+            None => Err(VerifyError::MissingHeader(name.to_owned())),
+        }
     }
 
-    fn query_param(&self, name: &str) -> Option<String> {
-        form_urlencoded::parse(self.query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    fn query_param(&self, name: &str) -> Option<Vec<u8>> {
+        hookgate_core::urlencoded::find(self.query, name.as_bytes())
     }
 }
 
@@ -81,24 +88,103 @@ pub enum TokenAt {
     Query(String),
 }
 
-impl Scheme {
-    /// Every `verify.scheme` name.
-    pub const NAMES: &'static [&'static str] = &[
-        "none",
-        "stripe",
-        "github",
-        "shopify",
-        "standard-webhooks",
-        "svix",
-        "acuity",
-        "slack",
-        "twilio",
-        "hmac-sha256",
-        "hmac-sha512",
-        "basic",
-        "token",
+/// The names `verify.scheme` takes. Each becomes a [`Scheme`] once its
+/// options (header, username, public URL…) are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemeName {
+    None,
+    Stripe,
+    Github,
+    Shopify,
+    StandardWebhooks,
+    /// The Standard Webhooks scheme under Svix's `svix-*` header names.
+    Svix,
+    Acuity,
+    Slack,
+    Twilio,
+    HmacSha256,
+    HmacSha512,
+    Basic,
+    Token,
+}
+
+impl SchemeName {
+    pub const ALL: [SchemeName; 13] = [
+        SchemeName::None,
+        SchemeName::Stripe,
+        SchemeName::Github,
+        SchemeName::Shopify,
+        SchemeName::StandardWebhooks,
+        SchemeName::Svix,
+        SchemeName::Acuity,
+        SchemeName::Slack,
+        SchemeName::Twilio,
+        SchemeName::HmacSha256,
+        SchemeName::HmacSha512,
+        SchemeName::Basic,
+        SchemeName::Token,
     ];
 
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemeName::None => "none",
+            SchemeName::Stripe => "stripe",
+            SchemeName::Github => "github",
+            SchemeName::Shopify => "shopify",
+            SchemeName::StandardWebhooks => "standard-webhooks",
+            SchemeName::Svix => "svix",
+            SchemeName::Acuity => "acuity",
+            SchemeName::Slack => "slack",
+            SchemeName::Twilio => "twilio",
+            SchemeName::HmacSha256 => "hmac-sha256",
+            SchemeName::HmacSha512 => "hmac-sha512",
+            SchemeName::Basic => "basic",
+            SchemeName::Token => "token",
+        }
+    }
+
+    /// The scheme itself, for the names that take no options.
+    pub fn without_options(self) -> Option<Scheme> {
+        match self {
+            SchemeName::None => Some(Scheme::None),
+            SchemeName::Stripe => Some(Scheme::Stripe),
+            SchemeName::Github => Some(Scheme::Github),
+            SchemeName::Shopify => Some(Scheme::Shopify),
+            SchemeName::StandardWebhooks | SchemeName::Svix => Some(Scheme::StandardWebhooks),
+            SchemeName::Acuity => Some(Scheme::Acuity),
+            SchemeName::Slack => Some(Scheme::Slack),
+            SchemeName::Twilio
+            | SchemeName::HmacSha256
+            | SchemeName::HmacSha512
+            | SchemeName::Basic
+            | SchemeName::Token => None,
+        }
+    }
+}
+
+impl fmt::Display for SchemeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scheme {0:?} (expected one of {names})", names = names(&SchemeName::ALL.map(SchemeName::as_str)))]
+pub struct ParseSchemeError(String);
+
+impl FromStr for SchemeName {
+    type Err = ParseSchemeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SchemeName::ALL.into_iter().find(|n| n.as_str() == s).ok_or_else(|| ParseSchemeError(s.to_owned()))
+    }
+}
+
+fn names(all: &[&str]) -> String {
+    all.join(", ")
+}
+
+impl Scheme {
     /// Whether the scheme signs a timestamp, so `tolerance` applies.
     pub fn is_timestamped(&self) -> bool {
         match self {
@@ -111,6 +197,16 @@ impl Scheme {
     /// Whether the scheme needs a secret at all.
     pub fn needs_secret(&self) -> bool {
         *self != Scheme::None
+    }
+
+    /// The answer to a sender's one-time handshake, for a request that has
+    /// already verified: such a request is answered, never stored. Today only
+    /// Slack's `url_verification` (answered `{"challenge": …}`).
+    pub fn handshake(&self, body: &[u8]) -> Option<String> {
+        match self {
+            Scheme::Slack => slack::url_verification(body),
+            _ => None,
+        }
     }
 }
 
@@ -150,7 +246,7 @@ impl VerifyError {
 /// `tolerance_secs` bounds how far a signed timestamp may be from `now`, either way.
 pub fn verify(
     scheme: &Scheme,
-    secrets: &[String],
+    secrets: &[Secret],
     tolerance_secs: i64,
     request: &Signed<'_>,
 ) -> Result<(), VerifyError> {
@@ -175,8 +271,14 @@ fn check_tolerance(timestamp: i64, now: i64, tolerance_secs: i64) -> Result<(), 
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    pub fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect()
+    use hookgate_core::{Headers, Secret};
+
+    pub fn headers(pairs: &[(&str, &str)]) -> Headers {
+        pairs.iter().map(|(k, v)| (*k, v.as_bytes())).collect()
+    }
+
+    pub fn secrets(values: &[&str]) -> Vec<Secret> {
+        values.iter().map(|v| Secret::new(*v)).collect()
     }
 }
 
@@ -193,6 +295,7 @@ mod properties {
                                       b in proptest::collection::vec(any::<u8>(), 0..256)) {
             prop_assume!(a != b);
             let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string();
+            let secrets = test_support::secrets(&[&secret]);
             let key = standard_webhooks::secret_key(&secret).unwrap();
             let generic = GenericHmac {
                 algorithm: HashAlgorithm::Sha512,
@@ -218,10 +321,10 @@ mod properties {
             let schemes = [Scheme::StandardWebhooks, Scheme::Stripe, Scheme::Github, Scheme::Shopify,
                            Scheme::Acuity, Scheme::Slack, Scheme::Hmac(generic.clone())];
             for scheme in schemes {
-                let on_a = Signed { headers: &headers, body: &a, query: "", now: 100 };
-                let on_b = Signed { headers: &headers, body: &b, query: "", now: 100 };
-                prop_assert_eq!(verify(&scheme, std::slice::from_ref(&secret), 300, &on_a), Ok(()), "{:?}", scheme);
-                prop_assert_eq!(verify(&scheme, std::slice::from_ref(&secret), 300, &on_b), Err(VerifyError::BadSignature), "{:?}", scheme);
+                let on_a = Signed { headers: &headers, body: &a, query: b"", now: 100 };
+                let on_b = Signed { headers: &headers, body: &b, query: b"", now: 100 };
+                prop_assert_eq!(verify(&scheme, &secrets, 300, &on_a), Ok(()), "{:?}", scheme);
+                prop_assert_eq!(verify(&scheme, &secrets, 300, &on_b), Err(VerifyError::BadSignature), "{:?}", scheme);
             }
         }
     }

@@ -8,6 +8,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use hookgate_core::Secret;
+
 use crate::mac::{Hash, equal, tag};
 use crate::{Signed, VerifyError, check_tolerance};
 
@@ -25,6 +27,29 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v1,{}", STANDARD.encode(mac))
 }
 
+/// The key that signs what hookgate delivers (a destination's
+/// `signing_secret`). Its `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(Vec<u8>);
+
+impl SigningKey {
+    /// From a `whsec_<base64>` secret.
+    pub fn from_secret(secret: &Secret) -> Result<Self, base64::DecodeError> {
+        secret_key(secret.expose()).map(SigningKey)
+    }
+
+    /// The `webhook-signature` value for one delivery.
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        sign(&self.0, id, timestamp, body)
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// Prefix of an Ed25519 public key, for `v1a` signatures.
 const PUBLIC_KEY_PREFIX: &str = "whpk_";
 
@@ -37,7 +62,7 @@ fn either<'r>(request: &'r Signed<'_>, name: &'static str, svix: &'static str) -
     request.header(name).or_else(|_| request.header(svix))
 }
 
-pub fn verify(secrets: &[String], tolerance_secs: i64, request: &Signed<'_>) -> Result<(), VerifyError> {
+pub fn verify(secrets: &[Secret], tolerance_secs: i64, request: &Signed<'_>) -> Result<(), VerifyError> {
     let id = either(request, "webhook-id", "svix-id")?;
     let timestamp = either(request, "webhook-timestamp", "svix-timestamp")?;
     let signatures = either(request, "webhook-signature", "svix-signature")?;
@@ -55,14 +80,14 @@ pub fn verify(secrets: &[String], tolerance_secs: i64, request: &Signed<'_>) -> 
         return Err(VerifyError::Malformed("no v1 or v1a signature"));
     }
     let content = [id.as_bytes(), b".", timestamp.as_bytes(), b".", request.body].concat();
-    let valid = secrets.iter().any(|secret| match secret.strip_prefix(PUBLIC_KEY_PREFIX) {
+    let valid = secrets.iter().any(|secret| match secret.expose().strip_prefix(PUBLIC_KEY_PREFIX) {
         // v1a: an Ed25519 public key (`whpk_…`) checks asymmetric signatures.
         Some(public) => public_key(public).is_some_and(|key| {
             asymmetric.iter().any(|sig| {
                 ed25519_dalek::Signature::from_slice(sig).is_ok_and(|sig| key.verify_strict(&content, &sig).is_ok())
             })
         }),
-        None => secret_key(secret).is_ok_and(|key| {
+        None => secret_key(secret.expose()).is_ok_and(|key| {
             let mac = tag(Hash::Sha256, &key, &[&content]);
             symmetric.iter().any(|sig| equal(&mac, sig))
         }),
@@ -88,7 +113,11 @@ mod tests {
 
     fn check(id: &str, ts: &str, sig: &str, body: &str, now: i64) -> Result<(), VerifyError> {
         let headers = headers(&[("webhook-id", id), ("webhook-timestamp", ts), ("webhook-signature", sig)]);
-        verify(&[SECRET.to_string()], 300, &Signed { headers: &headers, body: body.as_bytes(), query: "", now })
+        verify(
+            &crate::test_support::secrets(&[SECRET]),
+            300,
+            &Signed { headers: &headers, body: body.as_bytes(), query: b"", now },
+        )
     }
 
     #[test]
@@ -108,8 +137,8 @@ mod tests {
     fn accepts_svix_header_names() {
         let ts = TS.to_string();
         let headers = headers(&[("svix-id", ID), ("svix-timestamp", &ts), ("svix-signature", SIGNATURE)]);
-        let request = Signed { headers: &headers, body: BODY.as_bytes(), query: "", now: TS };
-        assert_eq!(verify(&[SECRET.to_string()], 300, &request), Ok(()));
+        let request = Signed { headers: &headers, body: BODY.as_bytes(), query: b"", now: TS };
+        assert_eq!(verify(&crate::test_support::secrets(&[SECRET]), 300, &request), Ok(()));
     }
 
     #[test]
@@ -123,9 +152,9 @@ mod tests {
         assert!(matches!(check(ID, &ts, "v2,abc", BODY, TS), Err(VerifyError::Malformed(_))));
         assert!(matches!(check(ID, "soon", SIGNATURE, BODY, TS), Err(VerifyError::Malformed(_))));
         let partial = headers(&[("webhook-id", ID)]);
-        let request = Signed { headers: &partial, body: BODY.as_bytes(), query: "", now: TS };
+        let request = Signed { headers: &partial, body: BODY.as_bytes(), query: b"", now: TS };
         assert_eq!(
-            verify(&[SECRET.to_string()], 300, &request),
+            verify(&crate::test_support::secrets(&[SECRET]), 300, &request),
             Err(VerifyError::MissingHeader("svix-timestamp".into()))
         );
     }

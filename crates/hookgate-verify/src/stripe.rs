@@ -1,12 +1,14 @@
 //! Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]`, HMAC-SHA256 of
 //! `"{t}.{body}"` keyed with the endpoint secret (`whsec_…`, used as is).
 
+use hookgate_core::Secret;
+
 use crate::mac::{Hash, equal, tag};
 use crate::{Signed, VerifyError, check_tolerance};
 
 const HEADER: &str = "stripe-signature";
 
-pub fn verify(secrets: &[String], tolerance_secs: i64, request: &Signed<'_>) -> Result<(), VerifyError> {
+pub fn verify(secrets: &[Secret], tolerance_secs: i64, request: &Signed<'_>) -> Result<(), VerifyError> {
     let header = request.header(HEADER)?;
     let mut timestamp = None;
     let mut signatures = Vec::new();
@@ -27,7 +29,7 @@ pub fn verify(secrets: &[String], tolerance_secs: i64, request: &Signed<'_>) -> 
     }
     // The signature is checked before the timestamp, so a forged request learns nothing from the answer.
     let valid = secrets.iter().any(|secret| {
-        let mac = tag(Hash::Sha256, secret.as_bytes(), &[timestamp.as_bytes(), b".", request.body]);
+        let mac = tag(Hash::Sha256, secret.expose().as_bytes(), &[timestamp.as_bytes(), b".", request.body]);
         signatures.iter().any(|sig| equal(&mac, sig))
     });
     if !valid {
@@ -57,8 +59,8 @@ mod tests {
 
     fn check(header: &str, body: &str, now: i64, secrets: &[&str]) -> Result<(), VerifyError> {
         let headers = headers(&[("Stripe-Signature", header)]);
-        let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
-        verify(&secrets, 300, &Signed { headers: &headers, body: body.as_bytes(), query: "", now })
+        let secrets = crate::test_support::secrets(secrets);
+        verify(&secrets, 300, &Signed { headers: &headers, body: body.as_bytes(), query: b"", now })
     }
 
     #[test]
@@ -87,9 +89,9 @@ mod tests {
         assert!(matches!(check("t=1", PAYLOAD, T, &[SECRET]), Err(VerifyError::Malformed(_))));
         assert!(matches!(check("v1=zz", PAYLOAD, T, &[SECRET]), Err(VerifyError::Malformed(_))));
         let none = headers(&[]);
-        let secrets = vec![SECRET.to_string()];
+        let secrets = crate::test_support::secrets(&[SECRET]);
         assert_eq!(
-            verify(&secrets, 300, &Signed { headers: &none, body: b"", query: "", now: T }),
+            verify(&secrets, 300, &Signed { headers: &none, body: b"", query: b"", now: T }),
             Err(VerifyError::MissingHeader("stripe-signature".into()))
         );
     }

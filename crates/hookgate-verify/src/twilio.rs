@@ -8,46 +8,50 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 
+use hookgate_core::{Secret, urlencoded};
+
 use crate::mac::{Hash, equal, tag};
 use crate::{Signed, VerifyError};
 
 const HEADER: &str = "x-twilio-signature";
 
 /// The URL as Twilio called it: the configured public URL plus the query.
-fn called_url(public_url: &str, query: &str) -> String {
-    if query.is_empty() { public_url.to_owned() } else { format!("{public_url}?{query}") }
+fn called_url(public_url: &str, query: &[u8]) -> Vec<u8> {
+    let mut url = public_url.as_bytes().to_vec();
+    if !query.is_empty() {
+        url.push(b'?');
+        url.extend_from_slice(query);
+    }
+    url
 }
 
-/// What Twilio signs.
-fn content(url: &str, body: &[u8], query: &str) -> Vec<u8> {
-    let mut content = url.as_bytes().to_vec();
-    let json = form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "bodySHA256");
+/// What Twilio signs: the URL, then (for a form body) every parameter sorted.
+fn content(url: &[u8], body: &[u8], query: &[u8]) -> Vec<u8> {
+    let mut content = url.to_vec();
+    let json = urlencoded::pairs(query).any(|(k, _)| k == b"bodySHA256");
     if !json {
-        let mut params: Vec<(String, String)> =
-            form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let mut params: Vec<(Vec<u8>, Vec<u8>)> = urlencoded::pairs(body).collect();
         params.sort();
         for (name, value) in params {
-            content.extend_from_slice(name.as_bytes());
-            content.extend_from_slice(value.as_bytes());
+            content.extend_from_slice(&name);
+            content.extend_from_slice(&value);
         }
     }
     content
 }
 
-pub fn verify(public_url: &str, secrets: &[String], request: &Signed<'_>) -> Result<(), VerifyError> {
+pub fn verify(public_url: &str, secrets: &[Secret], request: &Signed<'_>) -> Result<(), VerifyError> {
     let given = STANDARD
         .decode(request.header(HEADER)?.trim())
         .map_err(|_| VerifyError::Malformed("signature is not base64"))?;
     let url = called_url(public_url, request.query);
     let signed = content(&url, request.body, request.query);
-    let valid = secrets.iter().any(|s| equal(&tag(Hash::Sha1, s.as_bytes(), &[&signed]), &given));
+    let valid = secrets.iter().any(|s| equal(&tag(Hash::Sha1, s.expose().as_bytes(), &[&signed]), &given));
     if !valid {
         return Err(VerifyError::BadSignature);
     }
     match request.query_param("bodySHA256") {
-        Some(hash)
-            if !equal(hash.to_ascii_lowercase().as_bytes(), hex::encode(Sha256::digest(request.body)).as_bytes()) =>
-        {
+        Some(hash) if !equal(&hash.to_ascii_lowercase(), hex::encode(Sha256::digest(request.body)).as_bytes()) => {
             Err(VerifyError::BadSignature)
         }
         _ => Ok(()),
@@ -57,5 +61,5 @@ pub fn verify(public_url: &str, secrets: &[String], request: &Signed<'_>) -> Res
 /// Sign as Twilio does, for a request to `url` (query included) with a form body.
 pub fn sign(auth_token: &str, url: &str, body: &[u8]) -> String {
     let query = url.split_once('?').map_or("", |(_, q)| q);
-    STANDARD.encode(tag(Hash::Sha1, auth_token.as_bytes(), &[&content(url, body, query)]))
+    STANDARD.encode(tag(Hash::Sha1, auth_token.as_bytes(), &[&content(url.as_bytes(), body, query.as_bytes())]))
 }

@@ -1,8 +1,8 @@
 //! Assembly: open the store, start a dispatcher per destination and the
 //! housekeeping task, serve HTTP, and stop in order (stop accepting, let
-//! attempts in flight finish or cut them off, close the store).
+//! attempts in flight finish or cut them off, close the store). This module
+//! uses `http`, `dispatch` and `wake`; none of them knows it.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,16 +12,20 @@ use hookgate_postgres::PostgresStore;
 use hookgate_sqlite::SqliteStore;
 use hookgate_store::Store;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Source, Storage};
+use crate::clock::now_ms;
+use crate::config::{Config, Storage};
 use crate::deliver::Client;
 use crate::dispatch::Dispatcher;
-use crate::{http, now_ms};
+use crate::http::{self, HttpState};
+use crate::wake::Waker;
 
 /// How often expired dedupe keys are forgotten.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// How long shutdown waits for attempts in flight before cutting them off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -35,31 +39,10 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// What the HTTP handlers share.
-pub(crate) struct Shared {
-    pub config: Config,
-    pub store: Arc<dyn Store>,
-    pub sources: HashMap<String, Source>,
-    /// Each destination's dispatcher, woken when there is work for it.
-    pub wakers: HashMap<String, Arc<Notify>>,
-}
-
-impl Shared {
-    pub fn wake(&self, destination: &str) {
-        if let Some(wake) = self.wakers.get(destination) {
-            wake.notify_one();
-        }
-    }
-
-    pub fn wake_all(&self) {
-        self.wakers.values().for_each(|w| w.notify_one());
-    }
-}
-
 pub async fn open_store(storage: &Storage) -> Result<Arc<dyn Store>, ServeError> {
     match storage {
         Storage::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path, now_ms())?)),
-        Storage::Postgres { url, pool } => Ok(Arc::new(PostgresStore::connect(url, *pool).await?)),
+        Storage::Postgres { url, pool } => Ok(Arc::new(PostgresStore::connect(url.expose(), *pool).await?)),
     }
 }
 
@@ -87,35 +70,31 @@ impl Server {
         crate::metrics::handle();
         let (shutdown, stopping) = watch::channel(false);
 
-        let mut wakers = HashMap::new();
+        let waker = Waker::new(config.destinations.iter().map(|d| d.name.as_str()));
         let mut workers = Vec::new();
         for destination in &config.destinations {
-            let wake = Arc::new(Notify::new());
-            wakers.insert(destination.name.clone(), wake.clone());
             let dispatcher = Dispatcher {
                 store: store.clone(),
                 destination: Arc::new(destination.clone()),
                 client: client.clone(),
-                wake,
+                wake: waker.notified_by(&destination.name).expect("a waker per destination"),
+                shutdown_grace: SHUTDOWN_GRACE,
             };
             workers.push(tokio::spawn(dispatcher.run(stopping.clone())));
         }
         workers.push(tokio::spawn(purge_dedupe(store.clone(), stopping.clone())));
 
         // Work stored by other instances (PostgreSQL) wakes our dispatchers too.
-        let remote_wakers = wakers.clone();
-        store.watch_remote(Arc::new(move |destination: &str| match remote_wakers.get(destination) {
-            Some(wake) => wake.notify_one(),
-            None if destination == "*" => remote_wakers.values().for_each(|w| w.notify_one()),
-            None => {}
-        }));
-        let shared = Arc::new(Shared {
+        let remote = waker.clone();
+        store.watch_remote(Arc::new(move |which| remote.wake(which)));
+        let state = Arc::new(HttpState {
             sources: config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect(),
-            config,
+            admin_token: config.admin_token.clone(),
+            max_body_bytes: config.max_body_bytes,
             store,
-            wakers,
+            waker,
         });
-        let router = http::router(shared);
+        let router = http::router(state);
         let mut stop_http = stopping.clone();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, router)

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+
+use crate::api::{BulkReplayed, ErrorBody, EventPage, EventView, Replayed};
 
 #[derive(Parser)]
 #[command(name = "hookgate", version, about = "A webhook gateway: verify, dedupe, order, coalesce, deliver.")]
@@ -88,15 +90,17 @@ pub enum ClientError {
     Refused { status: u16, message: String },
     #[error("bad --url {0:?}")]
     BadUrl(String),
+    #[error("hookgate's answer was not what this CLI expects ({0}); are the two the same version?")]
+    Unexpected(String),
 }
 
 impl ApiArgs {
-    async fn call(
+    async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         query: &[(&str, Option<String>)],
-    ) -> Result<Value, ClientError> {
+    ) -> Result<T, ClientError> {
         let base = self.url.trim_end_matches('/');
         let url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|_| ClientError::BadUrl(self.url.clone()))?;
         let query: Vec<(&str, String)> = query.iter().filter_map(|(k, v)| Some((*k, v.clone()?))).collect();
@@ -107,12 +111,14 @@ impl ApiArgs {
         let unreachable = |source| ClientError::Unreachable { url: self.url.clone(), source };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let body = response.bytes().await.map_err(unreachable)?;
         if !status.is_success() {
-            let message = body["error"].as_str().unwrap_or("no detail").to_owned();
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_owned());
             return Err(ClientError::Refused { status: status.as_u16(), message });
         }
-        Ok(body)
+        serde_json::from_slice(&body).map_err(|e| ClientError::Unexpected(e.to_string()))
     }
 }
 
@@ -126,26 +132,26 @@ pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
                 ("limit", Some(limit.to_string())),
                 ("cursor", cursor),
             ];
-            let page = api.call(reqwest::Method::GET, "/api/events", &query).await?;
+            let page: EventPage = api.call(reqwest::Method::GET, "/api/events", &query).await?;
             println!("{:<36}  {:<12} {:<11} {:>4} {:>4}  ORDER KEY", "ID", "SOURCE", "STATE", "DUPS", "TRY");
-            for e in page["events"].as_array().into_iter().flatten() {
+            for e in &page.events {
                 println!(
                     "{:<36}  {:<12} {:<11} {:>4} {:>4}  {}",
-                    e["id"].as_str().unwrap_or(""),
-                    e["source"].as_str().unwrap_or(""),
-                    e["state"].as_str().unwrap_or(""),
-                    e["duplicates"],
-                    e["attempt_count"],
-                    e["order_key"].as_str().unwrap_or("-"),
+                    e.id,
+                    e.source,
+                    e.state,
+                    e.duplicates,
+                    e.attempt_count,
+                    e.order_key.as_deref().unwrap_or("-"),
                 );
             }
-            if let Some(next) = page["next_cursor"].as_str() {
+            if let Some(next) = page.next_cursor {
                 println!("more: --cursor {next}");
             }
         }
         EventsCommand::Show { id, api } => {
-            let event = api.call(reqwest::Method::GET, &format!("/api/events/{id}"), &[]).await?;
-            println!("{}", serde_json::to_string_pretty(&event).unwrap_or_default());
+            let event: EventView = api.call(reqwest::Method::GET, &format!("/api/events/{id}"), &[]).await?;
+            println!("{}", serde_json::to_string_pretty(&event).expect("an EventView serializes"));
         }
     }
     Ok(())
@@ -157,10 +163,17 @@ pub async fn replay(
     state: Option<String>,
     api: ApiArgs,
 ) -> Result<(), ClientError> {
-    let answer = match id {
-        Some(id) => api.call(reqwest::Method::POST, &format!("/api/events/{id}/replay"), &[]).await?,
-        None => api.call(reqwest::Method::POST, "/api/replay", &[("source", source), ("state", state)]).await?,
-    };
-    println!("{answer}");
+    match id {
+        Some(id) => {
+            let answer: Replayed = api.call(reqwest::Method::POST, &format!("/api/events/{id}/replay"), &[]).await?;
+            println!("{}: {}", answer.id, answer.state);
+        }
+        None => {
+            let query = [("source", source), ("state", state)];
+            let answer: BulkReplayed = api.call(reqwest::Method::POST, "/api/replay", &query).await?;
+            let more = if answer.more { " (more remain: run it again)" } else { "" };
+            println!("replayed {}{more}", answer.replayed);
+        }
+    }
     Ok(())
 }

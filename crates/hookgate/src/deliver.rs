@@ -2,11 +2,13 @@
 //! to destinations. One attempt in, one [`Outcome`] out; what to do next is
 //! the dispatcher's decision.
 
+use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
 use hookgate_store::Claim;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::clock;
 use crate::config::Destination;
 
 /// Bytes of a failed response kept for the attempt's error text.
@@ -48,9 +50,21 @@ impl Outcome {
     }
 }
 
+/// Makes one delivery attempt. The dispatcher is generic over it so its loop
+/// can be tested on virtual time; [`Client`] is the one real implementation.
+pub trait Deliver: Clone + Send + Sync + 'static {
+    fn attempt(&self, destination: &Destination, claim: &Claim) -> impl Future<Output = Outcome> + Send;
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+}
+
+impl Deliver for Client {
+    fn attempt(&self, destination: &Destination, claim: &Claim) -> impl Future<Output = Outcome> + Send {
+        self.send(destination, claim)
+    }
 }
 
 impl Client {
@@ -66,13 +80,14 @@ impl Client {
         Ok(Client { http })
     }
 
-    pub async fn attempt(&self, destination: &Destination, claim: &Claim) -> Outcome {
+    async fn send(&self, destination: &Destination, claim: &Claim) -> Outcome {
         let started = Instant::now();
+        let now_ms = clock::now_ms();
         let request = self
             .http
             .post(destination.url.clone())
             .timeout(destination.timeout)
-            .headers(headers_for(destination, claim, unix_now()))
+            .headers(headers_for(destination, claim, now_ms / 1_000))
             .body(claim.body.clone());
         match request.send().await {
             Ok(mut response) => {
@@ -81,7 +96,7 @@ impl Client {
                     .then(|| response.headers().get(reqwest::header::RETRY_AFTER))
                     .flatten()
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    .and_then(|v| parse_retry_after(v, clock::system_time(now_ms)));
                 // Read the answer's body up to a cap: its start explains a
                 // failure, and a body read to its end lets the connection be reused.
                 let mut snippet = Vec::new();
@@ -134,19 +149,16 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 /// The sender's headers, cleaned, plus hookgate's own.
 pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    for (name, value) in &claim.headers {
+    for (name, value) in claim.headers.iter() {
         let ours = name.starts_with("webhook-") || name.starts_with("hookgate-");
-        if ours || DROPPED.contains(&name.as_str()) {
+        if ours || DROPPED.contains(&name) {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+        // Byte for byte: a value that is not UTF-8 goes out as it came in.
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_bytes(value)) {
             headers.append(name, value);
         }
     }
@@ -159,12 +171,14 @@ pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> H
     set("webhook-id", id.to_owned());
     set("webhook-timestamp", now_unix.to_string());
     if let Some(key) = &destination.signing_key {
-        set("webhook-signature", hookgate_verify::standard_webhooks::sign(key, id, now_unix, &claim.body));
+        set("webhook-signature", key.sign(id, now_unix, &claim.body));
     }
     set("hookgate-source", claim.source.clone());
     set("hookgate-attempt", claim.attempt.to_string());
-    if let Some(order_key) = &claim.order_key {
-        set("hookgate-order-key", order_key.clone());
+    if let Some(order_key) = &claim.order_key
+        && let Ok(value) = HeaderValue::from_bytes(order_key.as_bytes())
+    {
+        headers.insert("hookgate-order-key", value);
     }
     headers
 }
@@ -182,9 +196,10 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookgate_core::{EventId, RetryPolicy};
+    use hookgate_core::{EventId, RetryPolicy, Secret};
+    use hookgate_verify::standard_webhooks::SigningKey;
 
-    fn destination(signing_key: Option<Vec<u8>>) -> Destination {
+    fn destination(signing_key: Option<SigningKey>) -> Destination {
         Destination {
             name: "app".into(),
             url: "http://127.0.0.1:9/".parse().unwrap(),
@@ -202,15 +217,18 @@ mod tests {
             destination: "app".into(),
             order_key: Some("cus_1".into()),
             received_at_ms: 0,
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("host".into(), "sender.example".into()),
-                ("connection".into(), "keep-alive".into()),
-                ("content-length".into(), "2".into()),
-                ("webhook-id".into(), "msg_from_sender".into()),
-                ("x-custom".into(), "kept".into()),
-            ],
-            body: b"{}".to_vec(),
+            headers: [
+                ("content-type", b"application/json".as_slice()),
+                ("host", b"sender.example"),
+                ("connection", b"keep-alive"),
+                ("content-length", b"2"),
+                ("webhook-id", b"msg_from_sender"),
+                ("x-custom", b"kept"),
+                ("x-latin1", b"caf\xe9"),
+            ]
+            .into_iter()
+            .collect(),
+            body: bytes::Bytes::from_static(b"{}"),
             attempt: 3,
             round_attempt: 3,
         }
@@ -219,11 +237,12 @@ mod tests {
     #[test]
     fn forwards_sender_headers_and_adds_ours() {
         let claim = claim();
-        let key = hookgate_verify::standard_webhooks::secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let key = SigningKey::from_secret(&Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")).unwrap();
         let headers = headers_for(&destination(Some(key.clone())), &claim, 1_700_000_000);
         let get = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(get("content-type").as_deref(), Some("application/json"));
         assert_eq!(get("x-custom").as_deref(), Some("kept"));
+        assert_eq!(headers.get("x-latin1").unwrap().as_bytes(), b"caf\xe9", "byte for byte");
         for dropped in ["host", "connection", "content-length"] {
             assert_eq!(get(dropped), None, "{dropped}");
         }
@@ -232,7 +251,7 @@ mod tests {
         assert_eq!(get("hookgate-attempt").as_deref(), Some("3"));
         assert_eq!(get("hookgate-source").as_deref(), Some("stripe"));
         assert_eq!(get("hookgate-order-key").as_deref(), Some("cus_1"));
-        let expected = hookgate_verify::standard_webhooks::sign(&key, claim.id.as_str(), 1_700_000_000, b"{}");
+        let expected = key.sign(claim.id.as_str(), 1_700_000_000, b"{}");
         assert_eq!(get("webhook-signature"), Some(expected));
         let unsigned = headers_for(&destination(None), &claim, 1);
         assert!(unsigned.get("webhook-signature").is_none());

@@ -6,17 +6,18 @@
 //! only if every guarantee held.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use axum::extract::State;
-use axum::http::HeaderMap;
-
+use hookgate_core::State;
 use serde_json::{Value, json};
 
 use crate::Server;
-use crate::config::Config;
+use crate::api::Stats;
+use crate::clock::now_ms;
+use crate::config::{Config, Env};
+use crate::receiver::{Answer, Receiver};
 
 const STRIPE_SECRET: &str = "whsec_demo_stripe";
 const ACUITY_KEY: &str = "demo-acuity-api-key";
@@ -32,28 +33,22 @@ const ORDERED: usize = 4;
 /// The demo gives up if the queue has not drained by then.
 const DRAIN_LIMIT: Duration = Duration::from_secs(90);
 
-/// What the built-in app saw.
-#[derive(Default)]
-struct AppLog {
-    in_flight: HashMap<String, usize>,
-    max_concurrent_per_object: usize,
-    /// (webhook-id, order key, start) of every delivery, in start order.
-    starts: Vec<(String, String, Instant)>,
-    processed: HashMap<String, usize>,
-}
-
 pub async fn run() -> anyhow::Result<bool> {
     let dir = tempfile::tempdir().context("creating a temp directory")?;
-    let log = Arc::new(Mutex::new(AppLog::default()));
-    let app_addr = start_app(log.clone()).await?;
-    let config = Config::from_toml(&config_text(app_addr, &dir.path().join("hookgate.db")), Vec::new(), &|_| None)
+    // The seed app fetches the object from the sender: 400-1200 ms per event.
+    let app = Receiver::start(
+        Arc::new(|_, _| Answer::from((200, Duration::from_millis(rand::random_range(400..=1200))))),
+        None,
+    )
+    .await?;
+    let config = Config::from_toml(&config_text(&app.url(), &dir.path().join("hookgate.db")), &Env::default())
         .map_err(|p| anyhow::anyhow!("demo config: {p}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = Server::start(listener, config).await?;
     let base = format!("http://{}", server.addr());
 
     println!("hookgate demo: embedded storage in {}", dir.path().display());
-    println!("  gateway {base}   app http://{app_addr}/webhooks (takes 400-1200 ms per event)");
+    println!("  gateway {base}   app {} (takes 400-1200 ms per event)", app.url());
     println!(
         "  sending at once: {STRIPE_EVENTS} Stripe events x {COPIES} copies microseconds apart; \
          {APPOINTMENTS} Acuity appointments x {BURSTS} bursts of {PER_BURST} thin \"changed\" events; \
@@ -65,7 +60,7 @@ pub async fn run() -> anyhow::Result<bool> {
     println!("  all {} requests acknowledged in {:?}; waiting for deliveries...", total_sent(), started.elapsed());
 
     let stats = wait_until_drained(&base).await?;
-    let report = Report::new(&stats, &log.lock().expect("app log"), &duplicate_answers, &bursts, &ordered);
+    let report = Report::new(&stats, &app, &duplicate_answers, &bursts, &ordered);
     server.stop().await?;
     report.print();
     Ok(report.all_held())
@@ -75,7 +70,7 @@ fn total_sent() -> usize {
     STRIPE_EVENTS * COPIES + APPOINTMENTS * BURSTS * PER_BURST + ORDERED
 }
 
-fn config_text(app: std::net::SocketAddr, db: &std::path::Path) -> String {
+fn config_text(app_url: &str, db: &std::path::Path) -> String {
     format!(
         r#"
 [server]
@@ -87,7 +82,7 @@ token = "{ADMIN_TOKEN}"
 
 [[destinations]]
 name = "app"
-url = "http://{app}/webhooks"
+url = "{app_url}"
 timeout = "10s"
 concurrency = 32
 signing_secret = "{SIGNING_SECRET}"
@@ -117,35 +112,6 @@ order_key = "{{json.order}}"
     )
 }
 
-// ---- the built-in app ----
-
-async fn start_app(log: Arc<Mutex<AppLog>>) -> anyhow::Result<std::net::SocketAddr> {
-    let router = axum::Router::new().route("/webhooks", axum::routing::post(app_handler)).with_state(log);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok(addr)
-}
-
-async fn app_handler(State(log): State<Arc<Mutex<AppLog>>>, headers: HeaderMap) -> &'static str {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let (id, object) = (header("webhook-id"), header("hookgate-order-key"));
-    {
-        let mut log = log.lock().expect("app log");
-        let now = log.in_flight.entry(object.clone()).or_default();
-        *now += 1;
-        let now = *now;
-        log.max_concurrent_per_object = log.max_concurrent_per_object.max(now);
-        log.starts.push((id.clone(), object.clone(), Instant::now()));
-    }
-    // The seed app fetches the object from the sender: 400-1200 ms.
-    tokio::time::sleep(Duration::from_millis(rand::random_range(400..=1200))).await;
-    let mut log = log.lock().expect("app log");
-    *log.in_flight.get_mut(&object).expect("counted on entry") -= 1;
-    *log.processed.entry(id).or_default() += 1;
-    "ok"
-}
-
 // ---- the simulated sender ----
 
 async fn send(client: &reqwest::Client, url: &str, headers: &[(&str, String)], body: String) -> anyhow::Result<Value> {
@@ -161,7 +127,7 @@ async fn send(client: &reqwest::Client, url: &str, headers: &[(&str, String)], b
 }
 
 fn unix_now() -> i64 {
-    crate::now_ms() / 1_000
+    now_ms() / 1_000
 }
 
 /// Each Stripe event sent as several copies at once, each copy on its own
@@ -256,18 +222,13 @@ async fn send_ordered(base: &str) -> anyhow::Result<Vec<String>> {
     Ok(ids)
 }
 
-async fn wait_until_drained(base: &str) -> anyhow::Result<Value> {
+async fn wait_until_drained(base: &str) -> anyhow::Result<Stats> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + DRAIN_LIMIT;
     loop {
-        let stats: Value =
+        let stats: Stats =
             client.get(format!("{base}/api/stats")).bearer_auth(ADMIN_TOKEN).send().await?.json().await?;
-        let busy: u64 = stats["sources"]
-            .as_object()
-            .into_iter()
-            .flat_map(|sources| sources.values())
-            .map(|s| s["pending"].as_u64().unwrap_or(0) + s["delivering"].as_u64().unwrap_or(0))
-            .sum();
+        let busy = stats.active();
         if busy == 0 {
             return Ok(stats);
         }
@@ -302,16 +263,14 @@ struct Report {
 
 impl Report {
     fn new(
-        stats: &Value,
-        log: &AppLog,
+        stats: &Stats,
+        app: &Receiver,
         duplicate_answers: &[Value],
         last_events: &HashMap<String, String>,
         ordered: &[String],
     ) -> Report {
-        let count = |source: &str, state: &str| stats["sources"][source][state].as_u64().unwrap_or(0);
-        let stored = |source: &str| {
-            ["pending", "delivering", "delivered", "dead", "superseded"].iter().map(|s| count(source, s)).sum()
-        };
+        let count = |source: &str, state: State| stats.count(source, state);
+        let stored = |source: &str| State::ALL.iter().map(|s| count(source, *s)).sum();
         let duplicates = duplicate_answers.iter().filter(|a| a["status"] == "duplicate").count();
         let rows = vec![
             Row {
@@ -320,15 +279,15 @@ impl Report {
                 stored: stored("stripe"),
                 duplicates,
                 superseded: 0,
-                delivered: count("stripe", "delivered"),
+                delivered: count("stripe", State::Delivered),
             },
             Row {
                 name: "acuity: thin bursts",
                 sent: APPOINTMENTS * BURSTS * PER_BURST,
                 stored: stored("acuity"),
                 duplicates: 0,
-                superseded: count("acuity", "superseded"),
-                delivered: count("acuity", "delivered"),
+                superseded: count("acuity", State::Superseded),
+                delivered: count("acuity", State::Delivered),
             },
             Row {
                 name: "orders: ordered updates",
@@ -336,7 +295,7 @@ impl Report {
                 stored: stored("orders"),
                 duplicates: 0,
                 superseded: 0,
-                delivered: count("orders", "delivered"),
+                delivered: count("orders", State::Delivered),
             },
         ];
 
@@ -354,30 +313,23 @@ impl Report {
                 rows[0].sent, rows[0].stored
             ),
         });
+        let max_concurrent = app.max_in_flight_per_key();
         checks.push(Check {
-            held: log.max_concurrent_per_object == 1,
-            text: format!("order: max concurrent deliveries per object = {}", log.max_concurrent_per_object),
+            held: max_concurrent == 1,
+            text: format!("order: max concurrent deliveries per object = {max_concurrent}"),
         });
-        let first_starts: Vec<&str> = {
-            let mut seen = Vec::new();
-            for (id, _, _) in log.starts.iter().filter(|(_, object, _)| object == "ord_1") {
-                if !seen.contains(&id.as_str()) {
-                    seen.push(id.as_str());
-                }
-            }
-            seen
-        };
         checks.push(Check {
-            held: first_starts == ordered.iter().map(String::as_str).collect::<Vec<_>>(),
+            held: app.first_deliveries("ord_1") == ordered,
             text: format!("order: {ORDERED} updates to one object delivered in the order sent"),
         });
         // The last event of an appointment is never superseded: it must itself
         // have been delivered, and after every earlier delivery of that appointment.
+        let received = app.received();
         let lost: Vec<&String> = last_events
             .iter()
             .filter(|(appointment, last)| {
-                let latest = log.starts.iter().rfind(|(_, object, _)| object == *appointment);
-                latest.map(|(id, _, _)| id) != Some(*last)
+                let latest = received.iter().filter(|r| r.order_key() == *appointment).max_by_key(|r| r.started);
+                latest.map(|r| r.webhook_id()) != Some(last.as_str())
             })
             .map(|(appointment, _)| appointment)
             .collect();
@@ -388,14 +340,18 @@ impl Report {
                 lost.len()
             ),
         });
-        let twice = log.processed.values().filter(|n| **n > 1).count();
+        let mut processed: HashMap<&str, usize> = HashMap::new();
+        for r in &received {
+            *processed.entry(r.webhook_id()).or_default() += 1;
+        }
+        let twice = processed.values().filter(|n| **n > 1).count();
         let total_delivered: u64 = rows.iter().map(|r| r.delivered).sum();
-        let app_processed: usize = log.processed.values().sum();
+        let app_processed = received.len();
         checks.push(Check {
             held: twice == 0 && app_processed as u64 == total_delivered,
             text: format!("delivery: the app processed {app_processed} events, none twice"),
         });
-        Report { rows, checks, max_concurrent: log.max_concurrent_per_object }
+        Report { rows, checks, max_concurrent }
     }
 
     fn print(&self) {

@@ -12,9 +12,10 @@ use hookgate_store::{Attempt, Claim, Store, Verdict};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::clock::now_ms;
 use crate::config::Destination;
-use crate::deliver::{Client, Outcome};
-use crate::{metrics, now_ms};
+use crate::deliver::{Deliver, Outcome};
+use crate::metrics;
 
 /// Longest sleep between looks at the store.
 pub const POLL_MS: u64 = 1_000;
@@ -23,22 +24,22 @@ const CLAIM_BATCH: usize = 256;
 /// A claim's lease beyond the destination's timeout: time to record the
 /// outcome. Short, because after a crash the event waits for the lease to end
 /// (the cut-off attempt may still be running in the app until its timeout).
-const LEASE_MARGIN_MS: i64 = 5_000;
-/// How long shutdown waits for attempts in flight before cutting them off
-/// (a cut-off attempt is delivered again after restart).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const LEASE_MARGIN_MS: i64 = 5_000;
 /// Pause after a storage error before the dispatcher tries again.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
-pub struct Dispatcher {
+pub struct Dispatcher<D> {
     pub store: Arc<dyn Store>,
     pub destination: Arc<Destination>,
-    pub client: Client,
+    pub client: D,
     pub wake: Arc<Notify>,
+    /// At shutdown, how long attempts in flight may still take before they
+    /// are cut off (a cut-off event is delivered again once its lease ends).
+    pub shutdown_grace: Duration,
 }
 
-impl Dispatcher {
+impl<D: Deliver> Dispatcher<D> {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.destination.concurrency));
         let lease_ms = self.destination.timeout.as_millis() as i64 + LEASE_MARGIN_MS;
@@ -80,7 +81,7 @@ impl Dispatcher {
             }
         }
         let drain = async { while in_flight.join_next().await.is_some() {} };
-        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        if tokio::time::timeout(self.shutdown_grace, drain).await.is_err() {
             tracing::warn!(destination = %self.destination.name, "cutting off attempts still in flight at shutdown");
             in_flight.abort_all();
         }
@@ -147,3 +148,6 @@ pub fn decide(destination: &Destination, claim: &Claim, outcome: &Outcome, now_m
         None => Verdict::Dead,
     }
 }
+
+#[cfg(test)]
+mod tests;

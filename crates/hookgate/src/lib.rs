@@ -1,19 +1,22 @@
 //! The hookgate binary's library half: configuration, the HTTP edge (ingest,
 //! admin API, metrics), the dispatcher and delivery client, the CLI's admin
-//! client and the demo. `main.rs` only parses the command line.
+//! client, the demo and the recording receiver it shares with the tests.
+//! `main.rs` only parses the command line.
+//!
+//! Dependencies run one way: `app` assembles `http`, `dispatch` and `wake`;
+//! `http` and `dispatch` know nothing of `app`; `cli` knows only `api`.
 
+pub mod api;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod dispatch;
 mod http;
 pub mod metrics;
+pub mod receiver;
+pub mod wake;
 
 pub use app::{ServeError, Server};
-
-/// Milliseconds since the Unix epoch: the one clock the server reads.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}

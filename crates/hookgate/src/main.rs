@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hookgate::cli::{Cli, Command};
-use hookgate::config::Config;
+use hookgate::config::{Config, Env};
 use hookgate::{Server, cli, demo};
 
 const USAGE_OR_CONFIG: u8 = 2;
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> ExitCode {
     match command {
-        Command::Check(arg) => match Config::load(&arg.config) {
+        Command::Check(arg) => match Config::load(&arg.config, &Env::from_process()) {
             Ok(config) => {
                 println!(
                     "{}: ok ({} sources, {} destinations)",
@@ -39,7 +39,7 @@ async fn run(command: Command) -> ExitCode {
         },
         Command::Serve(arg) => {
             init_logs("hookgate=info,hookgate_sqlite=info");
-            let config = match Config::load(&arg.config) {
+            let config = match Config::load(&arg.config, &Env::from_process()) {
                 Ok(config) => config,
                 Err(problems) => {
                     eprintln!("{problems}");

@@ -10,78 +10,75 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use hookgate_core::{EventId, RequestView, Template};
+use hookgate_core::{EventId, Headers, Key, RequestView, Template, urlencoded};
 use hookgate_store::{Ingested, NewEvent};
 use hookgate_verify::Signed;
 use serde_json::{Value, json};
 
-use super::ApiError;
-use crate::app::Shared;
+use super::{ApiError, HttpState};
+use crate::clock::now_ms;
 use crate::config::Source;
-use crate::{metrics, now_ms};
+use crate::metrics;
+use crate::wake::Wake;
 
-pub(super) async fn receive(
-    State(shared): State<Arc<Shared>>,
+pub async fn receive(
+    State(state): State<Arc<HttpState>>,
     Path(source_name): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
-    let source = shared
-        .sources
-        .get(&source_name)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown source {source_name:?}")))?;
+    let source =
+        state.sources.get(&source_name).ok_or_else(|| ApiError::NotFound(format!("unknown source {source_name:?}")))?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             reject(source, "too_large");
-            ApiError::PayloadTooLarge(shared.config.max_body_bytes)
+            ApiError::PayloadTooLarge(state.max_body_bytes)
         } else {
             reject(source, "unreadable_body");
             ApiError::BadRequest(rejection.body_text())
         }
     })?;
-    let headers = lowercase_headers(&headers);
+    let headers = as_received(&headers);
     let received_at_ms = now_ms();
 
     let query = query.unwrap_or_default();
-    let signed = Signed { headers: &headers, body: &body, query: &query, now: received_at_ms / 1_000 };
+    let signed = Signed { headers: &headers, body: &body, query: query.as_bytes(), now: received_at_ms / 1_000 };
     if let Err(error) = hookgate_verify::verify(&source.scheme, &source.secrets, source.tolerance_secs, &signed) {
         reject(source, error.reason());
         tracing::info!(source = %source.name, reason = error.reason(), "signature rejected");
         return Err(ApiError::Unauthorized(format!("{}: {error}", error.reason())));
     }
-
-    if let Some(challenge) = slack_url_verification(source, &body) {
-        // Slack's one-time handshake: answered, never stored or delivered.
+    if let Some(challenge) = source.scheme.handshake(&body) {
+        // A sender's one-time handshake: answered, never stored or delivered.
         return Ok(Json(json!({ "challenge": challenge })));
     }
-    let keys = render_keys(source, &headers, &body, &query);
+
+    let keys = render_keys(source, &headers, &body, query.as_bytes());
     if !keys.warnings.is_empty() {
         tracing::warn!(source = %source.name, warnings = ?keys.warnings, "stored with keys missing");
     }
-
     let event = NewEvent {
         id: EventId::generate(),
         source: source.name.clone(),
         destination: source.destination.clone(),
         received_at_ms,
         headers,
-        body: body.to_vec(),
+        body,
         dedupe_key: keys.dedupe,
         dedupe_window_ms: source.dedupe_window_ms,
         order_key: keys.order,
         coalesce_key: keys.coalesce,
         warnings: keys.warnings,
     };
-    let outcome = shared.store.ingest(event).await.map_err(|e| {
+    let outcome = state.store.ingest(event).await.inspect_err(|_| {
         ::metrics::counter!(metrics::UNAVAILABLE, "source" => source.name.clone()).increment(1);
-        ApiError::Unavailable(e.to_string())
     })?;
     let label = source.name.clone();
     match outcome {
         Ingested::Accepted { id, superseded } => {
-            shared.wake(&source.destination);
+            state.waker.wake(Wake::Destination(&source.destination));
             ::metrics::counter!(metrics::RECEIVED, "source" => label.clone()).increment(1);
             if superseded > 0 {
                 ::metrics::counter!(metrics::SUPERSEDED, "source" => label.clone()).increment(superseded);
@@ -96,34 +93,22 @@ pub(super) async fn receive(
     }
 }
 
-/// The `challenge` of a signed Slack `url_verification` request.
-fn slack_url_verification(source: &Source, body: &[u8]) -> Option<String> {
-    if source.scheme != hookgate_verify::Scheme::Slack {
-        return None;
-    }
-    let value: Value = serde_json::from_slice(body).ok()?;
-    (value["type"] == "url_verification").then(|| value["challenge"].as_str().map(str::to_owned)).flatten()
-}
-
 /// `GET /in/{source}`: the echo handshake some senders make before they deliver.
-pub(super) async fn challenge(
-    State(shared): State<Arc<Shared>>,
+pub async fn challenge(
+    State(state): State<Arc<HttpState>>,
     Path(source_name): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<String, ApiError> {
-    let source = shared
-        .sources
-        .get(&source_name)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown source {source_name:?}")))?;
+) -> Result<Vec<u8>, ApiError> {
+    let source =
+        state.sources.get(&source_name).ok_or_else(|| ApiError::NotFound(format!("unknown source {source_name:?}")))?;
     let Some(challenge) = &source.challenge else {
         return Err(ApiError::MethodNotAllowed("this source takes POST only (no challenge is configured)".into()));
     };
     let query = query.unwrap_or_default();
-    let param =
-        |name: &str| form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let param = |name: &str| urlencoded::find(query.as_bytes(), name.as_bytes());
     if let Some((token_param, expected)) = &challenge.token {
         let given = param(token_param).unwrap_or_default();
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes())) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_slice(), expected.expose().as_bytes())) {
             reject(source, "bad_challenge_token");
             return Err(ApiError::Unauthorized(format!("bad_credentials: {token_param} does not match")));
         }
@@ -132,15 +117,15 @@ pub(super) async fn challenge(
 }
 
 struct Keys {
-    dedupe: Option<String>,
-    order: Option<String>,
-    coalesce: Option<String>,
+    dedupe: Option<Key>,
+    order: Option<Key>,
+    coalesce: Option<Key>,
     /// One line per key whose template could not be rendered: the event is
     /// stored anyway, with that key empty, and the line shows on the event.
     warnings: Vec<String>,
 }
 
-fn render_keys(source: &Source, headers: &[(String, String)], body: &[u8], query: &str) -> Keys {
+fn render_keys(source: &Source, headers: &Headers, body: &[u8], query: &[u8]) -> Keys {
     let view = RequestView::new(headers, body, query, &source.dedupe_ignore);
     let mut warnings = Vec::new();
     let mut render = |name: &str, template: &Option<Template>| {
@@ -160,11 +145,12 @@ fn reject(source: &Source, reason: &'static str) {
     ::metrics::counter!(metrics::REJECTED, "source" => source.name.clone(), "reason" => reason).increment(1);
 }
 
-/// Names lowercase (HTTP names are case-insensitive), values as text. A value
-/// that is not valid UTF-8 is kept with its invalid bytes replaced.
-fn lowercase_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
-        .collect()
+/// The request's headers as they came: names lowercase (as `http` keeps
+/// them), values byte for byte.
+fn as_received(headers: &HeaderMap) -> Headers {
+    let mut out = Headers::with_capacity(headers.len());
+    for (name, value) in headers {
+        out.push(name.as_str(), value.as_bytes());
+    }
+    out
 }

@@ -1,49 +1,79 @@
 //! The HTTP edge: one router for ingest, the admin API, metrics and health.
-//! Every error leaves through [`ApiError`]: 4xx with a detail for the caller,
-//! 5xx logged here and opaque to the caller.
+//! Handlers see only [`HttpState`]; they know nothing of how the server is
+//! assembled. Every error leaves through [`ApiError`]: 4xx with a detail for
+//! the caller, 5xx logged here and opaque to the caller.
 
 mod admin;
 mod ingest;
+mod ops;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hookgate_core::Secret;
+use hookgate_store::{Store, StoreError};
 
-use crate::app::Shared;
+use crate::api::ErrorBody;
+use crate::config::Source;
+use crate::wake::Waker;
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let max_body = shared.config.max_body_bytes;
-    let ingest = Router::new()
-        .route("/in/{source}", post(ingest::receive).get(ingest::challenge))
-        .layer(DefaultBodyLimit::max(max_body));
-    Router::new()
-        .merge(ingest)
-        .nest("/api", admin::router(shared.clone()))
-        .route("/metrics", get(admin::metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .with_state(shared)
+/// What the handlers need, and nothing more.
+pub struct HttpState {
+    pub sources: HashMap<String, Source>,
+    /// `None`: the admin API answers 401 to everything.
+    pub admin_token: Option<Secret>,
+    pub max_body_bytes: usize,
+    pub store: Arc<dyn Store>,
+    pub waker: Waker,
 }
 
-async fn ready(State(shared): State<Arc<Shared>>) -> Result<&'static str, ApiError> {
-    shared.store.ping().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok("ready\n")
+pub fn router(state: Arc<HttpState>) -> Router {
+    let ingest = Router::new()
+        .route("/in/{source}", post(ingest::receive).get(ingest::challenge))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes));
+    Router::new()
+        .merge(ingest)
+        .nest("/api", admin::router(state.clone()))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthy))
+        .route("/readyz", get(ops::ready))
+        .with_state(state)
 }
 
 #[derive(Debug)]
-pub(crate) enum ApiError {
+pub enum ApiError {
     NotFound(String),
     Unauthorized(String),
+    /// A request parameter or body the caller got wrong; the message names it.
     BadRequest(String),
     PayloadTooLarge(usize),
     MethodNotAllowed(String),
     /// Storage failed: 503, so a sender retries. The detail is logged, not sent.
     Unavailable(String),
+    /// A bug or a damaged database: 500. The detail is logged, not sent.
+    Internal(String),
+}
+
+impl ApiError {
+    /// A bad value for one named parameter: `cursor: not a cursor …`.
+    pub fn bad_param(name: &str, problem: impl std::fmt::Display) -> ApiError {
+        ApiError::BadRequest(format!("{name}: {problem}"))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
+            StoreError::Corrupt(detail) => ApiError::Internal(detail),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -58,10 +88,14 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(detail) => {
                 tracing::error!(%detail, "storage unavailable");
-                let body = Json(serde_json::json!({"error": "storage unavailable, retry later"}));
+                let body = Json(ErrorBody { error: "storage unavailable, retry later".into() });
                 return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response();
             }
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_owned())
+            }
         };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+        (status, Json(ErrorBody { error: message })).into_response()
     }
 }

@@ -20,7 +20,8 @@ async fn ordered_events_survive_failed_first_attempts_in_order() {
         let body: serde_json::Value = serde_json::from_slice(body).unwrap();
         let n = body["n"].as_u64().unwrap();
         let mut seen = script_seen.lock().unwrap();
-        let tries = seen.entry(headers["webhook-id"].clone()).or_default();
+        let id = String::from_utf8_lossy(headers.get("webhook-id").unwrap()).into_owned();
+        let tries = seen.entry(id).or_default();
         *tries += 1;
         // Events 1 and 3 fail their first attempt; every attempt takes a little while.
         let status = if (n == 1 || n == 3) && *tries == 1 { 500 } else { 200 };
@@ -45,7 +46,10 @@ async fn ordered_events_survive_failed_first_attempts_in_order() {
     let retried: Vec<_> = all.iter().filter(|r| r.webhook_id() == ids[1]).collect();
     assert_eq!(retried.len(), 2);
     assert_eq!((retried[0].status, retried[1].status), (500, 200));
-    assert_eq!((retried[0].header("hookgate-attempt"), retried[1].header("hookgate-attempt")), ("1", "2"));
+    assert_eq!(
+        (retried[0].header("hookgate-attempt").as_str(), retried[1].header("hookgate-attempt").as_str()),
+        ("1", "2")
+    );
     assert!(all.iter().all(|r| r.signature_ok), "every request verifies with the standardwebhooks crate");
     assert!(all.iter().all(|r| r.order_key() == "order_7" && r.header("hookgate-source") == "plain"));
     let event = app.admin(&format!("/api/events/{}", ids[1])).await;
@@ -114,31 +118,42 @@ async fn a_dead_event_does_not_block_its_key() {
     app.stop().await;
 }
 
-/// A 503 with Retry-After is retried no sooner than asked.
-#[tokio::test]
-async fn retry_after_is_honoured() {
+/// A receiver that answers the first request 503 with `Retry-After: 1`, then
+/// 200; the gap between the two attempts, with `retry.max` set to `max`.
+async fn retry_gap_after_asking_one_second(max: &str) -> Duration {
     let first: Arc<Mutex<Option<Instant>>> = Arc::default();
     let gate = first.clone();
-    let receiver = receiver(Arc::new(move |_, _| {
+    let receiver = receiver_answering(Arc::new(move |_, _| {
         let mut first = gate.lock().unwrap();
-        if first.is_none() {
-            *first = Some(Instant::now());
-            (503, Duration::ZERO)
-        } else {
-            (200, Duration::ZERO)
-        }
+        let status = if first.is_none() { 503 } else { 200 };
+        first.get_or_insert_with(Instant::now);
+        Answer { status, work: Duration::ZERO, retry_after: Some("1".into()) }
     }))
     .await;
-    // max = 400ms in the test config caps Retry-After; ask for 1s to see the cap and the wait.
     let dir = tempfile::tempdir().unwrap();
-    let text =
-        config_text(&receiver.url(), &dir.path().join("hookgate.db"), "").replace(r#"max = "400ms""#, r#"max = "2s""#);
+    let text = config_text(&receiver.url(), &dir.path().join("hookgate.db"), "")
+        .replace(r#"max = "400ms""#, &format!(r#"max = "{max}""#));
     let app = spawn_with(dir, &text).await;
     let _ = app.post("plain", &[], r#"{"id":"r","object":"o"}"#).await;
-    let _ = &receiver;
     receiver.wait_for(Duration::from_secs(10), "the retry", |r| r.iter().any(|r| r.delivered())).await;
-    let retried = receiver.received();
-    let gap = retried[1].started - retried[0].started;
-    assert!(gap >= Duration::from_millis(900), "retried after {gap:?}, before the 1s asked");
+    let received = receiver.received();
     app.stop().await;
+    received[1].started - received[0].started
+}
+
+/// A 503 with `Retry-After` is retried no sooner than asked…
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let gap = retry_gap_after_asking_one_second("2s").await;
+    assert!(gap >= Duration::from_millis(1_000), "retried after {gap:?}, before the 1 s asked");
+}
+
+/// …but never later than `retry.max`: an app asking for more does not stall its key beyond it.
+#[tokio::test]
+async fn retry_after_is_capped_at_retry_max() {
+    let gap = retry_gap_after_asking_one_second("300ms").await;
+    assert!(
+        gap >= Duration::from_millis(300) && gap < Duration::from_millis(900),
+        "retried after {gap:?}: the 1 s asked is capped at retry.max = 300ms"
+    );
 }

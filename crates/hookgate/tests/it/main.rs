@@ -1,5 +1,6 @@
 //! hookgate's integration tests: real sockets, real concurrency, one binary.
 
+mod admin;
 mod cli;
 mod cluster;
 mod coalesce;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hookgate::Server;
-use hookgate::config::Config;
+use hookgate::config::{Config, Env};
 use serde_json::json;
 
 use crate::support::*;
@@ -84,7 +84,7 @@ async fn a_postgres_restart_during_ingest_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(&receiver.url(), &dir.path().join("unused.db"), "")
         .replace(&format!("sqlite://{}", dir.path().join("unused.db").display()), &cluster.url());
-    let config = Config::from_toml(&text, Vec::new(), &|_| None).unwrap();
+    let config = Config::from_toml(&text, &Env::default()).unwrap();
     let server = Server::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), config).await.unwrap();
     let base = format!("http://{}", server.addr());
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();

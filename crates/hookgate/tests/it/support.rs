@@ -3,15 +3,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use hookgate::Server;
-use hookgate::config::Config;
+pub use hookgate::api::Stats;
+use hookgate::config::{Config, Env};
+pub use hookgate::receiver::{Answer, Received};
+pub use hookgate_core::State;
 use serde_json::Value;
 
 pub const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -19,146 +18,48 @@ pub const STRIPE_SECRET: &str = "whsec_stripe_test";
 pub const ACUITY_KEY: &str = "acuity_api_key";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub started: Instant,
-    pub headers: HashMap<String, String>,
-    pub body: Vec<u8>,
-    pub status: u16,
-    /// The independent Standard Webhooks library accepted `webhook-signature`.
-    pub signature_ok: bool,
-}
+/// What the receiver answers to one request: a status and how long it works
+/// first (a 503 also says `Retry-After: 1`).
+pub type Script = Arc<dyn Fn(&hookgate_core::Headers, &[u8]) -> (u16, Duration) + Send + Sync>;
 
-impl Received {
-    pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(String::as_str).unwrap_or("")
-    }
-    pub fn webhook_id(&self) -> &str {
-        self.header("webhook-id")
-    }
-    pub fn order_key(&self) -> &str {
-        self.header("hookgate-order-key")
-    }
-    pub fn delivered(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-}
-
-/// What the receiver answers to one request: a status and how long it works first.
-pub type Script = Arc<dyn Fn(&HashMap<String, String>, &[u8]) -> (u16, Duration) + Send + Sync>;
-
-#[derive(Default)]
-struct Log {
-    received: Vec<Received>,
-    in_flight: HashMap<String, usize>,
-    /// Order keys that ever had two requests in flight at once.
-    overlaps: Vec<String>,
-    /// Requests the app has begun working on (finished or not).
-    started: usize,
-}
-
+/// The library's recording app, checking every signature with an
+/// independent Standard Webhooks library.
 #[derive(Clone)]
-pub struct Receiver {
-    pub addr: SocketAddr,
-    log: Arc<Mutex<Log>>,
+pub struct Receiver(hookgate::receiver::Receiver);
+
+impl std::ops::Deref for Receiver {
+    type Target = hookgate::receiver::Receiver;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 pub async fn receiver(script: Script) -> Receiver {
-    let log = Arc::new(Mutex::new(Log::default()));
-    let app = axum::Router::new().route("/hooks", post(record)).with_state((log.clone(), script));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Receiver { addr, log }
+    receiver_answering(Arc::new(move |headers, body| {
+        let (status, work) = script(headers, body);
+        let retry_after = (status == 503).then(|| "1".to_owned());
+        Answer { status, work, retry_after }
+    }))
+    .await
+}
+
+pub async fn receiver_answering(script: hookgate::receiver::Script) -> Receiver {
+    let check: hookgate::receiver::SignatureCheck =
+        Arc::new(|headers, body| standardwebhooks::Webhook::new(SIGNING_SECRET).unwrap().verify(body, headers).is_ok());
+    Receiver(hookgate::receiver::Receiver::start(script, Some(check)).await.unwrap())
 }
 
 pub fn always_ok() -> Script {
     Arc::new(|_, _| (200, Duration::ZERO))
 }
 
-async fn record(
-    State((log, script)): State<(Arc<Mutex<Log>>, Script)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let headers: HashMap<String, String> =
-        headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
-    // The work runs in its own task, as a real app's would: if hookgate
-    // hangs up (or dies) mid-request, the app still finishes what it started.
-    let work = tokio::spawn(async move {
-        let started = Instant::now();
-        log.lock().unwrap().started += 1;
-        let key = headers.get("hookgate-order-key").cloned();
-        if let Some(key) = &key {
-            let mut log = log.lock().unwrap();
-            let n = log.in_flight.entry(key.clone()).or_default();
-            *n += 1;
-            if *n > 1 {
-                log.overlaps.push(key.clone());
-            }
-        }
-        let (status, work) = script(&headers, &body);
-        tokio::time::sleep(work).await;
-        let signature_ok = verify_independently(&headers, &body);
-        let mut log = log.lock().unwrap();
-        if let Some(key) = &key {
-            *log.in_flight.get_mut(key).unwrap() -= 1;
-        }
-        log.received.push(Received { started, headers, body: body.to_vec(), status, signature_ok });
-        status
-    });
-    let status = StatusCode::from_u16(work.await.unwrap()).unwrap();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        (status, [(axum::http::header::RETRY_AFTER, "1")]).into_response()
-    } else {
-        status.into_response()
-    }
-}
-
-fn verify_independently(headers: &HashMap<String, String>, body: &[u8]) -> bool {
-    let mut map = http::HeaderMap::new();
-    for (k, v) in headers {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(k.as_str()), http::HeaderValue::try_from(v.as_str()))
-        {
-            map.insert(name, value);
-        }
-    }
-    standardwebhooks::Webhook::new(SIGNING_SECRET).unwrap().verify(body, &map).is_ok()
-}
-
 impl Receiver {
-    pub fn url(&self) -> String {
-        format!("http://{}/hooks", self.addr)
-    }
-    pub fn received(&self) -> Vec<Received> {
-        self.log.lock().unwrap().received.clone()
-    }
-    pub fn delivered(&self) -> Vec<Received> {
-        self.received().into_iter().filter(Received::delivered).collect()
-    }
     /// Per order key, the ids in the order each was first received (a
     /// redelivery after a crash repeats an id; it must not jump the queue).
     pub fn assert_first_deliveries_in_order(&self, sent: &HashMap<String, Vec<String>>) {
         for (order_key, ids) in sent {
-            let mut firsts: Vec<String> = Vec::new();
-            for r in self.received().iter().filter(|r| r.order_key() == order_key) {
-                if !firsts.iter().any(|id| id == r.webhook_id()) {
-                    firsts.push(r.webhook_id().to_owned());
-                }
-            }
-            assert_eq!(&firsts, ids, "{order_key}: first deliveries in the order sent");
+            assert_eq!(&self.first_deliveries(order_key), ids, "{order_key}: first deliveries in the order sent");
         }
-    }
-
-    /// How many requests the app has begun, including those still in its hands.
-    pub fn started(&self) -> usize {
-        self.log.lock().unwrap().started
-    }
-
-    pub fn overlaps(&self) -> Vec<String> {
-        self.log.lock().unwrap().overlaps.clone()
     }
 
     /// Wait until `done` holds for what was received, or panic after `limit`.
@@ -168,7 +69,7 @@ impl Receiver {
             if done(&self.received()) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; received {:#?}", self.received().len());
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; received {}", self.received().len());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -243,7 +144,7 @@ pub async fn spawn_app(receiver: &Receiver) -> TestApp {
 }
 
 pub async fn spawn_with(dir: tempfile::TempDir, config_text: &str) -> TestApp {
-    let config = Config::from_toml(config_text, Vec::new(), &|_| None).expect("test config is valid");
+    let config = Config::from_toml(config_text, &Env::default()).expect("test config is valid");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = Server::start(listener, config).await.expect("server starts");
     let addr = server.addr();
@@ -375,21 +276,14 @@ pub async fn postgres_schema_url() -> Option<String> {
 }
 
 /// Poll an instance's stats until nothing is pending or delivering.
-pub async fn wait_drained(http: &reqwest::Client, base: &str, limit: Duration) -> Value {
+pub async fn wait_drained(http: &reqwest::Client, base: &str, limit: Duration) -> Stats {
     let deadline = Instant::now() + limit;
     loop {
         if let Ok(response) = http.get(format!("{base}/api/stats")).bearer_auth(ADMIN_TOKEN).send().await
-            && let Ok(stats) = response.json::<Value>().await
+            && let Ok(stats) = response.json::<Stats>().await
+            && stats.active() == 0
         {
-            let busy: u64 = stats["sources"]
-                .as_object()
-                .into_iter()
-                .flat_map(|s| s.values())
-                .map(|s| s["pending"].as_u64().unwrap_or(0) + s["delivering"].as_u64().unwrap_or(0))
-                .sum();
-            if busy == 0 {
-                return stats;
-            }
+            return stats;
         }
         assert!(Instant::now() < deadline, "the queue did not drain");
         tokio::time::sleep(Duration::from_millis(50)).await;

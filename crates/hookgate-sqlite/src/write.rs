@@ -1,0 +1,247 @@
+//! The SQL of each write command, run by the writer thread inside the
+//! batch's transaction (each in a savepoint of its own).
+
+use hookgate_core::{EventId, State};
+use hookgate_store::{Attempt, Claim, Ingested, NewEvent, Result, Verdict, codec, parse_id};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::db_error;
+
+pub fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
+    let now = event.received_at_ms;
+    if let Some(key) = &event.dedupe_key {
+        // One statement decides: a new key inserts, an expired key is taken
+        // over, a live key leaves the row alone and returns nothing.
+        let won: Option<String> = c
+            .prepare_cached(
+                "INSERT INTO dedupe (source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source, key) DO UPDATE
+                    SET event_id = excluded.event_id, expires_at = excluded.expires_at
+                    WHERE dedupe.expires_at <= ?5
+                 RETURNING event_id",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        event.source,
+                        key.as_bytes(),
+                        event.id.as_str(),
+                        now.saturating_add(event.dedupe_window_ms),
+                        now
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .map_err(db_error)?;
+        if won.is_none() {
+            let original: String = c
+                .prepare_cached("SELECT event_id FROM dedupe WHERE source = ?1 AND key = ?2")
+                .and_then(|mut s| s.query_row(params![event.source, key.as_bytes()], |r| r.get(0)))
+                .map_err(db_error)?;
+            c.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")
+                .and_then(|mut s| s.execute([&original]))
+                .map_err(db_error)?;
+            return Ok(Ingested::Duplicate { original: parse_id(&original)? });
+        }
+    }
+    let mut superseded = 0;
+    if let Some(key) = &event.coalesce_key {
+        let orphaned: Vec<Option<Vec<u8>>> = c
+            .prepare_cached(
+                "UPDATE events SET state = 'superseded', superseded_by = ?1, updated_at = ?2, due_at = NULL, head = 0
+                 WHERE source = ?3 AND coalesce_key = ?4 AND state = 'pending'
+                 RETURNING order_key",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![event.id.as_str(), now, event.source, key.as_bytes()], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db_error)?;
+        superseded = orphaned.len() as u64;
+        // A superseded head hands its queue on, whatever the new event's order key.
+        let mut keys: Vec<Vec<u8>> = orphaned.into_iter().flatten().collect();
+        keys.sort();
+        keys.dedup();
+        let own = event.order_key.as_ref().map(|k| k.as_bytes());
+        for order_key in keys.iter().filter(|k| Some(k.as_slice()) != own) {
+            promote(c, &event.source, order_key)?;
+        }
+    }
+    c.prepare_cached(
+        "INSERT INTO events (id, seq, source, destination, state, received_at, updated_at, headers, body,
+                             dedupe_key, order_key, coalesce_key, warnings, due_at, head)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?5, ?12)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            event.id.as_str(),
+            seq,
+            event.source,
+            event.destination,
+            now,
+            codec::encode_headers(&event.headers),
+            &event.body[..],
+            event.dedupe_key.as_ref().map(|k| k.as_bytes()),
+            event.order_key.as_ref().map(|k| k.as_bytes()),
+            event.coalesce_key.as_ref().map(|k| k.as_bytes()),
+            codec::encode_warnings(&event.warnings),
+            event.order_key.is_none(),
+        ])
+    })
+    .map_err(db_error)?;
+    if let Some(order_key) = &event.order_key {
+        // The new event, or the one after a superseded head, may now lead its queue.
+        promote(c, &event.source, order_key.as_bytes())?;
+    }
+    Ok(Ingested::Accepted { id: event.id.clone(), superseded })
+}
+
+/// Make the first active event of an order key's queue its head (if it is
+/// not already). Called wherever the queue's active set changes.
+fn promote(c: &Connection, source: &str, order_key: &[u8]) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE events SET head = 1
+         WHERE rid = (SELECT rid FROM events
+                      WHERE source = ?1 AND order_key = ?2 AND state IN ('pending', 'delivering')
+                      ORDER BY seq LIMIT 1)
+           AND head = 0",
+    )
+    .and_then(|mut s| s.execute(params![source, order_key]))
+    .map_err(db_error)?;
+    Ok(())
+}
+
+pub fn claim(c: &Connection, destination: &str, now: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
+    // Only heads are claimable: a `delivering` head with a live lease, or a
+    // `pending` head waiting for its retry, is not due, so nothing behind it moves.
+    let mut select = c
+        .prepare_cached(
+            "SELECT rid, id, source, order_key, received_at, headers, body, attempts, round_base
+             FROM events
+             WHERE destination = ?1 AND head = 1 AND state IN ('pending', 'delivering') AND due_at <= ?2
+             ORDER BY due_at, seq
+             LIMIT ?3",
+        )
+        .map_err(db_error)?;
+    let rows = select
+        .query_map(params![destination, now, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, Vec<u8>>(6)?,
+                r.get::<_, u32>(7)?,
+                r.get::<_, u32>(8)?,
+            ))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db_error)?;
+    let mut update = c
+        .prepare_cached(
+            "UPDATE events SET state = 'delivering', attempts = attempts + 1, due_at = ?1, updated_at = ?2
+             WHERE rid = ?3",
+        )
+        .map_err(db_error)?;
+    let mut claims = Vec::with_capacity(rows.len());
+    for (rid, id, source, order_key, received_at_ms, headers, body, attempts, round_base) in rows {
+        update.execute(params![now.saturating_add(lease_ms), now, rid]).map_err(db_error)?;
+        claims.push(Claim {
+            id: parse_id(&id)?,
+            source,
+            destination: destination.to_owned(),
+            order_key: order_key.map(Into::into),
+            received_at_ms,
+            headers: codec::decode_headers(&headers)?,
+            body: body.into(),
+            attempt: attempts + 1,
+            round_attempt: attempts + 1 - round_base,
+        });
+    }
+    Ok(claims)
+}
+
+pub fn finish(c: &Connection, id: &EventId, attempt: &Attempt, verdict: Verdict, now: i64) -> Result<bool> {
+    // The attempt happened whether or not the claim is still ours: record it.
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO attempts (event_id, attempt, started_at, duration_ms, status, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id.as_str(),
+            attempt.attempt,
+            attempt.started_at_ms,
+            attempt.duration_ms,
+            attempt.status,
+            attempt.error
+        ])
+    })
+    .map_err(db_error)?;
+    let (state, due_at) = verdict.next_state();
+    // A retried event stays its queue's head; a finished one hands the head on.
+    let moved: Option<(String, Option<Vec<u8>>)> = c
+        .prepare_cached(
+            "UPDATE events SET state = ?1, due_at = ?2, updated_at = ?3, head = (?1 = 'pending')
+             WHERE id = ?4 AND state = 'delivering' AND attempts = ?5
+             RETURNING source, order_key",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![state.as_str(), due_at, now, id.as_str(), attempt.attempt], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(db_error)?;
+    match &moved {
+        Some((source, Some(order_key))) if state != State::Pending => promote(c, source, order_key)?,
+        _ => {}
+    }
+    Ok(moved.is_some())
+}
+
+pub fn replay(c: &Connection, id: &EventId, seq: i64, now: i64) -> Result<bool> {
+    let moved: Option<(String, Option<Vec<u8>>)> = c
+        .prepare_cached(
+            "UPDATE events SET state = 'pending', seq = ?1, round_base = attempts, due_at = ?2,
+                               superseded_by = NULL, updated_at = ?2, head = (order_key IS NULL)
+             WHERE id = ?3 AND state IN ('delivered', 'dead', 'superseded')
+             RETURNING source, order_key",
+        )
+        .and_then(|mut s| s.query_row(params![seq, now, id.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(db_error)?;
+    if let Some((source, Some(order_key))) = &moved {
+        promote(c, source, order_key)?;
+    }
+    Ok(moved.is_some())
+}
+
+/// At open, before any dispatcher runs: this process holds the database's
+/// lock, so every `delivering` event belonged to a process that stopped. Each
+/// is due again when its lease ends, not at once: the app may still be working
+/// on the cut-off attempt until its timeout, and the order key must never see
+/// two deliveries at once. The cut-off attempt is recorded as such.
+pub fn recover(conn: &mut Connection, now: i64) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT OR IGNORE INTO attempts (event_id, attempt, started_at, duration_ms, status, error)
+         SELECT id, attempts, updated_at, ?1 - updated_at, NULL, 'interrupted: hookgate stopped during the attempt'
+         FROM events WHERE state = 'delivering'",
+        [now],
+    )?;
+    // due_at holds the lease's end while delivering: it stays the time the event is due.
+    let recovered =
+        tx.execute("UPDATE events SET state = 'pending', updated_at = ?1 WHERE state = 'delivering'", [now])?;
+    tx.commit()?;
+    Ok(recovered)
+}
+
+pub fn purge_dedupe(c: &Connection, now: i64) -> Result<u64> {
+    c.prepare_cached("DELETE FROM dedupe WHERE expires_at <= ?1")
+        .and_then(|mut s| s.execute([now]))
+        .map(|n| n as u64)
+        .map_err(db_error)
+}

@@ -1,0 +1,147 @@
+use super::*;
+
+/// Everything comes back as it went in, byte for byte: keys, header values and
+/// bodies may hold NUL and bytes that are not UTF-8.
+pub async fn ingest_round_trips(store: Arc<dyn Store>) {
+    let mut new = keyed("cus_1", T0);
+    new.order_key = Some(Key::from(b"cus\x00\xff1".as_slice()));
+    new.dedupe_key = Some(Key::from(b"evt\x00a".as_slice()));
+    new.coalesce_key = Some(key("changed:cus_1"));
+    new.warnings = vec!["order_key: json.x is missing".into()];
+    new.body = Bytes::from_static(&[0, 159, 146, 150, b'{']);
+    new.headers.push("x-raw", b"caf\xe9\x00".as_slice());
+    let id = accept(&*store, new.clone()).await;
+    assert_eq!(id, new.id);
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.record.state, State::Pending);
+    assert_eq!(got.record.source, "src");
+    assert_eq!(got.record.destination, DEST);
+    assert_eq!(got.record.received_at_ms, T0);
+    assert_eq!(got.record.dedupe_key, new.dedupe_key);
+    assert_eq!(got.record.order_key, new.order_key);
+    assert_eq!(got.record.coalesce_key, new.coalesce_key);
+    assert_eq!(got.record.warnings, new.warnings);
+    assert_eq!(got.record.duplicates, 0);
+    assert_eq!(got.record.attempts, 0);
+    assert_eq!(got.headers, new.headers, "header values are stored byte for byte");
+    assert_eq!(got.body, new.body, "bodies are stored byte for byte");
+    assert!(got.attempts.is_empty());
+    assert!(store.get(&EventId::generate()).await.unwrap().is_none());
+    let claims = store.claim(DEST, T0, 10, LEASE).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!((&claims[0].headers, &claims[0].body, &claims[0].order_key), (&new.headers, &new.body, &new.order_key));
+    let listed = store.list(&ListFilter { order_key: new.order_key.clone(), limit: 10, ..Default::default() }).await;
+    assert_eq!(listed.unwrap().events.len(), 1, "a key with NUL and non-UTF-8 bytes filters exactly");
+}
+
+pub async fn duplicate_points_at_original(store: Arc<dyn Store>) {
+    let mut first = event("src", T0);
+    first.dedupe_key = Some(key("evt_1"));
+    let original = accept(&*store, first.clone()).await;
+    for n in 1..=2 {
+        let copy = NewEvent { id: EventId::generate(), received_at_ms: T0 + n, ..first.clone() };
+        let copy_id = copy.id.clone();
+        assert_eq!(store.ingest(copy).await.unwrap(), Ingested::Duplicate { original: original.clone() });
+        assert!(store.get(&copy_id).await.unwrap().is_none(), "a duplicate stores nothing new");
+    }
+    assert_eq!(store.get(&original).await.unwrap().unwrap().record.duplicates, 2);
+}
+
+pub async fn concurrent_duplicates_store_one(store: Arc<dyn Store>) {
+    const COPIES: usize = 64;
+    let barrier = Arc::new(tokio::sync::Barrier::new(COPIES));
+    let tasks: Vec<_> = (0..COPIES)
+        .map(|_| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let mut copy = event("src", T0);
+                copy.dedupe_key = Some(key("evt_race"));
+                barrier.wait().await;
+                store.ingest(copy).await.expect("ingest")
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    let mut originals = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ingested::Accepted { id, .. } => accepted.push(id),
+            Ingested::Duplicate { original } => originals.push(original),
+        }
+    }
+    assert_eq!(accepted.len(), 1, "exactly one copy is stored");
+    assert!(originals.iter().all(|o| *o == accepted[0]));
+    let page = store.list(&ListFilter { limit: 500, ..Default::default() }).await.unwrap();
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].duplicates, (COPIES - 1) as u64);
+}
+
+pub async fn dedupe_window_expires(store: Arc<dyn Store>) {
+    let mut first = event("src", T0);
+    first.dedupe_key = Some(key("k"));
+    first.dedupe_window_ms = 1_000;
+    let original = accept(&*store, first.clone()).await;
+    let inside = NewEvent { id: EventId::generate(), received_at_ms: T0 + 999, ..first.clone() };
+    assert_eq!(store.ingest(inside).await.unwrap(), Ingested::Duplicate { original });
+    let after = NewEvent { id: EventId::generate(), received_at_ms: T0 + 1_000, ..first.clone() };
+    let after_id = after.id.clone();
+    assert_eq!(accept(&*store, after).await, after_id, "the window has ended: a new event");
+    let again = NewEvent { id: EventId::generate(), received_at_ms: T0 + 1_001, ..first };
+    assert_eq!(store.ingest(again).await.unwrap(), Ingested::Duplicate { original: after_id });
+}
+
+pub async fn dedupe_is_per_source(store: Arc<dyn Store>) {
+    let mut a = event("stripe", T0);
+    a.dedupe_key = Some(key("evt_1"));
+    let b = NewEvent { id: EventId::generate(), source: "github".into(), ..a.clone() };
+    accept(&*store, a).await;
+    accept(&*store, b).await;
+}
+
+pub async fn purge_forgets_expired_keys(store: Arc<dyn Store>) {
+    let mut first = event("src", T0);
+    first.dedupe_key = Some(key("k"));
+    first.dedupe_window_ms = 1_000;
+    let original = accept(&*store, first.clone()).await;
+    assert_eq!(store.purge_expired_dedupe(T0 + 999).await.unwrap(), 0);
+    let inside = NewEvent { id: EventId::generate(), received_at_ms: T0 + 999, ..first.clone() };
+    assert_eq!(store.ingest(inside).await.unwrap(), Ingested::Duplicate { original }, "the key is still live");
+    assert_eq!(store.purge_expired_dedupe(T0 + 1_000).await.unwrap(), 1);
+    // Forgotten: the same key is a new event (checked by taking its place, not by the count alone).
+    let again = NewEvent { id: EventId::generate(), received_at_ms: T0 + 1_000, ..first };
+    let again_id = again.id.clone();
+    assert_eq!(accept(&*store, again).await, again_id);
+    store.ping().await.unwrap();
+}
+
+pub async fn coalesce_supersedes_only_pending(store: Arc<dyn Store>) {
+    let thin = |at| NewEvent { coalesce_key: Some(key("changed:42")), ..keyed("42", at) };
+    let c1 = accept(&*store, thin(T0)).await;
+    let other = accept(&*store, NewEvent { coalesce_key: Some(key("changed:43")), ..keyed("43", T0) }).await;
+    let c2_event = thin(T0 + 1);
+    let c2 = c2_event.id.clone();
+    assert_eq!(store.ingest(c2_event).await.unwrap(), Ingested::Accepted { id: c2.clone(), superseded: 1 });
+    let detail = store.get(&c1).await.unwrap().unwrap();
+    assert_eq!(detail.record.state, State::Superseded);
+    assert_eq!(detail.record.superseded_by, Some(c2.clone()));
+    assert_eq!(state_of(&*store, &other).await, State::Pending, "other keys are untouched");
+    assert_eq!(claim_ids(&*store, T0 + 1).await, sorted(vec![c2.clone(), other]));
+    // c3 arrives while c2 is being delivered: c2 keeps going, c3 waits and is delivered after.
+    let c3_event = thin(T0 + 2);
+    let c3 = c3_event.id.clone();
+    assert_eq!(store.ingest(c3_event).await.unwrap(), Ingested::Accepted { id: c3.clone(), superseded: 0 });
+    assert_eq!(state_of(&*store, &c2).await, State::Delivering);
+    assert_eq!(claim_ids(&*store, T0 + 2).await, vec![]);
+    assert!(store.finish(&c2, ok_attempt(1, T0 + 1), Verdict::Delivered, T0 + 3).await.unwrap());
+    assert_eq!(claim_ids(&*store, T0 + 3).await, vec![c3]);
+}
+
+/// A coalesce key need not follow the order key: superseding the head of
+/// another key's queue must let that queue move on.
+pub async fn coalesce_across_order_keys_hands_the_queue_on(store: Arc<dyn Store>) {
+    let a1 = accept(&*store, NewEvent { coalesce_key: Some(key("c")), ..keyed("A", T0) }).await;
+    let a2 = accept(&*store, keyed("A", T0)).await;
+    let b1 = accept(&*store, NewEvent { coalesce_key: Some(key("c")), ..keyed("B", T0) }).await;
+    assert_eq!(state_of(&*store, &a1).await, State::Superseded);
+    assert_eq!(claim_ids(&*store, T0).await, sorted(vec![a2, b1]));
+}

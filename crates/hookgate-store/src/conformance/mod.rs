@@ -1,0 +1,108 @@
+//! The suite every [`Store`] backend must pass. A backend runs it with
+//! [`conformance_tests!`](crate::conformance_tests), giving an expression that
+//! builds a fresh, empty store (its own file, database or schema) per test.
+//! Every case runs on the store wrapped in [`Audited`], which checks each
+//! state change the store makes against [`State::can_become`].
+
+mod audit;
+mod ingest;
+mod queue;
+mod read;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hookgate_core::{EventId, Key, State};
+
+pub use audit::Audited;
+pub use ingest::*;
+pub use queue::*;
+pub use read::*;
+
+use crate::{Attempt, Ingested, ListFilter, NewEvent, Store, Verdict};
+
+/// A fixed "now" far from zero, so window and lease arithmetic is visible.
+pub const T0: i64 = 1_800_000_000_000;
+const LEASE: i64 = 30_000;
+const DEST: &str = "app";
+
+/// Generates one `#[tokio::test]` per conformance case.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            ingest_round_trips, duplicate_points_at_original, concurrent_duplicates_store_one,
+            dedupe_window_expires, dedupe_is_per_source, order_key_is_fifo_one_at_a_time,
+            retry_holds_the_key_until_due, dead_does_not_block_the_key, keyless_events_run_in_parallel,
+            expired_lease_is_reclaimed_and_old_claim_fenced, coalesce_supersedes_only_pending,
+            coalesce_across_order_keys_hands_the_queue_on,
+            replay_goes_to_the_back_of_the_queue,
+            list_pages_newest_first_with_filters, stats_count_by_source_and_state,
+            next_due_reports_the_earliest_wakeup, purge_forgets_expired_keys, claim_is_per_destination);
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let store = $make;
+                let audited = std::sync::Arc::new($crate::conformance::Audited::new(store));
+                $crate::conformance::$case(audited.clone()).await;
+                audited.check().await;
+            }
+        )*
+    };
+}
+
+pub fn event(source: &str, at: i64) -> NewEvent {
+    NewEvent {
+        id: EventId::generate(),
+        source: source.to_owned(),
+        destination: DEST.to_owned(),
+        received_at_ms: at,
+        headers: [("content-type", b"application/json".as_slice())].into_iter().collect(),
+        body: Bytes::from_static(br#"{"hello":"world"}"#),
+        dedupe_key: None,
+        dedupe_window_ms: 60_000,
+        order_key: None,
+        coalesce_key: None,
+        warnings: vec![],
+    }
+}
+
+fn keyed(order_key: &str, at: i64) -> NewEvent {
+    NewEvent { order_key: Some(key(order_key)), ..event("src", at) }
+}
+
+fn key(text: &str) -> Key {
+    Key::from(text)
+}
+
+async fn accept(store: &dyn Store, event: NewEvent) -> EventId {
+    match store.ingest(event).await.expect("ingest") {
+        Ingested::Accepted { id, .. } => id,
+        other => panic!("expected accepted, got {other:?}"),
+    }
+}
+
+async fn claim_ids(store: &dyn Store, now: i64) -> Vec<EventId> {
+    let mut ids: Vec<_> = store.claim(DEST, now, 100, LEASE).await.expect("claim").into_iter().map(|c| c.id).collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut ids: Vec<EventId>) -> Vec<EventId> {
+    ids.sort();
+    ids
+}
+
+fn ok_attempt(attempt: u32, at: i64) -> Attempt {
+    Attempt { attempt, started_at_ms: at, duration_ms: 5, status: Some(200), error: None }
+}
+
+fn failed_attempt(attempt: u32, at: i64) -> Attempt {
+    Attempt { attempt, started_at_ms: at, duration_ms: 7, status: Some(500), error: Some("HTTP 500".into()) }
+}
+
+async fn state_of(store: &dyn Store, id: &EventId) -> State {
+    store.get(id).await.expect("get").expect("event exists").record.state
+}

@@ -1,0 +1,102 @@
+use super::*;
+
+pub async fn order_key_is_fifo_one_at_a_time(store: Arc<dyn Store>) {
+    let k1 = accept(&*store, keyed("K", T0)).await;
+    let k2 = accept(&*store, keyed("K", T0)).await;
+    let k3 = accept(&*store, keyed("K", T0)).await;
+    let l1 = accept(&*store, keyed("L", T0)).await;
+    assert_eq!(claim_ids(&*store, T0).await, sorted(vec![k1.clone(), l1]));
+    assert_eq!(claim_ids(&*store, T0).await, vec![], "K's head is in flight");
+    assert!(store.finish(&k1, ok_attempt(1, T0), Verdict::Delivered, T0 + 1).await.unwrap());
+    assert_eq!(state_of(&*store, &k1).await, State::Delivered);
+    assert_eq!(claim_ids(&*store, T0 + 1).await, vec![k2.clone()]);
+    assert!(store.finish(&k2, ok_attempt(1, T0), Verdict::Delivered, T0 + 2).await.unwrap());
+    assert_eq!(claim_ids(&*store, T0 + 2).await, vec![k3]);
+}
+
+pub async fn retry_holds_the_key_until_due(store: Arc<dyn Store>) {
+    let k1 = accept(&*store, keyed("K", T0)).await;
+    let k2 = accept(&*store, keyed("K", T0)).await;
+    assert_eq!(claim_ids(&*store, T0).await, vec![k1.clone()]);
+    let retry = Verdict::Retry { at_ms: T0 + 1_000 };
+    assert!(store.finish(&k1, failed_attempt(1, T0), retry, T0 + 10).await.unwrap());
+    assert_eq!(state_of(&*store, &k1).await, State::Pending);
+    assert_eq!(claim_ids(&*store, T0 + 999).await, vec![], "k2 waits behind k1's retry");
+    let claims = store.claim(DEST, T0 + 1_000, 10, LEASE).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!((claims[0].id.clone(), claims[0].attempt, claims[0].round_attempt), (k1.clone(), 2, 2));
+    assert!(store.finish(&k1, ok_attempt(2, T0 + 1_000), Verdict::Delivered, T0 + 1_001).await.unwrap());
+    assert_eq!(claim_ids(&*store, T0 + 1_001).await, vec![k2]);
+    let detail = store.get(&k1).await.unwrap().unwrap();
+    assert_eq!(detail.attempts, vec![failed_attempt(1, T0), ok_attempt(2, T0 + 1_000)]);
+}
+
+pub async fn dead_does_not_block_the_key(store: Arc<dyn Store>) {
+    let k1 = accept(&*store, keyed("K", T0)).await;
+    let k2 = accept(&*store, keyed("K", T0)).await;
+    assert_eq!(claim_ids(&*store, T0).await, vec![k1.clone()]);
+    assert!(store.finish(&k1, failed_attempt(1, T0), Verdict::Dead, T0 + 1).await.unwrap());
+    assert_eq!(state_of(&*store, &k1).await, State::Dead);
+    assert_eq!(claim_ids(&*store, T0 + 1).await, vec![k2]);
+}
+
+pub async fn keyless_events_run_in_parallel(store: Arc<dyn Store>) {
+    let a = accept(&*store, event("src", T0)).await;
+    let b = accept(&*store, event("src", T0)).await;
+    let c = accept(&*store, event("src", T0 + 5)).await;
+    assert_eq!(claim_ids(&*store, T0 + 5).await, sorted(vec![a, b, c]));
+    let limited = accept(&*store, event("src", T0)).await;
+    accept(&*store, event("src", T0)).await;
+    let claims = store.claim(DEST, T0, 1, LEASE).await.unwrap();
+    assert_eq!(claims.len(), 1, "limit is respected");
+    assert_eq!(claims[0].id, limited, "storage order first");
+}
+
+pub async fn expired_lease_is_reclaimed_and_old_claim_fenced(store: Arc<dyn Store>) {
+    let k1 = accept(&*store, keyed("K", T0)).await;
+    accept(&*store, keyed("K", T0)).await;
+    assert_eq!(claim_ids(&*store, T0).await, vec![k1.clone()]);
+    assert_eq!(claim_ids(&*store, T0 + LEASE - 1).await, vec![], "lease still held");
+    let again = store.claim(DEST, T0 + LEASE, 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1, "only the head comes back, never the one behind it");
+    assert_eq!((again[0].id.clone(), again[0].attempt), (k1.clone(), 2));
+    let stale = store.finish(&k1, ok_attempt(1, T0), Verdict::Delivered, T0 + LEASE + 1).await.unwrap();
+    assert!(!stale, "the first claim lost its lease");
+    assert_eq!(state_of(&*store, &k1).await, State::Delivering);
+    assert!(store.finish(&k1, ok_attempt(2, T0 + LEASE), Verdict::Delivered, T0 + LEASE + 2).await.unwrap());
+    assert_eq!(state_of(&*store, &k1).await, State::Delivered);
+}
+
+pub async fn replay_goes_to_the_back_of_the_queue(store: Arc<dyn Store>) {
+    let k1 = accept(&*store, keyed("K", T0)).await;
+    assert!(!store.replay(&k1, T0).await.unwrap(), "pending events are not replayed");
+    assert_eq!(claim_ids(&*store, T0).await, vec![k1.clone()]);
+    assert!(store.finish(&k1, failed_attempt(1, T0), Verdict::Dead, T0 + 1).await.unwrap());
+    let k2 = accept(&*store, keyed("K", T0 + 2)).await;
+    assert!(store.replay(&k1, T0 + 3).await.unwrap());
+    assert_eq!(state_of(&*store, &k1).await, State::Pending);
+    assert_eq!(claim_ids(&*store, T0 + 3).await, vec![k2.clone()], "k2 was stored before the replay");
+    assert!(store.finish(&k2, ok_attempt(1, T0 + 3), Verdict::Delivered, T0 + 4).await.unwrap());
+    let claims = store.claim(DEST, T0 + 4, 10, LEASE).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!((claims[0].id.clone(), claims[0].attempt, claims[0].round_attempt), (k1.clone(), 2, 1));
+    assert!(!store.replay(&EventId::generate(), T0).await.unwrap());
+}
+
+pub async fn next_due_reports_the_earliest_wakeup(store: Arc<dyn Store>) {
+    assert_eq!(store.next_due(DEST, T0).await.unwrap(), None);
+    let k1 = accept(&*store, keyed("K", T0)).await;
+    assert_eq!(claim_ids(&*store, T0).await, vec![k1.clone()]);
+    assert_eq!(store.next_due(DEST, T0).await.unwrap(), Some(T0 + LEASE), "the lease's end");
+    store.finish(&k1, failed_attempt(1, T0), Verdict::Retry { at_ms: T0 + 500 }, T0 + 1).await.unwrap();
+    assert_eq!(store.next_due(DEST, T0 + 1).await.unwrap(), Some(T0 + 500));
+    assert_eq!(store.next_due("elsewhere", T0 + 1).await.unwrap(), None);
+}
+
+pub async fn claim_is_per_destination(store: Arc<dyn Store>) {
+    let here = accept(&*store, keyed("K", T0)).await;
+    let there = accept(&*store, NewEvent { destination: "billing".into(), ..keyed("M", T0) }).await;
+    assert_eq!(claim_ids(&*store, T0).await, vec![here]);
+    let claims = store.claim("billing", T0, 10, LEASE).await.unwrap();
+    assert_eq!(claims.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![there]);
+}

@@ -1,0 +1,35 @@
+use super::*;
+
+pub async fn list_pages_newest_first_with_filters(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(accept(&*store, keyed(if n % 2 == 0 { "even" } else { "odd" }, T0 + n)).await);
+    }
+    accept(&*store, event("other", T0)).await;
+    let first = store.list(&ListFilter { source: Some("src".into()), limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!(first.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![ids[4].clone(), ids[3].clone()]);
+    let cursor = first.next_cursor.expect("more pages");
+    let second = store
+        .list(&ListFilter { source: Some("src".into()), limit: 10, cursor: Some(cursor), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(second.events.len(), 3);
+    assert!(second.next_cursor.is_none());
+    let odd = store.list(&ListFilter { order_key: Some(key("odd")), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(odd.events.len(), 2);
+    store.claim(DEST, T0 + 10, 100, LEASE).await.unwrap();
+    let delivering =
+        store.list(&ListFilter { state: Some(State::Delivering), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(delivering.events.len(), 3, "one per order key, and the keyless one");
+}
+
+pub async fn stats_count_by_source_and_state(store: Arc<dyn Store>) {
+    accept(&*store, keyed("K", T0)).await;
+    accept(&*store, keyed("K", T0)).await;
+    accept(&*store, event("other", T0)).await;
+    store.claim(DEST, T0, 100, LEASE).await.unwrap();
+    let mut stats = store.stats().await.unwrap();
+    stats.sort_by(|a, b| (&a.source, a.state.as_str()).cmp(&(&b.source, b.state.as_str())));
+    let got: Vec<_> = stats.iter().map(|s| (s.source.as_str(), s.state, s.count)).collect();
+    assert_eq!(got, vec![("other", State::Delivering, 1), ("src", State::Delivering, 1), ("src", State::Pending, 1)]);
+}

@@ -1,0 +1,157 @@
+//! The admin API's JSON, as types: the server serializes them and the CLI
+//! deserializes them, so renaming a field breaks the build rather than the
+//! output.
+//!
+//! Keys and header values are bytes inside hookgate; here they are shown as
+//! text, bytes that are not UTF-8 replaced. A body that is not UTF-8 comes as
+//! `body_base64` instead of `body`.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use hookgate_core::{Key, State};
+use hookgate_store::{Attempt, EventDetail, EventRecord};
+use serde::{Deserialize, Serialize};
+
+/// One event in a listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventSummary {
+    pub id: String,
+    pub source: String,
+    pub destination: String,
+    pub state: State,
+    pub received_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub dedupe_key: Option<String>,
+    pub order_key: Option<String>,
+    pub coalesce_key: Option<String>,
+    pub warnings: Vec<String>,
+    pub duplicates: u64,
+    /// Attempts over the event's life, replays included.
+    pub attempt_count: u32,
+    /// When a pending event is next due.
+    pub next_attempt_at_ms: Option<i64>,
+    pub superseded_by: Option<String>,
+}
+
+/// `GET /api/events/{id}`: the event, what the sender sent, every attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventView {
+    #[serde(flatten)]
+    pub summary: EventSummary,
+    /// `[name, value]` pairs in arrival order.
+    pub headers: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub body_base64: Option<String>,
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub started_at_ms: i64,
+    pub duration_ms: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// `GET /api/events`: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventPage {
+    pub events: Vec<EventSummary>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /api/events/{id}/replay`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replayed {
+    pub id: String,
+    pub state: State,
+}
+
+/// `POST /api/replay`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BulkReplayed {
+    pub replayed: u64,
+    /// The bulk limit was reached: call again for the rest.
+    pub more: bool,
+}
+
+/// `GET /api/stats`: per source, how many events are in each state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub sources: BTreeMap<String, BTreeMap<State, u64>>,
+}
+
+impl Stats {
+    pub fn count(&self, source: &str, state: State) -> u64 {
+        self.sources.get(source).and_then(|s| s.get(&state)).copied().unwrap_or(0)
+    }
+
+    /// Events still owed a delivery, over every source.
+    pub fn active(&self) -> u64 {
+        self.sources.values().flat_map(|s| s.iter()).filter(|(state, _)| state.is_active()).map(|(_, n)| n).sum()
+    }
+}
+
+/// Every error answer: `{"error": "…"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+fn text(key: &Option<Key>) -> Option<String> {
+    key.as_ref().map(Key::to_text_lossy)
+}
+
+impl From<&EventRecord> for EventSummary {
+    fn from(r: &EventRecord) -> Self {
+        EventSummary {
+            id: r.id.to_string(),
+            source: r.source.clone(),
+            destination: r.destination.clone(),
+            state: r.state,
+            received_at_ms: r.received_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            dedupe_key: text(&r.dedupe_key),
+            order_key: text(&r.order_key),
+            coalesce_key: text(&r.coalesce_key),
+            warnings: r.warnings.clone(),
+            duplicates: r.duplicates,
+            attempt_count: r.attempts,
+            next_attempt_at_ms: r.next_attempt_at_ms,
+            superseded_by: r.superseded_by.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+impl From<&Attempt> for AttemptView {
+    fn from(a: &Attempt) -> Self {
+        AttemptView {
+            attempt: a.attempt,
+            started_at_ms: a.started_at_ms,
+            duration_ms: a.duration_ms,
+            status: a.status,
+            error: a.error.clone(),
+        }
+    }
+}
+
+impl From<&EventDetail> for EventView {
+    fn from(d: &EventDetail) -> Self {
+        let (body, body_base64) = match std::str::from_utf8(&d.body) {
+            Ok(text) => (Some(text.to_owned()), None),
+            Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(&d.body))),
+        };
+        EventView {
+            summary: EventSummary::from(&d.record),
+            headers: d.headers.iter().map(|(n, v)| (n.to_owned(), String::from_utf8_lossy(v).into_owned())).collect(),
+            body,
+            body_base64,
+            attempts: d.attempts.iter().map(AttemptView::from).collect(),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Configuration: a TOML file, overridden by `HOOKGATE_SECTION__KEY`
+//! environment variables, validated once into the typed [`Config`].
+//!
+//! - `raw`: the file's shape; `env`: the environment as input; `defaults`:
+//!   every default; `units`: durations and sizes; `validate`: from shape to
+//!   types.
+//! - Problems name their key exactly as the contract shows
+//!   (`sources[1].order_key: unknown field "jsn.id"`). Every problem found by
+//!   validation is reported at once; a TOML syntax error, a value of the wrong
+//!   type or an unknown key stops reading the file, so it is reported alone.
+
+mod defaults;
+mod env;
+mod raw;
+mod units;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hookgate_core::{RetryPolicy, Secret, Template};
+use hookgate_verify::Scheme;
+use hookgate_verify::standard_webhooks::SigningKey;
+
+pub use env::Env;
+pub use units::{parse_duration, parse_size};
+
+pub const DEFAULT_CONFIG_FILE: &str = "hookgate.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub storage: Storage,
+    /// `None`: the admin API refuses every request (there is no anonymous admin).
+    pub admin_token: Option<Secret>,
+    pub destinations: Vec<Destination>,
+    pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    Sqlite(PathBuf),
+    /// The URL may hold a password. `pool`: connections per instance, at most (plus one for LISTEN).
+    Postgres {
+        url: Secret,
+        pool: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub name: String,
+    pub url: reqwest::Url,
+    pub timeout: Duration,
+    /// Deliveries in flight to this destination, at most.
+    pub concurrency: usize,
+    /// Signs what hookgate sends (Standard Webhooks), when configured.
+    pub signing_key: Option<SigningKey>,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub destination: String,
+    pub scheme: Scheme,
+    /// Every secret currently accepted (more than one while rotating).
+    pub secrets: Vec<Secret>,
+    pub tolerance_secs: i64,
+    pub dedupe_key: Option<Template>,
+    pub dedupe_window_ms: i64,
+    pub dedupe_ignore: Vec<String>,
+    pub order_key: Option<Template>,
+    pub coalesce_key: Option<Template>,
+    /// Answer `GET /in/{source}` by echoing this query parameter.
+    pub challenge: Option<Challenge>,
+}
+
+/// A `GET` echo handshake: answer with the value of `param`, if the
+/// `(token_param, token)` pair (when set) matches.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    pub param: String,
+    pub token: Option<(String, Secret)>,
+}
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug)]
+pub struct Problems(pub Vec<String>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for Problems {}
+
+impl Config {
+    /// Read `path`, apply the environment, validate.
+    pub fn load(path: &Path, env: &Env) -> Result<Config, Problems> {
+        let text = std::fs::read_to_string(path).map_err(|e| Problems(vec![format!("{}: {e}", path.display())]))?;
+        Self::from_toml(&text, env)
+    }
+
+    /// Parse, apply the environment, validate.
+    pub fn from_toml(text: &str, env: &Env) -> Result<Config, Problems> {
+        let mut table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| Problems(vec![e.to_string().trim().replace('\n', " ")]))?;
+        env.overlay(&mut table).map_err(|p| Problems(vec![p]))?;
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            // toml appends "in `table`" lines: the path already says where.
+            let inner = e.into_inner().to_string().lines().next().unwrap_or_default().to_owned();
+            Problems(vec![if path == "." { inner } else { format!("{path}: {inner}") }])
+        })?;
+        validate::validate(raw, env)
+    }
+}
+
+#[cfg(test)]
+mod tests;

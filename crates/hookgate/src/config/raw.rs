@@ -1,0 +1,121 @@
+//! The config file's shape, as TOML gives it: every field optional, unknown
+//! fields refused. Defaults are applied in one place, `validate`, from the
+//! constants in `defaults`.
+
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub storage: RawStorage,
+    pub admin: RawAdmin,
+    pub destinations: Vec<RawDestination>,
+    pub sources: Vec<RawSource>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub max_body: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStorage {
+    pub url: Option<String>,
+    /// PostgreSQL only: connections per instance.
+    pub pool: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub token: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDestination {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub timeout: Option<String>,
+    pub concurrency: Option<i64>,
+    pub signing_secret: Option<String>,
+    pub retry: RawRetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetry {
+    pub max_attempts: Option<i64>,
+    pub initial: Option<String>,
+    pub max: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSource {
+    pub name: Option<String>,
+    pub destination: Option<String>,
+    pub preset: Option<String>,
+    pub verify: Option<RawVerify>,
+    pub dedupe_key: Option<String>,
+    pub dedupe_window: Option<String>,
+    pub dedupe_ignore: Vec<String>,
+    pub order_key: Option<String>,
+    pub coalesce_key: Option<String>,
+    pub challenge: Option<RawChallenge>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawVerify {
+    pub scheme: Option<String>,
+    pub secret: Option<OneOrMany>,
+    pub tolerance: Option<String>,
+    /// hmac-*: the signature's header; token: the token's header.
+    pub header: Option<String>,
+    /// hmac-*: "hex" (default) or "base64".
+    pub encoding: Option<String>,
+    /// hmac-*: text before the signature, e.g. "sha256=".
+    pub prefix: Option<String>,
+    /// hmac-*: a signed timestamp's header; with `signed_content`.
+    pub timestamp_header: Option<String>,
+    /// hmac-*: what is signed, from `{timestamp}` and `{body}`; default the body.
+    pub signed_content: Option<String>,
+    /// basic: the user name (the secret is the password).
+    pub username: Option<String>,
+    /// token: the query parameter holding the token (instead of `header`).
+    pub query: Option<String>,
+    /// twilio: this source's URL as the sender calls it.
+    pub public_url: Option<String>,
+}
+
+/// A `GET /in/{source}` echo handshake (`hub.challenge` style).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChallenge {
+    /// The query parameter whose value is echoed back.
+    pub param: String,
+    /// Optional: the parameter carrying a verify token, and the token expected.
+    pub token_param: Option<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(one) => vec![one.as_str()],
+            OneOrMany::Many(many) => many.iter().map(String::as_str).collect(),
+        }
+    }
+}

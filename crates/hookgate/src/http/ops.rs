@@ -1,0 +1,37 @@
+//! For operators and orchestrators, without a token: `/metrics`, `/healthz`, `/readyz`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use hookgate_core::State as EventState;
+
+use super::{ApiError, HttpState};
+use crate::metrics;
+
+pub async fn healthy() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when storage answers.
+pub async fn ready(State(state): State<Arc<HttpState>>) -> Result<&'static str, ApiError> {
+    state.store.ping().await?;
+    Ok("ready\n")
+}
+
+pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    // Queue depth is read from the store at scrape time, so it is right
+    // whichever instance stored or delivered the events.
+    if let Ok(counts) = state.store.stats().await {
+        for source in state.sources.keys() {
+            for event_state in [EventState::Pending, EventState::Delivering] {
+                let count =
+                    counts.iter().find(|c| &c.source == source && c.state == event_state).map_or(0, |c| c.count);
+                ::metrics::gauge!(metrics::QUEUE_DEPTH, "source" => source.clone(), "state" => event_state.as_str())
+                    .set(count as f64);
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::handle().render()).into_response()
+}
