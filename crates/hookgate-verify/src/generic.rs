@@ -74,6 +74,14 @@ impl GenericHmac {
     }
 
     pub fn verify(&self, secrets: &[Secret], tolerance_secs: i64, request: &Signed<'_>) -> Result<(), VerifyError> {
+        let timestamp = match &self.timestamp_header {
+            Some(name) => Some(request.header(name)?.trim()),
+            None => None,
+        };
+        if let Some(timestamp) = timestamp {
+            let unix: i64 = timestamp.parse().map_err(|_| VerifyError::Malformed("timestamp is not a number"))?;
+            check_tolerance(unix, request.now, tolerance_secs)?;
+        }
         let header = request.header(&self.header)?.trim();
         let encoded = header.strip_prefix(self.prefix.as_str()).ok_or(VerifyError::Malformed("prefix missing"))?;
         let given = match self.encoding {
@@ -82,20 +90,9 @@ impl GenericHmac {
                 STANDARD.decode(encoded).map_err(|_| VerifyError::Malformed("signature is not base64"))?
             }
         };
-        let timestamp = match &self.timestamp_header {
-            Some(name) => Some(request.header(name)?.trim()),
-            None => None,
-        };
         let content = self.content(timestamp, request.body);
         let valid = secrets.iter().any(|s| equal(&tag(self.hash(), s.expose().as_bytes(), &[&content]), &given));
-        if !valid {
-            return Err(VerifyError::BadSignature);
-        }
-        if let Some(timestamp) = timestamp {
-            let unix: i64 = timestamp.parse().map_err(|_| VerifyError::Malformed("timestamp is not a number"))?;
-            check_tolerance(unix, request.now, tolerance_secs)?;
-        }
-        Ok(())
+        if valid { Ok(()) } else { Err(VerifyError::BadSignature) }
     }
 
     /// The header value a sender using this scheme would send.

@@ -12,22 +12,22 @@ mod generic;
 mod github;
 mod mac;
 mod presets;
+mod scheme;
 mod shopify;
 mod slack;
 pub mod standard_webhooks;
 mod stripe;
 mod twilio;
 
-use std::fmt;
-use std::str::FromStr;
-
 pub use acuity::sign as acuity_sign;
 pub use generic::{Encoding, GenericHmac, HashAlgorithm, PLACEHOLDERS};
 pub use github::sign as github_sign;
 use hookgate_core::{Headers, Secret};
 pub use presets::{ParsePresetError, Preset};
+pub use scheme::{ParseSchemeError, Scheme, SchemeName, SchemeOptions, TokenAt};
 pub use shopify::sign as shopify_sign;
 pub use slack::sign as slack_sign;
+pub use standard_webhooks::HeaderFamily;
 pub use stripe::sign as stripe_sign;
 pub use twilio::sign as twilio_sign;
 
@@ -54,159 +54,6 @@ impl Signed<'_> {
 
     fn query_param(&self, name: &str) -> Option<Vec<u8>> {
         hookgate_core::urlencoded::find(self.query, name.as_bytes())
-    }
-}
-
-/// How a source's requests are verified (`verify.scheme` and its options).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scheme {
-    None,
-    Stripe,
-    Github,
-    Shopify,
-    StandardWebhooks,
-    Acuity,
-    Slack,
-    /// Twilio signs the URL it called: the public URL of this source, as the
-    /// sender sees it (hookgate usually sits behind a proxy).
-    Twilio {
-        public_url: String,
-    },
-    Hmac(GenericHmac),
-    /// HTTP Basic: the secret is the password.
-    Basic {
-        username: String,
-    },
-    /// A shared token in a header or a query parameter: the secret is the token.
-    Token(TokenAt),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenAt {
-    /// Header name, lowercase.
-    Header(String),
-    Query(String),
-}
-
-/// The names `verify.scheme` takes. Each becomes a [`Scheme`] once its
-/// options (header, username, public URL…) are known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SchemeName {
-    None,
-    Stripe,
-    Github,
-    Shopify,
-    StandardWebhooks,
-    /// The Standard Webhooks scheme under Svix's `svix-*` header names.
-    Svix,
-    Acuity,
-    Slack,
-    Twilio,
-    HmacSha256,
-    HmacSha512,
-    Basic,
-    Token,
-}
-
-impl SchemeName {
-    pub const ALL: [SchemeName; 13] = [
-        SchemeName::None,
-        SchemeName::Stripe,
-        SchemeName::Github,
-        SchemeName::Shopify,
-        SchemeName::StandardWebhooks,
-        SchemeName::Svix,
-        SchemeName::Acuity,
-        SchemeName::Slack,
-        SchemeName::Twilio,
-        SchemeName::HmacSha256,
-        SchemeName::HmacSha512,
-        SchemeName::Basic,
-        SchemeName::Token,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SchemeName::None => "none",
-            SchemeName::Stripe => "stripe",
-            SchemeName::Github => "github",
-            SchemeName::Shopify => "shopify",
-            SchemeName::StandardWebhooks => "standard-webhooks",
-            SchemeName::Svix => "svix",
-            SchemeName::Acuity => "acuity",
-            SchemeName::Slack => "slack",
-            SchemeName::Twilio => "twilio",
-            SchemeName::HmacSha256 => "hmac-sha256",
-            SchemeName::HmacSha512 => "hmac-sha512",
-            SchemeName::Basic => "basic",
-            SchemeName::Token => "token",
-        }
-    }
-
-    /// The scheme itself, for the names that take no options.
-    pub fn without_options(self) -> Option<Scheme> {
-        match self {
-            SchemeName::None => Some(Scheme::None),
-            SchemeName::Stripe => Some(Scheme::Stripe),
-            SchemeName::Github => Some(Scheme::Github),
-            SchemeName::Shopify => Some(Scheme::Shopify),
-            SchemeName::StandardWebhooks | SchemeName::Svix => Some(Scheme::StandardWebhooks),
-            SchemeName::Acuity => Some(Scheme::Acuity),
-            SchemeName::Slack => Some(Scheme::Slack),
-            SchemeName::Twilio
-            | SchemeName::HmacSha256
-            | SchemeName::HmacSha512
-            | SchemeName::Basic
-            | SchemeName::Token => None,
-        }
-    }
-}
-
-impl fmt::Display for SchemeName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown scheme {0:?} (expected one of {names})", names = names(&SchemeName::ALL.map(SchemeName::as_str)))]
-pub struct ParseSchemeError(String);
-
-impl FromStr for SchemeName {
-    type Err = ParseSchemeError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SchemeName::ALL.into_iter().find(|n| n.as_str() == s).ok_or_else(|| ParseSchemeError(s.to_owned()))
-    }
-}
-
-fn names(all: &[&str]) -> String {
-    all.join(", ")
-}
-
-impl Scheme {
-    /// Whether the scheme signs a timestamp, so `tolerance` applies.
-    pub fn is_timestamped(&self) -> bool {
-        match self {
-            Scheme::Stripe | Scheme::StandardWebhooks | Scheme::Slack => true,
-            Scheme::Hmac(generic) => generic.timestamp_header.is_some(),
-            _ => false,
-        }
-    }
-
-    /// Whether the scheme needs a secret at all.
-    pub fn needs_secret(&self) -> bool {
-        *self != Scheme::None
-    }
-
-    /// The answer to a sender's one-time handshake, for a request that has
-    /// already verified: such a request is answered, never stored. Today only
-    /// Slack's `url_verification` (answered `{"challenge": …}`).
-    pub fn handshake(&self, body: &[u8]) -> Option<String> {
-        match self {
-            Scheme::Slack => slack::url_verification(body),
-            _ => None,
-        }
     }
 }
 
@@ -255,7 +102,7 @@ pub fn verify(
         Scheme::Stripe => stripe::verify(secrets, tolerance_secs, request),
         Scheme::Github => github::verify(secrets, request),
         Scheme::Shopify => shopify::verify(secrets, request),
-        Scheme::StandardWebhooks => standard_webhooks::verify(secrets, tolerance_secs, request),
+        Scheme::StandardWebhooks(family) => standard_webhooks::verify(*family, secrets, tolerance_secs, request),
         Scheme::Acuity => acuity::verify(secrets, request),
         Scheme::Slack => slack::verify(secrets, tolerance_secs, request),
         Scheme::Twilio { public_url } => twilio::verify(public_url, secrets, request),
@@ -265,9 +112,15 @@ pub fn verify(
     }
 }
 
+/// Checked before any MAC or signature: a stale request costs a comparison, not a hash of its body.
 fn check_tolerance(timestamp: i64, now: i64, tolerance_secs: i64) -> Result<(), VerifyError> {
     if now.abs_diff(timestamp) > tolerance_secs.unsigned_abs() { Err(VerifyError::StaleTimestamp) } else { Ok(()) }
 }
+
+/// Signatures one header may carry that are checked, at most. Senders send
+/// one, or two while rotating; a header with hundreds would make each request
+/// cost hundreds of signature checks over its body.
+pub const MAX_SIGNATURES: usize = 5;
 
 #[cfg(test)]
 pub(crate) mod test_support {
@@ -318,7 +171,7 @@ mod properties {
                 ("x-timestamp", "100"),
                 ("x-signature", &generic.sign(&secret, Some("100"), &a)),
             ]);
-            let schemes = [Scheme::StandardWebhooks, Scheme::Stripe, Scheme::Github, Scheme::Shopify,
+            let schemes = [Scheme::StandardWebhooks(HeaderFamily::Webhook), Scheme::Stripe, Scheme::Github, Scheme::Shopify,
                            Scheme::Acuity, Scheme::Slack, Scheme::Hmac(generic.clone())];
             for scheme in schemes {
                 let on_a = Signed { headers: &headers, body: &a, query: b"", now: 100 };

@@ -9,16 +9,14 @@ use crate::{Signed, VerifyError, check_tolerance};
 pub fn verify(secrets: &[Secret], tolerance_secs: i64, request: &Signed<'_>) -> Result<(), VerifyError> {
     let timestamp = request.header("x-slack-request-timestamp")?.trim();
     let unix: i64 = timestamp.parse().map_err(|_| VerifyError::Malformed("timestamp is not a number"))?;
+    check_tolerance(unix, request.now, tolerance_secs)?;
     let given = request.header("x-slack-signature")?.trim();
     let given = given.strip_prefix("v0=").ok_or(VerifyError::Malformed("expected v0=<hex>"))?;
     let given = hex::decode(given).map_err(|_| VerifyError::Malformed("signature is not hex"))?;
     let valid = secrets.iter().any(|s| {
         equal(&tag(Hash::Sha256, s.expose().as_bytes(), &[b"v0:", timestamp.as_bytes(), b":", request.body]), &given)
     });
-    if !valid {
-        return Err(VerifyError::BadSignature);
-    }
-    check_tolerance(unix, request.now, tolerance_secs)
+    if valid { Ok(()) } else { Err(VerifyError::BadSignature) }
 }
 
 /// Sign as Slack does.

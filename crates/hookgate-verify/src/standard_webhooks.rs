@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use hookgate_core::Secret;
 
 use crate::mac::{Hash, equal, tag};
-use crate::{Signed, VerifyError, check_tolerance};
+use crate::{MAX_SIGNATURES, Signed, VerifyError, check_tolerance};
 
 const SECRET_PREFIX: &str = "whsec_";
 
@@ -53,21 +53,58 @@ impl std::fmt::Debug for SigningKey {
 /// Prefix of an Ed25519 public key, for `v1a` signatures.
 const PUBLIC_KEY_PREFIX: &str = "whpk_";
 
+/// Whether `secret` is a key this scheme can use: `whsec_<base64>` (or bare
+/// base64) for `v1`, `whpk_<base64 of 32 bytes>` for `v1a`. Checked when the
+/// config is read, so a malformed key is a config error, not a stream of 401s.
+pub fn check_secret(secret: &str) -> Result<(), &'static str> {
+    match secret.strip_prefix(PUBLIC_KEY_PREFIX) {
+        Some(public) if public_key(public).is_some() => Ok(()),
+        Some(_) => Err("a whpk_ key must be the base64 of a 32-byte Ed25519 public key"),
+        None if secret_key(secret).is_ok_and(|key| !key.is_empty()) => Ok(()),
+        None => Err("must be whsec_ followed by base64 (or whpk_ and an Ed25519 public key)"),
+    }
+}
+
 fn public_key(base64: &str) -> Option<ed25519_dalek::VerifyingKey> {
     let bytes: [u8; 32] = STANDARD.decode(base64).ok()?.try_into().ok()?;
     ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()
 }
 
-fn either<'r>(request: &'r Signed<'_>, name: &'static str, svix: &'static str) -> Result<&'r str, VerifyError> {
-    request.header(name).or_else(|_| request.header(svix))
+/// Which header names carry the id, timestamp and signatures. A source reads
+/// one family only: the id it verifies is then the id its preset dedupes on,
+/// and a captured request cannot pass with a fresh id in the other family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderFamily {
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature` (the specification's).
+    Webhook,
+    /// `svix-id`, `svix-timestamp`, `svix-signature` (Svix's).
+    Svix,
 }
 
-pub fn verify(secrets: &[Secret], tolerance_secs: i64, request: &Signed<'_>) -> Result<(), VerifyError> {
-    let id = either(request, "webhook-id", "svix-id")?;
-    let timestamp = either(request, "webhook-timestamp", "svix-timestamp")?;
-    let signatures = either(request, "webhook-signature", "svix-signature")?;
-    let unix: i64 =
-        timestamp.trim().parse().map_err(|_| VerifyError::Malformed("webhook-timestamp is not a number"))?;
+impl HeaderFamily {
+    fn names(self) -> [&'static str; 3] {
+        match self {
+            HeaderFamily::Webhook => ["webhook-id", "webhook-timestamp", "webhook-signature"],
+            HeaderFamily::Svix => ["svix-id", "svix-timestamp", "svix-signature"],
+        }
+    }
+}
+
+pub fn verify(
+    family: HeaderFamily,
+    secrets: &[Secret],
+    tolerance_secs: i64,
+    request: &Signed<'_>,
+) -> Result<(), VerifyError> {
+    let [id_header, timestamp_header, signature_header] = family.names();
+    let id = request.header(id_header)?;
+    let timestamp = request.header(timestamp_header)?;
+    let signatures = request.header(signature_header)?;
+    let unix: i64 = timestamp.trim().parse().map_err(|_| VerifyError::Malformed("the timestamp is not a number"))?;
+    check_tolerance(unix, request.now, tolerance_secs)?;
+    if signatures.split_whitespace().count() > MAX_SIGNATURES {
+        return Err(VerifyError::Malformed("too many signatures"));
+    }
     let decoded = |version: &str| -> Vec<Vec<u8>> {
         signatures
             .split_whitespace()
@@ -92,10 +129,7 @@ pub fn verify(secrets: &[Secret], tolerance_secs: i64, request: &Signed<'_>) -> 
             symmetric.iter().any(|sig| equal(&mac, sig))
         }),
     });
-    if !valid {
-        return Err(VerifyError::BadSignature);
-    }
-    check_tolerance(unix, request.now, tolerance_secs)
+    if valid { Ok(()) } else { Err(VerifyError::BadSignature) }
 }
 
 #[cfg(test)]
@@ -114,6 +148,7 @@ mod tests {
     fn check(id: &str, ts: &str, sig: &str, body: &str, now: i64) -> Result<(), VerifyError> {
         let headers = headers(&[("webhook-id", id), ("webhook-timestamp", ts), ("webhook-signature", sig)]);
         verify(
+            HeaderFamily::Webhook,
             &crate::test_support::secrets(&[SECRET]),
             300,
             &Signed { headers: &headers, body: body.as_bytes(), query: b"", now },
@@ -134,11 +169,28 @@ mod tests {
     }
 
     #[test]
-    fn accepts_svix_header_names() {
+    fn each_family_reads_its_own_headers_only() {
         let ts = TS.to_string();
-        let headers = headers(&[("svix-id", ID), ("svix-timestamp", &ts), ("svix-signature", SIGNATURE)]);
-        let request = Signed { headers: &headers, body: BODY.as_bytes(), query: b"", now: TS };
-        assert_eq!(verify(&crate::test_support::secrets(&[SECRET]), 300, &request), Ok(()));
+        let svix = headers(&[("svix-id", ID), ("svix-timestamp", &ts), ("svix-signature", SIGNATURE)]);
+        let request = Signed { headers: &svix, body: BODY.as_bytes(), query: b"", now: TS };
+        let secrets = crate::test_support::secrets(&[SECRET]);
+        assert_eq!(verify(HeaderFamily::Svix, &secrets, 300, &request), Ok(()));
+        assert_eq!(
+            verify(HeaderFamily::Webhook, &secrets, 300, &request),
+            Err(VerifyError::MissingHeader("webhook-id".into())),
+            "svix-* headers do not stand in for webhook-*"
+        );
+    }
+
+    #[test]
+    fn a_stale_or_crowded_header_is_refused_before_any_signature_is_checked() {
+        let ts = TS.to_string();
+        // Garbage signatures: only the timestamp can be the reason.
+        assert_eq!(check(ID, &ts, "v1,AAAA", BODY, TS + 301), Err(VerifyError::StaleTimestamp));
+        let crowded = ["v1a,AAAA"; MAX_SIGNATURES + 1].join(" ");
+        assert_eq!(check(ID, &ts, &crowded, BODY, TS), Err(VerifyError::Malformed("too many signatures")));
+        let within = format!("{} {SIGNATURE}", ["v1,AAAA"; MAX_SIGNATURES - 1].join(" "));
+        assert_eq!(check(ID, &ts, &within, BODY, TS), Ok(()));
     }
 
     #[test]
@@ -147,6 +199,9 @@ mod tests {
         assert_eq!(check(ID, &ts, SIGNATURE, r#"{"test": 2432232315}"#, TS), Err(VerifyError::BadSignature));
         assert_eq!(check("msg_other", &ts, SIGNATURE, BODY, TS), Err(VerifyError::BadSignature));
         assert_eq!(check(ID, &(TS + 1).to_string(), SIGNATURE, BODY, TS), Err(VerifyError::BadSignature));
+        assert_eq!(check_secret("whsec_AAAA"), Ok(()));
+        assert!(check_secret("whpk_AAAA").is_err(), "not 32 bytes");
+        assert!(check_secret("not base64!").is_err());
         assert_eq!(check(ID, &ts, SIGNATURE, BODY, TS + 301), Err(VerifyError::StaleTimestamp));
         assert_eq!(check(ID, &ts, SIGNATURE, BODY, TS - 301), Err(VerifyError::StaleTimestamp));
         assert!(matches!(check(ID, &ts, "v2,abc", BODY, TS), Err(VerifyError::Malformed(_))));
@@ -154,8 +209,8 @@ mod tests {
         let partial = headers(&[("webhook-id", ID)]);
         let request = Signed { headers: &partial, body: BODY.as_bytes(), query: b"", now: TS };
         assert_eq!(
-            verify(&crate::test_support::secrets(&[SECRET]), 300, &request),
-            Err(VerifyError::MissingHeader("svix-timestamp".into()))
+            verify(HeaderFamily::Webhook, &crate::test_support::secrets(&[SECRET]), 300, &request),
+            Err(VerifyError::MissingHeader("webhook-timestamp".into()))
         );
     }
 }

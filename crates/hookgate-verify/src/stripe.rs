@@ -4,7 +4,7 @@
 use hookgate_core::Secret;
 
 use crate::mac::{Hash, equal, tag};
-use crate::{Signed, VerifyError, check_tolerance};
+use crate::{MAX_SIGNATURES, Signed, VerifyError, check_tolerance};
 
 const HEADER: &str = "stripe-signature";
 
@@ -17,6 +17,9 @@ pub fn verify(secrets: &[Secret], tolerance_secs: i64, request: &Signed<'_>) -> 
             Some(("t", t)) => timestamp = Some(t),
             // Other schemes (v0 is Stripe's test-mode scheme) are ignored, as Stripe's libraries do.
             Some(("v1", sig)) => {
+                if signatures.len() == MAX_SIGNATURES {
+                    return Err(VerifyError::Malformed("too many signatures"));
+                }
                 signatures.push(hex::decode(sig).map_err(|_| VerifyError::Malformed("v1 is not hex"))?)
             }
             _ => {}
@@ -24,18 +27,15 @@ pub fn verify(secrets: &[Secret], tolerance_secs: i64, request: &Signed<'_>) -> 
     }
     let timestamp = timestamp.ok_or(VerifyError::Malformed("no t= timestamp"))?;
     let unix: i64 = timestamp.parse().map_err(|_| VerifyError::Malformed("t= is not a number"))?;
+    check_tolerance(unix, request.now, tolerance_secs)?;
     if signatures.is_empty() {
         return Err(VerifyError::Malformed("no v1= signature"));
     }
-    // The signature is checked before the timestamp, so a forged request learns nothing from the answer.
     let valid = secrets.iter().any(|secret| {
         let mac = tag(Hash::Sha256, secret.expose().as_bytes(), &[timestamp.as_bytes(), b".", request.body]);
         signatures.iter().any(|sig| equal(&mac, sig))
     });
-    if !valid {
-        return Err(VerifyError::BadSignature);
-    }
-    check_tolerance(unix, request.now, tolerance_secs)
+    if valid { Ok(()) } else { Err(VerifyError::BadSignature) }
 }
 
 /// Sign as Stripe does; used by tests and the demo's simulated sender.
@@ -86,7 +86,14 @@ mod tests {
         assert_eq!(check(&header, PAYLOAD, T - 301, &[SECRET]), Err(VerifyError::StaleTimestamp));
         let moved = header.replace(&T.to_string(), &(T + 1).to_string());
         assert_eq!(check(&moved, PAYLOAD, T, &[SECRET]), Err(VerifyError::BadSignature));
-        assert!(matches!(check("t=1", PAYLOAD, T, &[SECRET]), Err(VerifyError::Malformed(_))));
+        assert!(matches!(check(&format!("t={T}"), PAYLOAD, T, &[SECRET]), Err(VerifyError::Malformed(_))));
+        assert_eq!(
+            check("t=1,v1=00", PAYLOAD, T, &[SECRET]),
+            Err(VerifyError::StaleTimestamp),
+            "checked before any MAC"
+        );
+        let crowded = format!("t={T},{}", ["v1=00"; crate::MAX_SIGNATURES + 1].join(","));
+        assert_eq!(check(&crowded, PAYLOAD, T, &[SECRET]), Err(VerifyError::Malformed("too many signatures")));
         assert!(matches!(check("v1=zz", PAYLOAD, T, &[SECRET]), Err(VerifyError::Malformed(_))));
         let none = headers(&[]);
         let secrets = crate::test_support::secrets(&[SECRET]);

@@ -1,7 +1,7 @@
 //! The senders' own libraries' signatures (see `vectors/README.md`).
 
 use hookgate_core::{Headers, Secret};
-use hookgate_verify::{Scheme, SchemeName, Signed, VerifyError, verify};
+use hookgate_verify::{Scheme, SchemeName, SchemeOptions, Signed, VerifyError, verify};
 use serde_json::Value;
 
 const TOLERANCE: i64 = 300;
@@ -22,10 +22,9 @@ fn load(text: &str) -> Vec<Vector> {
         .into_iter()
         .map(|v| {
             let name: SchemeName = v["scheme"].as_str().unwrap().parse().unwrap();
-            let scheme = match name {
-                SchemeName::Twilio => Scheme::Twilio { public_url: v["public_url"].as_str().unwrap().to_owned() },
-                other => other.without_options().unwrap_or_else(|| panic!("{other} needs options")),
-            };
+            let options =
+                SchemeOptions { public_url: v["public_url"].as_str().map(str::to_owned), ..Default::default() };
+            let scheme = name.build(&options).unwrap_or_else(|p| panic!("{name}: {p:?}"));
             let headers = v["headers"]
                 .as_object()
                 .unwrap()

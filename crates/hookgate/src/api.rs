@@ -69,7 +69,8 @@ pub struct EventPage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Replayed {
     pub id: String,
-    pub state: State,
+    /// The event's state now: `pending`.
+    pub status: State,
 }
 
 /// `POST /api/replay`.

@@ -78,8 +78,32 @@ pub enum EventsCommand {
 pub struct ApiArgs {
     #[arg(long, env = "HOOKGATE_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    #[arg(long, env = "HOOKGATE_ADMIN_TOKEN", hide_env_values = true)]
+    /// A file holding the admin token (prefer this or $HOOKGATE_ADMIN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The admin token. Visible to every user of this machine in the process
+    /// list: prefer --token-file or $HOOKGATE_ADMIN_TOKEN.
+    #[arg(long)]
     pub token: Option<String>,
+}
+
+impl ApiArgs {
+    /// The admin token: `--token-file`, then `--token` (with a warning), then `$HOOKGATE_ADMIN_TOKEN`.
+    fn token(&self) -> Result<Option<String>, ClientError> {
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ClientError::TokenFile(format!("{}: {e}", path.display())))?;
+            return Ok(Some(text.trim().to_owned()));
+        }
+        if let Some(token) = &self.token {
+            eprintln!(
+                "hookgate: warning: --token is visible to every user of this machine (ps); \
+                 use --token-file or $HOOKGATE_ADMIN_TOKEN"
+            );
+            return Ok(Some(token.clone()));
+        }
+        Ok(std::env::var("HOOKGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +116,8 @@ pub enum ClientError {
     BadUrl(String),
     #[error("hookgate's answer was not what this CLI expects ({0}); are the two the same version?")]
     Unexpected(String),
+    #[error("cannot read the token file {0}")]
+    TokenFile(String),
 }
 
 impl ApiArgs {
@@ -105,7 +131,7 @@ impl ApiArgs {
         let url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|_| ClientError::BadUrl(self.url.clone()))?;
         let query: Vec<(&str, String)> = query.iter().filter_map(|(k, v)| Some((*k, v.clone()?))).collect();
         let mut request = reqwest::Client::new().request(method, url).query(&query);
-        if let Some(token) = &self.token {
+        if let Some(token) = self.token()? {
             request = request.bearer_auth(token);
         }
         let unreachable = |source| ClientError::Unreachable { url: self.url.clone(), source };
@@ -166,7 +192,7 @@ pub async fn replay(
     match id {
         Some(id) => {
             let answer: Replayed = api.call(reqwest::Method::POST, &format!("/api/events/{id}/replay"), &[]).await?;
-            println!("{}: {}", answer.id, answer.state);
+            println!("{}: {}", answer.id, answer.status);
         }
         None => {
             let query = [("source", source), ("state", state)];

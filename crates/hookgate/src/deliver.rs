@@ -17,8 +17,10 @@ const ERROR_BODY_BYTES: usize = 512;
 /// connection not reused) rather than held in memory.
 const RESPONSE_BODY_BYTES: usize = 64 * 1024;
 
-/// Headers never forwarded: hop-by-hop (RFC 9110 §7.6.1), and those the
-/// client sets for the new request.
+/// Headers never forwarded, whatever is stored: hop-by-hop (RFC 9110 §7.6.1),
+/// those the client sets for the new request, and the sender's credentials.
+/// Ingest already removes these before storing (`http::ingest::forwardable`);
+/// this is a second line of defence.
 const DROPPED: &[&str] = &[
     "connection",
     "keep-alive",
@@ -32,6 +34,9 @@ const DROPPED: &[&str] = &[
     "host",
     "content-length",
     "expect",
+    "accept-encoding",
+    "authorization",
+    "cookie",
 ];
 
 /// What one attempt came to.
@@ -162,6 +167,13 @@ pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> H
             headers.append(name, value);
         }
     }
+    // The destination's own headers (its credentials, say) replace a sender's of the same name.
+    for (name, value) in &destination.headers {
+        if let Ok(mut value) = HeaderValue::from_str(value.expose()) {
+            value.set_sensitive(true);
+            headers.insert(name.clone(), value);
+        }
+    }
     let id = claim.id.as_str();
     let mut set = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::try_from(value) {
@@ -207,6 +219,7 @@ mod tests {
             concurrency: 1,
             signing_key,
             retry: RetryPolicy { max_attempts: 3, initial_ms: 10, max_ms: 100 },
+            headers: vec![(HeaderName::from_static("authorization"), Secret::new("Bearer app-token"))],
         }
     }
 
@@ -243,6 +256,7 @@ mod tests {
         assert_eq!(get("content-type").as_deref(), Some("application/json"));
         assert_eq!(get("x-custom").as_deref(), Some("kept"));
         assert_eq!(headers.get("x-latin1").unwrap().as_bytes(), b"caf\xe9", "byte for byte");
+        assert_eq!(get("authorization").as_deref(), Some("Bearer app-token"), "the destination's own headers");
         for dropped in ["host", "connection", "content-length"] {
             assert_eq!(get(dropped), None, "{dropped}");
         }

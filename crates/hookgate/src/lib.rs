@@ -4,7 +4,8 @@
 //! `main.rs` only parses the command line.
 //!
 //! Dependencies run one way: `app` assembles `http`, `dispatch` and `wake`;
-//! `http` and `dispatch` know nothing of `app`; `cli` knows only `api`.
+//! `http` and `dispatch` know nothing of `app`; the admin commands of `cli`
+//! know only `api` and talk HTTP.
 
 pub mod api;
 pub mod app;

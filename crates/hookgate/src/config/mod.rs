@@ -60,6 +60,8 @@ pub struct Destination {
     /// Signs what hookgate sends (Standard Webhooks), when configured.
     pub signing_key: Option<SigningKey>,
     pub retry: RetryPolicy,
+    /// Added to every delivery (the app's own credentials, say); values may be secrets.
+    pub headers: Vec<(reqwest::header::HeaderName, Secret)>,
 }
 
 #[derive(Debug, Clone)]

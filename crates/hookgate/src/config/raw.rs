@@ -44,6 +44,8 @@ pub struct RawDestination {
     pub concurrency: Option<i64>,
     pub signing_secret: Option<String>,
     pub retry: RawRetry,
+    /// Added to every delivery: name → value (a secret may be `env:NAME`).
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -1,5 +1,5 @@
 use super::*;
-use hookgate_verify::{Encoding, HashAlgorithm};
+use hookgate_verify::{Encoding, HashAlgorithm, HeaderFamily};
 
 const GOOD: &str = r#"
     [server]
@@ -16,24 +16,24 @@ const GOOD: &str = r#"
     name = "stripe"
     destination = "app"
     preset = "stripe"
-    verify = { secret = ["env:STRIPE", "whsec_old"] }
+    verify = { secret = ["env:STRIPE", "whsec_old_0123456789"] }
     order_key = "{json.data.object.id}"
     [[sources]]
     name = "acuity"
     destination = "app"
     preset = "acuity"
-    verify = { secret = "k" }
+    verify = { secret = "acuity-key-0123456789" }
 "#;
 
 fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, Problems> {
-    let base = [("ADMIN", "admintoken"), ("STRIPE", "whsec_new")];
+    let base = [("ADMIN", "admin-token-0123456789"), ("STRIPE", "whsec_new_0123456789")];
     Config::from_toml(text, &Env::from_pairs(base.into_iter().chain(vars.iter().copied())))
 }
 
 #[test]
 fn good_config_fills_presets_and_defaults() {
     let config = load(GOOD, &[]).unwrap();
-    assert_eq!(config.admin_token.as_ref().map(Secret::expose), Some("admintoken"));
+    assert_eq!(config.admin_token.as_ref().map(Secret::expose), Some("admin-token-0123456789"));
     assert_eq!(config.max_body_bytes, 1 << 20);
     assert_eq!(config.storage, Storage::Sqlite("x.db".into()));
     let app = &config.destinations[0];
@@ -41,7 +41,7 @@ fn good_config_fills_presets_and_defaults() {
     assert_eq!(app.retry, RetryPolicy { max_attempts: 10, initial_ms: 1_000, max_ms: 3_600_000 });
     let stripe = &config.sources[0];
     assert_eq!(stripe.scheme, Scheme::Stripe);
-    assert_eq!(stripe.secrets, vec![Secret::new("whsec_new"), Secret::new("whsec_old")]);
+    assert_eq!(stripe.secrets, vec![Secret::new("whsec_new_0123456789"), Secret::new("whsec_old_0123456789")]);
     assert_eq!(stripe.dedupe_key.as_ref().unwrap().as_str(), "{json.id}");
     assert_eq!(stripe.order_key.as_ref().unwrap().as_str(), "{json.data.object.id}");
     assert_eq!(stripe.dedupe_window_ms, 7 * 86_400_000);
@@ -91,37 +91,39 @@ fn unknown_keys_and_missing_secrets_are_named() {
     assert!(problems[0].starts_with("sources[0].verfy: unknown field `verfy`, expected one of"), "{problems:?}");
     let problems = load(&GOOD.replace("env:ADMIN", "env:NOPE"), &[]).unwrap_err().0;
     assert_eq!(problems, vec!["admin.token: environment variable NOPE is not set"]);
-    let problems = load(&GOOD.replace("verify = { secret = \"k\" }", ""), &[]).unwrap_err().0;
+    let problems = load(&GOOD.replace("verify = { secret = \"acuity-key-0123456789\" }", ""), &[]).unwrap_err().0;
     assert_eq!(problems, vec!["sources[1].verify.secret: missing: this scheme needs a secret"]);
 }
 
 #[test]
 fn scheme_options_are_checked_per_scheme() {
-    let with_verify = |verify: &str| GOOD.replace(r#"verify = { secret = "k" }"#, verify);
+    let with_verify = |verify: &str| GOOD.replace(r#"verify = { secret = "acuity-key-0123456789" }"#, verify);
     let problems = |verify: &str| load(&with_verify(verify), &[]).err().map(|p| p.0).unwrap_or_default();
     assert_eq!(
-        problems(r#"verify = { scheme = "twilio", secret = "k" }"#),
+        problems(r#"verify = { scheme = "twilio", secret = "sender-secret-0123456789" }"#),
         vec!["sources[1].verify.public_url: missing: the twilio scheme needs it"]
     );
     assert_eq!(
-        problems(r#"verify = { scheme = "hmac-sha256", secret = "k" }"#),
+        problems(r#"verify = { scheme = "hmac-sha256", secret = "sender-secret-0123456789" }"#),
         vec!["sources[1].verify.header: missing: the hmac-sha256 scheme needs it"]
     );
     assert_eq!(
-        problems(r#"verify = { scheme = "token", secret = "k", header = "x", query = "y" }"#),
+        problems(r#"verify = { scheme = "token", secret = "sender-secret-0123456789", header = "x", query = "y" }"#),
         vec!["sources[1].verify: the token scheme needs exactly one of header or query"]
     );
     assert_eq!(
-        problems(r#"verify = { scheme = "hmac-sha256", secret = "k", header = "x", signed_content = "{id}.{body}" }"#),
+        problems(
+            r#"verify = { scheme = "hmac-sha256", secret = "sender-secret-0123456789", header = "x", signed_content = "{id}.{body}" }"#
+        ),
         vec!["sources[1].verify.signed_content: only {timestamp} and {body} may be used"]
     );
     assert!(
-        problems(r#"verify = { scheme = "md5", secret = "k" }"#)[0]
+        problems(r#"verify = { scheme = "md5", secret = "sender-secret-0123456789" }"#)[0]
             .starts_with(r#"sources[1].verify.scheme: unknown scheme "md5""#)
     );
     let ok = load(
         &with_verify(
-            r#"verify = { scheme = "hmac-sha512", secret = "k", header = "X-Sig", encoding = "base64", timestamp_header = "X-Ts", signed_content = "{timestamp}.{body}" }"#,
+            r#"verify = { scheme = "hmac-sha512", secret = "sender-secret-0123456789", header = "X-Sig", encoding = "base64", timestamp_header = "X-Ts", signed_content = "{timestamp}.{body}" }"#,
         ),
         &[],
     );
@@ -136,15 +138,22 @@ fn scheme_options_are_checked_per_scheme() {
 #[test]
 fn presets_fill_their_senders_defaults() {
     let with_preset = |preset: &str, extra: &str| {
-        GOOD.replace(r#"preset = "acuity""#, &format!(r#"preset = "{preset}""#))
-            .replace(r#"verify = { secret = "k" }"#, &format!(r#"verify = {{ secret = "k"{extra} }}"#))
+        let secret = if matches!(preset, "svix" | "standard-webhooks") {
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" // the Standard Webhooks schemes take whsec_ keys
+        } else {
+            "sender-secret-0123456789"
+        };
+        GOOD.replace(r#"preset = "acuity""#, &format!(r#"preset = "{preset}""#)).replace(
+            r#"verify = { secret = "acuity-key-0123456789" }"#,
+            &format!(r#"verify = {{ secret = "{secret}"{extra} }}"#),
+        )
     };
     for (preset, extra, scheme, dedupe) in [
         ("github", "", Scheme::Github, "{header.x-github-delivery}"),
         ("shopify", "", Scheme::Shopify, "{header.x-shopify-event-id}"),
         ("slack", "", Scheme::Slack, "{json.event_id}"),
-        ("svix", "", Scheme::StandardWebhooks, "{header.svix-id}"),
-        ("standard-webhooks", "", Scheme::StandardWebhooks, "{header.webhook-id}"),
+        ("svix", "", Scheme::StandardWebhooks(HeaderFamily::Svix), "{header.svix-id}"),
+        ("standard-webhooks", "", Scheme::StandardWebhooks(HeaderFamily::Webhook), "{header.webhook-id}"),
         (
             "twilio",
             r#", public_url = "https://h.example/in/t""#,
@@ -179,8 +188,10 @@ fn out_of_range_values_are_problems_not_corrections() {
 
 #[test]
 fn options_a_scheme_does_not_use_are_named() {
-    let text =
-        GOOD.replace(r#"verify = { secret = "k" }"#, r#"verify = { secret = "k", header = "x-sig", username = "u" }"#);
+    let text = GOOD.replace(
+        r#"verify = { secret = "acuity-key-0123456789" }"#,
+        r#"verify = { secret = "sender-secret-0123456789", header = "x-sig", username = "u" }"#,
+    );
     assert_eq!(
         load(&text, &[]).unwrap_err().0,
         vec![
@@ -194,7 +205,79 @@ fn options_a_scheme_does_not_use_are_named() {
 fn secrets_never_show_in_debug_output() {
     let config = load(GOOD, &[("HOOKGATE_STORAGE__URL", "postgres://u:hunter2@db/hookgate")]).unwrap();
     let shown = format!("{config:?}");
-    for secret in ["admintoken", "whsec_new", "whsec_old", "hunter2", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] {
+    for secret in [
+        "admin-token-0123456789",
+        "whsec_new_0123456789",
+        "whsec_old_0123456789",
+        "hunter2",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
+}
+
+#[test]
+fn empty_and_short_secrets_are_refused_by_name() {
+    let with_token = |token: &str| GOOD.replace("token = \"env:ADMIN\"", &format!("token = \"{token}\""));
+    assert_eq!(load(&with_token(""), &[]).unwrap_err().0, vec!["admin.token: must not be empty"]);
+    assert_eq!(
+        load(&with_token("short"), &[]).unwrap_err().0,
+        vec!["admin.token: must be at least 16 bytes (a short secret is guessable)"]
+    );
+    assert_eq!(
+        load(GOOD, &[("ADMIN", "")]).unwrap_err().0,
+        vec!["admin.token: environment variable ADMIN is empty"],
+        "an empty variable is not a token"
+    );
+    assert_eq!(
+        load(GOOD, &[("HOOKGATE_ADMIN__TOKEN", "")]).unwrap_err().0,
+        vec!["admin.token: must not be empty"],
+        "nor is an empty override"
+    );
+    let short_verify = GOOD.replace("acuity-key-0123456789", "acuity-key");
+    assert_eq!(
+        load(&short_verify, &[]).unwrap_err().0,
+        vec!["sources[1].verify.secret: must be at least 16 bytes (a short secret is guessable)"]
+    );
+}
+
+#[test]
+fn standard_webhooks_keys_are_checked_at_load() {
+    let with = |secret: &str| {
+        GOOD.replace("preset = \"acuity\"", "preset = \"standard-webhooks\"").replace("acuity-key-0123456789", secret)
+    };
+    assert!(load(&with("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), &[]).is_ok());
+    let problems = load(&with("whsec_not*base64*at*all"), &[]).unwrap_err().0;
+    assert!(problems[0].starts_with("sources[1].verify.secret: must be whsec_"), "{problems:?}");
+    let problems = load(&with("whpk_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), &[]).unwrap_err().0;
+    assert!(problems[0].starts_with("sources[1].verify.secret: a whpk_ key"), "{problems:?}");
+}
+
+#[test]
+fn destination_headers_are_checked_and_may_be_secrets() {
+    let with = |headers: &str| {
+        GOOD.replace(
+            "url = \"http://127.0.0.1:9/hooks\"",
+            &format!("url = \"http://127.0.0.1:9/hooks\"\nheaders = {headers}"),
+        )
+    };
+    let config = load(&with(r#"{ authorization = "env:ADMIN", x-tenant = "acme" }"#), &[]).unwrap();
+    let headers: Vec<_> = config.destinations[0].headers.iter().map(|(n, v)| (n.as_str(), v.expose())).collect();
+    assert_eq!(headers, vec![("authorization", "admin-token-0123456789"), ("x-tenant", "acme")]);
+    assert!(!format!("{config:?}").contains("admin-token-0123456789"), "a header's secret never prints");
+    assert_eq!(
+        load(&with(r#"{ webhook-id = "x", "bad name" = "y" }"#), &[]).unwrap_err().0,
+        vec![
+            "destinations[0].headers.bad name: not a header name",
+            "destinations[0].headers.webhook-id: hookgate sets this header itself",
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_preset_is_one_problem() {
+    let text = GOOD.replace("preset = \"acuity\"", "preset = \"mailgun\"");
+    let problems = load(&text, &[]).unwrap_err().0;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("sources[1].preset: unknown preset \"mailgun\""));
 }

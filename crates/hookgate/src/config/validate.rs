@@ -9,12 +9,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hookgate_core::{RetryPolicy, Secret, Template};
-use hookgate_verify::standard_webhooks::SigningKey;
-use hookgate_verify::{Encoding, GenericHmac, HashAlgorithm, PLACEHOLDERS, Preset, Scheme, SchemeName, TokenAt};
+use hookgate_verify::standard_webhooks::{self, SigningKey};
+use hookgate_verify::{Preset, Scheme, SchemeName, SchemeOptions};
+use reqwest::header::{HeaderName, HeaderValue};
 
 use super::raw::{RawConfig, RawDestination, RawSource, RawStorage, RawVerify};
 use super::units::{parse_duration, parse_size};
 use super::{Challenge, Config, Destination, Env, Problems, Source, Storage, defaults};
+
+/// A secret that guards something (the admin API, a sender's signature) must
+/// be at least this long: a short one is guessable.
+const MIN_SECRET_BYTES: usize = 16;
 
 /// Collects problems while validating, each under its key.
 struct Checker<'a> {
@@ -54,18 +59,37 @@ impl Checker<'_> {
         }
     }
 
-    /// A secret is `env:NAME` (read from the environment) or a literal.
+    /// A secret is `env:NAME` (read from the environment) or a literal; never empty.
     fn secret(&mut self, key: &str, text: &str) -> Option<Secret> {
-        match text.strip_prefix("env:") {
+        let secret = match text.strip_prefix("env:") {
             Some(name) => match self.env.get(name) {
-                Some(value) if !value.is_empty() => Some(Secret::new(value)),
-                _ => {
+                Some(value) if !value.is_empty() => Secret::new(value),
+                Some(_) => {
+                    self.problem(key, format!("environment variable {name} is empty"));
+                    return None;
+                }
+                None => {
                     self.problem(key, format!("environment variable {name} is not set"));
-                    None
+                    return None;
                 }
             },
-            None => Some(Secret::new(text)),
+            None if text.is_empty() => {
+                self.problem(key, "must not be empty");
+                return None;
+            }
+            None => Secret::new(text),
+        };
+        Some(secret)
+    }
+
+    /// A secret that guards access: also at least [`MIN_SECRET_BYTES`] long.
+    fn strong_secret(&mut self, key: &str, text: &str) -> Option<Secret> {
+        let secret = self.secret(key, text)?;
+        if secret.len() < MIN_SECRET_BYTES {
+            self.problem(key, format!("must be at least {MIN_SECRET_BYTES} bytes (a short secret is guessable)"));
+            return None;
         }
+        Some(secret)
     }
 }
 
@@ -80,7 +104,7 @@ pub fn validate(raw: RawConfig, env: &Env) -> Result<Config, Problems> {
         .map_err(|e| c.problem("server.max_body", e))
         .ok();
     let storage = storage(&mut c, &raw.storage);
-    let admin_token = raw.admin.token.as_deref().and_then(|t| c.secret("admin.token", t));
+    let admin_token = raw.admin.token.as_deref().and_then(|t| c.strong_secret("admin.token", t));
 
     let mut destinations = Vec::new();
     let mut names = HashSet::new();
@@ -156,6 +180,7 @@ fn destination(c: &mut Checker<'_>, i: usize, d: &RawDestination) -> Option<Dest
         None => Some(None),
     };
     let retry = retry(c, &key("retry"), d);
+    let headers = extra_headers(c, &key("headers"), d);
     Some(Destination {
         name: name?.to_owned(),
         url: url?,
@@ -163,14 +188,48 @@ fn destination(c: &mut Checker<'_>, i: usize, d: &RawDestination) -> Option<Dest
         concurrency: concurrency? as usize,
         signing_key: signing_key?,
         retry: retry?,
+        headers: headers?,
     })
+}
+
+/// `destinations[].headers`: added to every delivery, e.g. the app's own
+/// credentials. Values may be secrets. The headers hookgate sets itself, or
+/// that describe the request's framing, cannot be replaced.
+fn extra_headers(c: &mut Checker<'_>, key: &str, d: &RawDestination) -> Option<Vec<(HeaderName, Secret)>> {
+    let mut headers = Vec::new();
+    let mut ok = true;
+    for (name, text) in &d.headers {
+        let at = format!("{key}.{name}");
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            c.problem(&at, "not a header name");
+            ok = false;
+            continue;
+        };
+        let reserved = ["host", "content-length", "content-type", "transfer-encoding", "connection", "te", "upgrade"];
+        let ours = header.as_str().starts_with("webhook-") || header.as_str().starts_with("hookgate-");
+        if ours || reserved.contains(&header.as_str()) {
+            c.problem(&at, "hookgate sets this header itself");
+            ok = false;
+            continue;
+        }
+        match c.secret(&at, text) {
+            Some(value) if HeaderValue::from_str(value.expose()).is_ok() => headers.push((header, value)),
+            Some(_) => {
+                c.problem(&at, "the value is not a valid header value");
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(headers)
 }
 
 fn retry(c: &mut Checker<'_>, key: &str, d: &RawDestination) -> Option<RetryPolicy> {
     let max_attempts =
         c.in_range(&format!("{key}.max_attempts"), d.retry.max_attempts.unwrap_or(defaults::MAX_ATTEMPTS), 1..=1_000);
-    let initial = c.duration(&format!("{key}.initial"), d.retry.initial.as_deref(), defaults::RETRY_INITIAL)?;
-    let max = c.duration(&format!("{key}.max"), d.retry.max.as_deref(), defaults::RETRY_MAX)?;
+    let initial = c.duration(&format!("{key}.initial"), d.retry.initial.as_deref(), defaults::RETRY_INITIAL);
+    let max = c.duration(&format!("{key}.max"), d.retry.max.as_deref(), defaults::RETRY_MAX);
+    let (initial, max) = (initial?, max?);
     if max < initial {
         c.problem(&format!("{key}.max"), format!("must be at least retry.initial ({initial:?})"));
         return None;
@@ -196,13 +255,14 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
     {
         c.problem(&key("destination"), format!("no destination is named {dest:?}"));
     }
-    let preset: Option<Preset> = match s.preset.as_deref().map(str::parse) {
-        Some(Ok(preset)) => Some(preset),
+    // `Some(None)`: no preset; `None`: a preset that is not known (its problem is reported).
+    let preset: Option<Option<Preset>> = match s.preset.as_deref().map(str::parse) {
+        Some(Ok(preset)) => Some(Some(preset)),
         Some(Err(e)) => {
             c.problem(&key("preset"), e);
             None
         }
-        None => None,
+        None => Some(None),
     };
     let default_verify = RawVerify::default();
     let verify = s.verify.as_ref().unwrap_or(&default_verify);
@@ -212,8 +272,10 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
             c.problem(&key("verify.scheme"), e);
             None
         }
-        None => Some(preset.map_or(SchemeName::None, Preset::scheme)),
+        // An unknown preset names no scheme: its options are not judged against `none`.
+        None => preset.map(|p| p.map_or(SchemeName::None, Preset::scheme)),
     };
+    let preset = preset.flatten();
     let scheme = scheme_name.and_then(|name| scheme(c, &key("verify"), name, verify));
     let secrets: Vec<Secret> = match &verify.secret {
         Some(secret) => {
@@ -224,7 +286,13 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
                 .enumerate()
                 .filter_map(|(n, one)| {
                     let at = if many { key(&format!("verify.secret[{n}]")) } else { key("verify.secret") };
-                    c.secret(&at, one)
+                    let secret = c.strong_secret(&at, one)?;
+                    let takes_keys = scheme_name.is_some_and(SchemeName::takes_webhook_keys);
+                    if takes_keys && let Err(problem) = standard_webhooks::check_secret(secret.expose()) {
+                        c.problem(&at, problem);
+                        return None;
+                    }
+                    Some(secret)
                 })
                 .collect()
         }
@@ -247,7 +315,7 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
         None => Some(None),
         Some(raw) => match (&raw.token_param, &raw.token) {
             (Some(param), Some(token)) => c
-                .secret(&key("challenge.token"), token)
+                .strong_secret(&key("challenge.token"), token)
                 .map(|token| Some(Challenge { param: raw.param.clone(), token: Some((param.clone(), token)) })),
             (None, None) => Some(Some(Challenge { param: raw.param.clone(), token: None })),
             _ => {
@@ -271,105 +339,27 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
     })
 }
 
-/// The verifier a source's `verify` table describes, or a problem under `key`.
+/// The verifier a source's `verify` table describes; its problems under `key`.
 fn scheme(c: &mut Checker<'_>, key: &str, name: SchemeName, verify: &RawVerify) -> Option<Scheme> {
-    let at = |field: &str| format!("{key}.{field}");
-    unused_options(c, key, name, verify);
-    let need = |c: &mut Checker<'_>, value: &Option<String>, field: &str| {
-        if value.is_none() {
-            c.problem(&at(field), format!("missing: the {name} scheme needs it"));
-        }
-        value.clone()
-    };
-    if let Some(scheme) = name.without_options() {
-        return Some(scheme);
-    }
-    let scheme = match name {
-        SchemeName::Twilio => {
-            let url = need(c, &verify.public_url, "public_url")?;
-            if reqwest::Url::parse(&url).is_err() {
-                c.problem(&at("public_url"), format!("{url:?} is not a URL"));
-                return None;
-            }
-            Scheme::Twilio { public_url: url }
-        }
-        SchemeName::HmacSha256 | SchemeName::HmacSha512 => Scheme::Hmac(generic_hmac(c, key, name, verify)?),
-        SchemeName::Basic => Scheme::Basic { username: need(c, &verify.username, "username")? },
-        SchemeName::Token => match (&verify.header, &verify.query) {
-            (Some(header), None) => Scheme::Token(TokenAt::Header(header.to_ascii_lowercase())),
-            (None, Some(query)) => Scheme::Token(TokenAt::Query(query.clone())),
-            _ => {
-                c.problem(key, "the token scheme needs exactly one of header or query");
-                return None;
-            }
-        },
-        _ => unreachable!("schemes without options returned above"),
-    };
-    Some(scheme)
-}
-
-/// An option the chosen scheme does not read is a mistake to report (a
-/// misplaced `header`, a `username` for a token scheme), not to ignore.
-fn unused_options(c: &mut Checker<'_>, key: &str, name: SchemeName, verify: &RawVerify) {
-    let given = [
-        ("header", verify.header.is_some()),
-        ("encoding", verify.encoding.is_some()),
-        ("prefix", verify.prefix.is_some()),
-        ("timestamp_header", verify.timestamp_header.is_some()),
-        ("signed_content", verify.signed_content.is_some()),
-        ("username", verify.username.is_some()),
-        ("query", verify.query.is_some()),
-        ("public_url", verify.public_url.is_some()),
-        ("secret", verify.secret.is_some() && name == SchemeName::None),
-    ];
-    let used: &[&str] = match name {
-        SchemeName::HmacSha256 | SchemeName::HmacSha512 => {
-            &["header", "encoding", "prefix", "timestamp_header", "signed_content"]
-        }
-        SchemeName::Basic => &["username"],
-        SchemeName::Token => &["header", "query"],
-        SchemeName::Twilio => &["public_url"],
-        _ => &[],
-    };
-    for (field, set) in given {
-        if set && !used.contains(&field) {
-            c.problem(&format!("{key}.{field}"), format!("the {name} scheme does not use it"));
-        }
-    }
-}
-
-fn generic_hmac(c: &mut Checker<'_>, key: &str, name: SchemeName, verify: &RawVerify) -> Option<GenericHmac> {
-    let at = |field: &str| format!("{key}.{field}");
-    let Some(header) = &verify.header else {
-        c.problem(&at("header"), format!("missing: the {name} scheme needs it"));
-        return None;
-    };
-    let encoding = match verify.encoding.as_deref() {
-        None | Some("hex") => Encoding::Hex,
-        Some("base64") => Encoding::Base64,
-        Some(other) => {
-            c.problem(&at("encoding"), format!("{other:?}: expected \"hex\" or \"base64\""));
-            return None;
-        }
-    };
-    let timestamp_header = verify.timestamp_header.as_ref().map(|h| h.to_ascii_lowercase());
-    if let Some(template) = &verify.signed_content {
-        let rest = PLACEHOLDERS.iter().fold(template.clone(), |rest, p| rest.replace(p, ""));
-        if rest.contains('{') {
-            c.problem(&at("signed_content"), "only {timestamp} and {body} may be used");
-            return None;
-        }
-        if template.contains("{timestamp}") != timestamp_header.is_some() {
-            c.problem(&at("signed_content"), "{timestamp} and timestamp_header go together");
-            return None;
-        }
-    }
-    Some(GenericHmac {
-        algorithm: if name == SchemeName::HmacSha512 { HashAlgorithm::Sha512 } else { HashAlgorithm::Sha256 },
-        header: header.to_ascii_lowercase(),
-        encoding,
-        prefix: verify.prefix.clone().unwrap_or_default(),
-        timestamp_header,
+    let options = SchemeOptions {
+        header: verify.header.clone(),
+        encoding: verify.encoding.clone(),
+        prefix: verify.prefix.clone(),
+        timestamp_header: verify.timestamp_header.clone(),
         signed_content: verify.signed_content.clone(),
-    })
+        username: verify.username.clone(),
+        query: verify.query.clone(),
+        public_url: verify.public_url.clone(),
+    };
+    if name == SchemeName::None && verify.secret.is_some() {
+        c.problem(&format!("{key}.secret"), "the none scheme does not use it");
+    }
+    name.build(&options)
+        .map_err(|problems| {
+            for (field, problem) in problems {
+                let at = field.map_or_else(|| key.to_owned(), |field| format!("{key}.{field}"));
+                c.problem(&at, problem);
+            }
+        })
+        .ok()
 }

@@ -110,6 +110,7 @@ fn start(store: ScriptedStore, work: Duration, grace: Duration) -> Running {
         concurrency: 4,
         signing_key: None,
         retry: RetryPolicy { max_attempts: 3, initial_ms: 10, max_ms: 100 },
+        headers: Vec::new(),
     };
     let dispatcher = Dispatcher {
         store: store.clone(),

@@ -46,7 +46,8 @@ async fn authorize(State(state): State<Arc<HttpState>>, request: Request, next: 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+    // An empty token never matches, whatever is configured (config refuses empty ones too).
+    if !given.is_empty() && bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
         next.run(request).await
     } else {
         ApiError::Unauthorized("missing or wrong bearer token".into()).into_response()
@@ -111,7 +112,7 @@ async fn replay_one(State(state): State<Arc<HttpState>>, Path(id): Path<String>)
         };
     }
     state.waker.wake(Wake::All);
-    Ok(Json(Replayed { id: event_id.to_string(), state: EventState::Pending }))
+    Ok(Json(Replayed { id: event_id.to_string(), status: EventState::Pending }))
 }
 
 #[derive(Deserialize)]

@@ -11,8 +11,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use hookgate_core::{EventId, Headers, Key, RequestView, Template, urlencoded};
-use hookgate_store::{Ingested, NewEvent};
-use hookgate_verify::Signed;
+use hookgate_store::{Ingested, NewEvent, StoreError};
+use hookgate_verify::{Scheme, Signed, TokenAt};
 use serde_json::{Value, json};
 
 use super::{ApiError, HttpState};
@@ -54,8 +54,10 @@ pub async fn receive(
         // A sender's one-time handshake: answered, never stored or delivered.
         return Ok(Json(json!({ "challenge": challenge })));
     }
-
+    // Keys may read any header; what is stored and forwarded is what the policy keeps.
     let keys = render_keys(source, &headers, &body, query.as_bytes());
+    let headers = forwardable(headers, &source.scheme);
+
     if !keys.warnings.is_empty() {
         tracing::warn!(source = %source.name, warnings = ?keys.warnings, "stored with keys missing");
     }
@@ -72,8 +74,10 @@ pub async fn receive(
         coalesce_key: keys.coalesce,
         warnings: keys.warnings,
     };
-    let outcome = state.store.ingest(event).await.inspect_err(|_| {
-        ::metrics::counter!(metrics::UNAVAILABLE, "source" => source.name.clone()).increment(1);
+    let outcome = state.store.ingest(event).await.inspect_err(|error| {
+        if matches!(error, StoreError::Unavailable(_)) {
+            ::metrics::counter!(metrics::UNAVAILABLE, "source" => source.name.clone()).increment(1);
+        }
     })?;
     let label = source.name.clone();
     match outcome {
@@ -143,6 +147,46 @@ fn render_keys(source: &Source, headers: &Headers, body: &[u8], query: &[u8]) ->
 
 fn reject(source: &Source, reason: &'static str) {
     ::metrics::counter!(metrics::REJECTED, "source" => source.name.clone(), "reason" => reason).increment(1);
+}
+
+/// What is stored and forwarded of the sender's headers: everything but its
+/// credentials and what only made sense on its connection. The sender's
+/// secrets never leave hookgate and are never stored; signature headers
+/// (`stripe-signature`, …) stay: they are MACs, not secrets, and let the app
+/// check the original if it wants.
+fn forwardable(mut headers: Headers, scheme: &Scheme) -> Headers {
+    // Hop-by-hop (RFC 9110 §7.6.1), plus what names this hop's framing.
+    const NEVER: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "expect",
+        "accept-encoding",
+        "authorization",
+        "cookie",
+    ];
+    // Headers the sender listed in `Connection` are hop-by-hop too.
+    let listed: Vec<String> = headers
+        .iter()
+        .filter(|(name, _)| *name == "connection")
+        .flat_map(|(_, value)| {
+            String::from_utf8_lossy(value).split(',').map(|n| n.trim().to_ascii_lowercase()).collect::<Vec<_>>()
+        })
+        .collect();
+    let credential = match scheme {
+        Scheme::Token(TokenAt::Header(name)) => Some(name.as_str()),
+        _ => None,
+    };
+    headers.retain(|name| !NEVER.contains(&name) && Some(name) != credential && !listed.iter().any(|l| l == name));
+    headers
 }
 
 /// The request's headers as they came: names lowercase (as `http` keeps

@@ -6,6 +6,7 @@ mod cluster;
 mod coalesce;
 mod crash;
 mod delivery;
+mod forwarding;
 mod ingest;
 mod outage;
 mod senders;

@@ -32,7 +32,7 @@ fn config(receiver: &Receiver, db: &std::path::Path) -> String {
 name = "custom"
 destination = "app"
 dedupe_key = "{{header.x-delivery}}"
-verify = {{ scheme = "hmac-sha512", secret = ["old-secret", "{SECRET}"], header = "x-sig", encoding = "base64", prefix = "sha512=", timestamp_header = "x-ts", signed_content = "{{timestamp}}:{{body}}" }}
+verify = {{ scheme = "hmac-sha512", secret = ["an-old-secret-0123456789", "{SECRET}"], header = "x-sig", encoding = "base64", prefix = "sha512=", timestamp_header = "x-ts", signed_content = "{{timestamp}}:{{body}}" }}
 
 [[sources]]
 name = "basic"

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 pub const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const STRIPE_SECRET: &str = "whsec_stripe_test";
-pub const ACUITY_KEY: &str = "acuity_api_key";
+pub const ACUITY_KEY: &str = "acuity_api_key_for_tests";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// What the receiver answers to one request: a status and how long it works
