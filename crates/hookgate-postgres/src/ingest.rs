@@ -19,8 +19,9 @@ use crate::{lock_key, unavailable};
 
 /// Events per transaction, at most.
 pub const MAX_BATCH: usize = 512;
-/// Ingests waiting for a batch, at most; callers wait beyond that.
-const QUEUE_CAPACITY: usize = 16_384;
+/// Ingests waiting for a batch, at most: four full batches. Beyond, a caller
+/// waits `ADMISSION_WAIT` and is then refused (busy), not queued without bound.
+const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
 
 pub struct Pending {
     pub event: NewEvent,

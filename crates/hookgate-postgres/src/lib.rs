@@ -31,10 +31,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
 use hookgate_core::EventId;
 use hookgate_store::{
-    Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, RemoteWake, Result, StateCount, Store,
-    StoreError, Verdict, Wake, codec, parse_id,
+    ADMISSION_WAIT, Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, RemoteWake, Result, StateCount,
+    Store, StoreError, Verdict, Wake, codec, parse_id,
 };
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio_postgres::NoTls;
 
 /// The channel every instance listens on; the payload is a destination name.
@@ -186,10 +187,11 @@ pub(crate) fn lock_key(kind: &str, source: &str, key: &[u8]) -> i64 {
 impl Store for PostgresStore {
     async fn ingest(&self, event: NewEvent) -> Result<Ingested> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.ingest
-            .send(ingest::Pending { event, reply })
-            .await
-            .map_err(|_| unavailable("the ingest batcher has stopped"))?;
+        match self.ingest.send_timeout(ingest::Pending { event, reply }, ADMISSION_WAIT).await {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(_)) => return Err(StoreError::Busy("the ingest queue is full".into())),
+            Err(SendTimeoutError::Closed(_)) => return Err(unavailable("the ingest batcher has stopped")),
+        }
         answer.await.map_err(|_| unavailable("the ingest batcher has stopped"))?
     }
 

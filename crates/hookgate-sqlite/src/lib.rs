@@ -22,10 +22,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use hookgate_core::EventId;
 use hookgate_store::{
-    Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, Result, StateCount, Store, StoreError, Verdict,
+    ADMISSION_WAIT, Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, Result, StateCount, Store,
+    StoreError, Verdict,
 };
 use rusqlite::{Connection, OpenFlags};
 pub use schema::MigrateError;
+use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{mpsc, oneshot};
 
 use writer::{Command, QUEUE_CAPACITY, Writer};
@@ -154,7 +156,13 @@ pub(crate) fn db_error(error: rusqlite::Error) -> StoreError {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ingest(&self, event: NewEvent) -> Result<Ingested> {
-        self.send(|reply| Command::Ingest(Box::new(event), reply)).await
+        let (reply, answer) = oneshot::channel();
+        match self.writer.send_timeout(Command::Ingest(Box::new(event), reply), ADMISSION_WAIT).await {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(_)) => return Err(StoreError::Busy("the writer's queue is full".into())),
+            Err(SendTimeoutError::Closed(_)) => return Err(writer_gone()),
+        }
+        answer.await.map_err(|_| writer_gone())?
     }
 
     async fn claim(&self, destination: &str, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {

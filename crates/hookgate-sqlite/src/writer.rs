@@ -17,9 +17,10 @@ use crate::write::{claim, finish, ingest, purge_dedupe, replay};
 /// the first request of a batch, and the memory a batch holds.
 pub const MAX_BATCH: usize = 1_024;
 
-/// Commands waiting for the writer, at most; senders wait beyond that
-/// (backpressure instead of unbounded memory).
-pub const QUEUE_CAPACITY: usize = 16_384;
+/// Commands waiting for the writer, at most: four full batches. Beyond, an
+/// ingest waits `ADMISSION_WAIT` and is then refused (busy); the dispatcher's
+/// commands wait (backpressure instead of unbounded memory).
+pub const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
 
 pub type Reply<T> = oneshot::Sender<Result<T>>;
 

@@ -31,6 +31,11 @@ pub mod conformance;
 /// Listing pages hold this many events at most, whatever the caller asks.
 pub const MAX_PAGE: usize = 500;
 
+/// How long an ingest waits for room in a backend's queue before it is
+/// refused with [`StoreError::Busy`]. Short: a sender waiting on a stalled
+/// disk or database is better told to retry than left holding a connection.
+pub const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// An event to store, with its keys already rendered by the ingest path.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -277,6 +282,11 @@ pub enum StoreError {
     /// database down). Ingest answers 503 so the sender retries.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The backend is working but its queue is full: the caller waited
+    /// [`ADMISSION_WAIT`] and was not let in. Answer 503 so the sender
+    /// retries, rather than hold its body in memory without bound.
+    #[error("storage busy: {0}")]
+    Busy(String),
     /// A stored row could not be read back: a bug or a damaged database.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -287,7 +297,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Dedupe, coalesce and enqueue one event, durably, in one transaction.
-    /// Backends batch concurrent calls into one commit (group commit).
+    /// Backends batch concurrent calls into one commit (group commit). When
+    /// the backend's queue stays full for [`ADMISSION_WAIT`], returns
+    /// [`StoreError::Busy`] without having stored anything.
     async fn ingest(&self, event: NewEvent) -> Result<Ingested>;
 
     /// Claim up to `limit` events of `destination` that are due at `now_ms`

@@ -12,20 +12,19 @@ use hookgate_postgres::PostgresStore;
 use hookgate_sqlite::SqliteStore;
 use hookgate_store::Store;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::now_ms;
 use crate::config::{Config, Storage};
 use crate::deliver::Client;
 use crate::dispatch::Dispatcher;
-use crate::http::{self, HttpState};
+use crate::http::{self, BodyLimits, HttpState};
+use crate::serve::serve;
 use crate::wake::Waker;
 
 /// How often expired dedupe keys are forgotten.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
-/// How long shutdown waits for attempts in flight before cutting them off.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -78,7 +77,7 @@ impl Server {
                 destination: Arc::new(destination.clone()),
                 client: client.clone(),
                 wake: waker.notified_by(&destination.name).expect("a waker per destination"),
-                shutdown_grace: SHUTDOWN_GRACE,
+                shutdown_grace: config.limits.shutdown_grace,
             };
             workers.push(tokio::spawn(dispatcher.run(stopping.clone())));
         }
@@ -88,24 +87,25 @@ impl Server {
         let remote = waker.clone();
         store.watch_remote(Arc::new(move |which| remote.wake(which)));
         let state = Arc::new(HttpState {
-            sources: config.sources.iter().map(|s| (s.name.clone(), s.clone())).collect(),
+            sources: config.sources.iter().map(|s| (s.name.clone(), Arc::new(s.clone()))).collect(),
             admin_token: config.admin_token.clone(),
-            max_body_bytes: config.max_body_bytes,
+            body: BodyLimits {
+                max_bytes: config.max_body_bytes,
+                timeout: config.limits.body_timeout,
+                budget: Arc::new(Semaphore::new(config.limits.max_inflight_bytes)),
+            },
             store,
             waker,
         });
         let router = http::router(state);
-        let mut stop_http = stopping.clone();
+        let limits = config.limits;
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_http.wait_for(|stop| *stop).await;
-                })
-                .await;
+            // The HTTP side and the dispatchers drain side by side, each within the grace.
+            serve(listener, router, limits, stopping).await;
             for worker in workers {
                 let _ = worker.await;
             }
-            served.map_err(ServeError::from)
+            Ok(())
         });
         tracing::info!(%addr, "hookgate is serving");
         Ok(Server { addr, shutdown, task })

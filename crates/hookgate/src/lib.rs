@@ -18,6 +18,7 @@ pub mod dispatch;
 mod http;
 pub mod metrics;
 pub mod receiver;
+mod serve;
 pub mod wake;
 
 pub use app::{ServeError, Server};

@@ -12,6 +12,7 @@ pub const DUPLICATES: &str = "hookgate_events_duplicate_total";
 pub const SUPERSEDED: &str = "hookgate_events_superseded_total";
 pub const REJECTED: &str = "hookgate_requests_rejected_total";
 pub const UNAVAILABLE: &str = "hookgate_storage_unavailable_total";
+pub const SHED: &str = "hookgate_requests_shed_total";
 pub const DELIVERED: &str = "hookgate_deliveries_delivered_total";
 pub const RETRIED: &str = "hookgate_deliveries_retried_total";
 pub const DEAD: &str = "hookgate_deliveries_dead_total";
@@ -50,6 +51,10 @@ fn describe() {
     metrics::describe_counter!(SUPERSEDED, "Pending events superseded by a newer one with the same coalesce key.");
     metrics::describe_counter!(REJECTED, "Ingest requests refused, by source and reason.");
     metrics::describe_counter!(UNAVAILABLE, "Ingest requests answered 503 because storage failed.");
+    metrics::describe_counter!(
+        SHED,
+        "Ingest requests answered 503 to shed load, by source and reason (inflight_bytes, storage_queue)."
+    );
     metrics::describe_counter!(DELIVERED, "Deliveries answered 2xx, by destination.");
     metrics::describe_counter!(RETRIED, "Failed attempts with a retry scheduled, by destination.");
     metrics::describe_counter!(DEAD, "Events that exhausted their attempts, by destination.");

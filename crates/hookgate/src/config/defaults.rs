@@ -2,6 +2,16 @@
 
 pub const LISTEN: &str = "127.0.0.1:8080";
 pub const MAX_BODY: &str = "1MiB";
+/// Open connections at most; beyond, new ones wait in the kernel's accept queue.
+pub const MAX_CONNECTIONS: i64 = 10_000;
+/// A request head must arrive within this (an idle keep-alive connection is closed after it too).
+pub const HEADER_TIMEOUT: &str = "10s";
+/// A request body must arrive within this; beyond, 408.
+pub const BODY_TIMEOUT: &str = "30s";
+/// Request bodies held in memory at once; beyond, 503 + Retry-After.
+pub const MAX_INFLIGHT_BYTES: &str = "256MiB";
+/// At SIGTERM, how long requests and deliveries in flight may still take.
+pub const SHUTDOWN_GRACE: &str = "30s";
 pub const STORAGE_URL: &str = "sqlite://hookgate.db";
 /// PostgreSQL connections per instance (plus one for LISTEN).
 pub const POOL: i64 = 8;

@@ -33,11 +33,22 @@ pub const DEFAULT_CONFIG_FILE: &str = "hookgate.toml";
 pub struct Config {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    pub limits: Limits,
     pub storage: Storage,
     /// `None`: the admin API refuses every request (there is no anonymous admin).
     pub admin_token: Option<Secret>,
     pub destinations: Vec<Destination>,
     pub sources: Vec<Source>,
+}
+
+/// What the HTTP edge allows a client, and how long a stop may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_inflight_bytes: usize,
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

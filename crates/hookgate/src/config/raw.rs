@@ -19,6 +19,11 @@ pub struct RawConfig {
 pub struct RawServer {
     pub listen: Option<String>,
     pub max_body: Option<String>,
+    pub max_connections: Option<i64>,
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub max_inflight_bytes: Option<String>,
+    pub shutdown_grace: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -13,13 +13,16 @@ use hookgate_verify::standard_webhooks::{self, SigningKey};
 use hookgate_verify::{Preset, Scheme, SchemeName, SchemeOptions};
 use reqwest::header::{HeaderName, HeaderValue};
 
-use super::raw::{RawConfig, RawDestination, RawSource, RawStorage, RawVerify};
+use super::raw::{RawConfig, RawDestination, RawServer, RawSource, RawStorage, RawVerify};
 use super::units::{parse_duration, parse_size};
-use super::{Challenge, Config, Destination, Env, Problems, Source, Storage, defaults};
+use super::{Challenge, Config, Destination, Env, Limits, Problems, Source, Storage, defaults};
 
 /// A secret that guards something (the admin API, a sender's signature) must
 /// be at least this long: a short one is guessable.
 const MIN_SECRET_BYTES: usize = 16;
+
+/// `server.max_body` at most: a body is held whole in memory, and counted in a `u32` budget.
+const MAX_BODY_LIMIT: usize = 1 << 30;
 
 /// Collects problems while validating, each under its key.
 struct Checker<'a> {
@@ -102,7 +105,15 @@ pub fn validate(raw: RawConfig, env: &Env) -> Result<Config, Problems> {
         .ok();
     let max_body_bytes = parse_size(raw.server.max_body.as_deref().unwrap_or(defaults::MAX_BODY))
         .map_err(|e| c.problem("server.max_body", e))
-        .ok();
+        .ok()
+        .filter(|&bytes| {
+            let fits = bytes <= MAX_BODY_LIMIT;
+            if !fits {
+                c.problem("server.max_body", "must be at most 1GiB");
+            }
+            fits
+        });
+    let limits = limits(&mut c, &raw.server, max_body_bytes);
     let storage = storage(&mut c, &raw.storage);
     let admin_token = raw.admin.token.as_deref().and_then(|t| c.strong_secret("admin.token", t));
 
@@ -127,12 +138,42 @@ pub fn validate(raw: RawConfig, env: &Env) -> Result<Config, Problems> {
         sources.extend(source(&mut c, i, s, &names));
     }
 
-    match (c.problems.is_empty(), listen, max_body_bytes, storage) {
-        (true, Some(listen), Some(max_body_bytes), Some(storage)) => {
-            Ok(Config { listen, max_body_bytes, storage, admin_token, destinations, sources })
+    match (c.problems.is_empty(), listen, max_body_bytes, limits, storage) {
+        (true, Some(listen), Some(max_body_bytes), Some(limits), Some(storage)) => {
+            Ok(Config { listen, max_body_bytes, limits, storage, admin_token, destinations, sources })
         }
         _ => Err(Problems(c.problems)),
     }
+}
+
+fn limits(c: &mut Checker<'_>, raw: &RawServer, max_body_bytes: Option<usize>) -> Option<Limits> {
+    let max_connections =
+        c.in_range("server.max_connections", raw.max_connections.unwrap_or(defaults::MAX_CONNECTIONS), 1..=1_000_000);
+    let header_timeout = c.duration("server.header_timeout", raw.header_timeout.as_deref(), defaults::HEADER_TIMEOUT);
+    let body_timeout = c.duration("server.body_timeout", raw.body_timeout.as_deref(), defaults::BODY_TIMEOUT);
+    let shutdown_grace = c.duration("server.shutdown_grace", raw.shutdown_grace.as_deref(), defaults::SHUTDOWN_GRACE);
+    let inflight = parse_size(raw.max_inflight_bytes.as_deref().unwrap_or(defaults::MAX_INFLIGHT_BYTES))
+        .map_err(|e| c.problem("server.max_inflight_bytes", e))
+        .ok();
+    if let (Some(inflight), Some(max_body)) = (inflight, max_body_bytes)
+        && inflight < max_body
+    {
+        c.problem("server.max_inflight_bytes", "must be at least server.max_body (one request must fit)");
+        return None;
+    }
+    for (key, timeout) in [("server.header_timeout", header_timeout), ("server.body_timeout", body_timeout)] {
+        if timeout.is_some_and(|t| t.is_zero()) {
+            c.problem(key, "must be more than zero");
+            return None;
+        }
+    }
+    Some(Limits {
+        max_connections: max_connections? as usize,
+        header_timeout: header_timeout?,
+        body_timeout: body_timeout?,
+        max_inflight_bytes: inflight?,
+        shutdown_grace: shutdown_grace?,
+    })
 }
 
 fn storage(c: &mut Checker<'_>, raw: &RawStorage) -> Option<Storage> {

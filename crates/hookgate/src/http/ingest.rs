@@ -6,46 +6,63 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use bytes::Bytes;
 use hookgate_core::{EventId, Headers, Key, RequestView, Template, urlencoded};
 use hookgate_store::{Ingested, NewEvent, StoreError};
 use hookgate_verify::{Scheme, Signed, TokenAt};
 use serde_json::{Value, json};
 
+use super::body::{self, BodyError};
 use super::{ApiError, HttpState};
 use crate::clock::now_ms;
 use crate::config::Source;
 use crate::metrics;
 use crate::wake::Wake;
 
+/// Bodies larger than this are verified on the blocking pool: a MAC or an
+/// Ed25519 check over a megabyte takes milliseconds, too long for an async worker.
+const VERIFY_INLINE_BYTES: usize = 64 * 1024;
+
 pub async fn receive(
     State(state): State<Arc<HttpState>>,
     Path(source_name): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
     let source =
         state.sources.get(&source_name).ok_or_else(|| ApiError::NotFound(format!("unknown source {source_name:?}")))?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    // Held until the answer: the body's bytes count against the budget while it waits for the store.
+    let held = match body::read(&state.body, &headers, body).await {
+        Ok(held) => held,
+        Err(BodyError::TooLarge) => {
             reject(source, "too_large");
-            ApiError::PayloadTooLarge(state.max_body_bytes)
-        } else {
-            reject(source, "unreadable_body");
-            ApiError::BadRequest(rejection.body_text())
+            return Err(ApiError::PayloadTooLarge(state.body.max_bytes));
         }
-    })?;
+        Err(BodyError::Busy(unread)) => {
+            shed(source, "inflight_bytes");
+            body::discard(unread, state.body.max_bytes).await;
+            return Err(ApiError::Busy("too many request bodies in memory"));
+        }
+        Err(BodyError::Timeout) => {
+            reject(source, "body_timeout");
+            return Err(ApiError::BodyTimeout(state.body.timeout));
+        }
+        Err(BodyError::Unreadable(detail)) => {
+            reject(source, "unreadable_body");
+            return Err(ApiError::BadRequest(format!("the request body could not be read: {detail}")));
+        }
+    };
+    let body = held.bytes.clone();
     let headers = as_received(&headers);
     let received_at_ms = now_ms();
-
     let query = query.unwrap_or_default();
-    let signed = Signed { headers: &headers, body: &body, query: query.as_bytes(), now: received_at_ms / 1_000 };
-    if let Err(error) = hookgate_verify::verify(&source.scheme, &source.secrets, source.tolerance_secs, &signed) {
+
+    if let Err(error) = verify(source, &headers, &body, &query, received_at_ms / 1_000).await {
         reject(source, error.reason());
         tracing::info!(source = %source.name, reason = error.reason(), "signature rejected");
         return Err(ApiError::Unauthorized(format!("{}: {error}", error.reason())));
@@ -74,11 +91,14 @@ pub async fn receive(
         coalesce_key: keys.coalesce,
         warnings: keys.warnings,
     };
-    let outcome = state.store.ingest(event).await.inspect_err(|error| {
-        if matches!(error, StoreError::Unavailable(_)) {
+    let outcome = state.store.ingest(event).await.inspect_err(|error| match error {
+        StoreError::Unavailable(_) => {
             ::metrics::counter!(metrics::UNAVAILABLE, "source" => source.name.clone()).increment(1);
         }
+        StoreError::Busy(_) => shed(source, "storage_queue"),
+        StoreError::Corrupt(_) => {}
     })?;
+    drop(held);
     let label = source.name.clone();
     match outcome {
         Ingested::Accepted { id, superseded } => {
@@ -95,6 +115,27 @@ pub async fn receive(
             Ok(Json(json!({ "id": original.as_str(), "status": "duplicate" })))
         }
     }
+}
+
+/// Check the request's signature; over a large body, on the blocking pool.
+async fn verify(
+    source: &Arc<Source>,
+    headers: &Headers,
+    body: &Bytes,
+    query: &str,
+    now: i64,
+) -> Result<(), hookgate_verify::VerifyError> {
+    let check = move |source: &Source, headers: &Headers, body: &[u8], query: &str| {
+        let signed = Signed { headers, body, query: query.as_bytes(), now };
+        hookgate_verify::verify(&source.scheme, &source.secrets, source.tolerance_secs, &signed)
+    };
+    if body.len() <= VERIFY_INLINE_BYTES {
+        return check(source, headers, body, query);
+    }
+    let (source, headers, body, query) = (source.clone(), headers.clone(), body.clone(), query.to_owned());
+    tokio::task::spawn_blocking(move || check(&source, &headers, &body, &query))
+        .await
+        .unwrap_or(Err(hookgate_verify::VerifyError::Malformed("verification did not finish")))
 }
 
 /// `GET /in/{source}`: the echo handshake some senders make before they deliver.
@@ -147,6 +188,11 @@ fn render_keys(source: &Source, headers: &Headers, body: &[u8], query: &[u8]) ->
 
 fn reject(source: &Source, reason: &'static str) {
     ::metrics::counter!(metrics::REJECTED, "source" => source.name.clone(), "reason" => reason).increment(1);
+}
+
+/// A request answered 503 to shed load (`inflight_bytes`, `storage_queue`).
+fn shed(source: &Source, reason: &'static str) {
+    ::metrics::counter!(metrics::SHED, "source" => source.name.clone(), "reason" => reason).increment(1);
 }
 
 /// What is stored and forwarded of the sender's headers: everything but its

@@ -4,6 +4,7 @@
 //! the caller, 5xx logged here and opaque to the caller.
 
 mod admin;
+mod body;
 mod ingest;
 mod ops;
 
@@ -23,23 +24,30 @@ use crate::api::ErrorBody;
 use crate::config::Source;
 use crate::wake::Waker;
 
+pub use body::BodyLimits;
+
 /// What the handlers need, and nothing more.
 pub struct HttpState {
-    pub sources: HashMap<String, Source>,
+    pub sources: HashMap<String, Arc<Source>>,
     /// `None`: the admin API answers 401 to everything.
     pub admin_token: Option<Secret>,
-    pub max_body_bytes: usize,
+    pub body: BodyLimits,
     pub store: Arc<dyn Store>,
     pub waker: Waker,
 }
 
+/// Admin request bodies (a replay filter) are small.
+const ADMIN_MAX_BODY: usize = 64 * 1024;
+
 pub fn router(state: Arc<HttpState>) -> Router {
-    let ingest = Router::new()
-        .route("/in/{source}", post(ingest::receive).get(ingest::challenge))
-        .layer(DefaultBodyLimit::max(state.max_body_bytes));
+    // Ingest reads its body itself, within `BodyLimits`.
+    let ingest = Router::new().route("/in/{source}", post(ingest::receive).get(ingest::challenge));
+    let admin = admin::router(state.clone())
+        .layer(DefaultBodyLimit::max(ADMIN_MAX_BODY))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.body.timeout));
     Router::new()
         .merge(ingest)
-        .nest("/api", admin::router(state.clone()))
+        .nest("/api", admin)
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthy))
         .route("/readyz", get(ops::ready))
@@ -56,6 +64,11 @@ pub enum ApiError {
     MethodNotAllowed(String),
     /// Storage failed: 503, so a sender retries. The detail is logged, not sent.
     Unavailable(String),
+    /// Too much in flight (bodies in memory, the store's queue): 503 with
+    /// `Retry-After`, so the sender comes back when it has drained.
+    Busy(&'static str),
+    /// The request body did not arrive within `body_timeout`.
+    BodyTimeout(std::time::Duration),
     /// A bug or a damaged database: 500. The detail is logged, not sent.
     Internal(String),
 }
@@ -71,6 +84,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
+            StoreError::Busy(_) => ApiError::Busy("storage queue full"),
             StoreError::Corrupt(detail) => ApiError::Internal(detail),
         }
     }
@@ -90,6 +104,15 @@ impl IntoResponse for ApiError {
                 tracing::error!(%detail, "storage unavailable");
                 let body = Json(ErrorBody { error: "storage unavailable, retry later".into() });
                 return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response();
+            }
+            ApiError::Busy(what) => {
+                tracing::debug!(what, "shedding load");
+                let body = Json(ErrorBody { error: format!("busy ({what}), retry later") });
+                return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response();
+            }
+            ApiError::BodyTimeout(limit) => {
+                let body = Json(ErrorBody { error: format!("the request body did not arrive within {limit:?}") });
+                return (StatusCode::REQUEST_TIMEOUT, [(header::CONNECTION, "close")], body).into_response();
             }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

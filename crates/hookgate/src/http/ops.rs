@@ -1,6 +1,7 @@
 //! For operators and orchestrators, without a token: `/metrics`, `/healthz`, `/readyz`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header;
@@ -14,9 +15,16 @@ pub async fn healthy() -> &'static str {
     "ok\n"
 }
 
-/// Ready when storage answers.
+/// How long `/readyz` waits for storage: a stalled database must fail
+/// readiness, not hang the probe.
+const READY_WAIT: Duration = Duration::from_secs(2);
+
+/// Ready when storage answers, within `READY_WAIT`.
 pub async fn ready(State(state): State<Arc<HttpState>>) -> Result<&'static str, ApiError> {
-    state.store.ping().await?;
+    match tokio::time::timeout(READY_WAIT, state.store.ping()).await {
+        Ok(answer) => answer?,
+        Err(_) => return Err(ApiError::Unavailable(format!("storage did not answer within {READY_WAIT:?}"))),
+    }
     Ok("ready\n")
 }
 

@@ -1,13 +1,16 @@
 //! hookgate's integration tests: real sockets, real concurrency, one binary.
 
 mod admin;
+mod backpressure;
 mod cli;
 mod cluster;
 mod coalesce;
 mod crash;
 mod delivery;
+mod edge;
 mod forwarding;
 mod ingest;
 mod outage;
 mod senders;
 mod support;
+mod throwaway;

@@ -3,8 +3,6 @@
 //! delivery resumes by itself. Runs on a throwaway cluster of its own
 //! (initdb), so restarting it disturbs no other test.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,62 +12,7 @@ use hookgate::config::{Config, Env};
 use serde_json::json;
 
 use crate::support::*;
-
-struct Throwaway {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    bin: PathBuf,
-    port: u16,
-}
-
-fn as_postgres(bin: &Path, tool: &str, args: &[&str]) -> bool {
-    Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(bin.join(tool))
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-impl Throwaway {
-    /// A new cluster, started; `None` where this machine cannot make one.
-    fn create() -> Option<Throwaway> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|v| v.path().join("bin")).next()?;
-        let dir = tempfile::tempdir().ok()?;
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).ok()?;
-        let owner = Command::new("chown").arg("postgres:postgres").arg(&data).status().ok()?.success();
-        let open = Command::new("chmod").arg("755").arg(dir.path()).status().ok()?.success();
-        let data_arg = data.to_str()?;
-        let made = owner && open && as_postgres(&bin, "initdb", &["-D", data_arg, "--auth=trust", "-U", "postgres"]);
-        let cluster = Throwaway { _dir: dir, data, bin, port: free_port() };
-        (made && cluster.start()).then_some(cluster)
-    }
-
-    fn start(&self) -> bool {
-        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.data.display());
-        let log = self.data.join("server.log");
-        let (data, log) = (self.data.to_str().unwrap(), log.to_str().unwrap());
-        as_postgres(&self.bin, "pg_ctl", &["-D", data, "-o", &options, "-l", log, "-w", "start"])
-    }
-
-    /// As a crash: no checkpoint, every connection cut.
-    fn stop_immediately(&self) {
-        as_postgres(&self.bin, "pg_ctl", &["-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Throwaway {
-    fn drop(&mut self) {
-        self.stop_immediately();
-    }
-}
+use crate::throwaway::Throwaway;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_restart_during_ingest_loses_nothing_acknowledged() {
