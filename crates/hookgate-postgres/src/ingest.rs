@@ -1,9 +1,16 @@
 //! Group commit on PostgreSQL: ingests waiting at the same moment share one
-//! transaction. A batch takes the advisory locks of all its queues and dedupe
-//! keys first, in one sorted order (so two batches never deadlock), then
-//! pipelines one `hookgate_ingest()` call per event, and commits; then the
-//! destinations with new work are announced (see `notify.rs`). Up to `batches` batches run at once on their
-//! own connections, so one commit's round trip does not stall the next batch.
+//! transaction. A batch takes the advisory locks of all its order, dedupe and
+//! coalesce keys first, in one sorted order, then pipelines one
+//! `hookgate_ingest()` call per event, and commits; then the destinations with
+//! new work are announced (see `notify.rs`). Up to `batches` batches run at
+//! once on their own connections, so one commit's round trip does not stall
+//! the next batch.
+//!
+//! No deadlock: every row a batch updates is reached under one of those
+//! locks (a queue's rows, a coalesce key's pending rows, a dedupe key's count
+//! in `event_duplicates`), and they are all taken before any row. A batch
+//! that fails on a statement (not on the connection) is retried one event per
+//! transaction, so one event the database refuses never fails the others.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,11 +18,11 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use futures_util::future::try_join_all;
 use hookgate_core::EventId;
-use hookgate_store::{Ingested, NewEvent, Result, StoreError, codec, parse_id};
+use hookgate_store::{Ingested, NewEvent, Result, codec, parse_id};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::notify::Notifier;
-use crate::{lock_key, unavailable};
+use crate::{BatchError, lock_key};
 
 /// Events per transaction, at most.
 pub const MAX_BATCH: usize = 512;
@@ -54,57 +61,62 @@ async fn collect(pool: Pool, mut queue: mpsc::Receiver<Pending>, slots: Arc<Sema
         let (pool, notifier) = (pool.clone(), notifier.clone());
         tokio::spawn(async move {
             let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
-            match commit(&pool, &events).await {
-                Ok(outcomes) => {
-                    let destinations: BTreeSet<&str> = events
-                        .iter()
-                        .zip(&outcomes)
-                        .filter(|(_, outcome)| matches!(outcome, Ingested::Accepted { .. }))
-                        .map(|(event, _)| event.destination.as_str())
-                        .collect();
-                    destinations.into_iter().for_each(|d| notifier.work_for(d));
-                    for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                        let _ = pending.reply.send(Ok(outcome));
+            let outcomes: Vec<Result<Ingested>> = match commit(&pool, &events).await {
+                Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                Err(BatchError::Statement(error)) if events.len() > 1 => {
+                    tracing::warn!(%error, events = events.len(), "ingest batch refused; storing its events one by one");
+                    let mut outcomes = Vec::with_capacity(events.len());
+                    for event in &events {
+                        outcomes.push(commit(&pool, &[*event]).await.map(|mut one| one.remove(0)).map_err(|e| {
+                            tracing::error!(event = %event.id, error = %e, "the database refused an event");
+                            e.into_store_error()
+                        }));
                     }
+                    outcomes
                 }
                 Err(error) => {
-                    tracing::warn!(%error, events = batch.len(), "ingest batch failed");
-                    for pending in batch {
-                        let _ = pending.reply.send(Err(StoreError::Unavailable(error.to_string())));
-                    }
+                    tracing::warn!(%error, events = events.len(), "ingest batch failed");
+                    events.iter().map(|_| Err(error.clone().into_store_error())).collect()
                 }
+            };
+            let destinations: BTreeSet<&str> = events
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, outcome)| matches!(outcome, Ok(Ingested::Accepted { .. })))
+                .map(|(event, _)| event.destination.as_str())
+                .collect();
+            destinations.into_iter().for_each(|d| notifier.work_for(d));
+            for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = pending.reply.send(outcome);
             }
             drop(slot);
         });
     }
 }
 
-async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>> {
-    let mut client = pool.get().await.map_err(unavailable)?;
-    let tx = client.transaction().await.map_err(unavailable)?;
+async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, BatchError> {
+    let mut client = pool.get().await.map_err(|e| BatchError::Connection(e.to_string()))?;
+    let tx = client.transaction().await?;
     let locks: BTreeSet<i64> = events
         .iter()
         .flat_map(|e| {
             let order = e.order_key.as_ref().map(|k| lock_key("o", &e.source, k.as_bytes()));
             let dedupe = e.dedupe_key.as_ref().map(|k| lock_key("d", &e.source, k.as_bytes()));
-            order.into_iter().chain(dedupe)
+            let coalesce = e.coalesce_key.as_ref().map(|k| lock_key("c", &e.source, k.as_bytes()));
+            order.into_iter().chain(dedupe).chain(coalesce)
         })
         .collect();
     let locks: Vec<i64> = locks.into_iter().collect();
     if !locks.is_empty() {
         // unnest keeps the array's (sorted) order, so locks are taken in that order.
-        let lock = tx
-            .prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
-            .await
-            .map_err(unavailable)?;
-        tx.execute(&lock, &[&locks]).await.map_err(unavailable)?;
+        let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k").await?;
+        tx.execute(&lock, &[&locks]).await?;
     }
     let statement = tx
         .prepare_cached(
             "SELECT o_status, o_id, o_superseded FROM hookgate_ingest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
-        .await
-        .map_err(unavailable)?;
+        .await?;
     let encoded: Vec<(Vec<u8>, Option<String>)> =
         events.iter().map(|e| (codec::encode_headers(&e.headers), codec::encode_warnings(&e.warnings))).collect();
     // Sent back to back on one connection (pipelined), answered in order.
@@ -131,16 +143,16 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>> {
             .await
         }
     });
-    let rows = try_join_all(calls).await.map_err(unavailable)?;
+    let rows = try_join_all(calls).await?;
     let mut outcomes = Vec::with_capacity(rows.len());
     for row in &rows {
         let status: String = row.get(0);
-        let id: EventId = parse_id(row.get::<_, &str>(1))?;
+        let id: EventId = parse_id(row.get::<_, &str>(1)).map_err(|e| BatchError::Statement(e.to_string()))?;
         outcomes.push(match status.as_str() {
             "accepted" => Ingested::Accepted { id, superseded: row.get::<_, i64>(2) as u64 },
             _ => Ingested::Duplicate { original: id },
         });
     }
-    tx.commit().await.map_err(unavailable)?;
+    tx.commit().await?;
     Ok(outcomes)
 }

@@ -17,6 +17,7 @@
 //! * **Wake-ups**: `NOTIFY hookgate, '<destination>'` after a batch commits,
 //!   coalesced (`notify.rs`); every instance `LISTEN`s on a connection of its own.
 
+mod clock;
 mod ingest;
 mod notify;
 mod outcome;
@@ -57,7 +58,11 @@ pub struct PostgresStore {
     outcomes: mpsc::Sender<outcome::Outcome>,
     notifier: notify::Notifier,
     watchers: Arc<Mutex<Vec<RemoteWake>>>,
+    clock: DbClock,
 }
+
+use clock::DbClock;
+pub use clock::{LocalClock, system_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -69,8 +74,59 @@ pub enum ConnectError {
     Migrate(schema::MigrateError),
 }
 
-pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// The database (or the pool in front of it) failed: the caller answers 503.
+pub(crate) fn unavailable(error: impl std::error::Error + 'static) -> StoreError {
+    let any: &(dyn std::error::Error + 'static) = &error;
+    match any.downcast_ref::<tokio_postgres::Error>() {
+        Some(pg) => StoreError::Unavailable(describe(pg)),
+        None => StoreError::Unavailable(error.to_string()),
+    }
+}
+
+/// Why a batch failed: its connection (the database is away: every event in
+/// it gets the same answer), or one of its statements (the database refused
+/// something: worth retrying event by event, so the rest are not refused with it).
+#[derive(Debug, Clone)]
+pub(crate) enum BatchError {
+    Connection(String),
+    Statement(String),
+}
+
+impl From<tokio_postgres::Error> for BatchError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        match error.as_db_error() {
+            // The server answered with an error about this statement (class 08 is about the connection).
+            Some(db) if !db.code().code().starts_with("08") => {
+                BatchError::Statement(format!("{} ({}): {}", db.severity(), db.code().code(), db.message()))
+            }
+            _ => BatchError::Connection(describe(&error)),
+        }
+    }
+}
+
+impl BatchError {
+    pub(crate) fn into_store_error(self) -> StoreError {
+        match self {
+            BatchError::Connection(e) | BatchError::Statement(e) => StoreError::Unavailable(e),
+        }
+    }
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchError::Connection(e) => write!(f, "connection: {e}"),
+            BatchError::Statement(e) => write!(f, "statement: {e}"),
+        }
+    }
+}
+
+/// A PostgreSQL error with its cause: tokio-postgres's own text is only "db error".
+pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => std::error::Error::source(error).map_or_else(|| error.to_string(), |s| format!("{error}: {s}")),
+    }
 }
 
 impl PostgresStore {
@@ -85,6 +141,12 @@ impl PostgresStore {
     /// never a middle — and not waiting for a flush per delivery is what lets
     /// deliveries keep up with ingest.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, ConnectError> {
+        Self::connect_with_clock(url, pool_size, system_ms).await
+    }
+
+    /// [`connect`](Self::connect), reading this machine's time from `local`
+    /// (tests give a clock that runs ahead; the store corrects for it).
+    pub async fn connect_with_clock(url: &str, pool_size: usize, local: LocalClock) -> Result<Self, ConnectError> {
         let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("hookgate");
@@ -99,12 +161,19 @@ impl PostgresStore {
         schema::migrate(&mut client).await.map_err(ConnectError::Migrate)?;
         drop(client);
 
+        let clock = DbClock::start(pool.clone(), local).await.map_err(ConnectError::Connect)?;
+        if clock.offset_ms().abs() > 1_000 {
+            tracing::warn!(
+                offset_ms = clock.offset_ms(),
+                "this machine's clock is off from the database's; using the database's"
+            );
+        }
         let notifier = notify::Notifier::start(pool.clone());
         let ingest = ingest::start(durable.clone(), half, notifier.clone());
         let watchers: Arc<Mutex<Vec<RemoteWake>>> = Arc::default();
         tokio::spawn(listen(config, watchers.clone()));
         let outcomes = outcome::start(pool.clone());
-        Ok(PostgresStore { pool, durable, ingest, outcomes, notifier, watchers })
+        Ok(PostgresStore { pool, durable, ingest, outcomes, notifier, watchers, clock })
     }
 
     /// A connection for the dispatcher and reads (asynchronous commit).
@@ -190,9 +259,11 @@ impl Store for PostgresStore {
         match self.ingest.send_timeout(ingest::Pending { event, reply }, ADMISSION_WAIT).await {
             Ok(()) => {}
             Err(SendTimeoutError::Timeout(_)) => return Err(StoreError::Busy("the ingest queue is full".into())),
-            Err(SendTimeoutError::Closed(_)) => return Err(unavailable("the ingest batcher has stopped")),
+            Err(SendTimeoutError::Closed(_)) => {
+                return Err(StoreError::Unavailable("the ingest batcher has stopped".into()));
+            }
         }
-        answer.await.map_err(|_| unavailable("the ingest batcher has stopped"))?
+        answer.await.map_err(|_| StoreError::Unavailable("the ingest batcher has stopped".into()))?
     }
 
     async fn claim(&self, destination: &str, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
@@ -248,8 +319,11 @@ impl Store for PostgresStore {
         let (state, due_at) = verdict.next_state();
         let (reply, answer) = tokio::sync::oneshot::channel();
         let outcome = outcome::Outcome { id: id.clone(), attempt, state: state.as_str(), due_at, now_ms, reply };
-        self.outcomes.send(outcome).await.map_err(|_| unavailable("the outcome batcher has stopped"))?;
-        answer.await.map_err(|_| unavailable("the outcome batcher has stopped"))?
+        self.outcomes
+            .send(outcome)
+            .await
+            .map_err(|_| StoreError::Unavailable("the outcome batcher has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the outcome batcher has stopped".into()))?
     }
 
     async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {
@@ -318,6 +392,10 @@ impl Store for PostgresStore {
     async fn ping(&self) -> Result<()> {
         self.client().await?.execute("SELECT 1", &[]).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     fn watch_remote(&self, wake: RemoteWake) {

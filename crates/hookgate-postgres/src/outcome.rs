@@ -1,16 +1,21 @@
 //! Recording attempt outcomes in batches: every outcome waiting at the same
 //! moment goes into one statement (arrays unnested server-side), so a busy
 //! dispatcher costs one round trip per batch instead of one per delivery.
+//! A batch the database refuses is recorded again one outcome at a time, so
+//! one bad row never leaves the others unrecorded (and redelivered forever).
+//! Replies are matched by (event, attempt): two attempts of one event in one
+//! batch (a late one whose lease ended, and the current one) each hear
+//! whether *their* claim moved the event.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use hookgate_core::EventId;
-use hookgate_store::{Attempt, Result, StoreError};
+use hookgate_store::{Attempt, Result};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::unavailable;
+use crate::BatchError;
 
 /// Outcomes per statement, at most.
 const MAX_BATCH: usize = 256;
@@ -49,14 +54,22 @@ async fn collect(pool: Pool, mut queue: mpsc::Receiver<Outcome>, slots: Arc<Sema
         let pool = pool.clone();
         tokio::spawn(async move {
             match record(&pool, &batch).await {
-                Ok(moved) => {
+                Ok(moved) => reply(batch, &moved),
+                Err(BatchError::Statement(error)) if batch.len() > 1 => {
+                    tracing::warn!(%error, outcomes = batch.len(), "outcome batch refused; recording one by one");
                     for outcome in batch {
-                        let _ = outcome.reply.send(Ok(moved.contains(outcome.id.as_str())));
+                        match record(&pool, std::slice::from_ref(&outcome)).await {
+                            Ok(moved) => reply(vec![outcome], &moved),
+                            Err(error) => {
+                                tracing::error!(event = %outcome.id, %error, "the database refused an outcome");
+                                let _ = outcome.reply.send(Err(error.into_store_error()));
+                            }
+                        }
                     }
                 }
                 Err(error) => {
                     for outcome in batch {
-                        let _ = outcome.reply.send(Err(StoreError::Unavailable(error.to_string())));
+                        let _ = outcome.reply.send(Err(error.clone().into_store_error()));
                     }
                 }
             }
@@ -65,10 +78,18 @@ async fn collect(pool: Pool, mut queue: mpsc::Receiver<Outcome>, slots: Arc<Sema
     }
 }
 
+fn reply(batch: Vec<Outcome>, moved: &HashSet<(String, i32)>) {
+    for outcome in batch {
+        let key = (outcome.id.as_str().to_owned(), outcome.attempt.attempt as i32);
+        let _ = outcome.reply.send(Ok(moved.contains(&key)));
+    }
+}
+
 /// One statement: record every attempt (whether or not its claim is still
-/// current), and move each event whose claim is. Returns the ids that moved.
-async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<String>> {
-    let client = pool.get().await.map_err(unavailable)?;
+/// current), and move each event whose claim is. Returns the (id, attempt)
+/// pairs that moved their event.
+async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>, BatchError> {
+    let client = pool.get().await.map_err(|e| BatchError::Connection(e.to_string()))?;
     let statement = client
         .prepare_cached(
             "WITH input AS (
@@ -83,22 +104,22 @@ async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<String>> {
              UPDATE events e SET state = input.state, due_at = input.due_at, updated_at = input.now_ms
              FROM input
              WHERE e.id = input.id AND e.state = 'delivering' AND e.attempts = input.attempt
-             RETURNING e.id",
+             RETURNING e.id, input.attempt",
         )
-        .await
-        .map_err(unavailable)?;
+        .await?;
     let ids: Vec<&str> = batch.iter().map(|o| o.id.as_str()).collect();
     let attempts: Vec<i32> = batch.iter().map(|o| o.attempt.attempt as i32).collect();
     let started: Vec<i64> = batch.iter().map(|o| o.attempt.started_at_ms).collect();
     let durations: Vec<i64> = batch.iter().map(|o| o.attempt.duration_ms).collect();
     let statuses: Vec<Option<i32>> = batch.iter().map(|o| o.attempt.status.map(i32::from)).collect();
-    let errors: Vec<Option<&str>> = batch.iter().map(|o| o.attempt.error.as_deref()).collect();
+    // Text cannot hold NUL; the dispatcher already escapes it, this is the last line.
+    let errors: Vec<Option<String>> =
+        batch.iter().map(|o| o.attempt.error.as_deref().map(|e| e.replace('\0', "\\0"))).collect();
     let states: Vec<&str> = batch.iter().map(|o| o.state).collect();
     let due: Vec<Option<i64>> = batch.iter().map(|o| o.due_at).collect();
     let now: Vec<i64> = batch.iter().map(|o| o.now_ms).collect();
     let rows = client
         .query(&statement, &[&ids, &attempts, &started, &durations, &statuses, &errors, &states, &due, &now])
-        .await
-        .map_err(unavailable)?;
-    Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+        .await?;
+    Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1))).collect())
 }

@@ -3,12 +3,18 @@
 use deadpool_postgres::ClientWrapper as Client;
 use hookgate_core::{EventId, State};
 use hookgate_store::{
-    Attempt, EventDetail, ListFilter, Page, RECORD_COLUMNS, RawRecord, Result, StateCount, StoreError, codec,
-    page_limit,
+    Attempt, EventDetail, ListFilter, Page, RawRecord, Result, StateCount, StoreError, codec, page_limit,
 };
 use tokio_postgres::Row;
 
 use crate::unavailable;
+
+/// The columns a [`RawRecord`] is read from, in its order; `e` is `events`
+/// joined with its duplicate count `d`.
+const RECORD_COLUMNS: &str = "e.rid, e.id, e.source, e.destination, e.state, e.received_at, e.updated_at, \
+     e.dedupe_key, e.order_key, e.coalesce_key, e.warnings, COALESCE(d.n, 0), e.attempts, e.due_at, e.superseded_by";
+/// What [`RECORD_COLUMNS`] reads from.
+const RECORD_FROM: &str = "events e LEFT JOIN event_duplicates d ON d.event_id = e.id";
 
 fn record(row: &Row) -> RawRecord {
     RawRecord {
@@ -32,7 +38,7 @@ fn record(row: &Row) -> RawRecord {
 
 pub async fn get(c: &Client, id: &EventId) -> Result<Option<EventDetail>> {
     let statement = c
-        .prepare_cached(&format!("SELECT {RECORD_COLUMNS}, headers, body FROM events WHERE id = $1"))
+        .prepare_cached(&format!("SELECT {RECORD_COLUMNS}, e.headers, e.body FROM {RECORD_FROM} WHERE e.id = $1"))
         .await
         .map_err(unavailable)?;
     let Some(row) = c.query_opt(&statement, &[&id.as_str()]).await.map_err(unavailable)? else {
@@ -66,10 +72,10 @@ pub async fn list(c: &Client, filter: &ListFilter) -> Result<Page> {
     let limit = page_limit(filter);
     let statement = c
         .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM events
-             WHERE ($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR state = $2)
-               AND ($3::bytea IS NULL OR order_key = $3) AND ($4::bigint IS NULL OR rid < $4)
-             ORDER BY rid DESC LIMIT $5"
+            "SELECT {RECORD_COLUMNS} FROM {RECORD_FROM}
+             WHERE ($1::text IS NULL OR e.source = $1) AND ($2::text IS NULL OR e.state = $2)
+               AND ($3::bytea IS NULL OR e.order_key = $3) AND ($4::bigint IS NULL OR e.rid < $4)
+             ORDER BY e.rid DESC LIMIT $5"
         ))
         .await
         .map_err(unavailable)?;

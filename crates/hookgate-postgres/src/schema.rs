@@ -28,7 +28,6 @@ const MIGRATIONS: &[&str] = &[
         order_key     BYTEA,
         coalesce_key  BYTEA,
         warnings      TEXT,
-        duplicates    BIGINT NOT NULL DEFAULT 0,
         attempts      INTEGER NOT NULL DEFAULT 0,
         round_base    INTEGER NOT NULL DEFAULT 0,
         -- pending: when the next attempt is due; delivering: when the lease ends.
@@ -52,6 +51,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (source, key)
     );
     CREATE INDEX dedupe_expiry ON dedupe (expires_at);
+
+    -- How many copies each event had, apart from the event row: a copy is
+    -- counted under its dedupe key's advisory lock only, so ingest never
+    -- waits on an events row that a claim or an outcome holds (in whatever
+    -- order those take them), and cannot deadlock with them.
+    CREATE TABLE event_duplicates (
+        event_id TEXT PRIMARY KEY,
+        n        BIGINT NOT NULL
+    );
 
     CREATE TABLE attempts (
         event_id    TEXT NOT NULL,
@@ -84,7 +92,8 @@ const MIGRATIONS: &[&str] = &[
             RETURNING d.event_id INTO won;
             IF won IS NULL THEN
                 SELECT d.event_id INTO o_id FROM dedupe d WHERE d.source = p_source AND d.key = p_dedupe_key;
-                UPDATE events SET duplicates = duplicates + 1 WHERE events.id = o_id;
+                INSERT INTO event_duplicates AS c (event_id, n) VALUES (o_id, 1)
+                ON CONFLICT (event_id) DO UPDATE SET n = c.n + 1;
                 o_status := 'duplicate';
                 RETURN;
             END IF;

@@ -2,12 +2,15 @@
 
 use hookgate_core::{EventId, State};
 use hookgate_store::{
-    Attempt, EventDetail, ListFilter, Page, RECORD_COLUMNS, RawRecord, Result, StateCount, StoreError, codec,
-    page_limit,
+    Attempt, EventDetail, ListFilter, Page, RawRecord, Result, StateCount, StoreError, codec, page_limit,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::db_error;
+
+/// The columns a [`RawRecord`] is read from, in its order.
+const RECORD_COLUMNS: &str = "rid, id, source, destination, state, received_at, updated_at, dedupe_key, order_key, \
+     coalesce_key, warnings, duplicates, attempts, due_at, superseded_by";
 
 fn record(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
     Ok(RawRecord {

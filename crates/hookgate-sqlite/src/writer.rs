@@ -26,10 +26,32 @@ pub type Reply<T> = oneshot::Sender<Result<T>>;
 
 pub enum Command {
     Ingest(Box<NewEvent>, Reply<Ingested>),
-    Claim { destination: String, now_ms: i64, limit: usize, lease_ms: i64, reply: Reply<Vec<Claim>> },
-    Finish { id: EventId, attempt: Attempt, verdict: Verdict, now_ms: i64, reply: Reply<bool> },
-    Replay { id: EventId, now_ms: i64, reply: Reply<bool> },
-    Purge { now_ms: i64, reply: Reply<u64> },
+    Claim {
+        destination: String,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+        reply: Reply<Vec<Claim>>,
+    },
+    Finish {
+        id: EventId,
+        attempt: Attempt,
+        verdict: Verdict,
+        now_ms: i64,
+        reply: Reply<bool>,
+    },
+    Replay {
+        id: EventId,
+        now_ms: i64,
+        reply: Reply<bool>,
+    },
+    Purge {
+        now_ms: i64,
+        reply: Reply<u64>,
+    },
+    /// Tests only: run SQL inside the batch (to end the transaction under the writer's feet).
+    #[cfg(test)]
+    Sql(&'static str, Reply<()>),
 }
 
 /// A reply that waits for the commit: sent with the command's own result if
@@ -75,7 +97,7 @@ impl Writer {
 
     fn commit_batch(&mut self, batch: &mut Vec<Command>) {
         let mut seq = self.next_seq;
-        let tx = match self.conn.transaction() {
+        let mut tx = match self.conn.transaction() {
             Ok(tx) => tx,
             Err(error) => {
                 let error = error.to_string();
@@ -85,8 +107,28 @@ impl Writer {
                 return;
             }
         };
-        let mut tx = tx;
-        let replies: Vec<Deferred> = batch.drain(..).map(|command| apply(&mut tx, &mut seq, command)).collect();
+        let mut replies: Vec<Deferred> = Vec::with_capacity(batch.len());
+        let mut commands = batch.drain(..);
+        for command in commands.by_ref() {
+            replies.push(apply(&mut tx, &mut seq, command));
+            // On some errors (a full disk, an I/O error) SQLite rolls the whole
+            // transaction back by itself. Every command applied so far is then
+            // gone, and any run after would commit on its own: stop, and fail
+            // the batch as one, so no caller is told "stored" for a row that is
+            // not, or "failed" for a row that is.
+            if tx.is_autocommit() {
+                const ROLLED_BACK: &str = "sqlite rolled the batch back (disk full or I/O error)";
+                tracing::error!("{ROLLED_BACK}");
+                for reply in replies {
+                    reply(Some(ROLLED_BACK));
+                }
+                for command in commands {
+                    answer_now(command, ROLLED_BACK);
+                }
+                return; // positions drawn in this batch were never used: next_seq stays
+            }
+        }
+        drop(commands);
         let outcome = tx.commit().map_err(|e| e.to_string());
         if outcome.is_ok() {
             self.next_seq = seq;
@@ -108,6 +150,8 @@ fn answer_now(command: Command, error: &str) {
         Command::Claim { reply, .. } => fail(reply, error),
         Command::Finish { reply, .. } | Command::Replay { reply, .. } => fail(reply, error),
         Command::Purge { reply, .. } => fail(reply, error),
+        #[cfg(test)]
+        Command::Sql(_, reply) => fail(reply, error),
     }
 }
 
@@ -142,5 +186,43 @@ fn apply(tx: &mut Transaction<'_>, seq: &mut i64, command: Command) -> Deferred 
             defer(reply, result)
         }
         Command::Purge { now_ms, reply } => defer(reply, in_savepoint(tx, |c| purge_dedupe(c, now_ms))),
+        #[cfg(test)]
+        Command::Sql(sql, reply) => defer(reply, tx.execute_batch(sql).map_err(crate::db_error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hookgate_store::conformance::{T0, event};
+
+    use super::*;
+
+    /// What SQLite does on some disk-full or I/O errors: the whole transaction
+    /// is rolled back mid-batch. Nothing of the batch may then be stored, and
+    /// every caller must hear so.
+    #[test]
+    fn a_batch_rolled_back_under_the_writer_fails_as_one() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut conn).unwrap();
+        let mut writer = Writer::new(conn).unwrap();
+        let (before, after) = (event("src", T0), event("src", T0));
+        let (reply_before, mut answer_before) = oneshot::channel();
+        let (reply_sql, mut answer_sql) = oneshot::channel();
+        let (reply_after, mut answer_after) = oneshot::channel();
+        let mut batch = vec![
+            Command::Ingest(Box::new(before.clone()), reply_before),
+            Command::Sql("ROLLBACK", reply_sql),
+            Command::Ingest(Box::new(after.clone()), reply_after),
+        ];
+        writer.commit_batch(&mut batch);
+        assert!(answer_before.try_recv().unwrap().is_err(), "rolled back: not stored, and told so");
+        assert!(answer_sql.try_recv().unwrap().is_err());
+        assert!(answer_after.try_recv().unwrap().is_err(), "not run on its own after the rollback");
+        let stored: i64 = writer.conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+        assert_eq!(stored, 0, "nothing of the batch is stored");
+        let mut next = vec![Command::Ingest(Box::new(after), oneshot::channel().0)];
+        writer.commit_batch(&mut next);
+        let stored: i64 = writer.conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+        assert_eq!(stored, 1, "the next batch commits");
     }
 }

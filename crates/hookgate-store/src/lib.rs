@@ -206,8 +206,8 @@ pub struct StateCount {
 }
 
 /// A listed row as a backend reads it, before its text columns are parsed:
-/// each backend fills one from [`RECORD_COLUMNS`], and the parsing, the same
-/// for all, is here.
+/// each backend fills one from its own query, and the parsing, the same for
+/// all, is here.
 pub struct RawRecord {
     pub row: i64,
     pub id: String,
@@ -225,11 +225,6 @@ pub struct RawRecord {
     pub due_at: Option<i64>,
     pub superseded_by: Option<String>,
 }
-
-/// The columns a [`RawRecord`] is read from, in its field order; every
-/// backend's `events` table names them alike.
-pub const RECORD_COLUMNS: &str = "rid, id, source, destination, state, received_at, updated_at, dedupe_key, \
-     order_key, coalesce_key, warnings, duplicates, attempts, due_at, superseded_by";
 
 impl RawRecord {
     pub fn parse(self) -> Result<EventRecord> {
@@ -329,6 +324,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap liveness check of the backend, for `/readyz`.
     async fn ping(&self) -> Result<()>;
+
+    /// The time every caller passes in: milliseconds since the Unix epoch by
+    /// the clock this backend's guarantees are kept on. One process alone
+    /// (SQLite) uses this machine's clock; a backend shared by many instances
+    /// (PostgreSQL) uses the database's, so a machine whose clock is off never
+    /// judges a lease or a dedupe window differently from the others.
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    }
 
     /// Call `wake` when another process sharing this backend stores or
     /// replays work, so dispatchers need not poll. A backend only one process

@@ -135,7 +135,7 @@ async fn purge_dedupe(store: Arc<dyn Store>, mut stopping: watch::Receiver<bool>
             _ = tokio::time::sleep(PURGE_EVERY) => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
-        match store.purge_expired_dedupe(now_ms()).await {
+        match store.purge_expired_dedupe(store.now_ms()).await {
             Ok(0) => {}
             Ok(purged) => tracing::debug!(purged, "forgot expired dedupe keys"),
             Err(error) => tracing::warn!(%error, "purging dedupe keys failed"),

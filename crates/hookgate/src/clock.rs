@@ -1,7 +1,9 @@
-//! The one clock the server reads: milliseconds since the Unix epoch. Every
-//! time hookgate stores, compares or sends (`webhook-timestamp`, `Retry-After`
-//! dates, signature tolerance) comes from here, so the stores and the
-//! dispatcher can take time as an argument.
+//! This machine's wall clock: milliseconds since the Unix epoch. It judges
+//! what faces the outside world — a sender's signed timestamp, the
+//! `webhook-timestamp` we send, an app's `Retry-After` date. Times that are
+//! stored and compared (leases, due times, dedupe windows) come from the
+//! store's clock instead (`Store::now_ms`: on PostgreSQL, the database's, so
+//! every instance agrees).
 
 use std::time::{Duration, SystemTime};
 

@@ -119,7 +119,7 @@ impl Client {
                 }
                 let error = (!(200..300).contains(&status)).then(|| {
                     snippet.truncate(ERROR_BODY_BYTES);
-                    let text = String::from_utf8_lossy(&snippet);
+                    let text = printable(&snippet);
                     format!("HTTP {status}: {}", text.trim()).trim_end_matches([':', ' ']).to_owned()
                 });
                 Outcome { status: Some(status), error, retry_after_ms, duration: started.elapsed() }
@@ -141,6 +141,16 @@ impl Client {
             }
         }
     }
+}
+
+/// An app's answer as text for the attempt log: bytes that are not UTF-8
+/// replaced, control characters (NUL, escape sequences) written out as
+/// `\u{…}`, so the log is safe to store anywhere and to print on a terminal.
+pub fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' && c != '\t' { c.escape_unicode().to_string() } else { c.to_string() })
+        .collect()
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -269,6 +279,11 @@ mod tests {
         assert_eq!(get("webhook-signature"), Some(expected));
         let unsigned = headers_for(&destination(None), &claim, 1);
         assert!(unsigned.get("webhook-signature").is_none());
+    }
+
+    #[test]
+    fn answers_become_printable_text() {
+        assert_eq!(printable(b"bad\x00input\x1b[31m\xff ok\n"), "bad\\u{0}input\\u{1b}[31m\u{fffd} ok\n");
     }
 
     #[test]

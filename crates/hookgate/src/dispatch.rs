@@ -12,7 +12,6 @@ use hookgate_store::{Attempt, Claim, Store, Verdict};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::clock::now_ms;
 use crate::config::Destination;
 use crate::deliver::{Deliver, Outcome};
 use crate::metrics;
@@ -48,7 +47,7 @@ impl<D: Deliver> Dispatcher<D> {
             let wanted = slots.available_permits().min(CLAIM_BATCH);
             let mut claimed = 0;
             if wanted > 0 {
-                match self.store.claim(&self.destination.name, now_ms(), wanted, lease_ms).await {
+                match self.store.claim(&self.destination.name, self.store.now_ms(), wanted, lease_ms).await {
                     Ok(claims) => {
                         claimed = claims.len();
                         for claim in claims {
@@ -88,19 +87,19 @@ impl<D: Deliver> Dispatcher<D> {
     }
 
     async fn until_next_due(&self) -> Duration {
-        let now = now_ms();
+        let now = self.store.now_ms();
         let due = self.store.next_due(&self.destination.name, now).await.ok().flatten();
         let ms = due.map_or(POLL_MS, |at| (at - now).clamp(0, POLL_MS as i64) as u64);
         Duration::from_millis(ms)
     }
 
     async fn deliver(self, claim: Claim, _slot: OwnedSemaphorePermit) {
-        let started_at_ms = now_ms();
+        let started_at_ms = self.store.now_ms();
         let outcome = self.client.attempt(&self.destination, &claim).await;
         let name = self.destination.name.clone();
         ::metrics::histogram!(metrics::DELIVERY_SECONDS, "destination" => name.clone())
             .record(outcome.duration.as_secs_f64());
-        let verdict = decide(&self.destination, &claim, &outcome, now_ms(), rand::random());
+        let verdict = decide(&self.destination, &claim, &outcome, self.store.now_ms(), rand::random());
         let counter = match verdict {
             Verdict::Delivered => metrics::DELIVERED,
             Verdict::Retry { .. } => metrics::RETRIED,
@@ -121,7 +120,7 @@ impl<D: Deliver> Dispatcher<D> {
         // until its lease ends and is delivered again: keep trying.
         let mut pause = Duration::from_millis(50);
         loop {
-            match self.store.finish(&claim.id, attempt.clone(), verdict, now_ms()).await {
+            match self.store.finish(&claim.id, attempt.clone(), verdict, self.store.now_ms()).await {
                 Ok(true) => break,
                 Ok(false) => {
                     tracing::warn!(event = %claim.id, "lease lost before the outcome was recorded; it will be delivered again");

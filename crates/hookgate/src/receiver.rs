@@ -26,11 +26,13 @@ pub struct Answer {
     pub work: Duration,
     /// A `Retry-After` to send with the answer.
     pub retry_after: Option<String>,
+    /// The answer's body.
+    pub body: Vec<u8>,
 }
 
 impl From<(u16, Duration)> for Answer {
     fn from((status, work): (u16, Duration)) -> Self {
-        Answer { status, work, retry_after: None }
+        Answer { status, work, retry_after: None, body: Vec::new() }
     }
 }
 
@@ -197,7 +199,7 @@ async fn record(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
     };
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match answer.retry_after {
-        Some(after) => (status, [(header::RETRY_AFTER, after)]).into_response(),
-        None => status.into_response(),
+        Some(after) => (status, [(header::RETRY_AFTER, after)], answer.body).into_response(),
+        None => (status, answer.body).into_response(),
     }
 }

@@ -111,6 +111,10 @@ impl<S: Store> Store for Audited<S> {
         self.inner.ping().await
     }
 
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+
     fn watch_remote(&self, wake: RemoteWake) {
         self.inner.watch_remote(wake)
     }

@@ -100,3 +100,29 @@ pub async fn claim_is_per_destination(store: Arc<dyn Store>) {
     let claims = store.claim("billing", T0, 10, LEASE).await.unwrap();
     assert_eq!(claims.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![there]);
 }
+
+/// Two outcomes of one event at once: a late one from a claim whose lease
+/// ended, and the current one. Each hears whether *it* moved the event
+/// (twenty events at once, so a batching backend puts pairs in one batch).
+pub async fn a_late_outcome_beside_the_current_one_hears_the_truth(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(accept(&*store, keyed(&format!("K{n}"), T0)).await);
+    }
+    assert_eq!(claim_ids(&*store, T0).await, sorted(ids.clone()));
+    let again = store.claim(DEST, T0 + LEASE, 100, LEASE).await.unwrap();
+    assert!(again.iter().all(|c| c.attempt == 2) && again.len() == 20);
+    let finishes = ids.iter().flat_map(|id| {
+        let late = store.finish(id, ok_attempt(1, T0), Verdict::Delivered, T0 + LEASE + 1);
+        let current = store.finish(id, ok_attempt(2, T0 + LEASE), Verdict::Delivered, T0 + LEASE + 1);
+        [late, current]
+    });
+    let moved: Vec<bool> = futures_util::future::join_all(finishes).await.into_iter().map(|r| r.unwrap()).collect();
+    for (n, pair) in moved.chunks(2).enumerate() {
+        assert_eq!(pair, [false, true], "event {n}: only the current claim moved it");
+    }
+    for id in &ids {
+        assert_eq!(state_of(&*store, id).await, State::Delivered);
+        assert_eq!(store.get(id).await.unwrap().unwrap().attempts.len(), 2, "both attempts are on record");
+    }
+}

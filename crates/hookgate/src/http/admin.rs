@@ -18,7 +18,6 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, HttpState};
 use crate::api::{BulkReplayed, EventPage, EventSummary, EventView, Replayed, Stats};
-use crate::clock::now_ms;
 use crate::wake::Wake;
 
 /// Events per page when the caller does not say.
@@ -102,7 +101,7 @@ async fn show(State(state): State<Arc<HttpState>>, Path(id): Path<String>) -> Re
 
 async fn replay_one(State(state): State<Arc<HttpState>>, Path(id): Path<String>) -> Result<Json<Replayed>, ApiError> {
     let event_id = event_id(&id)?;
-    if !state.store.replay(&event_id, now_ms()).await? {
+    if !state.store.replay(&event_id, state.store.now_ms()).await? {
         return match state.store.get(&event_id).await? {
             None => Err(ApiError::NotFound(format!("no event {id:?}"))),
             Some(d) => Err(ApiError::BadRequest(format!(
@@ -138,7 +137,7 @@ async fn replay_many(
             if replayed == MAX_BULK_REPLAY {
                 break 'pages true;
             }
-            if state.store.replay(&event.id, now_ms()).await? {
+            if state.store.replay(&event.id, state.store.now_ms()).await? {
                 replayed += 1;
             }
         }

@@ -59,10 +59,12 @@ pub async fn receive(
     };
     let body = held.bytes.clone();
     let headers = as_received(&headers);
-    let received_at_ms = now_ms();
+    // Stored times are on the store's clock; a signature's timestamp is
+    // judged against ours, as the sender's clock is judged by everyone else's.
+    let received_at_ms = state.store.now_ms();
     let query = query.unwrap_or_default();
 
-    if let Err(error) = verify(source, &headers, &body, &query, received_at_ms / 1_000).await {
+    if let Err(error) = verify(source, &headers, &body, &query, now_ms() / 1_000).await {
         reject(source, error.reason());
         tracing::info!(source = %source.name, reason = error.reason(), "signature rejected");
         return Err(ApiError::Unauthorized(format!("{}: {error}", error.reason())));

@@ -127,7 +127,7 @@ async fn retry_gap_after_asking_one_second(max: &str) -> Duration {
         let mut first = gate.lock().unwrap();
         let status = if first.is_none() { 503 } else { 200 };
         first.get_or_insert_with(Instant::now);
-        Answer { status, work: Duration::ZERO, retry_after: Some("1".into()) }
+        Answer { status, work: Duration::ZERO, retry_after: Some("1".into()), body: Vec::new() }
     }))
     .await;
     let dir = tempfile::tempdir().unwrap();

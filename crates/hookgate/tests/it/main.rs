@@ -2,6 +2,7 @@
 
 mod admin;
 mod backpressure;
+mod bytes;
 mod cli;
 mod cluster;
 mod coalesce;

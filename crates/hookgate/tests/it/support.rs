@@ -38,7 +38,7 @@ pub async fn receiver(script: Script) -> Receiver {
     receiver_answering(Arc::new(move |headers, body| {
         let (status, work) = script(headers, body);
         let retry_after = (status == 503).then(|| "1".to_owned());
-        Answer { status, work, retry_after }
+        Answer { status, work, retry_after, body: Vec::new() }
     }))
     .await
 }

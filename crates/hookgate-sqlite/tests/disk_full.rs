@@ -1,0 +1,95 @@
+//! A full disk mid-batch: SQLite may roll the whole transaction back by
+//! itself. Whatever it does, no caller is told "stored" for an event that is
+//! not, or "failed" for one that is; and the store works again once there is
+//! room. Runs on a small tmpfs it mounts (root only; skipped otherwise).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hookgate_sqlite::SqliteStore;
+use hookgate_store::conformance::{T0, event};
+use hookgate_store::{Ingested, Store};
+
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn grow(&self, size: &str) {
+        let status =
+            Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(self.dir.path()).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_never_misreports_a_batch() {
+    let Some(disk) = SmallDisk::mount("12m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let path: PathBuf = disk.path().join("hookgate.db");
+    let store = Arc::new(SqliteStore::open(&path, T0).unwrap());
+    // Batches larger than SQLite's page cache (2 MiB by default), so pages
+    // spill to the WAL mid-transaction and the disk fills mid-batch, not
+    // only at the commit.
+    let body = Bytes::from(vec![b'x'; 128 * 1024]);
+    let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+    for _ in 0..6 {
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (store, body) = (store.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut new = event("src", T0);
+                    new.body = body;
+                    let id = new.id.clone();
+                    (id, store.ingest(new).await)
+                })
+            })
+            .collect();
+        for task in tasks {
+            match task.await.unwrap() {
+                (id, Ok(Ingested::Accepted { .. })) => accepted.push(id),
+                (id, Err(_)) => refused.push(id),
+                (id, other) => panic!("{id}: {other:?}"),
+            }
+        }
+    }
+    assert!(!accepted.is_empty() && !refused.is_empty(), "the disk filled up part way ({} stored)", accepted.len());
+    drop(store);
+
+    disk.grow("64m");
+    let store = SqliteStore::open(&path, T0).unwrap();
+    for id in &accepted {
+        assert!(store.get(id).await.unwrap().is_some(), "{id} was answered stored but is not there");
+    }
+    for id in &refused {
+        assert!(store.get(id).await.unwrap().is_none(), "{id} was answered failed but was stored");
+    }
+    let after = event("src", T0);
+    assert!(matches!(store.ingest(after).await, Ok(Ingested::Accepted { .. })), "works again with room");
+    eprintln!("{} stored, {} refused on a full disk", accepted.len(), refused.len());
+}
