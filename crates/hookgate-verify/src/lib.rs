@@ -140,7 +140,74 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
+    fn every_scheme() -> Vec<Scheme> {
+        let url = || Some("https://h.example/in/t".to_owned());
+        SchemeName::ALL
+            .into_iter()
+            .flat_map(|name| {
+                let options = match name {
+                    SchemeName::Twilio => vec![SchemeOptions { public_url: url(), ..Default::default() }],
+                    SchemeName::HmacSha256 | SchemeName::HmacSha512 => vec![
+                        SchemeOptions { header: Some("x-sig".into()), prefix: Some("v=".into()), ..Default::default() },
+                        SchemeOptions {
+                            header: Some("x-sig".into()),
+                            encoding: Some("base64".into()),
+                            timestamp_header: Some("x-ts".into()),
+                            signed_content: Some("{timestamp}.{body}".into()),
+                            ..Default::default()
+                        },
+                    ],
+                    SchemeName::Basic => vec![SchemeOptions { username: Some("u".into()), ..Default::default() }],
+                    SchemeName::Token => vec![
+                        SchemeOptions { header: Some("x-token".into()), ..Default::default() },
+                        SchemeOptions { query: Some("token".into()), ..Default::default() },
+                    ],
+                    _ => vec![SchemeOptions::default()],
+                };
+                options.into_iter().map(move |o| name.build(&o).unwrap())
+            })
+            .collect()
+    }
+
+    /// Header names every scheme reads, so arbitrary values reach their parsers.
+    const READ_HEADERS: &[&str] = &[
+        "stripe-signature",
+        "x-hub-signature-256",
+        "x-shopify-hmac-sha256",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "svix-id",
+        "svix-timestamp",
+        "svix-signature",
+        "x-acuity-signature",
+        "x-slack-request-timestamp",
+        "x-slack-signature",
+        "x-twilio-signature",
+        "x-sig",
+        "x-ts",
+        "authorization",
+        "x-token",
+    ];
+
     proptest! {
+        /// Any bytes in any header a scheme reads, any body and any query:
+        /// an answer, never a panic.
+        #[test]
+        fn arbitrary_requests_never_panic(
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), READ_HEADERS.len()),
+            body in proptest::collection::vec(any::<u8>(), 0..128),
+            query in proptest::collection::vec(any::<u8>(), 0..48),
+            now in any::<i64>(),
+        ) {
+            let headers: Headers = READ_HEADERS.iter().zip(&values).map(|(n, v)| (*n, v.as_slice())).collect();
+            let secrets = test_support::secrets(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whpk_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAAAAAAA="]);
+            for scheme in every_scheme() {
+                let request = Signed { headers: &headers, body: &body, query: &query, now };
+                let _ = verify(&scheme, &secrets, i64::MAX, &request);
+            }
+        }
+
         /// A signature made for one body never verifies another, in every
         /// scheme that signs the raw body.
         #[test]

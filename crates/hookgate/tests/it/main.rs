@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod edge;
 mod forwarding;
+mod fuzz;
 mod ingest;
 mod outage;
 mod senders;
