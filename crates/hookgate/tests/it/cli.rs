@@ -94,3 +94,36 @@ fn the_demo_shows_every_guarantee_holding() {
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(stdout.contains("max concurrent per object: 1"), "{stdout}");
 }
+
+#[test]
+fn an_empty_admin_token_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    let text = config_text("http://127.0.0.1:9/hooks", &dir.path().join("x.db"), "")
+        .replace(&format!("token = \"{ADMIN_TOKEN}\""), "token = \"\"");
+    std::fs::write(&path, text).unwrap();
+    let out = hookgate().arg("check").arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "admin.token: must not be empty");
+}
+
+/// A storage URL's password never reaches the terminal, whatever fails.
+#[test]
+fn a_storage_password_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    std::fs::write(&path, config_text("http://127.0.0.1:9/hooks", &dir.path().join("x.db"), "")).unwrap();
+    let port = free_port(); // nothing listens there
+    let out = hookgate()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("HOOKGATE_STORAGE__URL", format!("postgres://hookgate:hunter2-s3cret@127.0.0.1:{port}/db"))
+        .env("HOOKGATE_SERVER__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "cannot connect: a runtime failure");
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("PostgreSQL"), "{printed}");
+    assert!(!printed.contains("hunter2-s3cret"), "the password was printed: {printed}");
+}
