@@ -30,7 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
-use hookgate_core::EventId;
+use hookgate_core::{EventId, State};
 use hookgate_store::{
     ADMISSION_WAIT, Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, RemoteWake, Result, StateCount,
     Store, StoreError, Verdict, Wake, codec, parse_id,
@@ -43,14 +43,21 @@ use tokio_postgres::NoTls;
 const CHANNEL: &str = "hookgate";
 /// How long a request waits for a pooled connection before answering "unavailable".
 const POOL_WAIT: Duration = Duration::from_secs(5);
+/// Advisory lock key of a retention round ("hookgate" + 1): one instance at a time.
+const RETENTION_LOCK: i64 = 0x686f_6f6b_6761_7466;
+/// Connections for admin reads (listing, counts, readiness), beside `pool`.
+const ADMIN_READERS: usize = 2;
 /// How long connecting may take before the database counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause before the listener reconnects after losing its connection.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 pub struct PostgresStore {
-    /// Connections with `synchronous_commit = off`: claims, outcomes, reads.
+    /// Connections with `synchronous_commit = off`: claims, outcomes, the dispatcher's reads.
     pool: Pool,
+    /// The admin API's and `/metrics`' reads, on connections of their own, so
+    /// a slow listing or a count never makes a claim wait for a connection.
+    reads: Pool,
     /// Connections with synchronous commit: ingest batches and replays.
     durable: Pool,
     ingest: mpsc::Sender<ingest::Pending>,
@@ -130,7 +137,8 @@ pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
 }
 
 impl PostgresStore {
-    /// Connect with at most `pool_size` connections (plus one for `LISTEN`),
+    /// Connect with at most `pool_size` connections (plus one for `LISTEN` and
+    /// two for admin reads),
     /// apply migrations, and start the ingest batcher.
     ///
     /// Half the connections serve ingest, whose commits are synchronous (a 2xx
@@ -155,7 +163,8 @@ impl PostgresStore {
         let mut relaxed_config = config.clone();
         let options = format!("{} -c synchronous_commit=off", config.get_options().unwrap_or_default());
         relaxed_config.options(options.trim());
-        let pool = build_pool(relaxed_config, (pool_size - half).max(1))?;
+        let pool = build_pool(relaxed_config.clone(), (pool_size - half).max(1))?;
+        let reads = build_pool(relaxed_config, ADMIN_READERS)?;
 
         let mut client = durable.get().await.map_err(|e| ConnectError::Connect(e.to_string()))?;
         schema::migrate(&mut client).await.map_err(ConnectError::Migrate)?;
@@ -173,12 +182,17 @@ impl PostgresStore {
         let watchers: Arc<Mutex<Vec<RemoteWake>>> = Arc::default();
         tokio::spawn(listen(config, watchers.clone()));
         let outcomes = outcome::start(pool.clone());
-        Ok(PostgresStore { pool, durable, ingest, outcomes, notifier, watchers, clock })
+        Ok(PostgresStore { pool, reads, durable, ingest, outcomes, notifier, watchers, clock })
     }
 
-    /// A connection for the dispatcher and reads (asynchronous commit).
+    /// A connection for the dispatcher (asynchronous commit).
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(unavailable)
+    }
+
+    /// A connection for the admin API's reads.
+    async fn reader(&self) -> Result<deadpool_postgres::Object> {
+        self.reads.get().await.map_err(unavailable)
     }
 }
 
@@ -364,6 +378,41 @@ impl Store for PostgresStore {
         client.execute("DELETE FROM dedupe WHERE expires_at <= $1", &[&now_ms]).await.map_err(unavailable)
     }
 
+    async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // One instance at a time does retention (the others skip the round, not fail);
+        // SKIP LOCKED leaves alone any row a replay or a read holds.
+        let ours: bool =
+            tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETENTION_LOCK]).await.map_err(unavailable)?.get(0);
+        if !ours {
+            return Ok(0);
+        }
+        let statement = tx
+            .prepare_cached(
+                "WITH gone AS (
+                    DELETE FROM events WHERE rid IN (
+                        SELECT rid FROM events WHERE state = $1 AND updated_at < $2
+                        ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+                    RETURNING id
+                 ), attempts_gone AS (
+                    DELETE FROM attempts WHERE event_id IN (SELECT id FROM gone)
+                 ), counts_gone AS (
+                    DELETE FROM event_duplicates WHERE event_id IN (SELECT id FROM gone)
+                 )
+                 SELECT COUNT(*) FROM gone",
+            )
+            .await
+            .map_err(unavailable)?;
+        let purged: i64 = tx
+            .query_one(&statement, &[&state.as_str(), &before_ms, &(limit as i64)])
+            .await
+            .map_err(unavailable)?
+            .get(0);
+        tx.commit().await.map_err(unavailable)?;
+        Ok(purged as u64)
+    }
+
     async fn next_due(&self, destination: &str, now_ms: i64) -> Result<Option<i64>> {
         let client = self.client().await?;
         let statement = client
@@ -378,19 +427,19 @@ impl Store for PostgresStore {
     }
 
     async fn get(&self, id: &EventId) -> Result<Option<EventDetail>> {
-        read::get(&*self.client().await?, id).await
+        read::get(&*self.reader().await?, id).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Page> {
-        read::list(&*self.client().await?, filter).await
+        read::list(&*self.reader().await?, filter).await
     }
 
     async fn stats(&self) -> Result<Vec<StateCount>> {
-        read::stats(&*self.client().await?).await
+        read::stats(&*self.reader().await?).await
     }
 
     async fn ping(&self) -> Result<()> {
-        self.client().await?.execute("SELECT 1", &[]).await.map_err(unavailable)?;
+        self.reader().await?.execute("SELECT 1", &[]).await.map_err(unavailable)?;
         Ok(())
     }
 

@@ -37,7 +37,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_due ON events (destination, due_at, seq) WHERE state IN ('pending', 'delivering');
     CREATE INDEX events_order ON events (source, order_key, seq) WHERE state IN ('pending', 'delivering');
     CREATE INDEX events_coalesce ON events (source, coalesce_key) WHERE state = 'pending';
-    CREATE INDEX events_state ON events (state, source);
+    -- Retention's scan (finished events of one state, oldest first) and counts by state.
+    CREATE INDEX events_state ON events (state, updated_at);
     CREATE INDEX events_by_source ON events (source, rid);
     -- The database itself refuses a second in-flight delivery of one order key,
     -- whichever instance tries: the last line of defence behind the claim query.

@@ -84,6 +84,30 @@ mod across_instances {
         }
     }
 
+    /// Retention on every instance at once: no errors, each event deleted once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn retention_on_two_instances_never_fails_either() {
+        let (a, b) = or_skip!(pair().await);
+        for _ in 0..300 {
+            a.ingest(event("src", T0)).await.unwrap();
+        }
+        let claims = a.claim("app", T0, 500, 60_000).await.unwrap();
+        for claim in &claims {
+            let attempt = Attempt { attempt: 1, started_at_ms: T0, duration_ms: 1, status: Some(200), error: None };
+            assert!(a.finish(&claim.id, attempt, Verdict::Delivered, T0 + 1).await.unwrap());
+        }
+        let purge = |store: Arc<dyn Store>| async move {
+            let mut purged = 0;
+            for _ in 0..100 {
+                purged += store.purge_finished(hookgate_core::State::Delivered, T0 + 2, 7).await.unwrap();
+            }
+            purged
+        };
+        let (from_a, from_b) = tokio::join!(purge(a.clone()), purge(b.clone()));
+        assert_eq!(from_a + from_b, 300, "every event deleted exactly once ({from_a} + {from_b})");
+        assert!(a.stats().await.unwrap().is_empty());
+    }
+
     /// An event stored through one instance wakes the other's dispatcher
     /// (LISTEN/NOTIFY), so it need not poll.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,11 +16,11 @@ mod writer;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use hookgate_core::EventId;
+use hookgate_core::{EventId, State};
 use hookgate_store::{
     ADMISSION_WAIT, Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, Result, StateCount, Store,
     StoreError, Verdict,
@@ -32,16 +32,20 @@ use tokio::sync::{mpsc, oneshot};
 
 use writer::{Command, QUEUE_CAPACITY, Writer};
 
-/// Read-only connections: enough for the admin API and each destination's
-/// dispatcher to read beside each other.
-const READERS: usize = 4;
+/// Read-only connections for the admin API, `/metrics` and readiness.
+const READERS: usize = 3;
 
 /// How long a reader waits on a lock (a checkpoint) before giving up.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Command>,
+    /// Set by the writer while its batches fail to commit.
+    failing: Arc<AtomicBool>,
     readers: Arc<Readers>,
+    /// The dispatchers' own read connection (`next_due`): never behind an
+    /// admin listing or a count.
+    dispatch: Arc<Mutex<Connection>>,
     /// Held for the life of the store: the process's claim on the file.
     _lock: File,
 }
@@ -87,16 +91,20 @@ impl SqliteStore {
             .map(|_| open_reader(&path).map(Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sqlite)?;
+        let dispatch = Arc::new(Mutex::new(open_reader(&path).map_err(sqlite)?));
 
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = Writer::new(conn).map_err(sqlite)?;
+        let failing = Arc::new(AtomicBool::new(false));
+        let writer = Writer::new(conn, failing.clone()).map_err(sqlite)?;
         std::thread::Builder::new()
             .name("hookgate-sqlite-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|source| OpenError::Io { path: shown.clone(), source })?;
         Ok(SqliteStore {
             writer: tx,
+            failing,
             readers: Arc::new(Readers { conns: readers, next: AtomicUsize::new(0) }),
+            dispatch,
             _lock: lock,
         })
     }
@@ -184,9 +192,19 @@ impl Store for SqliteStore {
         self.send(|reply| Command::Purge { now_ms, reply }).await
     }
 
+    async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64> {
+        self.send(|reply| Command::PurgeFinished { state, before_ms, limit, reply }).await
+    }
+
     async fn next_due(&self, destination: &str, now_ms: i64) -> Result<Option<i64>> {
         let destination = destination.to_owned();
-        self.read(move |c| read::next_due(c, &destination, now_ms)).await
+        let conn = self.dispatch.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            read::next_due(&conn, &destination, now_ms)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
     }
 
     async fn get(&self, id: &EventId) -> Result<Option<EventDetail>> {
@@ -203,8 +221,17 @@ impl Store for SqliteStore {
         self.read(read::stats).await
     }
 
+    /// Ready when reads work and writes do: after a batch failed to commit
+    /// (a full disk, say), a tiny write answers whether they work again.
     async fn ping(&self) -> Result<()> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await?;
-        if self.writer.is_closed() { Err(writer_gone()) } else { Ok(()) }
+        if self.writer.is_closed() {
+            return Err(writer_gone());
+        }
+        if self.failing.load(Ordering::Relaxed) {
+            let now_ms = self.now_ms();
+            self.send(|reply| Command::Probe { now_ms, reply }).await?;
+        }
+        Ok(())
     }
 }

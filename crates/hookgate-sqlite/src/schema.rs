@@ -47,7 +47,8 @@ const MIGRATIONS: &[&str] = &[
     -- Finding the next head of an order key's queue.
     CREATE INDEX events_order ON events(source, order_key, seq) WHERE state IN ('pending', 'delivering');
     CREATE INDEX events_coalesce ON events(source, coalesce_key) WHERE state = 'pending';
-    CREATE INDEX events_state ON events(state, source);
+    -- Retention's scan (finished events of one state, oldest first) and counts by state.
+    CREATE INDEX events_state ON events(state, updated_at);
     CREATE INDEX events_by_source ON events(source, rid);
 
     CREATE TABLE dedupe (
@@ -58,6 +59,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (source, key)
     ) WITHOUT ROWID;
     CREATE INDEX dedupe_expiry ON dedupe(expires_at);
+
+    -- One row, rewritten by the readiness probe after a write failed: whether writes work again.
+    CREATE TABLE health (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        at INTEGER NOT NULL
+    );
 
     CREATE TABLE attempts (
         event_id    TEXT NOT NULL,

@@ -245,3 +245,24 @@ pub fn purge_dedupe(c: &Connection, now: i64) -> Result<u64> {
         .map(|n| n as u64)
         .map_err(db_error)
 }
+
+/// Retention: one small batch of finished events, oldest first, and their attempts.
+pub fn purge_finished(c: &Connection, state: State, before: i64, limit: usize) -> Result<u64> {
+    debug_assert!(!state.is_active(), "only finished events are purged");
+    let ids: Vec<String> = c
+        .prepare_cached(
+            "DELETE FROM events WHERE rid IN (
+                 SELECT rid FROM events WHERE state = ?1 AND updated_at < ?2 ORDER BY updated_at LIMIT ?3)
+             RETURNING id",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![state.as_str(), before, limit as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(db_error)?;
+    let mut attempts = c.prepare_cached("DELETE FROM attempts WHERE event_id = ?1").map_err(db_error)?;
+    for id in &ids {
+        attempts.execute([id]).map_err(db_error)?;
+    }
+    Ok(ids.len() as u64)
+}

@@ -5,13 +5,16 @@
 //! them all. Under load, one fsync serves hundreds of requests; when idle, a
 //! lone request is committed at once, with no timer adding latency.
 
-use hookgate_core::EventId;
+use hookgate_core::{EventId, State};
 use hookgate_store::{Attempt, Claim, Ingested, NewEvent, Result, StoreError, Verdict};
 use rusqlite::{Connection, Transaction};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db_error;
-use crate::write::{claim, finish, ingest, purge_dedupe, replay};
+use crate::write::{claim, finish, ingest, purge_dedupe, purge_finished, replay};
 
 /// Commands per transaction, at most: bounds the latency one commit adds to
 /// the first request of a batch, and the memory a batch holds.
@@ -49,6 +52,17 @@ pub enum Command {
         now_ms: i64,
         reply: Reply<u64>,
     },
+    PurgeFinished {
+        state: State,
+        before_ms: i64,
+        limit: usize,
+        reply: Reply<u64>,
+    },
+    /// A tiny write, to learn whether writes work again after a failure.
+    Probe {
+        now_ms: i64,
+        reply: Reply<()>,
+    },
     /// Tests only: run SQL inside the batch (to end the transaction under the writer's feet).
     #[cfg(test)]
     Sql(&'static str, Reply<()>),
@@ -71,14 +85,17 @@ fn defer<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Deferred {
 
 pub struct Writer {
     conn: Connection,
+    /// Whether the last batch failed to commit (a full disk, an I/O error):
+    /// readiness then probes with a write instead of trusting a read.
+    failing: Arc<AtomicBool>,
     /// The next queue position; positions only grow, gaps are harmless.
     next_seq: i64,
 }
 
 impl Writer {
-    pub fn new(conn: Connection) -> rusqlite::Result<Self> {
+    pub fn new(conn: Connection, failing: Arc<AtomicBool>) -> rusqlite::Result<Self> {
         let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
-        Ok(Writer { conn, next_seq: last.unwrap_or(0) + 1 })
+        Ok(Writer { conn, failing, next_seq: last.unwrap_or(0) + 1 })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Command>) {
@@ -118,13 +135,14 @@ impl Writer {
             // not, or "failed" for a row that is.
             if tx.is_autocommit() {
                 const ROLLED_BACK: &str = "sqlite rolled the batch back (disk full or I/O error)";
-                tracing::error!("{ROLLED_BACK}");
+                tracing::debug!("{ROLLED_BACK}");
                 for reply in replies {
                     reply(Some(ROLLED_BACK));
                 }
                 for command in commands {
                     answer_now(command, ROLLED_BACK);
                 }
+                self.failing.store(true, Ordering::Relaxed);
                 return; // positions drawn in this batch were never used: next_seq stays
             }
         }
@@ -133,8 +151,9 @@ impl Writer {
         if outcome.is_ok() {
             self.next_seq = seq;
         } else {
-            tracing::error!(error = ?outcome, "sqlite commit failed");
+            tracing::debug!(error = ?outcome, "sqlite commit failed");
         }
+        self.failing.store(outcome.is_err(), Ordering::Relaxed);
         for reply in replies {
             reply(outcome.as_ref().err().map(String::as_str));
         }
@@ -149,7 +168,8 @@ fn answer_now(command: Command, error: &str) {
         Command::Ingest(_, reply) => fail(reply, error),
         Command::Claim { reply, .. } => fail(reply, error),
         Command::Finish { reply, .. } | Command::Replay { reply, .. } => fail(reply, error),
-        Command::Purge { reply, .. } => fail(reply, error),
+        Command::Purge { reply, .. } | Command::PurgeFinished { reply, .. } => fail(reply, error),
+        Command::Probe { reply, .. } => fail(reply, error),
         #[cfg(test)]
         Command::Sql(_, reply) => fail(reply, error),
     }
@@ -186,6 +206,15 @@ fn apply(tx: &mut Transaction<'_>, seq: &mut i64, command: Command) -> Deferred 
             defer(reply, result)
         }
         Command::Purge { now_ms, reply } => defer(reply, in_savepoint(tx, |c| purge_dedupe(c, now_ms))),
+        Command::Probe { now_ms, reply } => defer(
+            reply,
+            in_savepoint(tx, |c| {
+                c.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?1)", [now_ms]).map(drop).map_err(db_error)
+            }),
+        ),
+        Command::PurgeFinished { state, before_ms, limit, reply } => {
+            defer(reply, in_savepoint(tx, |c| purge_finished(c, state, before_ms, limit)))
+        }
         #[cfg(test)]
         Command::Sql(sql, reply) => defer(reply, tx.execute_batch(sql).map_err(crate::db_error)),
     }
@@ -204,7 +233,7 @@ mod tests {
     fn a_batch_rolled_back_under_the_writer_fails_as_one() {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&mut conn).unwrap();
-        let mut writer = Writer::new(conn).unwrap();
+        let mut writer = Writer::new(conn, Arc::default()).unwrap();
         let (before, after) = (event("src", T0), event("src", T0));
         let (reply_before, mut answer_before) = oneshot::channel();
         let (reply_sql, mut answer_sql) = oneshot::channel();

@@ -79,9 +79,15 @@ async fn a_full_disk_never_misreports_a_batch() {
         }
     }
     assert!(!accepted.is_empty() && !refused.is_empty(), "the disk filled up part way ({} stored)", accepted.len());
+    assert!(store.ping().await.is_err(), "not ready while writes fail");
+
+    // Room again: the same store recovers, without a restart.
+    disk.grow("64m");
+    store.ping().await.expect("ready again once a write works");
+    let during = event("src", T0);
+    assert!(matches!(store.ingest(during).await, Ok(Ingested::Accepted { .. })), "ingest works again");
     drop(store);
 
-    disk.grow("64m");
     let store = SqliteStore::open(&path, T0).unwrap();
     for id in &accepted {
         assert!(store.get(id).await.unwrap().is_some(), "{id} was answered stored but is not there");

@@ -322,6 +322,14 @@ pub trait Store: Send + Sync + 'static {
     /// Forget dedupe keys whose window ended before `now_ms`; returns how many.
     async fn purge_expired_dedupe(&self, now_ms: i64) -> Result<u64>;
 
+    /// Retention: delete at most `limit` events in the finished `state`
+    /// (delivered, dead or superseded) that got there before `before_ms`,
+    /// with their attempts; returns how many. Small batches: each is one
+    /// short write, so ingest never waits long behind it. Dedupe keys are not
+    /// touched (they live for their own window). On a backend shared by many
+    /// instances, concurrent calls never fail each other.
+    async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64>;
+
     /// Cheap liveness check of the backend, for `/readyz`.
     async fn ping(&self) -> Result<()>;
 

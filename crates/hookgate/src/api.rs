@@ -85,6 +85,9 @@ pub struct BulkReplayed {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {
     pub sources: BTreeMap<String, BTreeMap<State, u64>>,
+    /// When the counts were taken (a count is shared for up to a second).
+    #[serde(default)]
+    pub counted_at_ms: Option<i64>,
 }
 
 impl Stats {

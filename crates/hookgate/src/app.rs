@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hookgate_postgres::PostgresStore;
 use hookgate_sqlite::SqliteStore;
@@ -19,12 +18,12 @@ use crate::clock::now_ms;
 use crate::config::{Config, Storage};
 use crate::deliver::Client;
 use crate::dispatch::Dispatcher;
+use crate::faults::FaultLog;
+use crate::housekeeping;
 use crate::http::{self, BodyLimits, HttpState};
 use crate::serve::serve;
+use crate::stats::StatsCache;
 use crate::wake::Waker;
-
-/// How often expired dedupe keys are forgotten.
-const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -70,6 +69,7 @@ impl Server {
         let (shutdown, stopping) = watch::channel(false);
 
         let waker = Waker::new(config.destinations.iter().map(|d| d.name.as_str()));
+        let faults = Arc::new(FaultLog::default());
         let mut workers = Vec::new();
         for destination in &config.destinations {
             let dispatcher = Dispatcher {
@@ -78,10 +78,11 @@ impl Server {
                 client: client.clone(),
                 wake: waker.notified_by(&destination.name).expect("a waker per destination"),
                 shutdown_grace: config.limits.shutdown_grace,
+                faults: faults.clone(),
             };
             workers.push(tokio::spawn(dispatcher.run(stopping.clone())));
         }
-        workers.push(tokio::spawn(purge_dedupe(store.clone(), stopping.clone())));
+        workers.push(tokio::spawn(housekeeping::run(store.clone(), config.retention, stopping.clone())));
 
         // Work stored by other instances (PostgreSQL) wakes our dispatchers too.
         let remote = waker.clone();
@@ -96,6 +97,8 @@ impl Server {
             },
             store,
             waker,
+            stats: StatsCache::default(),
+            faults,
         });
         let router = http::router(state);
         let limits = config.limits;
@@ -126,19 +129,5 @@ impl Server {
         signal.await;
         tracing::info!("shutting down: finishing deliveries in flight");
         self.stop().await
-    }
-}
-
-async fn purge_dedupe(store: Arc<dyn Store>, mut stopping: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(PURGE_EVERY) => {}
-            _ = stopping.wait_for(|stop| *stop) => return,
-        }
-        match store.purge_expired_dedupe(store.now_ms()).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::debug!(purged, "forgot expired dedupe keys"),
-            Err(error) => tracing::warn!(%error, "purging dedupe keys failed"),
-        }
     }
 }

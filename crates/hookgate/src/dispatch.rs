@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Destination;
 use crate::deliver::{Deliver, Outcome};
+use crate::faults::FaultLog;
 use crate::metrics;
 
 /// Longest sleep between looks at the store.
@@ -36,6 +37,8 @@ pub struct Dispatcher<D> {
     /// At shutdown, how long attempts in flight may still take before they
     /// are cut off (a cut-off event is delivered again once its lease ends).
     pub shutdown_grace: Duration,
+    /// Storage failures, logged once per fault rather than once per retry.
+    pub faults: Arc<FaultLog>,
 }
 
 impl<D: Deliver> Dispatcher<D> {
@@ -49,6 +52,7 @@ impl<D: Deliver> Dispatcher<D> {
             if wanted > 0 {
                 match self.store.claim(&self.destination.name, self.store.now_ms(), wanted, lease_ms).await {
                     Ok(claims) => {
+                        self.faults.ok();
                         claimed = claims.len();
                         for claim in claims {
                             let slot = slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
@@ -56,7 +60,7 @@ impl<D: Deliver> Dispatcher<D> {
                         }
                     }
                     Err(error) => {
-                        tracing::warn!(destination = %self.destination.name, %error, "claim failed; retrying");
+                        self.faults.failed(&format!("claiming for {}: {error}", self.destination.name));
                         tokio::select! {
                             _ = tokio::time::sleep(STORE_RETRY) => {}
                             _ = shutdown.changed() => {}
@@ -127,7 +131,7 @@ impl<D: Deliver> Dispatcher<D> {
                     break;
                 }
                 Err(error) => {
-                    tracing::warn!(event = %claim.id, %error, "recording an attempt failed; retrying");
+                    self.faults.failed(&format!("recording an attempt of {}: {error}", claim.id));
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }

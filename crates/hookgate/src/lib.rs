@@ -15,10 +15,13 @@ pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod dispatch;
+mod faults;
+mod housekeeping;
 mod http;
 pub mod metrics;
 pub mod receiver;
 mod serve;
+mod stats;
 pub mod wake;
 
 pub use app::{ServeError, Server};

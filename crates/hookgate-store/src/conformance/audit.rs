@@ -107,6 +107,31 @@ impl<S: Store> Store for Audited<S> {
         result
     }
 
+    async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64> {
+        let purged = self.inner.purge_finished(state, before_ms, limit).await;
+        // Deleted events leave the audit's view: forget them, so their absence is not a move.
+        let mut seen = self.seen.lock().await;
+        let mut remaining = std::collections::HashSet::new();
+        let mut filter = ListFilter { limit: crate::MAX_PAGE, ..Default::default() };
+        loop {
+            let page = self.inner.list(&filter).await.expect("audit: list");
+            remaining.extend(page.events.iter().map(|e| e.id.clone()));
+            match page.next_cursor {
+                Some(cursor) => filter.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        seen.retain(|id, before| {
+            remaining.contains(id) || {
+                assert!(!before.is_active(), "audit: {id} was purged while {before}");
+                false
+            }
+        });
+        drop(seen);
+        self.check().await;
+        purged
+    }
+
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }

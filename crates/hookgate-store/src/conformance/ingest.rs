@@ -145,3 +145,42 @@ pub async fn coalesce_across_order_keys_hands_the_queue_on(store: Arc<dyn Store>
     assert_eq!(state_of(&*store, &a1).await, State::Superseded);
     assert_eq!(claim_ids(&*store, T0).await, sorted(vec![a2, b1]));
 }
+
+/// Retention deletes finished events of one state that finished before a
+/// time (with their attempts), a batch at a time, and nothing else. Their
+/// dedupe keys stay for their own window: a copy is still a duplicate.
+pub async fn retention_deletes_only_old_finished_events(store: Arc<dyn Store>) {
+    let mut delivered = Vec::new();
+    for n in 0..5 {
+        let mut new = keyed(&format!("D{n}"), T0);
+        new.dedupe_key = Some(key(&format!("d{n}")));
+        delivered.push((accept(&*store, new.clone()).await, new));
+    }
+    let dead = accept(&*store, keyed("X", T0)).await;
+    let pending = accept(&*store, keyed("P", T0 + 50)).await;
+    assert_eq!(store.claim(DEST, T0, 6, LEASE).await.unwrap().len(), 6);
+    for (n, (id, _)) in delivered.iter().enumerate() {
+        assert!(store.finish(id, ok_attempt(1, T0), Verdict::Delivered, T0 + 10 + n as i64).await.unwrap());
+    }
+    assert!(store.finish(&dead, failed_attempt(1, T0), Verdict::Dead, T0 + 10).await.unwrap());
+
+    // Finished at T0+10..T0+14: "before T0+13" takes the first three, two per call.
+    assert_eq!(store.purge_finished(State::Delivered, T0 + 13, 2).await.unwrap(), 2);
+    assert_eq!(store.purge_finished(State::Delivered, T0 + 13, 2).await.unwrap(), 1);
+    assert_eq!(store.purge_finished(State::Delivered, T0 + 13, 2).await.unwrap(), 0);
+    for (n, (id, _)) in delivered.iter().enumerate() {
+        let kept = store.get(id).await.unwrap();
+        assert_eq!(kept.is_some(), n >= 3, "delivered event {n}");
+    }
+    assert_eq!(state_of(&*store, &dead).await, State::Dead, "another state is kept");
+    assert_eq!(state_of(&*store, &pending).await, State::Pending, "active events are never purged");
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.iter().find(|s| s.state == State::Delivered).map(|s| s.count), Some(2));
+
+    // The deleted event's key is still remembered: its copy is a duplicate.
+    let (gone, original) = &delivered[0];
+    let copy = NewEvent { id: EventId::generate(), received_at_ms: T0 + 20, ..original.clone() };
+    assert_eq!(store.ingest(copy).await.unwrap(), Ingested::Duplicate { original: gone.clone() });
+    assert_eq!(store.purge_finished(State::Dead, T0 + 11, 10).await.unwrap(), 1);
+    assert!(store.get(&dead).await.unwrap().is_none());
+}

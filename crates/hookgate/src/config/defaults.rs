@@ -22,3 +22,8 @@ pub const RETRY_INITIAL: &str = "1s";
 pub const RETRY_MAX: &str = "1h";
 pub const TOLERANCE: &str = "5m";
 pub const DEDUPE_WINDOW: &str = "7d";
+/// Delivered events (and their attempts) are deleted this long after delivery.
+pub const KEEP_DELIVERED: &str = "7d";
+/// Dead events, this long after they died: time to look and replay.
+pub const KEEP_DEAD: &str = "30d";
+pub const KEEP_SUPERSEDED: &str = "1d";

@@ -37,6 +37,7 @@ pub struct Config {
     pub storage: Storage,
     /// `None`: the admin API refuses every request (there is no anonymous admin).
     pub admin_token: Option<Secret>,
+    pub retention: Retention,
     pub destinations: Vec<Destination>,
     pub sources: Vec<Source>,
 }
@@ -49,6 +50,22 @@ pub struct Limits {
     pub body_timeout: Duration,
     pub max_inflight_bytes: usize,
     pub shutdown_grace: Duration,
+}
+
+/// How long finished events are kept, by state; then deleted in the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub delivered: Duration,
+    pub dead: Duration,
+    pub superseded: Duration,
+}
+
+impl Retention {
+    /// Each finished state with how long it is kept.
+    pub fn by_state(&self) -> [(hookgate_core::State, Duration); 3] {
+        use hookgate_core::State;
+        [(State::Delivered, self.delivered), (State::Dead, self.dead), (State::Superseded, self.superseded)]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ pub struct RawConfig {
     pub server: RawServer,
     pub storage: RawStorage,
     pub admin: RawAdmin,
+    pub retention: RawRetention,
     pub destinations: Vec<RawDestination>,
     pub sources: Vec<RawSource>,
 }
@@ -32,6 +33,15 @@ pub struct RawStorage {
     pub url: Option<String>,
     /// PostgreSQL only: connections per instance.
     pub pool: Option<i64>,
+}
+
+/// How long finished events are kept, by state.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    pub delivered: Option<String>,
+    pub dead: Option<String>,
+    pub superseded: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

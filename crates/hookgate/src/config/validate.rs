@@ -15,7 +15,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 
 use super::raw::{RawConfig, RawDestination, RawServer, RawSource, RawStorage, RawVerify};
 use super::units::{parse_duration, parse_size};
-use super::{Challenge, Config, Destination, Env, Limits, Problems, Source, Storage, defaults};
+use super::{Challenge, Config, Destination, Env, Limits, Problems, Retention, Source, Storage, defaults};
 
 /// A secret that guards something (the admin API, a sender's signature) must
 /// be at least this long: a short one is guessable.
@@ -116,6 +116,20 @@ pub fn validate(raw: RawConfig, env: &Env) -> Result<Config, Problems> {
     let limits = limits(&mut c, &raw.server, max_body_bytes);
     let storage = storage(&mut c, &raw.storage);
     let admin_token = raw.admin.token.as_deref().and_then(|t| c.strong_secret("admin.token", t));
+    let keep = |c: &mut Checker<'_>, key: &str, value: &Option<String>, default: &str| {
+        c.duration(key, value.as_deref(), default).filter(|d| {
+            let positive = !d.is_zero();
+            if !positive {
+                c.problem(key, "must be more than zero");
+            }
+            positive
+        })
+    };
+    let retention = (
+        keep(&mut c, "retention.delivered", &raw.retention.delivered, defaults::KEEP_DELIVERED),
+        keep(&mut c, "retention.dead", &raw.retention.dead, defaults::KEEP_DEAD),
+        keep(&mut c, "retention.superseded", &raw.retention.superseded, defaults::KEEP_SUPERSEDED),
+    );
 
     let mut destinations = Vec::new();
     let mut names = HashSet::new();
@@ -138,9 +152,10 @@ pub fn validate(raw: RawConfig, env: &Env) -> Result<Config, Problems> {
         sources.extend(source(&mut c, i, s, &names));
     }
 
-    match (c.problems.is_empty(), listen, max_body_bytes, limits, storage) {
-        (true, Some(listen), Some(max_body_bytes), Some(limits), Some(storage)) => {
-            Ok(Config { listen, max_body_bytes, limits, storage, admin_token, destinations, sources })
+    match (c.problems.is_empty(), listen, max_body_bytes, limits, storage, retention) {
+        (true, Some(listen), Some(max_body_bytes), Some(limits), Some(storage), (Some(d), Some(x), Some(s))) => {
+            let retention = Retention { delivered: d, dead: x, superseded: s };
+            Ok(Config { listen, max_body_bytes, limits, storage, admin_token, retention, destinations, sources })
         }
         _ => Err(Problems(c.problems)),
     }

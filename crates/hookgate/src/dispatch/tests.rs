@@ -57,6 +57,9 @@ impl Store for ScriptedStore {
     async fn purge_expired_dedupe(&self, _: i64) -> Result<u64> {
         unreachable!("the dispatcher never purges")
     }
+    async fn purge_finished(&self, _: hookgate_core::State, _: i64, _: usize) -> Result<u64> {
+        unreachable!("the dispatcher never purges")
+    }
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
@@ -118,6 +121,7 @@ fn start(store: ScriptedStore, work: Duration, grace: Duration) -> Running {
         client: App { work },
         wake: wake.clone(),
         shutdown_grace: grace,
+        faults: Arc::default(),
     };
     let (stop, stopping) = watch::channel(false);
     let task = tokio::spawn(dispatcher.run(stopping));

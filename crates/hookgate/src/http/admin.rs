@@ -150,9 +150,15 @@ async fn replay_many(
     Ok(Json(BulkReplayed { replayed, more }))
 }
 
+/// From the shared snapshot (at most a second old), never a count per request.
 async fn stats(State(state): State<Arc<HttpState>>) -> Result<Json<Stats>, ApiError> {
-    let mut stats = Stats::default();
-    for count in state.store.stats().await? {
+    let snapshot = state
+        .stats
+        .get(&*state.store)
+        .await
+        .ok_or_else(|| ApiError::Unavailable("events could not be counted yet".into()))?;
+    let mut stats = Stats { counted_at_ms: Some(snapshot.taken_at_ms), ..Stats::default() };
+    for count in snapshot.counts {
         stats.sources.entry(count.source).or_default().insert(count.state, count.count);
     }
     Ok(Json(stats))

@@ -94,12 +94,14 @@ pub async fn receive(
         warnings: keys.warnings,
     };
     let outcome = state.store.ingest(event).await.inspect_err(|error| match error {
-        StoreError::Unavailable(_) => {
+        StoreError::Unavailable(detail) => {
             ::metrics::counter!(metrics::UNAVAILABLE, "source" => source.name.clone()).increment(1);
+            state.faults.failed(detail);
         }
         StoreError::Busy(_) => shed(source, "storage_queue"),
         StoreError::Corrupt(_) => {}
     })?;
+    state.faults.ok();
     drop(held);
     let label = source.name.clone();
     match outcome {

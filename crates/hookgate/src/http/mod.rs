@@ -22,6 +22,8 @@ use hookgate_store::{Store, StoreError};
 
 use crate::api::ErrorBody;
 use crate::config::Source;
+use crate::faults::FaultLog;
+use crate::stats::StatsCache;
 use crate::wake::Waker;
 
 pub use body::BodyLimits;
@@ -34,6 +36,10 @@ pub struct HttpState {
     pub body: BodyLimits,
     pub store: Arc<dyn Store>,
     pub waker: Waker,
+    /// Counts by source and state, refreshed in the background.
+    pub stats: StatsCache,
+    /// Storage faults, logged once rather than per refused request.
+    pub faults: Arc<FaultLog>,
 }
 
 /// Admin request bodies (a replay filter) are small.
@@ -101,7 +107,8 @@ impl IntoResponse for ApiError {
                 (StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than max_body ({limit} bytes)"))
             }
             ApiError::Unavailable(detail) => {
-                tracing::error!(%detail, "storage unavailable");
+                // Told once per fault by `FaultLog` where requests meet storage; this is the detail.
+                tracing::debug!(%detail, "storage unavailable");
                 let body = Json(ErrorBody { error: "storage unavailable, retry later".into() });
                 return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response();
             }

@@ -21,24 +21,34 @@ const READY_WAIT: Duration = Duration::from_secs(2);
 
 /// Ready when storage answers, within `READY_WAIT`.
 pub async fn ready(State(state): State<Arc<HttpState>>) -> Result<&'static str, ApiError> {
-    match tokio::time::timeout(READY_WAIT, state.store.ping()).await {
-        Ok(answer) => answer?,
-        Err(_) => return Err(ApiError::Unavailable(format!("storage did not answer within {READY_WAIT:?}"))),
+    let answer = match tokio::time::timeout(READY_WAIT, state.store.ping()).await {
+        Ok(answer) => answer.map_err(ApiError::from),
+        Err(_) => Err(ApiError::Unavailable(format!("storage did not answer within {READY_WAIT:?}"))),
+    };
+    match answer {
+        Ok(()) => {
+            state.faults.ok();
+            Ok("ready\n")
+        }
+        Err(error) => {
+            if let ApiError::Unavailable(detail) = &error {
+                state.faults.failed(detail);
+            }
+            Err(error)
+        }
     }
-    Ok("ready\n")
 }
 
 pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
-    // Queue depth is read from the store at scrape time, so it is right
-    // whichever instance stored or delivered the events.
-    if let Ok(counts) = state.store.stats().await {
-        for source in state.sources.keys() {
-            for event_state in [EventState::Pending, EventState::Delivering] {
-                let count =
-                    counts.iter().find(|c| &c.source == source && c.state == event_state).map_or(0, |c| c.count);
-                ::metrics::gauge!(metrics::QUEUE_DEPTH, "source" => source.clone(), "state" => event_state.as_str())
-                    .set(count as f64);
-            }
+    // Queue depth comes from the store (so it is right whichever instance
+    // stored or delivered the events), through the snapshot: however often
+    // scrapes come, the store counts at most once a second.
+    let counts = state.stats.get(&*state.store).await.map(|s| s.counts).unwrap_or_default();
+    for source in state.sources.keys() {
+        for event_state in [EventState::Pending, EventState::Delivering] {
+            let count = counts.iter().find(|c| &c.source == source && c.state == event_state).map_or(0, |c| c.count);
+            ::metrics::gauge!(metrics::QUEUE_DEPTH, "source" => source.clone(), "state" => event_state.as_str())
+                .set(count as f64);
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::handle().render()).into_response()

@@ -283,17 +283,33 @@ pub async fn postgres_schema_url() -> Option<String> {
     Some(format!("{url}{separator}options=-c%20search_path%3D{schema}"))
 }
 
-/// Poll an instance's stats until nothing is pending or delivering.
+/// Wait until nothing is pending or delivering (asked of the store directly,
+/// through the listing), then return counts taken after that.
 pub async fn wait_drained(http: &reqwest::Client, base: &str, limit: Duration) -> Stats {
     let deadline = Instant::now() + limit;
+    let active = |state: &'static str| {
+        let request = http.get(format!("{base}/api/events?state={state}&limit=1")).bearer_auth(ADMIN_TOKEN);
+        async move {
+            let page: Value = request.send().await.ok()?.json().await.ok()?;
+            Some(!page["events"].as_array()?.is_empty())
+        }
+    };
     loop {
-        if let Ok(response) = http.get(format!("{base}/api/stats")).bearer_auth(ADMIN_TOKEN).send().await
-            && let Ok(stats) = response.json::<Stats>().await
-            && stats.active() == 0
-        {
-            return stats;
+        if active("pending").await == Some(false) && active("delivering").await == Some(false) {
+            break;
         }
         assert!(Instant::now() < deadline, "the queue did not drain");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained_at = hookgate::clock::now_ms();
+    loop {
+        if let Ok(response) = http.get(format!("{base}/api/stats")).bearer_auth(ADMIN_TOKEN).send().await
+            && let Ok(stats) = response.json::<Stats>().await
+            && stats.counted_at_ms.is_some_and(|at| at >= drained_at)
+        {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "no counts after the drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
