@@ -10,6 +10,20 @@ use std::fmt;
 pub struct Key(Vec<u8>);
 
 impl Key {
+    /// Longest key kept as it came. A longer one is replaced by its SHA-256
+    /// (`sha256:<hex>`): unique all the same, and small enough for every
+    /// index (PostgreSQL refuses a btree row over about 2.7 KB).
+    pub const MAX_BYTES: usize = 256;
+
+    /// The key for rendered bytes: themselves, or their digest when too long.
+    pub fn bounded(bytes: Vec<u8>) -> Key {
+        if bytes.len() <= Self::MAX_BYTES {
+            return Key(bytes);
+        }
+        use sha2::{Digest, Sha256};
+        Key(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))).into_bytes())
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -51,5 +65,20 @@ impl From<String> for Key {
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_keys_become_their_digest() {
+        let short = Key::bounded(vec![b'a'; Key::MAX_BYTES]);
+        assert_eq!(short.as_bytes().len(), Key::MAX_BYTES);
+        let long = Key::bounded(vec![b'a'; Key::MAX_BYTES + 1]);
+        assert!(long.to_text_lossy().starts_with("sha256:") && long.as_bytes().len() == 71);
+        assert_ne!(long, Key::bounded(vec![b'b'; Key::MAX_BYTES + 1]), "still unique");
+        assert_eq!(long, Key::bounded(vec![b'a'; Key::MAX_BYTES + 1]), "and stable");
     }
 }

@@ -128,7 +128,24 @@ impl Template {
         &self.text
     }
 
-    /// Render for one request: the key's bytes, or the first field that was missing.
+    /// The header names it reads (lowercase).
+    pub fn headers(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Field(Field::Header(name)) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The query parameters it reads.
+    pub fn query_params(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Field(Field::Query(name)) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Render for one request: the key (its SHA-256 when over `Key::MAX_BYTES`),
+    /// or the first field that was missing.
     pub fn render(&self, request: &RequestView<'_>) -> Result<Key, Missing> {
         let mut out = Vec::new();
         for part in &self.parts {
@@ -137,12 +154,14 @@ impl Template {
                 Part::Field(field) => request.field(field, &mut out)?,
             }
         }
-        Ok(Key::from(out))
+        Ok(Key::bounded(out))
     }
 }
 
-/// What a template can see of one request. Parses the body lazily, at most once
-/// per form, however many templates ask.
+/// What a template can see of one request. Parses a JSON body lazily, at
+/// most once however many templates ask; a form body is searched per field,
+/// never collected (a body of half a million `a&a&…` would otherwise become
+/// half a million allocations).
 pub struct RequestView<'a> {
     headers: &'a Headers,
     body: &'a [u8],
@@ -151,12 +170,11 @@ pub struct RequestView<'a> {
     /// JSON paths (dotted) removed before `{json.sha256}` is computed.
     json_ignore: &'a [String],
     json: OnceCell<Option<Value>>,
-    form: OnceCell<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl<'a> RequestView<'a> {
     pub fn new(headers: &'a Headers, body: &'a [u8], query: &'a [u8], json_ignore: &'a [String]) -> Self {
-        RequestView { headers, body, query, json_ignore, json: OnceCell::new(), form: OnceCell::new() }
+        RequestView { headers, body, query, json_ignore, json: OnceCell::new() }
     }
 
     fn json(&self) -> Result<&Value, Missing> {
@@ -184,14 +202,10 @@ impl<'a> RequestView<'a> {
                     }
                 }
             }
-            Field::Form(name) => {
-                let form = self.form.get_or_init(|| urlencoded::pairs(self.body).collect());
-                let value = form
-                    .iter()
-                    .find(|(k, _)| k == name.as_bytes())
-                    .ok_or_else(|| Missing(format!("form field {name:?} is missing")))?;
-                out.extend_from_slice(&value.1);
-            }
+            Field::Form(name) => out.extend_from_slice(
+                &urlencoded::find(self.body, name.as_bytes())
+                    .ok_or_else(|| Missing(format!("form field {name:?} is missing")))?,
+            ),
             Field::Query(name) => out.extend_from_slice(
                 &urlencoded::find(self.query, name.as_bytes())
                     .ok_or_else(|| Missing(format!("query parameter {name:?} is missing")))?,

@@ -30,8 +30,16 @@ impl DbClock {
     pub async fn start(pool: Pool, local: LocalClock) -> Result<DbClock, String> {
         let clock = DbClock { local, offset_ms: Arc::default() };
         let client = pool.get().await.map_err(|e| e.to_string())?;
-        if let Some(offset) = measure(&client, local).await.map_err(|e| crate::describe(&e))? {
-            clock.offset_ms.store(offset, Ordering::Relaxed);
+        let mut measured = false;
+        for _ in 0..3 {
+            if let Some(offset) = measure(&client, local).await.map_err(|e| crate::describe(&e))? {
+                clock.offset_ms.store(offset, Ordering::Relaxed);
+                measured = true;
+                break;
+            }
+        }
+        if !measured {
+            tracing::warn!("the database answered too slowly to measure its clock; using this machine's until it does");
         }
         drop(client);
         let refreshing = clock.clone();

@@ -61,24 +61,7 @@ async fn collect(pool: Pool, mut queue: mpsc::Receiver<Pending>, slots: Arc<Sema
         let (pool, notifier) = (pool.clone(), notifier.clone());
         tokio::spawn(async move {
             let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
-            let outcomes: Vec<Result<Ingested>> = match commit(&pool, &events).await {
-                Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-                Err(BatchError::Statement(error)) if events.len() > 1 => {
-                    tracing::warn!(%error, events = events.len(), "ingest batch refused; storing its events one by one");
-                    let mut outcomes = Vec::with_capacity(events.len());
-                    for event in &events {
-                        outcomes.push(commit(&pool, &[*event]).await.map(|mut one| one.remove(0)).map_err(|e| {
-                            tracing::error!(event = %event.id, error = %e, "the database refused an event");
-                            e.into_store_error()
-                        }));
-                    }
-                    outcomes
-                }
-                Err(error) => {
-                    tracing::warn!(%error, events = events.len(), "ingest batch failed");
-                    events.iter().map(|_| Err(error.clone().into_store_error())).collect()
-                }
-            };
+            let outcomes = commit_isolating(&pool, &events).await;
             let destinations: BTreeSet<&str> = events
                 .iter()
                 .zip(&outcomes)
@@ -92,6 +75,35 @@ async fn collect(pool: Pool, mut queue: mpsc::Receiver<Pending>, slots: Arc<Sema
             drop(slot);
         });
     }
+}
+
+/// Commit a batch; if the database refuses one of its statements, commit
+/// each half on its own, and so on down, so the events it refuses are found
+/// in a few transactions and every other event is stored.
+fn commit_isolating<'a>(
+    pool: &'a Pool,
+    events: &'a [&'a NewEvent],
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Result<Ingested>>> + Send + 'a>> {
+    Box::pin(async move {
+        match commit(pool, events).await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(BatchError::Statement(error)) if events.len() > 1 => {
+                tracing::debug!(%error, events = events.len(), "ingest batch refused; committing its halves apart");
+                let (left, right) = events.split_at(events.len() / 2);
+                let mut outcomes = commit_isolating(pool, left).await;
+                outcomes.extend(commit_isolating(pool, right).await);
+                outcomes
+            }
+            Err(error) => {
+                if let (BatchError::Statement(_), [event]) = (&error, events) {
+                    tracing::error!(event = %event.id, %error, "the database refused an event");
+                } else {
+                    tracing::warn!(%error, events = events.len(), "ingest batch failed");
+                }
+                events.iter().map(|_| Err(error.clone().into_store_error())).collect()
+            }
+        }
+    })
 }
 
 async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, BatchError> {

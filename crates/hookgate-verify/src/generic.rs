@@ -48,29 +48,30 @@ impl GenericHmac {
         }
     }
 
-    /// The bytes signed: the template with its placeholders filled.
-    fn content(&self, timestamp: Option<&str>, body: &[u8]) -> Vec<u8> {
+    /// The bytes signed, in parts (the body is not copied): the template
+    /// with its placeholders filled, or the body alone.
+    fn parts<'a>(&'a self, timestamp: Option<&'a str>, body: &'a [u8]) -> Vec<&'a [u8]> {
         let Some(template) = &self.signed_content else {
-            return body.to_vec();
+            return vec![body];
         };
-        let mut out = Vec::with_capacity(body.len() + template.len());
+        let mut parts = Vec::new();
         let mut rest = template.as_str();
         while let Some(at) = rest.find('{') {
-            out.extend_from_slice(&rest.as_bytes()[..at]);
+            parts.push(&rest.as_bytes()[..at]);
             let tail = &rest[at..];
             if let Some(after) = tail.strip_prefix("{body}") {
-                out.extend_from_slice(body);
+                parts.push(body);
                 rest = after;
             } else if let Some(after) = tail.strip_prefix("{timestamp}") {
-                out.extend_from_slice(timestamp.unwrap_or_default().as_bytes());
+                parts.push(timestamp.unwrap_or_default().as_bytes());
                 rest = after;
             } else {
-                out.push(b'{');
+                parts.push(b"{");
                 rest = &tail[1..];
             }
         }
-        out.extend_from_slice(rest.as_bytes());
-        out
+        parts.push(rest.as_bytes());
+        parts
     }
 
     pub fn verify(&self, secrets: &[Secret], tolerance_secs: i64, request: &Signed<'_>) -> Result<(), VerifyError> {
@@ -90,14 +91,14 @@ impl GenericHmac {
                 STANDARD.decode(encoded).map_err(|_| VerifyError::Malformed("signature is not base64"))?
             }
         };
-        let content = self.content(timestamp, request.body);
-        let valid = secrets.iter().any(|s| equal(&tag(self.hash(), s.expose().as_bytes(), &[&content]), &given));
+        let parts = self.parts(timestamp, request.body);
+        let valid = secrets.iter().any(|s| equal(&tag(self.hash(), s.expose().as_bytes(), &parts), &given));
         if valid { Ok(()) } else { Err(VerifyError::BadSignature) }
     }
 
     /// The header value a sender using this scheme would send.
     pub fn sign(&self, secret: &str, timestamp: Option<&str>, body: &[u8]) -> String {
-        let raw = tag(self.hash(), secret.as_bytes(), &[&self.content(timestamp, body)]);
+        let raw = tag(self.hash(), secret.as_bytes(), &self.parts(timestamp, body));
         let encoded = match self.encoding {
             Encoding::Hex => hex::encode(raw),
             Encoding::Base64 => STANDARD.encode(raw),

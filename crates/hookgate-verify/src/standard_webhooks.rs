@@ -33,9 +33,13 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
 pub struct SigningKey(Vec<u8>);
 
 impl SigningKey {
-    /// From a `whsec_<base64>` secret.
-    pub fn from_secret(secret: &Secret) -> Result<Self, base64::DecodeError> {
-        secret_key(secret.expose()).map(SigningKey)
+    /// From a `whsec_<base64>` secret of at least [`MIN_KEY_BYTES`] decoded bytes.
+    pub fn from_secret(secret: &Secret) -> Result<Self, &'static str> {
+        match secret_key(secret.expose()) {
+            Ok(key) if key.len() >= MIN_KEY_BYTES => Ok(SigningKey(key)),
+            Ok(_) => Err("the key must decode to at least 16 bytes"),
+            Err(_) => Err("must be whsec_ followed by base64"),
+        }
     }
 
     /// The `webhook-signature` value for one delivery.
@@ -53,6 +57,9 @@ impl std::fmt::Debug for SigningKey {
 /// Prefix of an Ed25519 public key, for `v1a` signatures.
 const PUBLIC_KEY_PREFIX: &str = "whpk_";
 
+/// Decoded key bytes at least: a shorter HMAC key is guessable.
+pub const MIN_KEY_BYTES: usize = 16;
+
 /// Whether `secret` is a key this scheme can use: `whsec_<base64>` (or bare
 /// base64) for `v1`, `whpk_<base64 of 32 bytes>` for `v1a`. Checked when the
 /// config is read, so a malformed key is a config error, not a stream of 401s.
@@ -60,8 +67,11 @@ pub fn check_secret(secret: &str) -> Result<(), &'static str> {
     match secret.strip_prefix(PUBLIC_KEY_PREFIX) {
         Some(public) if public_key(public).is_some() => Ok(()),
         Some(_) => Err("a whpk_ key must be the base64 of a 32-byte Ed25519 public key"),
-        None if secret_key(secret).is_ok_and(|key| !key.is_empty()) => Ok(()),
-        None => Err("must be whsec_ followed by base64 (or whpk_ and an Ed25519 public key)"),
+        None => match secret_key(secret) {
+            Ok(key) if key.len() >= MIN_KEY_BYTES => Ok(()),
+            Ok(_) => Err("the key must decode to at least 16 bytes"),
+            Err(_) => Err("must be whsec_ followed by base64 (or whpk_ and an Ed25519 public key)"),
+        },
     }
 }
 
@@ -116,16 +126,19 @@ pub fn verify(
     if symmetric.is_empty() && asymmetric.is_empty() {
         return Err(VerifyError::Malformed("no v1 or v1a signature"));
     }
-    let content = [id.as_bytes(), b".", timestamp.as_bytes(), b".", request.body].concat();
+    let parts: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", request.body];
+    // Ed25519 needs the message in one piece; the HMAC takes its parts, and most requests are HMAC'd.
+    let content = std::cell::OnceCell::new();
     let valid = secrets.iter().any(|secret| match secret.expose().strip_prefix(PUBLIC_KEY_PREFIX) {
         // v1a: an Ed25519 public key (`whpk_…`) checks asymmetric signatures.
         Some(public) => public_key(public).is_some_and(|key| {
             asymmetric.iter().any(|sig| {
-                ed25519_dalek::Signature::from_slice(sig).is_ok_and(|sig| key.verify_strict(&content, &sig).is_ok())
+                let content: &Vec<u8> = content.get_or_init(|| parts.concat());
+                ed25519_dalek::Signature::from_slice(sig).is_ok_and(|sig| key.verify_strict(content, &sig).is_ok())
             })
         }),
         None => secret_key(secret.expose()).is_ok_and(|key| {
-            let mac = tag(Hash::Sha256, &key, &[&content]);
+            let mac = tag(Hash::Sha256, &key, &parts);
             symmetric.iter().any(|sig| equal(&mac, sig))
         }),
     });
@@ -199,7 +212,8 @@ mod tests {
         assert_eq!(check(ID, &ts, SIGNATURE, r#"{"test": 2432232315}"#, TS), Err(VerifyError::BadSignature));
         assert_eq!(check("msg_other", &ts, SIGNATURE, BODY, TS), Err(VerifyError::BadSignature));
         assert_eq!(check(ID, &(TS + 1).to_string(), SIGNATURE, BODY, TS), Err(VerifyError::BadSignature));
-        assert_eq!(check_secret("whsec_AAAA"), Ok(()));
+        assert_eq!(check_secret("whsec_AAAAAAAAAAAAAAAAAAAAAA=="), Ok(()));
+        assert!(check_secret("whsec_AAAA").is_err(), "3 bytes of key");
         assert!(check_secret("whpk_AAAA").is_err(), "not 32 bytes");
         assert!(check_secret("not base64!").is_err());
         assert_eq!(check(ID, &ts, SIGNATURE, BODY, TS + 301), Err(VerifyError::StaleTimestamp));

@@ -25,6 +25,10 @@ use crate::serve::serve;
 use crate::stats::StatsCache;
 use crate::wake::Waker;
 
+/// Beyond the grace, how long a stop still waits for background work (a
+/// dispatcher recording its last outcomes) before exiting without it.
+const WORKER_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -103,10 +107,16 @@ impl Server {
         let router = http::router(state);
         let limits = config.limits;
         let task = tokio::spawn(async move {
-            // The HTTP side and the dispatchers drain side by side, each within the grace.
+            // The HTTP side and the dispatchers drain side by side, each within the grace;
+            // a worker stuck on a stalled store is not waited for past it.
             serve(listener, router, limits, stopping).await;
-            for worker in workers {
-                let _ = worker.await;
+            let workers = async {
+                for worker in workers {
+                    let _ = worker.await;
+                }
+            };
+            if tokio::time::timeout(limits.shutdown_grace + WORKER_MARGIN, workers).await.is_err() {
+                tracing::warn!("background work did not stop within the grace; exiting anyway");
             }
             Ok(())
         });

@@ -132,6 +132,8 @@ impl Client {
                 } else {
                     "request failed"
                 };
+                // Without the URL: its query may hold the app's own credentials.
+                let e = e.without_url();
                 Outcome {
                     status: None,
                     error: Some(format!("{kind}: {}", error_chain(&e))),

@@ -50,7 +50,13 @@ impl<D: Deliver> Dispatcher<D> {
             let wanted = slots.available_permits().min(CLAIM_BATCH);
             let mut claimed = 0;
             if wanted > 0 {
-                match self.store.claim(&self.destination.name, self.store.now_ms(), wanted, lease_ms).await {
+                // A stalled store must not hold up a stop: the claim races the shutdown.
+                let claim = self.store.claim(&self.destination.name, self.store.now_ms(), wanted, lease_ms);
+                let claimed_now = tokio::select! {
+                    claimed = claim => claimed,
+                    _ = shutdown.changed() => break,
+                };
+                match claimed_now {
                     Ok(claims) => {
                         self.faults.ok();
                         claimed = claims.len();
@@ -75,7 +81,14 @@ impl<D: Deliver> Dispatcher<D> {
             // With attempts in flight, their ends wake us; ask the store when
             // the next thing falls due only when a claim with free slots found nothing.
             let idle = wanted > 0 && claimed == 0;
-            let wait = if idle { self.until_next_due().await } else { Duration::from_millis(POLL_MS) };
+            let wait = if idle {
+                tokio::select! {
+                    wait = self.until_next_due() => wait,
+                    _ = shutdown.changed() => break,
+                }
+            } else {
+                Duration::from_millis(POLL_MS)
+            };
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}

@@ -18,21 +18,23 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
 
 use crate::config::Limits;
 
 /// Pause after a failed `accept` (out of file descriptors, say) before the next.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-/// A connection's read buffer, at most: a request head must fit in it, and
-/// each open connection may hold this much while a body streams through.
-/// hyper's default (~400 KiB, grown while a body arrives fast) made a
-/// thousand uploads hold 400 MiB outside the body budget.
-const READ_BUFFER_BYTES: usize = 32 * 1024;
+/// A connection's read buffer, at most: a request head must fit in it (a
+/// longer one is answered 431), and each open connection may hold this much
+/// while a body streams through. hyper's default (~400 KiB, grown while a
+/// body arrives fast) made a thousand uploads hold 400 MiB outside the body budget.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Serve `router` on `listener` until `stop` turns true; returns once every
 /// connection has finished or been cut off.
 pub async fn serve(listener: TcpListener, router: Router, limits: Limits, mut stop: watch::Receiver<bool>) {
+    check_file_limit(limits.max_connections);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = http1::Builder::new();
     builder
@@ -62,7 +64,12 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, mut st
         };
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        // A client that stops reading its answers blocks our writes, and then hyper reads no
+        // further head, so no header timer runs: a write stuck this long ends the connection.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.header_timeout));
+        let io = TokioIo::new(Box::pin(stream));
+        let connection = builder.serve_connection(io, TowerToHyperService::new(router.clone()));
         let close = close.clone();
         connections.spawn(async move {
             let _slot = slot;
@@ -84,6 +91,26 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, mut st
     if tokio::time::timeout(limits.shutdown_grace, drained).await.is_err() {
         tracing::warn!(open = connections.len(), "cutting off connections still open at the end of the grace");
         connections.abort_all();
+    }
+}
+
+/// Descriptors kept free beyond `max_connections`: the database, the
+/// destinations' connections, the log, files.
+const RESERVED_FILES: u64 = 512;
+
+/// Raise the soft open-file limit to the hard one, and say so if
+/// `max_connections` still does not fit: beyond the limit, `accept` fails,
+/// and so do deliveries and database connections.
+fn check_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if (max_connections as u64).saturating_add(RESERVED_FILES) > limit => tracing::warn!(
+            max_connections,
+            open_file_limit = limit,
+            "server.max_connections does not fit in the open-file limit; raise the limit (ulimit -n, \
+             LimitNOFILE=) or lower max_connections"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::debug!(%error, "cannot read the open-file limit"),
     }
 }
 

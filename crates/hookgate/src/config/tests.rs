@@ -97,7 +97,9 @@ fn unknown_keys_and_missing_secrets_are_named() {
 
 #[test]
 fn scheme_options_are_checked_per_scheme() {
-    let with_verify = |verify: &str| GOOD.replace(r#"verify = { secret = "acuity-key-0123456789" }"#, verify);
+    let with_verify = |verify: &str| {
+        GOOD.replace(r#"verify = { secret = "acuity-key-0123456789" }"#, verify).replace("preset = \"acuity\"", "")
+    };
     let problems = |verify: &str| load(&with_verify(verify), &[]).err().map(|p| p.0).unwrap_or_default();
     assert_eq!(
         problems(r#"verify = { scheme = "twilio", secret = "sender-secret-0123456789" }"#),
@@ -280,4 +282,25 @@ fn an_unknown_preset_is_one_problem() {
     let problems = load(&text, &[]).unwrap_err().0;
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].starts_with("sources[1].preset: unknown preset \"mailgun\""));
+}
+
+#[test]
+fn a_preset_keeps_its_scheme_and_keys_never_read_credentials() {
+    let text = GOOD.replace(r#"verify = { secret = "acuity-key-0123456789" }"#, r#"verify = { scheme = "none" }"#);
+    assert_eq!(
+        load(&text, &[]).unwrap_err().0,
+        vec!["sources[1].verify.scheme: the acuity preset verifies with acuity; drop the preset, or the scheme"]
+    );
+    let text = GOOD.replace("order_key = \"{json.data.object.id}\"", "order_key = \"{header.Authorization}\"");
+    assert_eq!(
+        load(&text, &[]).unwrap_err().0,
+        vec!["sources[0].order_key: reads {header.authorization}, a credential: keys are stored, shown and forwarded"]
+    );
+}
+
+#[test]
+fn the_storage_url_may_come_from_the_environment() {
+    let text = GOOD.replace("url = \"sqlite://x.db\"", "url = \"env:DB_URL\"");
+    let config = load(&text, &[("DB_URL", "postgres://u:pw@db/hookgate")]).unwrap();
+    assert_eq!(config.storage, Storage::Postgres { url: Secret::new("postgres://u:pw@db/hookgate"), pool: 8 });
 }

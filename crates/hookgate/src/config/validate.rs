@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hookgate_core::{RetryPolicy, Secret, Template};
 use hookgate_verify::standard_webhooks::{self, SigningKey};
-use hookgate_verify::{Preset, Scheme, SchemeName, SchemeOptions};
+use hookgate_verify::{Preset, Scheme, SchemeName, SchemeOptions, TokenAt};
 use reqwest::header::{HeaderName, HeaderValue};
 
 use super::raw::{RawConfig, RawDestination, RawServer, RawSource, RawStorage, RawVerify};
@@ -171,9 +171,9 @@ fn limits(c: &mut Checker<'_>, raw: &RawServer, max_body_bytes: Option<usize>) -
         .map_err(|e| c.problem("server.max_inflight_bytes", e))
         .ok();
     if let (Some(inflight), Some(max_body)) = (inflight, max_body_bytes)
-        && inflight < max_body
+        && inflight < 2 * max_body
     {
-        c.problem("server.max_inflight_bytes", "must be at least server.max_body (one request must fit)");
+        c.problem("server.max_inflight_bytes", "must be at least twice server.max_body (one request must fit)");
         return None;
     }
     for (key, timeout) in [("server.header_timeout", header_timeout), ("server.body_timeout", body_timeout)] {
@@ -192,7 +192,9 @@ fn limits(c: &mut Checker<'_>, raw: &RawServer, max_body_bytes: Option<usize>) -
 }
 
 fn storage(c: &mut Checker<'_>, raw: &RawStorage) -> Option<Storage> {
-    let url = raw.url.as_deref().unwrap_or(defaults::STORAGE_URL);
+    // The URL may hold a password: like any secret, it may come from the environment.
+    let url = c.secret("storage.url", raw.url.as_deref().unwrap_or(defaults::STORAGE_URL))?;
+    let url = url.expose();
     let pool = c.in_range("storage.pool", raw.pool.unwrap_or(defaults::POOL), 2..=1_000);
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -227,8 +229,8 @@ fn destination(c: &mut Checker<'_>, i: usize, d: &RawDestination) -> Option<Dest
     let signing_key = match d.signing_secret.as_deref() {
         Some(text) => match c.secret(&key("signing_secret"), text).map(|s| SigningKey::from_secret(&s)) {
             Some(Ok(key)) => Some(Some(key)),
-            Some(Err(_)) => {
-                c.problem(&key("signing_secret"), "must be whsec_ followed by base64");
+            Some(Err(problem)) => {
+                c.problem(&key("signing_secret"), problem);
                 None
             }
             None => None,
@@ -332,6 +334,16 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
         None => preset.map(|p| p.map_or(SchemeName::None, Preset::scheme)),
     };
     let preset = preset.flatten();
+    if let (Some(preset), Some(name)) = (preset, scheme_name)
+        && verify.scheme.is_some()
+        && name != preset.scheme()
+    {
+        // The preset's keys trust what its own scheme verifies (svix dedupes on the svix-id it checked).
+        c.problem(
+            &key("verify.scheme"),
+            format!("the {preset} preset verifies with {}; drop the preset, or the scheme", preset.scheme()),
+        );
+    }
     let scheme = scheme_name.and_then(|name| scheme(c, &key("verify"), name, verify));
     let secrets: Vec<Secret> = match &verify.secret {
         Some(secret) => {
@@ -366,6 +378,18 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
     let order_key = c.template(&key("order_key"), s.order_key.as_deref().or(from_preset(Preset::order_key)));
     let coalesce_key =
         c.template(&key("coalesce_key"), s.coalesce_key.as_deref().or(from_preset(Preset::coalesce_key)));
+    if let Some(scheme) = &scheme {
+        for (field, template) in
+            [("dedupe_key", &dedupe_key), ("order_key", &order_key), ("coalesce_key", &coalesce_key)]
+        {
+            if let Some(credential) = template.as_ref().and_then(|t| reads_credential(t, scheme)) {
+                c.problem(
+                    &key(field),
+                    format!("reads {credential}, a credential: keys are stored, shown and forwarded"),
+                );
+            }
+        }
+    }
     let window = c.duration(&key("dedupe_window"), s.dedupe_window.as_deref(), defaults::DEDUPE_WINDOW);
     let challenge = match &s.challenge {
         None => Some(None),
@@ -393,6 +417,25 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
         coalesce_key,
         challenge: challenge?,
     })
+}
+
+/// The credential a key template would copy into the key, if it reads one:
+/// the headers ingest removes, and the token a `token` source checks.
+fn reads_credential(template: &Template, scheme: &Scheme) -> Option<String> {
+    const CREDENTIALS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+    let token_header = match scheme {
+        Scheme::Token(TokenAt::Header(name)) => Some(name.as_str()),
+        _ => None,
+    };
+    let token_query = match scheme {
+        Scheme::Token(TokenAt::Query(name)) => Some(name.as_str()),
+        _ => None,
+    };
+    template
+        .headers()
+        .find(|h| CREDENTIALS.contains(h) || Some(*h) == token_header)
+        .map(|h| format!("{{header.{h}}}"))
+        .or_else(|| template.query_params().find(|q| Some(*q) == token_query).map(|q| format!("{{query.{q}}}")))
 }
 
 /// The verifier a source's `verify` table describes; its problems under `key`.

@@ -1,8 +1,10 @@
 //! Reading a request body within the edge's limits: its size (`max_body`),
 //! the bytes all bodies in memory may hold together (`max_inflight_bytes`),
-//! and the time it may take to arrive (`body_timeout`). The budget is held
-//! until the request is answered, so bodies waiting on a slow store count too:
-//! a stalled disk turns into 503s, not into an out-of-memory kill.
+//! and the time it may take to arrive (`body_timeout`). Budget is taken as
+//! bytes arrive — a connection that promises a megabyte and sends nothing
+//! holds nothing — and kept until the request is answered, so bodies waiting
+//! on a slow store count too: a stalled disk turns into 503s, not into an
+//! out-of-memory kill.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +15,15 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// How long a request waits for room in the byte budget before it is told to
-/// retry. Short: under memory pressure, the answer must be quick.
+/// How long a chunk waits for room in the byte budget before the request is
+/// told to retry. Short: under memory pressure, the answer must be quick.
 const BUDGET_WAIT: Duration = Duration::from_millis(50);
+
+/// Budget taken per byte of body. A stored body exists twice while it waits
+/// for the store: as received, and copied into the database driver's buffer
+/// (tokio-postgres's send buffer, SQLite's bound blob). Counting both keeps
+/// `max_inflight_bytes` true to what the bodies cost.
+const COPIES: usize = 2;
 
 pub struct BodyLimits {
     pub max_bytes: usize,
@@ -27,13 +35,13 @@ pub struct BodyLimits {
 /// A body, and its share of the budget: given back when both are dropped.
 pub struct HeldBody {
     pub bytes: Bytes,
-    _budget: OwnedSemaphorePermit,
+    _budget: Option<OwnedSemaphorePermit>,
 }
 
 pub enum BodyError {
     TooLarge,
     /// The byte budget is spent: too many bodies in memory right now. The
-    /// body is handed back unread, to be [`discard`]ed before the answer.
+    /// rest of the body is handed back unread, to be [`discard`]ed before the answer.
     Busy(Body),
     Timeout,
     Unreadable(String),
@@ -67,27 +75,46 @@ pub async fn read(limits: &BodyLimits, headers: &HeaderMap, body: Body) -> Resul
     if declared.is_some_and(|n| n > limits.max_bytes) {
         return Err(BodyError::TooLarge);
     }
-    // A body of unknown length may grow to the limit: reserve that much.
-    let reserve = declared.unwrap_or(limits.max_bytes);
-    let permits = u32::try_from(reserve).map_err(|_| BodyError::TooLarge)?;
-    let budget = match tokio::time::timeout(BUDGET_WAIT, limits.budget.clone().acquire_many_owned(permits)).await {
-        Ok(permit) => permit.expect("the budget semaphore is never closed"),
-        Err(_) => return Err(BodyError::Busy(body)),
-    };
-    let collect = async {
-        let mut body = body;
-        let mut bytes = BytesMut::with_capacity(reserve.min(64 * 1024));
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| BodyError::Unreadable(e.to_string()))?;
-            if let Ok(data) = frame.into_data() {
-                if bytes.len() + data.len() > limits.max_bytes {
-                    return Err(BodyError::TooLarge);
-                }
-                bytes.extend_from_slice(&data);
-            }
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let mut body = body;
+    // The chunks as they arrive (no buffer sized up front, none grown by
+    // doubling), joined once at the end.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut length = 0;
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(BodyError::Unreadable(e.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if length + data.len() > limits.max_bytes {
+            return Err(BodyError::TooLarge);
         }
-        Ok(bytes.freeze())
+        let permits = u32::try_from(data.len() * COPIES).map_err(|_| BodyError::TooLarge)?;
+        match tokio::time::timeout(BUDGET_WAIT, limits.budget.clone().acquire_many_owned(permits)).await {
+            Ok(permit) => {
+                let permit = permit.expect("the budget semaphore is never closed");
+                match held.as_mut() {
+                    Some(held) => held.merge(permit),
+                    None => held = Some(permit),
+                }
+            }
+            Err(_) => return Err(BodyError::Busy(body)),
+        }
+        length += data.len();
+        chunks.push(data);
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.remove(0),
+        _ => {
+            let mut joined = BytesMut::with_capacity(length);
+            chunks.iter().for_each(|chunk| joined.extend_from_slice(chunk));
+            joined.freeze()
+        }
     };
-    let bytes = tokio::time::timeout(limits.timeout, collect).await.map_err(|_| BodyError::Timeout)??;
-    Ok(HeldBody { bytes, _budget: budget })
+    Ok(HeldBody { bytes, _budget: held })
 }

@@ -22,6 +22,11 @@ use crate::config::Source;
 use crate::metrics;
 use crate::wake::Wake;
 
+/// How long an ingest waits for the store's answer once let in. Far beyond a
+/// healthy commit (milliseconds); a stalled database is answered 503 rather
+/// than holding the sender, its connection and its body without end.
+const STORE_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Bodies larger than this are verified on the blocking pool: a MAC or an
 /// Ed25519 check over a megabyte takes milliseconds, too long for an async worker.
 const VERIFY_INLINE_BYTES: usize = 64 * 1024;
@@ -66,7 +71,8 @@ pub async fn receive(
 
     if let Err(error) = verify(source, &headers, &body, &query, now_ms() / 1_000).await {
         reject(source, error.reason());
-        tracing::info!(source = %source.name, reason = error.reason(), "signature rejected");
+        // Counted in the metric; a line each would let anyone fill the log.
+        tracing::debug!(source = %source.name, reason = error.reason(), "signature rejected");
         return Err(ApiError::Unauthorized(format!("{}: {error}", error.reason())));
     }
     if let Some(challenge) = source.scheme.handshake(&body) {
@@ -93,7 +99,12 @@ pub async fn receive(
         coalesce_key: keys.coalesce,
         warnings: keys.warnings,
     };
-    let outcome = state.store.ingest(event).await.inspect_err(|error| match error {
+    let stored = match tokio::time::timeout(STORE_ANSWER_WAIT, state.store.ingest(event)).await {
+        Ok(stored) => stored,
+        // Perhaps stored after all: a sender's retry is then answered as a duplicate (with a dedupe key).
+        Err(_) => Err(StoreError::Unavailable(format!("storage did not answer within {STORE_ANSWER_WAIT:?}"))),
+    };
+    let outcome = stored.inspect_err(|error| match error {
         StoreError::Unavailable(detail) => {
             ::metrics::counter!(metrics::UNAVAILABLE, "source" => source.name.clone()).increment(1);
             state.faults.failed(detail);

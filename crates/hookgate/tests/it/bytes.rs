@@ -81,6 +81,20 @@ async fn odd_bytes_everywhere(storage: Option<String>) {
     assert_eq!(got.headers.get("x-raw"), Some(b"\xff\xfe\x80".as_slice()), "delivered byte for byte");
     assert_eq!(got.headers.get("hookgate-order-key"), Some(b"caf\xe9".as_slice()));
 
+    // A key too long for an index (PostgreSQL refuses btree rows over ~2.7 KB) is kept as its digest.
+    let long = app
+        .http
+        .post(app.url("/in/q?k=long"))
+        .header(HeaderName::from_static("x-key"), HeaderValue::from_str(&"k".repeat(3_000)).unwrap())
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 200);
+    let long: Value = long.json().await.unwrap();
+    let long_event = app.admin(&format!("/api/events/{}", long["id"].as_str().unwrap())).await;
+    assert!(long_event["order_key"].as_str().unwrap().starts_with("sha256:"), "{long_event}");
+
     // The odd keys dedupe exactly: the same bytes are duplicates.
     let again = app.post("plain", &[], odd_json).await;
     assert_eq!((again.1["status"].as_str(), again.1["id"].as_str()), (Some("duplicate"), Some(accepted[0].as_str())));

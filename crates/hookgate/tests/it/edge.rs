@@ -132,3 +132,53 @@ async fn sigterm_exits_within_the_grace_despite_stalled_uploads() {
     assert!(took < Duration::from_millis(3_500), "exited after {took:?}: past the 2 s grace");
     drop(open);
 }
+
+/// Uploads that promise bodies and send nothing hold no budget: budget is
+/// taken as bytes arrive, so they cannot shut out the senders that do send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn promised_bodies_hold_no_budget() {
+    let receiver = receiver(always_ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = "max_inflight_bytes = \"256KiB\"\nbody_timeout = \"30s\"";
+    let config = gateway_config(dir.path(), &receiver, server);
+    let http = reqwest::Client::new();
+    let gateway = Gateway::start(&config).healthy(&http).await;
+    let addr = gateway.base.trim_start_matches("http://").to_owned();
+    let mut promises = Vec::new();
+    for _ in 0..50 {
+        // 50 × 60 KB promised: far beyond the 256 KiB budget, were it reserved up front.
+        promises.push(stall_upload(&addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let body = json!({"id": "real", "object": "o", "pad": "x".repeat(50_000)}).to_string();
+    let (status, answer) = post_with(&http, &format!("{}/in/plain", gateway.base), &[], body.into_bytes()).await;
+    assert_eq!(status, 200, "{answer}");
+    drop(promises);
+}
+
+/// A client that sends request after request and never reads the answers
+/// fills the socket; hookgate's writes then stall, and it hangs up rather
+/// than hold the connection for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_never_reads_is_cut_off() {
+    let receiver = receiver(always_ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config(dir.path(), &receiver, "header_timeout = \"1s\"");
+    let http = reqwest::Client::new();
+    let gateway = Gateway::start(&config).healthy(&http).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(gateway.base.trim_start_matches("http://").parse().unwrap()).await.unwrap();
+    // Enough answers to fill the kernel's buffers (loopback lets a send buffer grow to megabytes).
+    const SENT: usize = 20_000;
+    let pipeline = "GET /metrics HTTP/1.1\r\nHost: hookgate\r\n\r\n".repeat(SENT);
+    // Written from a task: once hookgate stops reading, so does this write.
+    let (mut reader, mut writer) = stream.split();
+    let _ = tokio::time::timeout(Duration::from_secs(3), writer.write_all(pipeline.as_bytes())).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let mut answers = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut answers)).await;
+    assert!(read.is_ok(), "the connection is closed, so reading ends");
+    let answered = String::from_utf8_lossy(&answers).matches("HTTP/1.1 200").count();
+    assert!(answered < SENT, "cut off after {answered} of {SENT} answers, not served to the end");
+}
