@@ -289,6 +289,7 @@ impl Store for PostgresStore {
                 "WITH picked AS (
                     SELECT e.rid FROM events e
                     WHERE e.destination = $1 AND e.state IN ('pending', 'delivering') AND e.due_at <= $2
+                      AND NOT EXISTS (SELECT 1 FROM paused_destinations p WHERE p.name = $1)
                       AND (e.order_key IS NULL OR NOT EXISTS (
                             SELECT 1 FROM events p
                             WHERE p.source = e.source AND p.order_key = e.order_key
@@ -418,7 +419,8 @@ impl Store for PostgresStore {
         let statement = client
             .prepare_cached(
                 "SELECT MIN(due_at) FROM events
-                 WHERE destination = $1 AND state IN ('pending', 'delivering') AND due_at > $2",
+                 WHERE destination = $1 AND state IN ('pending', 'delivering') AND due_at > $2
+                   AND NOT EXISTS (SELECT 1 FROM paused_destinations p WHERE p.name = $1)",
             )
             .await
             .map_err(unavailable)?;
@@ -436,6 +438,31 @@ impl Store for PostgresStore {
 
     async fn stats(&self) -> Result<Vec<StateCount>> {
         read::stats(&*self.reader().await?).await
+    }
+
+    async fn set_paused(&self, destination: &str, paused: bool) -> Result<()> {
+        let client = self.durable.get().await.map_err(unavailable)?;
+        let sql = if paused {
+            "INSERT INTO paused_destinations (name) VALUES ($1) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM paused_destinations WHERE name = $1"
+        };
+        client.execute(sql, &[&destination]).await.map_err(unavailable)?;
+        if !paused {
+            // Every instance's dispatcher for it has a backlog waiting.
+            self.notifier.work_for(destination);
+        }
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Vec<String>> {
+        let rows = self
+            .reader()
+            .await?
+            .query("SELECT name FROM paused_destinations ORDER BY name", &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn ping(&self) -> Result<()> {

@@ -62,6 +62,9 @@ const MIGRATIONS: &[&str] = &[
         n        BIGINT NOT NULL
     );
 
+    -- Destinations whose deliveries are paused: every instance's claim reads it.
+    CREATE TABLE paused_destinations (name TEXT PRIMARY KEY);
+
     CREATE TABLE attempts (
         event_id    TEXT NOT NULL,
         attempt     INTEGER NOT NULL,

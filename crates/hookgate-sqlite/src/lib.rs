@@ -221,6 +221,15 @@ impl Store for SqliteStore {
         self.read(read::stats).await
     }
 
+    async fn set_paused(&self, destination: &str, paused: bool) -> Result<()> {
+        let destination = destination.to_owned();
+        self.send(|reply| Command::SetPaused { destination, paused, reply }).await
+    }
+
+    async fn paused(&self) -> Result<Vec<String>> {
+        self.read(read::paused).await
+    }
+
     /// Ready when reads work and writes do: after a batch failed to commit
     /// (a full disk, say), a tiny write answers whether they work again.
     async fn ping(&self) -> Result<()> {

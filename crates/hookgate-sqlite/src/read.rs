@@ -112,10 +112,19 @@ pub fn stats(c: &Connection) -> Result<Vec<StateCount>> {
 }
 
 pub fn next_due(c: &Connection, destination: &str, now: i64) -> Result<Option<i64>> {
+    if crate::write::is_paused(c, destination)? {
+        return Ok(None);
+    }
     c.prepare_cached(
         "SELECT MIN(due_at) FROM events
          WHERE destination = ?1 AND head = 1 AND state IN ('pending', 'delivering') AND due_at > ?2",
     )
     .and_then(|mut s| s.query_row(params![destination, now], |r| r.get(0)))
     .map_err(db_error)
+}
+
+pub fn paused(c: &Connection) -> Result<Vec<String>> {
+    c.prepare_cached("SELECT destination FROM paused ORDER BY destination")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>())
+        .map_err(db_error)
 }

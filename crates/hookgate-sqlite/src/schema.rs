@@ -60,6 +60,9 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX dedupe_expiry ON dedupe(expires_at);
 
+    -- Destinations whose deliveries are paused (events are still stored).
+    CREATE TABLE paused (destination TEXT PRIMARY KEY) WITHOUT ROWID;
+
     -- One row, rewritten by the readiness probe after a write failed: whether writes work again.
     CREATE TABLE health (
         id INTEGER PRIMARY KEY CHECK (id = 1),

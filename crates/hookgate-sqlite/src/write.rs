@@ -112,7 +112,25 @@ fn promote(c: &Connection, source: &str, order_key: &[u8]) -> Result<()> {
     Ok(())
 }
 
+pub fn set_paused(c: &Connection, destination: &str, paused: bool) -> Result<()> {
+    let sql = if paused {
+        "INSERT OR IGNORE INTO paused (destination) VALUES (?1)"
+    } else {
+        "DELETE FROM paused WHERE destination = ?1"
+    };
+    c.prepare_cached(sql).and_then(|mut s| s.execute([destination])).map(drop).map_err(db_error)
+}
+
+pub fn is_paused(c: &Connection, destination: &str) -> Result<bool> {
+    c.prepare_cached("SELECT EXISTS (SELECT 1 FROM paused WHERE destination = ?1)")
+        .and_then(|mut s| s.query_row([destination], |r| r.get(0)))
+        .map_err(db_error)
+}
+
 pub fn claim(c: &Connection, destination: &str, now: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
+    if is_paused(c, destination)? {
+        return Ok(Vec::new());
+    }
     // Only heads are claimable: a `delivering` head with a live lease, or a
     // `pending` head waiting for its retry, is not due, so nothing behind it moves.
     let mut select = c

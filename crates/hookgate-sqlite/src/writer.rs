@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db_error;
-use crate::write::{claim, finish, ingest, purge_dedupe, purge_finished, replay};
+use crate::write::{claim, finish, ingest, purge_dedupe, purge_finished, replay, set_paused};
 
 /// Commands per transaction, at most: bounds the latency one commit adds to
 /// the first request of a batch, and the memory a batch holds.
@@ -57,6 +57,11 @@ pub enum Command {
         before_ms: i64,
         limit: usize,
         reply: Reply<u64>,
+    },
+    SetPaused {
+        destination: String,
+        paused: bool,
+        reply: Reply<()>,
     },
     /// A tiny write, to learn whether writes work again after a failure.
     Probe {
@@ -169,7 +174,7 @@ fn answer_now(command: Command, error: &str) {
         Command::Claim { reply, .. } => fail(reply, error),
         Command::Finish { reply, .. } | Command::Replay { reply, .. } => fail(reply, error),
         Command::Purge { reply, .. } | Command::PurgeFinished { reply, .. } => fail(reply, error),
-        Command::Probe { reply, .. } => fail(reply, error),
+        Command::Probe { reply, .. } | Command::SetPaused { reply, .. } => fail(reply, error),
         #[cfg(test)]
         Command::Sql(_, reply) => fail(reply, error),
     }
@@ -206,6 +211,9 @@ fn apply(tx: &mut Transaction<'_>, seq: &mut i64, command: Command) -> Deferred 
             defer(reply, result)
         }
         Command::Purge { now_ms, reply } => defer(reply, in_savepoint(tx, |c| purge_dedupe(c, now_ms))),
+        Command::SetPaused { destination, paused, reply } => {
+            defer(reply, in_savepoint(tx, |c| set_paused(c, &destination, paused)))
+        }
         Command::Probe { now_ms, reply } => defer(
             reply,
             in_savepoint(tx, |c| {

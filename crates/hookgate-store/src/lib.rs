@@ -330,6 +330,14 @@ pub trait Store: Send + Sync + 'static {
     /// instances, concurrent calls never fail each other.
     async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64>;
 
+    /// Pause (or resume) deliveries to `destination`: while paused, events
+    /// are still stored, but none is claimed and none falls due. Kept in the
+    /// store, so it survives restarts and holds for every instance.
+    async fn set_paused(&self, destination: &str, paused: bool) -> Result<()>;
+
+    /// The destinations paused now.
+    async fn paused(&self) -> Result<Vec<String>>;
+
     /// Cheap liveness check of the backend, for `/readyz`.
     async fn ping(&self) -> Result<()>;
 

@@ -101,6 +101,13 @@ impl Stats {
     }
 }
 
+/// `POST /api/destinations/{name}/pause` and `…/resume`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Paused {
+    pub name: String,
+    pub paused: bool,
+}
+
 /// Every error answer: `{"error": "…"}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -93,6 +93,7 @@ impl Server {
         store.watch_remote(Arc::new(move |which| remote.wake(which)));
         let state = Arc::new(HttpState {
             sources: config.sources.iter().map(|s| (s.name.clone(), Arc::new(s.clone()))).collect(),
+            destinations: config.destinations.iter().map(|d| d.name.clone()).collect(),
             admin_token: config.admin_token.clone(),
             body: BodyLimits {
                 max_bytes: config.max_body_bytes,

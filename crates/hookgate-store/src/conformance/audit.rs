@@ -132,6 +132,14 @@ impl<S: Store> Store for Audited<S> {
         purged
     }
 
+    async fn set_paused(&self, destination: &str, paused: bool) -> Result<()> {
+        self.inner.set_paused(destination, paused).await
+    }
+
+    async fn paused(&self) -> Result<Vec<String>> {
+        self.inner.paused().await
+    }
+
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }

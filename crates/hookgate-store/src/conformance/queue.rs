@@ -126,3 +126,25 @@ pub async fn a_late_outcome_beside_the_current_one_hears_the_truth(store: Arc<dy
         assert_eq!(store.get(id).await.unwrap().unwrap().attempts.len(), 2, "both attempts are on record");
     }
 }
+
+/// A paused destination still takes events; nothing of it is claimed until
+/// it resumes, then its queues go on in order.
+pub async fn a_paused_destination_is_not_claimed(store: Arc<dyn Store>) {
+    let k1 = accept(&*store, keyed("K", T0)).await;
+    let k2 = accept(&*store, keyed("K", T0)).await;
+    store.set_paused(DEST, true).await.unwrap();
+    assert!(store.paused().await.unwrap().contains(&DEST.to_owned()));
+    let k3 = accept(&*store, keyed("K", T0 + 1)).await;
+    assert_eq!(claim_ids(&*store, T0 + 10).await, vec![], "paused: nothing is claimed");
+    assert_eq!(store.next_due(DEST, T0 + 10).await.unwrap(), None, "paused: nothing falls due");
+    let elsewhere = accept(&*store, NewEvent { destination: "billing".into(), ..keyed("M", T0) }).await;
+    assert_eq!(store.claim("billing", T0, 10, LEASE).await.unwrap()[0].id, elsewhere, "other destinations go on");
+    store.set_paused(DEST, true).await.unwrap(); // pausing twice is pausing
+    store.set_paused(DEST, false).await.unwrap();
+    assert!(store.paused().await.unwrap().is_empty());
+    for expected in [k1, k2, k3] {
+        let claims = store.claim(DEST, T0 + 10, 10, LEASE).await.unwrap();
+        assert_eq!(claims.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![expected.clone()], "in order");
+        assert!(store.finish(&expected, ok_attempt(1, T0), Verdict::Delivered, T0 + 10).await.unwrap());
+    }
+}

@@ -60,6 +60,12 @@ impl Store for ScriptedStore {
     async fn purge_finished(&self, _: hookgate_core::State, _: i64, _: usize) -> Result<u64> {
         unreachable!("the dispatcher never purges")
     }
+    async fn set_paused(&self, _: &str, _: bool) -> Result<()> {
+        unreachable!("the dispatcher never pauses")
+    }
+    async fn paused(&self) -> Result<Vec<String>> {
+        unreachable!("the dispatcher reads no pause list")
+    }
     async fn ping(&self) -> Result<()> {
         Ok(())
     }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, HttpState};
-use crate::api::{BulkReplayed, EventPage, EventSummary, EventView, Replayed, Stats};
+use crate::api::{BulkReplayed, EventPage, EventSummary, EventView, Paused, Replayed, Stats};
 use crate::wake::Wake;
 
 /// Events per page when the caller does not say.
@@ -32,6 +32,8 @@ pub fn router(state: Arc<HttpState>) -> Router<Arc<HttpState>> {
         .route("/events/{id}/replay", post(replay_one))
         .route("/replay", post(replay_many))
         .route("/stats", get(stats))
+        .route("/destinations/{name}/pause", post(pause))
+        .route("/destinations/{name}/resume", post(resume))
         .layer(middleware::from_fn_with_state(state, authorize))
 }
 
@@ -162,4 +164,29 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Result<Json<Stats>, ApiEr
         stats.sources.entry(count.source).or_default().insert(count.state, count.count);
     }
     Ok(Json(stats))
+}
+
+async fn pause(state: State<Arc<HttpState>>, name: Path<String>) -> Result<Json<Paused>, ApiError> {
+    set_paused(state, name, true).await
+}
+
+async fn resume(state: State<Arc<HttpState>>, name: Path<String>) -> Result<Json<Paused>, ApiError> {
+    set_paused(state, name, false).await
+}
+
+/// Pausing holds for every instance and across restarts (it is kept in the store).
+async fn set_paused(
+    State(state): State<Arc<HttpState>>,
+    Path(name): Path<String>,
+    paused: bool,
+) -> Result<Json<Paused>, ApiError> {
+    if !state.destinations.contains(&name) {
+        return Err(ApiError::NotFound(format!("no destination {name:?}")));
+    }
+    state.store.set_paused(&name, paused).await?;
+    if !paused {
+        state.waker.wake(Wake::Destination(&name));
+    }
+    tracing::info!(destination = %name, paused, "deliveries {}", if paused { "paused" } else { "resumed" });
+    Ok(Json(Paused { name, paused }))
 }

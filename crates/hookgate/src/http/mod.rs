@@ -31,6 +31,8 @@ pub use body::BodyLimits;
 /// What the handlers need, and nothing more.
 pub struct HttpState {
     pub sources: HashMap<String, Arc<Source>>,
+    /// The configured destinations' names.
+    pub destinations: Vec<String>,
     /// `None`: the admin API answers 401 to everything.
     pub admin_token: Option<Secret>,
     pub body: BodyLimits,

@@ -14,5 +14,6 @@ mod fuzz;
 mod ingest;
 mod outage;
 mod senders;
+mod steering;
 mod support;
 mod throwaway;
