@@ -39,6 +39,8 @@ const READERS: usize = 3;
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 pub struct SqliteStore {
+    /// The checkpoint thread runs while this lives.
+    _alive: Arc<()>,
     writer: mpsc::Sender<Command>,
     /// Set by the writer while its batches fail to commit.
     failing: Arc<AtomicBool>,
@@ -93,6 +95,16 @@ impl SqliteStore {
             .map_err(sqlite)?;
         let dispatch = Arc::new(Mutex::new(open_reader(&path).map_err(sqlite)?));
 
+        let alive = Arc::new(());
+        let (checkpoint_path, weak) = (path.clone(), Arc::downgrade(&alive));
+        std::thread::Builder::new()
+            .name("hookgate-sqlite-checkpoint".into())
+            .spawn(move || {
+                if let Err(error) = checkpoint(&checkpoint_path, weak) {
+                    tracing::error!(%error, "the checkpoint thread stopped");
+                }
+            })
+            .map_err(|source| OpenError::Io { path: shown.clone(), source })?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let failing = Arc::new(AtomicBool::new(false));
         let writer = Writer::new(conn, failing.clone()).map_err(sqlite)?;
@@ -101,6 +113,7 @@ impl SqliteStore {
             .spawn(move || writer.run(rx))
             .map_err(|source| OpenError::Io { path: shown.clone(), source })?;
         Ok(SqliteStore {
+            _alive: alive,
             writer: tx,
             failing,
             readers: Arc::new(Readers { conns: readers, next: AtomicUsize::new(0) }),
@@ -138,13 +151,40 @@ fn writer_gone() -> StoreError {
     StoreError::Unavailable("the sqlite writer thread has stopped".into())
 }
 
+/// The writer's page cache, in KiB: the pages of the indexes an ingest
+/// touches stay in memory instead of being read back from the OS's cache.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// How often the checkpointer moves the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: the WAL is fsync'd at every commit, so a 2xx survives power loss, not only a crash.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Checkpoints run on a thread of their own (`checkpoint`), not on the writer's time.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Copy the WAL into the database file, beside the writer (a PASSIVE
+/// checkpoint never blocks it), so the WAL stays small and the writer's
+/// thread spends its time on writes. Runs as long as the store is open.
+fn checkpoint(path: &Path, open: std::sync::Weak<()>) -> rusqlite::Result<()> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    // The WAL file is cut back to this size after a checkpoint that reached its end.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    while open.upgrade().is_some() {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(%error, "checkpoint failed; trying again");
+        }
+    }
     Ok(())
 }
 

@@ -46,10 +46,9 @@ const MIGRATIONS: &[&str] = &[
         WHERE head = 1 AND state IN ('pending', 'delivering');
     -- Finding the next head of an order key's queue.
     CREATE INDEX events_order ON events(source, order_key, seq) WHERE state IN ('pending', 'delivering');
-    CREATE INDEX events_coalesce ON events(source, coalesce_key) WHERE state = 'pending';
+    CREATE INDEX events_coalesce ON events(source, coalesce_key) WHERE state = 'pending' AND coalesce_key IS NOT NULL;
     -- Retention's scan (finished events of one state, oldest first) and counts by state.
     CREATE INDEX events_state ON events(state, updated_at);
-    CREATE INDEX events_by_source ON events(source, rid);
 
     CREATE TABLE dedupe (
         source     TEXT NOT NULL,

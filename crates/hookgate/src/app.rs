@@ -70,6 +70,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let client = Client::new()?;
         crate::metrics::handle();
+        crate::metrics::start_upkeep();
         let (shutdown, stopping) = watch::channel(false);
 
         let waker = Waker::new(config.destinations.iter().map(|d| d.name.as_str()));

@@ -28,6 +28,14 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Measure this machine: the bare HTTP ceiling, then ingest, delivery and latency, each beside it.
+    Bench(crate::bench::BenchArgs),
+    /// The bare HTTP server `bench` measures the ceiling with (internal).
+    #[command(hide = true)]
+    BenchCeiling {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Deliver events again: one by id, or every event matching --source/--state.
     Replay {
         /// The event to replay; without it, every event matching the filters.

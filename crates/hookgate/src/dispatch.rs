@@ -47,6 +47,9 @@ impl<D: Deliver> Dispatcher<D> {
         let lease_ms = self.destination.timeout.as_millis() as i64 + LEASE_MARGIN_MS;
         let mut in_flight = JoinSet::new();
         while !*shutdown.borrow() {
+            // A finished attempt's task keeps its memory (the size of the whole
+            // delivery future) until joined: join every finished one, each turn.
+            while in_flight.try_join_next().is_some() {}
             let wanted = slots.available_permits().min(CLAIM_BATCH);
             let mut claimed = 0;
             if wanted > 0 {

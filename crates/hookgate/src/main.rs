@@ -69,6 +69,25 @@ async fn run(command: Command) -> ExitCode {
                 Err(e) => fail(RUNTIME, &format!("demo failed: {e:#}")),
             }
         }
+        Command::Bench(args) => {
+            init_logs("warn");
+            let json = args.json;
+            match hookgate::bench::run(args).await {
+                Ok(report) if json => {
+                    println!("{}", serde_json::to_string_pretty(&report).expect("a report serializes"));
+                    ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    println!("\n{}", report.table());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(RUNTIME, &format!("bench failed: {e:#}")),
+            }
+        }
+        Command::BenchCeiling { listen } => match hookgate::bench::ceiling::run(listen).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(RUNTIME, &format!("cannot serve on {listen}: {e}")),
+        },
         Command::Events { command } => done(cli::events(command).await),
         Command::Replay { id, source, state, api } => done(cli::replay(id, source, state, api).await),
     }

@@ -25,6 +25,25 @@ const ACK_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.
 /// Buckets for a destination's answer time: apps take up to seconds.
 const DELIVERY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
+/// How often histogram samples are folded into their buckets when nobody
+/// scrapes: the exporter keeps raw samples until then, and a gateway nobody
+/// scrapes would otherwise grow by every ack and every delivery it times.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fold samples into buckets now and then, for the life of the process
+/// (started once, by the first server).
+pub fn start_upkeep() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        tokio::spawn(async {
+            loop {
+                tokio::time::sleep(UPKEEP_EVERY).await;
+                handle().run_upkeep();
+            }
+        });
+    });
+}
+
 /// The process's recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

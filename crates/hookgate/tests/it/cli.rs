@@ -127,3 +127,26 @@ fn a_storage_password_is_never_printed() {
     assert!(printed.contains("PostgreSQL"), "{printed}");
     assert!(!printed.contains("hunter2-s3cret"), "the password was printed: {printed}");
 }
+
+/// `hookgate bench` end to end, tiny: every phase runs and is reported.
+#[test]
+fn bench_runs_every_phase() {
+    let out = hookgate()
+        .args(["bench", "--duration", "1s", "--connections", "2", "--objects", "4", "--duplicates", "0.2", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases = report["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["bare HTTP (ceiling)", "ingest alone (paused)", "ingest while delivering", "at half the sustained rate"]
+    );
+    for phase in phases {
+        assert!(phase["events_per_s"].as_f64().unwrap() > 0.0, "{phase}");
+        assert_eq!(phase["failed"], 0, "{phase}");
+    }
+    assert!(phases[2]["delivered_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["drain_per_s"].as_f64().unwrap() > 0.0 && report["peak_rss_mib"].as_f64().unwrap() > 0.0);
+}
