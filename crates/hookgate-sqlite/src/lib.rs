@@ -44,6 +44,8 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Command>,
     /// Set by the writer while its batches fail to commit.
     failing: Arc<AtomicBool>,
+    /// Set by the checkpointer while it cannot move the WAL into the database file.
+    checkpoint_failing: Arc<AtomicBool>,
     readers: Arc<Readers>,
     /// The dispatchers' own read connection (`next_due`): never behind an
     /// admin listing or a count.
@@ -96,11 +98,12 @@ impl SqliteStore {
         let dispatch = Arc::new(Mutex::new(open_reader(&path).map_err(sqlite)?));
 
         let alive = Arc::new(());
-        let (checkpoint_path, weak) = (path.clone(), Arc::downgrade(&alive));
+        let checkpoint_failing = Arc::new(AtomicBool::new(false));
+        let (checkpoint_path, weak, flag) = (path.clone(), Arc::downgrade(&alive), checkpoint_failing.clone());
         std::thread::Builder::new()
-            .name("hookgate-sqlite-checkpoint".into())
+            .name("hg-sqlite-ckpt".into())
             .spawn(move || {
-                if let Err(error) = checkpoint(&checkpoint_path, weak) {
+                if let Err(error) = checkpoint(&checkpoint_path, weak, flag) {
                     tracing::error!(%error, "the checkpoint thread stopped");
                 }
             })
@@ -109,11 +112,12 @@ impl SqliteStore {
         let failing = Arc::new(AtomicBool::new(false));
         let writer = Writer::new(conn, failing.clone()).map_err(sqlite)?;
         std::thread::Builder::new()
-            .name("hookgate-sqlite-writer".into())
+            .name("hg-sqlite-write".into())
             .spawn(move || writer.run(rx))
             .map_err(|source| OpenError::Io { path: shown.clone(), source })?;
         Ok(SqliteStore {
             _alive: alive,
+            checkpoint_failing,
             writer: tx,
             failing,
             readers: Arc::new(Readers { conns: readers, next: AtomicUsize::new(0) }),
@@ -174,16 +178,24 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
 /// Copy the WAL into the database file, beside the writer (a PASSIVE
 /// checkpoint never blocks it), so the WAL stays small and the writer's
 /// thread spends its time on writes. Runs as long as the store is open.
-fn checkpoint(path: &Path, open: std::sync::Weak<()>) -> rusqlite::Result<()> {
+///
+/// A checkpoint that fails (the database file cannot grow: a full disk) is
+/// noted in `failing`: readiness then fails, for the WAL can no longer be
+/// reset and every write will soon fail too.
+fn checkpoint(path: &Path, open: std::sync::Weak<()>, failing: Arc<AtomicBool>) -> rusqlite::Result<()> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     // The WAL file is cut back to this size after a checkpoint that reached its end.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     while open.upgrade().is_some() {
         std::thread::sleep(CHECKPOINT_EVERY);
-        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(0));
+        // The first column is 1 when the checkpoint could not run at all (SQLITE_BUSY): not a failure.
+        let failed = result.is_err();
+        if let Err(error) = result {
             tracing::debug!(%error, "checkpoint failed; trying again");
         }
+        failing.store(failed, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -276,6 +288,9 @@ impl Store for SqliteStore {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await?;
         if self.writer.is_closed() {
             return Err(writer_gone());
+        }
+        if self.checkpoint_failing.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable("the database file cannot grow (checkpoints fail)".into()));
         }
         if self.failing.load(Ordering::Relaxed) {
             let now_ms = self.now_ms();

@@ -1,16 +1,24 @@
 //! The one thread that writes. SQLite takes one writer at a time anyway; owning
 //! the connection in one thread turns that into group commit for free: the
 //! thread takes every command waiting in its queue (up to [`MAX_BATCH`]),
-//! applies each in its own savepoint, commits once (one fsync), then answers
+//! applies them in one transaction, commits once (one fsync), then answers
 //! them all. Under load, one fsync serves hundreds of requests; when idle, a
 //! lone request is committed at once, with no timer adding latency.
+//!
+//! The common path runs the batch without savepoints (a savepoint per command
+//! costs a sub-journal copy of every page it touches). If any command fails,
+//! the batch is rolled back and run again with each command in a savepoint of
+//! its own, so a failing command is rolled back alone and the rest commit. If
+//! SQLite itself rolls the transaction back (a full disk, an I/O error), the
+//! batch fails as one: no caller is told "stored" for a row that is not, or
+//! "failed" for a row that is.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hookgate_core::{EventId, State};
 use hookgate_store::{Attempt, Claim, Ingested, NewEvent, Result, StoreError, Verdict};
 use rusqlite::{Connection, Transaction};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db_error;
@@ -24,6 +32,8 @@ pub const MAX_BATCH: usize = 1_024;
 /// ingest waits `ADMISSION_WAIT` and is then refused (busy); the dispatcher's
 /// commands wait (backpressure instead of unbounded memory).
 pub const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
+
+const ROLLED_BACK: &str = "sqlite rolled the batch back (disk full or I/O error)";
 
 pub type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -73,19 +83,108 @@ pub enum Command {
     Sql(&'static str, Reply<()>),
 }
 
-/// A reply that waits for the commit: sent with the command's own result if
-/// the transaction commits, with the commit's error if it does not.
-type Deferred = Box<dyn FnOnce(Option<&str>) + Send>;
+/// What one command came to, kept until the batch's fate is known.
+enum Done {
+    Ingested(Result<Ingested>),
+    Claims(Result<Vec<Claim>>),
+    Moved(Result<bool>),
+    Count(Result<u64>),
+    Unit(Result<()>),
+}
 
-fn defer<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Deferred {
-    Box::new(move |commit_error| {
-        let answer = match commit_error {
-            None => result,
-            Some(error) => Err(StoreError::Unavailable(format!("commit failed: {error}"))),
-        };
-        // The caller may have gone away (request cancelled): nothing to do then.
-        let _ = reply.send(answer);
-    })
+impl Done {
+    fn failed(&self) -> bool {
+        match self {
+            Done::Ingested(r) => r.is_err(),
+            Done::Claims(r) => r.is_err(),
+            Done::Moved(r) => r.is_err(),
+            Done::Count(r) => r.is_err(),
+            Done::Unit(r) => r.is_err(),
+        }
+    }
+}
+
+impl Command {
+    /// Run against `c` (the transaction, or a savepoint in it). Queue
+    /// positions are drawn from `seq`; they only grow (gaps are harmless).
+    fn run(&self, c: &Connection, seq: &mut i64) -> Done {
+        match self {
+            Command::Ingest(event, _) => {
+                let result = ingest(c, event, *seq);
+                if matches!(result, Ok(Ingested::Accepted { .. })) {
+                    *seq += 1;
+                }
+                Done::Ingested(result)
+            }
+            Command::Claim { destination, now_ms, limit, lease_ms, .. } => {
+                Done::Claims(claim(c, destination, *now_ms, *limit, *lease_ms))
+            }
+            Command::Finish { id, attempt, verdict, now_ms, .. } => {
+                Done::Moved(finish(c, id, attempt, *verdict, *now_ms))
+            }
+            Command::Replay { id, now_ms, .. } => {
+                let result = replay(c, id, *seq, *now_ms);
+                if matches!(result, Ok(true)) {
+                    *seq += 1;
+                }
+                Done::Moved(result)
+            }
+            Command::Purge { now_ms, .. } => Done::Count(purge_dedupe(c, *now_ms)),
+            Command::PurgeFinished { state, before_ms, limit, .. } => {
+                Done::Count(purge_finished(c, *state, *before_ms, *limit))
+            }
+            Command::SetPaused { destination, paused, .. } => Done::Unit(set_paused(c, destination, *paused)),
+            Command::Probe { now_ms, .. } => Done::Unit(
+                c.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?1)", [now_ms])
+                    .map(drop)
+                    .map_err(db_error),
+            ),
+            #[cfg(test)]
+            Command::Sql(sql, _) => Done::Unit(c.execute_batch(sql).map_err(db_error)),
+        }
+    }
+
+    /// Answer with what the command came to: the batch committed.
+    fn answer(self, done: Done) {
+        fn send<T>(reply: Reply<T>, result: Result<T>) {
+            // The caller may have gone away (request cancelled): nothing to do then.
+            let _ = reply.send(result);
+        }
+        match (self, done) {
+            (Command::Ingest(_, reply), Done::Ingested(r)) => send(reply, r),
+            (Command::Claim { reply, .. }, Done::Claims(r)) => send(reply, r),
+            (Command::Finish { reply, .. } | Command::Replay { reply, .. }, Done::Moved(r)) => send(reply, r),
+            (Command::Purge { reply, .. } | Command::PurgeFinished { reply, .. }, Done::Count(r)) => send(reply, r),
+            (Command::SetPaused { reply, .. } | Command::Probe { reply, .. }, Done::Unit(r)) => send(reply, r),
+            #[cfg(test)]
+            (Command::Sql(_, reply), Done::Unit(r)) => send(reply, r),
+            (command, _) => command.fail("internal: a command's result did not match it"),
+        }
+    }
+
+    /// Answer with an error: the batch did not commit.
+    fn fail(self, error: &str) {
+        fn send<T>(reply: Reply<T>, error: &str) {
+            let _ = reply.send(Err(StoreError::Unavailable(error.to_owned())));
+        }
+        match self {
+            Command::Ingest(_, reply) => send(reply, error),
+            Command::Claim { reply, .. } => send(reply, error),
+            Command::Finish { reply, .. } | Command::Replay { reply, .. } => send(reply, error),
+            Command::Purge { reply, .. } | Command::PurgeFinished { reply, .. } => send(reply, error),
+            Command::SetPaused { reply, .. } | Command::Probe { reply, .. } => send(reply, error),
+            #[cfg(test)]
+            Command::Sql(_, reply) => send(reply, error),
+        }
+    }
+}
+
+/// Why a batch did not commit as a whole.
+enum Whole {
+    /// A command failed: worth running each alone.
+    Refused,
+    /// The transaction itself failed (begin, commit, or SQLite rolled it back).
+    Failed(String),
 }
 
 pub struct Writer {
@@ -118,113 +217,85 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<Command>) {
-        let mut seq = self.next_seq;
-        let mut tx = match self.conn.transaction() {
-            Ok(tx) => tx,
-            Err(error) => {
-                let error = error.to_string();
-                for command in batch.drain(..) {
-                    answer_now(command, &error);
-                }
-                return;
-            }
-        };
-        let mut replies: Vec<Deferred> = Vec::with_capacity(batch.len());
-        let mut commands = batch.drain(..);
-        for command in commands.by_ref() {
-            replies.push(apply(&mut tx, &mut seq, command));
-            // On some errors (a full disk, an I/O error) SQLite rolls the whole
-            // transaction back by itself. Every command applied so far is then
-            // gone, and any run after would commit on its own: stop, and fail
-            // the batch as one, so no caller is told "stored" for a row that is
-            // not, or "failed" for a row that is.
-            if tx.is_autocommit() {
-                const ROLLED_BACK: &str = "sqlite rolled the batch back (disk full or I/O error)";
-                tracing::debug!("{ROLLED_BACK}");
-                for reply in replies {
-                    reply(Some(ROLLED_BACK));
-                }
-                for command in commands {
-                    answer_now(command, ROLLED_BACK);
-                }
-                self.failing.store(true, Ordering::Relaxed);
-                return; // positions drawn in this batch were never used: next_seq stays
-            }
-        }
-        drop(commands);
-        let outcome = tx.commit().map_err(|e| e.to_string());
-        if outcome.is_ok() {
-            self.next_seq = seq;
-        } else {
-            tracing::debug!(error = ?outcome, "sqlite commit failed");
-        }
-        self.failing.store(outcome.is_err(), Ordering::Relaxed);
-        for reply in replies {
-            reply(outcome.as_ref().err().map(String::as_str));
-        }
-    }
-}
-
-fn answer_now(command: Command, error: &str) {
-    fn fail<T>(reply: Reply<T>, error: &str) {
-        let _ = reply.send(Err(StoreError::Unavailable(error.to_owned())));
-    }
-    match command {
-        Command::Ingest(_, reply) => fail(reply, error),
-        Command::Claim { reply, .. } => fail(reply, error),
-        Command::Finish { reply, .. } | Command::Replay { reply, .. } => fail(reply, error),
-        Command::Purge { reply, .. } | Command::PurgeFinished { reply, .. } => fail(reply, error),
-        Command::Probe { reply, .. } | Command::SetPaused { reply, .. } => fail(reply, error),
-        #[cfg(test)]
-        Command::Sql(_, reply) => fail(reply, error),
-    }
-}
-
-/// Run one command in its own savepoint, so a failing command is rolled back
-/// alone and the rest of the batch still commits.
-fn apply(tx: &mut Transaction<'_>, seq: &mut i64, command: Command) -> Deferred {
-    fn in_savepoint<T>(tx: &mut Transaction<'_>, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let savepoint = tx.savepoint().map_err(db_error)?;
-        let result = f(&savepoint)?;
-        savepoint.commit().map_err(db_error)?;
-        Ok(result)
-    }
-    match command {
-        Command::Ingest(event, reply) => {
-            let result = in_savepoint(tx, |c| ingest(c, &event, *seq));
-            if matches!(result, Ok(Ingested::Accepted { .. })) {
-                *seq += 1;
-            }
-            defer(reply, result)
-        }
-        Command::Claim { destination, now_ms, limit, lease_ms, reply } => {
-            defer(reply, in_savepoint(tx, |c| claim(c, &destination, now_ms, limit, lease_ms)))
-        }
-        Command::Finish { id, attempt, verdict, now_ms, reply } => {
-            defer(reply, in_savepoint(tx, |c| finish(c, &id, &attempt, verdict, now_ms)))
-        }
-        Command::Replay { id, now_ms, reply } => {
-            let result = in_savepoint(tx, |c| replay(c, &id, *seq, now_ms));
-            if matches!(result, Ok(true)) {
-                *seq += 1;
-            }
-            defer(reply, result)
-        }
-        Command::Purge { now_ms, reply } => defer(reply, in_savepoint(tx, |c| purge_dedupe(c, now_ms))),
-        Command::SetPaused { destination, paused, reply } => {
-            defer(reply, in_savepoint(tx, |c| set_paused(c, &destination, paused)))
-        }
-        Command::Probe { now_ms, reply } => defer(
-            reply,
-            in_savepoint(tx, |c| {
-                c.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?1)", [now_ms]).map(drop).map_err(db_error)
+        let commands: Vec<Command> = std::mem::take(batch);
+        let outcome = match self.whole(&commands) {
+            Err(Whole::Refused) => self.isolated(&commands),
+            other => other.map_err(|e| match e {
+                Whole::Failed(error) => error,
+                Whole::Refused => unreachable!("handled above"),
             }),
-        ),
-        Command::PurgeFinished { state, before_ms, limit, reply } => {
-            defer(reply, in_savepoint(tx, |c| purge_finished(c, state, before_ms, limit)))
+        };
+        self.failing.store(outcome.is_err(), Ordering::Relaxed);
+        match outcome {
+            Ok(dones) => commands.into_iter().zip(dones).for_each(|(command, done)| command.answer(done)),
+            Err(error) => {
+                tracing::debug!(%error, "sqlite batch failed");
+                commands.into_iter().for_each(|command| command.fail(&error));
+            }
         }
-        #[cfg(test)]
-        Command::Sql(sql, reply) => defer(reply, tx.execute_batch(sql).map_err(crate::db_error)),
+    }
+
+    /// The batch in one transaction, no savepoints: the common path.
+    fn whole(&mut self, commands: &[Command]) -> std::result::Result<Vec<Done>, Whole> {
+        let mut seq = self.next_seq;
+        let tx = self.conn.transaction().map_err(|e| Whole::Failed(e.to_string()))?;
+        let mut dones = Vec::with_capacity(commands.len());
+        for command in commands {
+            let done = command.run(&tx, &mut seq);
+            if tx.is_autocommit() {
+                return Err(Whole::Failed(ROLLED_BACK.into()));
+            }
+            if done.failed() {
+                return Err(Whole::Refused); // dropping `tx` rolls it back
+            }
+            dones.push(done);
+        }
+        tx.commit().map_err(|e| Whole::Failed(format!("commit failed: {e}")))?;
+        self.next_seq = seq;
+        Ok(dones)
+    }
+
+    /// The batch again, each command in a savepoint of its own: one that
+    /// fails is rolled back alone. SQLite rolling the whole transaction back
+    /// under us fails the batch as one, with nothing run after it.
+    fn isolated(&mut self, commands: &[Command]) -> std::result::Result<Vec<Done>, String> {
+        let mut seq = self.next_seq;
+        let mut tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        let mut dones = Vec::with_capacity(commands.len());
+        for command in commands {
+            dones.push(in_savepoint(&mut tx, command, &mut seq));
+            if tx.is_autocommit() {
+                return Err(ROLLED_BACK.into());
+            }
+        }
+        tx.commit().map_err(|e| format!("commit failed: {e}"))?;
+        self.next_seq = seq;
+        Ok(dones)
+    }
+}
+
+fn in_savepoint(tx: &mut Transaction<'_>, command: &Command, seq: &mut i64) -> Done {
+    let error = |e: rusqlite::Error| {
+        let e = db_error(e);
+        match command {
+            Command::Ingest(..) => Done::Ingested(Err(e)),
+            Command::Claim { .. } => Done::Claims(Err(e)),
+            Command::Finish { .. } | Command::Replay { .. } => Done::Moved(Err(e)),
+            Command::Purge { .. } | Command::PurgeFinished { .. } => Done::Count(Err(e)),
+            _ => Done::Unit(Err(e)),
+        }
+    };
+    let savepoint = match tx.savepoint() {
+        Ok(savepoint) => savepoint,
+        Err(e) => return error(e),
+    };
+    let done = command.run(&savepoint, seq);
+    if done.failed() {
+        return done; // dropping the savepoint rolls it back
+    }
+    match savepoint.commit() {
+        Ok(()) => done,
+        Err(e) => error(e),
     }
 }
 

@@ -8,6 +8,13 @@ use hookgate::cli::{Cli, Command};
 use hookgate::config::{Config, Env};
 use hookgate::{Server, cli, demo};
 
+/// mimalloc rather than the system allocator: a gateway allocates and frees
+/// a request's worth of small objects thousands of times a second, and
+/// glibc's malloc kept handing that memory back to the kernel and faulting it
+/// in again (`hookgate bench`: see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE_OR_CONFIG: u8 = 2;
 const RUNTIME: u8 = 1;
 
