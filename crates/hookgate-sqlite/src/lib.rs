@@ -158,8 +158,15 @@ fn writer_gone() -> StoreError {
 /// The writer's page cache, in KiB: the pages of the indexes an ingest
 /// touches stay in memory instead of being read back from the OS's cache.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
-/// How often the checkpointer moves the WAL into the database file.
+/// How often the checkpointer moves the WAL into the database file while
+/// it keeps up, and while it does not.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+const CHECKPOINT_BEHIND: std::time::Duration = std::time::Duration::from_millis(20);
+/// WAL pages after which the writer finishes a checkpoint itself, so the WAL
+/// starts over from its beginning (16 MiB at 4 KiB pages).
+const WAL_RESTART_PAGES: i64 = 4096;
+/// The WAL file is cut back to this size when it starts over.
+const WAL_KEEP_BYTES: i64 = 64 * 1024 * 1024;
 
 fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -168,8 +175,14 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // Checkpoints run on a thread of their own (`checkpoint`), not on the writer's time.
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // Checkpoints run on a thread of their own (`checkpoint`), not on the writer's
+    // time, but under steady writes that thread never reaches the WAL's end: a WAL
+    // only starts over from its beginning once a checkpoint has copied all of it.
+    // Past WAL_RESTART_PAGES the writer finishes one itself after a commit (the
+    // thread has copied most of the frames by then), so the WAL stays a few MiB of
+    // file pages that are rewritten in place, instead of growing by gigabytes.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_RESTART_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
@@ -185,12 +198,17 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
 fn checkpoint(path: &Path, open: std::sync::Weak<()>, failing: Arc<AtomicBool>) -> rusqlite::Result<()> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
-    // The WAL file is cut back to this size after a checkpoint that reached its end.
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
+    let mut pause = CHECKPOINT_EVERY;
     while open.upgrade().is_some() {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(0));
-        // The first column is 1 when the checkpoint could not run at all (SQLITE_BUSY): not a failure.
+        std::thread::sleep(pause);
+        // Columns: could not run at all (SQLITE_BUSY: not a failure), frames in the WAL, frames copied.
+        let result = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)));
+        pause = match result {
+            Ok((frames, copied)) if copied < frames => CHECKPOINT_BEHIND,
+            _ => CHECKPOINT_EVERY,
+        };
         let failed = result.is_err();
         if let Err(error) = result {
             tracing::debug!(%error, "checkpoint failed; trying again");
