@@ -1,23 +1,24 @@
 //! Group commit on PostgreSQL: ingests waiting at the same moment share one
-//! transaction. A batch takes the advisory locks of all its order, dedupe and
-//! coalesce keys first, in one sorted order, then pipelines one
-//! `hookgate_ingest()` call per event, and commits; then the destinations with
-//! new work are announced (see `notify.rs`). Up to `batches` batches run at
-//! once on their own connections, so one commit's round trip does not stall
-//! the next batch.
+//! transaction, and each step of it is one set-based statement over the
+//! whole batch (arrays unnested server-side), not one per event. A batch:
+//! finds the queues its coalesce keys reach; takes the advisory locks of all
+//! its queues (order keys), dedupe and coalesce keys, in one sorted order;
+//! claims its dedupe keys; stores the winners and supersedes what they
+//! coalesce; hands each queue's head on; commits; then announces the
+//! destinations with new work (see `notify.rs`). The statements after the
+//! first are pipelined: one round trip. Up to `batches` batches run at once
+//! on their own connections, so one commit's round trip does not stall the next.
 //!
 //! No deadlock: every row a batch updates is reached under one of those
-//! locks (a queue's rows, a coalesce key's pending rows, a dedupe key's count
-//! in `event_duplicates`), and they are all taken before any row. A batch
-//! that fails on a statement (not on the connection) is retried one event per
-//! transaction, so one event the database refuses never fails the others.
+//! locks (a queue's rows and head, a coalesce key's pending rows, a dedupe
+//! key's row and count), and they are all taken before any row. A batch
+//! that fails on a statement (not on the connection) is split in halves and
+//! retried, so one event the database refuses never fails the others.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use futures_util::future::try_join_all;
-use hookgate_core::EventId;
 use hookgate_store::{Ingested, NewEvent, Result, codec, parse_id};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -106,65 +107,224 @@ fn commit_isolating<'a>(
     })
 }
 
+/// What a batch sends: each dedupe key once (the first copy in the batch
+/// stands for the others, which are answered as its duplicates), in batch order.
+struct Plan<'a> {
+    /// Events sent to the database, with how many copies of it the batch holds.
+    sent: Vec<(&'a NewEvent, i32)>,
+    /// For every event of the batch, its place in `sent` (its own, or its first copy's).
+    stands_for: Vec<usize>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(events: &[&'a NewEvent]) -> Self {
+        let mut first: HashMap<(&str, &[u8]), usize> = HashMap::new();
+        let mut sent: Vec<(&'a NewEvent, i32)> = Vec::with_capacity(events.len());
+        let mut stands_for = Vec::with_capacity(events.len());
+        for event in events {
+            let copy_of = event.dedupe_key.as_ref().and_then(|k| first.get(&(event.source.as_str(), k.as_bytes())));
+            match copy_of {
+                Some(&n) => {
+                    sent[n].1 += 1;
+                    stands_for.push(n);
+                }
+                None => {
+                    if let Some(key) = &event.dedupe_key {
+                        first.insert((event.source.as_str(), key.as_bytes()), sent.len());
+                    }
+                    stands_for.push(sent.len());
+                    sent.push((*event, 1));
+                }
+            }
+        }
+        Plan { sent, stands_for }
+    }
+}
+
+/// The queues of waiting events a batch's coalesce keys would supersede: their
+/// locks are taken too, so their heads can be handed on.
+const QUEUES_OF_COALESCED: &str = "SELECT DISTINCT e.source, e.order_key
+     FROM unnest($1::text[], $2::bytea[]) AS k(source, coalesce_key)
+     JOIN events e ON e.source = k.source AND e.coalesce_key = k.coalesce_key
+     WHERE e.state = 'pending' AND e.order_key IS NOT NULL";
+
+/// Claim each dedupe key, or take over an expired one; a live key is left alone.
+const DEDUPE: &str = "INSERT INTO dedupe AS d (source, key, event_id, expires_at)
+     SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bigint[])
+     ON CONFLICT (source, key) DO UPDATE SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
+     WHERE d.expires_at <= $5";
+
+/// Everything else, set-based, seeing `DEDUPE`'s work: which events won their
+/// key, supersede the waiting events their coalesce keys name (in queues this
+/// batch holds the lock of), store the winners, count the copies. One row per
+/// event sent: its place, whether it was stored, its id or its original's, and
+/// how many events it superseded.
+const STORE: &str = "WITH input AS (
+        SELECT i.*, d.event_id AS holder,
+               (i.dedupe_key IS NULL OR d.event_id IS NULL OR d.event_id = i.id) AS won
+        FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bytea[], $7::bytea[],
+                    $8::bytea[], $9::bytea[], $10::bytea[], $11::text[], $12::int[])
+             AS i(ord, id, source, destination, now, headers, body, dedupe_key, order_key, coalesce_key, warnings,
+                  copies)
+        LEFT JOIN dedupe d ON d.source = i.source AND d.key = i.dedupe_key
+     ), stored AS (
+        SELECT * FROM input WHERE won
+     ), chain AS (
+        -- Within the batch, each event of a coalesce key supersedes the one before it.
+        SELECT id, lead(id) OVER w AS superseded_by, row_number() OVER w AS nth
+        FROM stored WHERE coalesce_key IS NOT NULL
+        WINDOW w AS (PARTITION BY source, coalesce_key ORDER BY ord)
+     ), held AS (
+        SELECT * FROM unnest($13::text[], $14::bytea[]) AS h(source, order_key)
+     ), superseded AS (
+        UPDATE events e
+           SET state = 'superseded', superseded_by = s.id, updated_at = s.now, due_at = NULL, head = false
+          FROM chain c JOIN stored s ON s.id = c.id
+         WHERE c.nth = 1 AND e.source = s.source AND e.coalesce_key = s.coalesce_key AND e.state = 'pending'
+           AND (e.order_key IS NULL
+                OR EXISTS (SELECT 1 FROM held h WHERE h.source = e.source AND h.order_key = e.order_key))
+        RETURNING s.id AS by_id
+     ), base AS MATERIALIZED (
+        SELECT nextval('events_seq') * 1024 AS seq
+     ), inserted AS (
+        INSERT INTO events (id, seq, source, destination, state, received_at, updated_at, headers, body,
+                            dedupe_key, order_key, coalesce_key, warnings, due_at, superseded_by, head)
+        SELECT s.id, base.seq + s.ord, s.source, s.destination,
+               CASE WHEN c.superseded_by IS NULL THEN 'pending' ELSE 'superseded' END,
+               s.now, s.now, s.headers, s.body, s.dedupe_key, s.order_key, s.coalesce_key, s.warnings,
+               CASE WHEN c.superseded_by IS NULL THEN s.now END, c.superseded_by,
+               c.superseded_by IS NULL AND s.order_key IS NULL
+        FROM stored s LEFT JOIN chain c ON c.id = s.id CROSS JOIN base
+     ), counted AS (
+        INSERT INTO event_duplicates AS n (event_id, n)
+        SELECT holder, SUM(CASE WHEN won THEN copies - 1 ELSE copies END)
+        FROM input WHERE dedupe_key IS NOT NULL AND holder IS NOT NULL
+        GROUP BY holder HAVING SUM(CASE WHEN won THEN copies - 1 ELSE copies END) > 0
+        ON CONFLICT (event_id) DO UPDATE SET n = n.n + EXCLUDED.n
+     )
+     SELECT i.ord, i.won, CASE WHEN i.won THEN i.id ELSE i.holder END,
+            (SELECT COUNT(*) FROM superseded s WHERE s.by_id = i.id) + CASE WHEN c.nth > 1 THEN 1 ELSE 0 END
+     FROM input i LEFT JOIN chain c ON c.id = i.id";
+
 async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, BatchError> {
+    let plan = Plan::new(events);
     let mut client = pool.get().await.map_err(|e| BatchError::Connection(e.to_string()))?;
     let tx = client.transaction().await?;
-    let locks: BTreeSet<i64> = events
+
+    // The queues this batch changes: its own, and those of the events it may supersede.
+    let mut queues: BTreeSet<(String, Vec<u8>)> = plan
+        .sent
         .iter()
-        .flat_map(|e| {
-            let order = e.order_key.as_ref().map(|k| lock_key("o", &e.source, k.as_bytes()));
-            let dedupe = e.dedupe_key.as_ref().map(|k| lock_key("d", &e.source, k.as_bytes()));
-            let coalesce = e.coalesce_key.as_ref().map(|k| lock_key("c", &e.source, k.as_bytes()));
-            order.into_iter().chain(dedupe).chain(coalesce)
-        })
+        .filter_map(|(e, _)| e.order_key.as_ref().map(|k| (e.source.clone(), k.as_bytes().to_vec())))
         .collect();
-    let locks: Vec<i64> = locks.into_iter().collect();
-    if !locks.is_empty() {
-        // unnest keeps the array's (sorted) order, so locks are taken in that order.
-        let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k").await?;
-        tx.execute(&lock, &[&locks]).await?;
-    }
-    let statement = tx
-        .prepare_cached(
-            "SELECT o_status, o_id, o_superseded FROM hookgate_ingest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .await?;
-    let encoded: Vec<(Vec<u8>, Option<String>)> =
-        events.iter().map(|e| (codec::encode_headers(&e.headers), codec::encode_warnings(&e.warnings))).collect();
-    // Sent back to back on one connection (pipelined), answered in order.
-    let calls = events.iter().zip(&encoded).map(|(e, (headers, warnings))| {
-        let tx = &tx;
-        let statement = &statement;
-        async move {
-            tx.query_one(
-                statement,
-                &[
-                    &e.id.as_str(),
-                    &e.source,
-                    &e.destination,
-                    &e.received_at_ms,
-                    headers,
-                    &&e.body[..],
-                    &e.dedupe_key.as_ref().map(|k| k.as_bytes()),
-                    &e.dedupe_window_ms,
-                    &e.order_key.as_ref().map(|k| k.as_bytes()),
-                    &e.coalesce_key.as_ref().map(|k| k.as_bytes()),
-                    warnings,
-                ],
-            )
-            .await
+    let coalescing: Vec<&NewEvent> = plan.sent.iter().map(|(e, _)| *e).filter(|e| e.coalesce_key.is_some()).collect();
+    if !coalescing.is_empty() {
+        let sources: Vec<&str> = coalescing.iter().map(|e| e.source.as_str()).collect();
+        let keys: Vec<&[u8]> =
+            coalescing.iter().filter_map(|e| e.coalesce_key.as_ref().map(|k| k.as_bytes())).collect();
+        let statement = tx.prepare_cached(QUEUES_OF_COALESCED).await?;
+        for row in tx.query(&statement, &[&sources, &keys]).await? {
+            queues.insert((row.get(0), row.get(1)));
         }
-    });
-    let rows = try_join_all(calls).await?;
-    let mut outcomes = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let status: String = row.get(0);
-        let id: EventId = parse_id(row.get::<_, &str>(1)).map_err(|e| BatchError::Statement(e.to_string()))?;
-        outcomes.push(match status.as_str() {
-            "accepted" => Ingested::Accepted { id, superseded: row.get::<_, i64>(2) as u64 },
-            _ => Ingested::Duplicate { original: id },
-        });
     }
+    let mut locks: BTreeSet<i64> = queues.iter().map(|(source, key)| lock_key("o", source, key)).collect();
+    for (e, _) in &plan.sent {
+        locks.extend(e.dedupe_key.as_ref().map(|k| lock_key("d", &e.source, k.as_bytes())));
+        locks.extend(e.coalesce_key.as_ref().map(|k| lock_key("c", &e.source, k.as_bytes())));
+    }
+    let locks: Vec<i64> = locks.into_iter().collect();
+
+    let deduped: Vec<&(&NewEvent, i32)> = plan.sent.iter().filter(|(e, _)| e.dedupe_key.is_some()).collect();
+    let dedupe_sources: Vec<&str> = deduped.iter().map(|(e, _)| e.source.as_str()).collect();
+    let dedupe_keys: Vec<&[u8]> =
+        deduped.iter().filter_map(|(e, _)| e.dedupe_key.as_ref().map(|k| k.as_bytes())).collect();
+    let dedupe_ids: Vec<&str> = deduped.iter().map(|(e, _)| e.id.as_str()).collect();
+    let dedupe_expiry: Vec<i64> =
+        deduped.iter().map(|(e, _)| e.received_at_ms.saturating_add(e.dedupe_window_ms)).collect();
+    // A key is taken over when it expired before the earliest event of the batch arrived.
+    let now = plan.sent.iter().map(|(e, _)| e.received_at_ms).min().unwrap_or_default();
+
+    let sent = &plan.sent;
+    let ord: Vec<i64> = (0..sent.len() as i64).collect();
+    let ids: Vec<&str> = sent.iter().map(|(e, _)| e.id.as_str()).collect();
+    let sources: Vec<&str> = sent.iter().map(|(e, _)| e.source.as_str()).collect();
+    let destinations: Vec<&str> = sent.iter().map(|(e, _)| e.destination.as_str()).collect();
+    let received: Vec<i64> = sent.iter().map(|(e, _)| e.received_at_ms).collect();
+    let headers: Vec<Vec<u8>> = sent.iter().map(|(e, _)| codec::encode_headers(&e.headers)).collect();
+    let bodies: Vec<&[u8]> = sent.iter().map(|(e, _)| &e.body[..]).collect();
+    let key = |k: &Option<hookgate_core::Key>| k.as_ref().map(|k| k.as_bytes().to_vec());
+    let dedupe: Vec<Option<Vec<u8>>> = sent.iter().map(|(e, _)| key(&e.dedupe_key)).collect();
+    let order: Vec<Option<Vec<u8>>> = sent.iter().map(|(e, _)| key(&e.order_key)).collect();
+    let coalesce: Vec<Option<Vec<u8>>> = sent.iter().map(|(e, _)| key(&e.coalesce_key)).collect();
+    let warnings: Vec<Option<String>> = sent.iter().map(|(e, _)| codec::encode_warnings(&e.warnings)).collect();
+    let copies: Vec<i32> = sent.iter().map(|(_, n)| *n).collect();
+    let (held_sources, held_keys): (Vec<&str>, Vec<&[u8]>) =
+        queues.iter().map(|(source, key)| (source.as_str(), key.as_slice())).unzip();
+
+    let store_params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
+        &ord,
+        &ids,
+        &sources,
+        &destinations,
+        &received,
+        &headers,
+        &bodies,
+        &dedupe,
+        &order,
+        &coalesce,
+        &warnings,
+        &copies,
+        &held_sources,
+        &held_keys,
+    ];
+    let (lock, dedupe_statement, store, promote) = futures_util::try_join!(
+        tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
+        tx.prepare_cached(DEDUPE),
+        tx.prepare_cached(STORE),
+        tx.prepare_cached(crate::PROMOTE),
+    )?;
+    // Sent back to back (pipelined), run in order: the locks (unnest keeps the
+    // array's sorted order), the dedupe keys, the events, the queues' heads.
+    let (_, _, rows, _) = futures_util::try_join!(
+        async { if locks.is_empty() { Ok(0) } else { tx.execute(&lock, &[&locks]).await } },
+        async {
+            if deduped.is_empty() {
+                Ok(0)
+            } else {
+                tx.execute(&dedupe_statement, &[&dedupe_sources, &dedupe_keys, &dedupe_ids, &dedupe_expiry, &now]).await
+            }
+        },
+        tx.query(&store, &store_params,),
+        async { if queues.is_empty() { Ok(0) } else { tx.execute(&promote, &[&held_sources, &held_keys]).await } },
+    )?;
+    let mut answers: Vec<Option<Ingested>> = vec![None; sent.len()];
+    for row in &rows {
+        let ord = row.get::<_, i64>(0) as usize;
+        let id = parse_id(row.get::<_, &str>(2)).map_err(|e| BatchError::Statement(e.to_string()))?;
+        let answer = if row.get::<_, bool>(1) {
+            Ingested::Accepted { id, superseded: row.get::<_, i64>(3) as u64 }
+        } else {
+            Ingested::Duplicate { original: id }
+        };
+        if let Some(slot) = answers.get_mut(ord) {
+            *slot = Some(answer);
+        }
+    }
+    let answers: Vec<Ingested> = answers
+        .into_iter()
+        .map(|a| a.ok_or_else(|| BatchError::Statement("an event of the batch had no answer".into())))
+        .collect::<Result<_, _>>()?;
     tx.commit().await?;
-    Ok(outcomes)
+    // Copies within the batch: duplicates of what their first copy came to.
+    Ok(plan
+        .stands_for
+        .iter()
+        .enumerate()
+        .map(|(n, &first)| match &answers[first] {
+            Ingested::Accepted { id, .. } if plan.sent[first].0.id != events[n].id => {
+                Ingested::Duplicate { original: id.clone() }
+            }
+            answer => answer.clone(),
+        })
+        .collect())
 }

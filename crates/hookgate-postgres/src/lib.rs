@@ -1,15 +1,17 @@
 //! The PostgreSQL backend, for any number of hookgate instances on one database.
 //!
 //! What each guarantee relies on:
-//! * **Dedupe**: `INSERT … ON CONFLICT … DO UPDATE … WHERE expired RETURNING`
-//!   on the `dedupe` primary key, inside `hookgate_ingest()`: concurrent
-//!   copies on any instances wait on the key's row and see one winner.
+//! * **Dedupe**: `INSERT … ON CONFLICT … DO UPDATE … WHERE expired` on the
+//!   `dedupe` primary key, under the key's advisory lock: concurrent copies
+//!   on any instances see one winner.
 //! * **Order**: each queue's position (`seq`) is drawn while the batch holds a
 //!   transaction advisory lock on its order key, so per key, `seq` order is
-//!   commit order. A claim takes only rows with no active row of the same key
-//!   before them (`FOR UPDATE SKIP LOCKED`), and the partial unique index
-//!   `events_one_in_flight` makes a second in-flight delivery of one key
-//!   impossible whatever the query does.
+//!   commit order. Each queue's first active event carries `head`; the flag
+//!   moves only under the queue's lock (ingest, an outcome that finishes an
+//!   event, a replay), and a claim looks at heads only (`FOR UPDATE SKIP
+//!   LOCKED`), so it costs the same however deep the queues behind them. The
+//!   partial unique index `events_one_in_flight` makes a second in-flight
+//!   delivery of one key impossible whatever the queries do.
 //! * **Durability**: `synchronous_commit` as the server has it (on by
 //!   default); an ingest is answered after its batch's `COMMIT` returns.
 //! * **Group commit**: waiting ingests are batched into one transaction,
@@ -252,9 +254,22 @@ async fn listen(config: tokio_postgres::Config, watchers: Arc<Mutex<Vec<RemoteWa
     }
 }
 
-/// A 64-bit advisory lock key for one queue or dedupe key. Collisions only
-/// make two unrelated keys wait for each other.
-pub(crate) fn lock_key(kind: &str, source: &str, key: &[u8]) -> i64 {
+/// Make the first active event of each queue given (`$1` sources, `$2` order
+/// keys) its head, if it is not already. Run under those queues' locks, after
+/// whatever changed their active events.
+pub(crate) const PROMOTE: &str = "UPDATE events e SET head = true
+     FROM unnest($1::text[], $2::bytea[]) AS k(source, order_key)
+     CROSS JOIN LATERAL (
+        SELECT f.rid FROM events f
+        WHERE f.source = k.source AND f.order_key = k.order_key AND f.state IN ('pending', 'delivering')
+        ORDER BY f.seq LIMIT 1
+     ) first
+     WHERE e.rid = first.rid AND NOT e.head";
+
+/// The 64-bit advisory lock key of a queue (`kind` "o", the order key), a
+/// dedupe key ("d") or a coalesce key ("c") of a source. Collisions only make
+/// two unrelated keys wait for each other.
+pub fn lock_key(kind: &str, source: &str, key: &[u8]) -> i64 {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
         .chain_update(kind.as_bytes())
@@ -282,18 +297,13 @@ impl Store for PostgresStore {
 
     async fn claim(&self, destination: &str, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
         let client = self.client().await?;
-        // Due, and first among the active events of its order key. Rows another
-        // claimer holds are skipped, never waited for.
+        // Due heads of their queues. Rows another claimer holds are skipped, never waited for.
         let statement = client
             .prepare_cached(
                 "WITH picked AS (
                     SELECT e.rid FROM events e
-                    WHERE e.destination = $1 AND e.state IN ('pending', 'delivering') AND e.due_at <= $2
+                    WHERE e.destination = $1 AND e.head AND e.state IN ('pending', 'delivering') AND e.due_at <= $2
                       AND NOT EXISTS (SELECT 1 FROM paused_destinations p WHERE p.name = $1)
-                      AND (e.order_key IS NULL OR NOT EXISTS (
-                            SELECT 1 FROM events p
-                            WHERE p.source = e.source AND p.order_key = e.order_key
-                              AND p.state IN ('pending', 'delivering') AND p.seq < e.seq))
                     ORDER BY e.due_at, e.seq
                     LIMIT $3
                     FOR UPDATE SKIP LOCKED
@@ -358,15 +368,19 @@ impl Store for PostgresStore {
                 .await
                 .map_err(unavailable)?;
         }
+        // Last in its queue (a head only if the queue is otherwise empty).
         let changed = tx
             .execute(
-                "UPDATE events SET state = 'pending', seq = nextval('events_seq'), round_base = attempts,
-                        due_at = $1, superseded_by = NULL, updated_at = $1
+                "UPDATE events SET state = 'pending', seq = nextval('events_seq') * 1024, round_base = attempts,
+                        due_at = $1, superseded_by = NULL, updated_at = $1, head = order_key IS NULL
                  WHERE id = $2 AND state IN ('delivered', 'dead', 'superseded')",
                 &[&now_ms, &id.as_str()],
             )
             .await
             .map_err(unavailable)?;
+        if let (1, Some(order_key)) = (changed, &order_key) {
+            tx.execute(PROMOTE, &[&vec![source.as_str()], &vec![order_key.as_slice()]]).await.map_err(unavailable)?;
+        }
         tx.commit().await.map_err(unavailable)?;
         if changed == 1 {
             self.notifier.work_for(&destination);
@@ -376,7 +390,15 @@ impl Store for PostgresStore {
 
     async fn purge_expired_dedupe(&self, now_ms: i64) -> Result<u64> {
         let client = self.client().await?;
-        client.execute("DELETE FROM dedupe WHERE expires_at <= $1", &[&now_ms]).await.map_err(unavailable)
+        // Rows an ingest holds (taking an expired key over) are left for the next round, not waited for.
+        client
+            .execute(
+                "DELETE FROM dedupe WHERE ctid IN (
+                    SELECT ctid FROM dedupe WHERE expires_at <= $1 FOR UPDATE SKIP LOCKED)",
+                &[&now_ms],
+            )
+            .await
+            .map_err(unavailable)
     }
 
     async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64> {
@@ -419,7 +441,7 @@ impl Store for PostgresStore {
         let statement = client
             .prepare_cached(
                 "SELECT MIN(due_at) FROM events
-                 WHERE destination = $1 AND state IN ('pending', 'delivering') AND due_at > $2
+                 WHERE destination = $1 AND head AND state IN ('pending', 'delivering') AND due_at > $2
                    AND NOT EXISTS (SELECT 1 FROM paused_destinations p WHERE p.name = $1)",
             )
             .await

@@ -1,13 +1,14 @@
 //! Recording attempt outcomes in batches: every outcome waiting at the same
-//! moment goes into one statement (arrays unnested server-side), so a busy
-//! dispatcher costs one round trip per batch instead of one per delivery.
+//! moment goes into one transaction of set-based statements (arrays unnested
+//! server-side), so a busy dispatcher costs a few round trips per batch
+//! instead of one per delivery.
 //! A batch the database refuses is recorded again one outcome at a time, so
 //! one bad row never leaves the others unrecorded (and redelivered forever).
 //! Replies are matched by (event, attempt): two attempts of one event in one
 //! batch (a late one whose lease ended, and the current one) each hear
 //! whether *their* claim moved the event.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
@@ -15,7 +16,7 @@ use hookgate_core::EventId;
 use hookgate_store::{Attempt, Result};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::BatchError;
+use crate::{BatchError, lock_key};
 
 /// Outcomes per statement, at most.
 const MAX_BATCH: usize = 256;
@@ -85,13 +86,36 @@ fn reply(batch: Vec<Outcome>, moved: &HashSet<(String, i32)>) {
     }
 }
 
-/// One statement: record every attempt (whether or not its claim is still
-/// current), and move each event whose claim is. Returns the (id, attempt)
-/// pairs that moved their event.
+/// One transaction: record every attempt (whether or not its claim is still
+/// current), move each event whose claim is, and hand on the head of each
+/// queue an event left (delivered or dead). That last part runs under the
+/// queues' advisory locks, as ingest's does: an ingest deciding that its
+/// event is not a head (it saw this one still active) and this outcome
+/// looking for the next head (not seeing that uncommitted event) must not
+/// interleave, or the queue would stall with no head. Returns the (id,
+/// attempt) pairs that moved their event.
 async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>, BatchError> {
-    let client = pool.get().await.map_err(|e| BatchError::Connection(e.to_string()))?;
-    let statement = client
-        .prepare_cached(
+    let mut client = pool.get().await.map_err(|e| BatchError::Connection(e.to_string()))?;
+    let tx = client.transaction().await?;
+    let leaving: Vec<&str> = batch.iter().filter(|o| !is_active(o.state)).map(|o| o.id.as_str()).collect();
+    let queues: BTreeSet<(String, Vec<u8>)> = if leaving.is_empty() {
+        BTreeSet::new()
+    } else {
+        let statement = tx
+            .prepare_cached(
+                "SELECT DISTINCT source, order_key FROM events WHERE id = ANY($1::text[]) AND order_key IS NOT NULL",
+            )
+            .await?;
+        tx.query(&statement, &[&leaving]).await?.iter().map(|row| (row.get(0), row.get(1))).collect()
+    };
+    let locks: Vec<i64> =
+        queues.iter().map(|(source, key)| lock_key("o", source, key)).collect::<BTreeSet<i64>>().into_iter().collect();
+    let (held_sources, held_keys): (Vec<&str>, Vec<&[u8]>) =
+        queues.iter().map(|(source, key)| (source.as_str(), key.as_slice())).unzip();
+
+    let (lock, statement, promote) = futures_util::try_join!(
+        tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
+        tx.prepare_cached(
             "WITH input AS (
                 SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::int[], $6::text[],
                                      $7::text[], $8::bigint[], $9::bigint[])
@@ -101,12 +125,15 @@ async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>
                 SELECT id, attempt, started_at, duration_ms, status, error FROM input
                 ON CONFLICT DO NOTHING
              )
-             UPDATE events e SET state = input.state, due_at = input.due_at, updated_at = input.now_ms
+             UPDATE events e
+                SET state = input.state, due_at = input.due_at, updated_at = input.now_ms,
+                    head = e.head AND input.state IN ('pending', 'delivering')
              FROM input
              WHERE e.id = input.id AND e.state = 'delivering' AND e.attempts = input.attempt
              RETURNING e.id, input.attempt",
-        )
-        .await?;
+        ),
+        tx.prepare_cached(crate::PROMOTE),
+    )?;
     let ids: Vec<&str> = batch.iter().map(|o| o.id.as_str()).collect();
     let attempts: Vec<i32> = batch.iter().map(|o| o.attempt.attempt as i32).collect();
     let started: Vec<i64> = batch.iter().map(|o| o.attempt.started_at_ms).collect();
@@ -118,8 +145,19 @@ async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>
     let states: Vec<&str> = batch.iter().map(|o| o.state).collect();
     let due: Vec<Option<i64>> = batch.iter().map(|o| o.due_at).collect();
     let now: Vec<i64> = batch.iter().map(|o| o.now_ms).collect();
-    let rows = client
-        .query(&statement, &[&ids, &attempts, &started, &durations, &statuses, &errors, &states, &due, &now])
-        .await?;
-    Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1))).collect())
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+        [&ids, &attempts, &started, &durations, &statuses, &errors, &states, &due, &now];
+    // Pipelined, run in order: the locks (sorted), the outcomes, the heads.
+    let (_, rows, _) = futures_util::try_join!(
+        async { if locks.is_empty() { Ok(0) } else { tx.execute(&lock, &[&locks]).await } },
+        tx.query(&statement, &params),
+        async { if queues.is_empty() { Ok(0) } else { tx.execute(&promote, &[&held_sources, &held_keys]).await } },
+    )?;
+    let moved = rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1))).collect();
+    tx.commit().await?;
+    Ok(moved)
+}
+
+fn is_active(state: &str) -> bool {
+    matches!(state, "pending" | "delivering")
 }

@@ -8,9 +8,11 @@ use tokio_postgres::Client;
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6761_7465;
 
 const MIGRATIONS: &[&str] = &[
-    // 1: events, dedupe keys, attempts, and the ingest function. Keys and
-    // headers are bytea: bytes (NUL and non-UTF-8 included), which text cannot hold.
+    // 1: events, dedupe keys, attempts. Keys and headers are bytea: bytes (NUL
+    // and non-UTF-8 included), which text cannot hold.
     r#"
+    -- Queue positions: a batch draws one value and numbers its events under it
+    -- (value * 1024 + its place in the batch), so `seq` grows in commit order per key.
     CREATE SEQUENCE events_seq;
     CREATE TABLE events (
         rid           BIGSERIAL PRIMARY KEY,
@@ -32,14 +34,18 @@ const MIGRATIONS: &[&str] = &[
         round_base    INTEGER NOT NULL DEFAULT 0,
         -- pending: when the next attempt is due; delivering: when the lease ends.
         due_at        BIGINT,
-        superseded_by TEXT
+        superseded_by TEXT,
+        -- First among the active events of its order key (always, without one):
+        -- the only events a claim looks at, so a deep queue behind a head costs
+        -- a claim nothing. Changed only under the queue's advisory lock.
+        head          BOOLEAN NOT NULL DEFAULT false
     );
-    CREATE INDEX events_due ON events (destination, due_at, seq) WHERE state IN ('pending', 'delivering');
+    CREATE INDEX events_due ON events (destination, due_at, seq) WHERE head AND state IN ('pending', 'delivering');
+    -- Finding the next head of a queue.
     CREATE INDEX events_order ON events (source, order_key, seq) WHERE state IN ('pending', 'delivering');
-    CREATE INDEX events_coalesce ON events (source, coalesce_key) WHERE state = 'pending';
+    CREATE INDEX events_coalesce ON events (source, coalesce_key) WHERE state = 'pending' AND coalesce_key IS NOT NULL;
     -- Retention's scan (finished events of one state, oldest first) and counts by state.
     CREATE INDEX events_state ON events (state, updated_at);
-    CREATE INDEX events_by_source ON events (source, rid);
     -- The database itself refuses a second in-flight delivery of one order key,
     -- whichever instance tries: the last line of defence behind the claim query.
     CREATE UNIQUE INDEX events_one_in_flight ON events (source, order_key) WHERE state = 'delivering';
@@ -74,46 +80,6 @@ const MIGRATIONS: &[&str] = &[
         error       TEXT,
         PRIMARY KEY (event_id, attempt)
     );
-
-    -- Dedupe, coalesce and enqueue one event: one round trip, one statement's
-    -- worth of atomicity inside the batch's transaction.
-    CREATE FUNCTION hookgate_ingest(
-        p_id TEXT, p_source TEXT, p_destination TEXT, p_now BIGINT, p_headers BYTEA, p_body BYTEA,
-        p_dedupe_key BYTEA, p_window BIGINT, p_order_key BYTEA, p_coalesce_key BYTEA, p_warnings TEXT,
-        OUT o_status TEXT, OUT o_id TEXT, OUT o_superseded BIGINT)
-    LANGUAGE plpgsql AS $$
-    DECLARE
-        won TEXT;
-    BEGIN
-        o_superseded := 0;
-        IF p_dedupe_key IS NOT NULL THEN
-            -- A new key inserts; an expired key is taken over; a live key is left alone.
-            INSERT INTO dedupe AS d (source, key, event_id, expires_at)
-            VALUES (p_source, p_dedupe_key, p_id, p_now + p_window)
-            ON CONFLICT (source, key) DO UPDATE
-                SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
-                WHERE d.expires_at <= p_now
-            RETURNING d.event_id INTO won;
-            IF won IS NULL THEN
-                SELECT d.event_id INTO o_id FROM dedupe d WHERE d.source = p_source AND d.key = p_dedupe_key;
-                INSERT INTO event_duplicates AS c (event_id, n) VALUES (o_id, 1)
-                ON CONFLICT (event_id) DO UPDATE SET n = c.n + 1;
-                o_status := 'duplicate';
-                RETURN;
-            END IF;
-        END IF;
-        IF p_coalesce_key IS NOT NULL THEN
-            UPDATE events SET state = 'superseded', superseded_by = p_id, updated_at = p_now, due_at = NULL
-            WHERE events.source = p_source AND events.coalesce_key = p_coalesce_key AND events.state = 'pending';
-            GET DIAGNOSTICS o_superseded = ROW_COUNT;
-        END IF;
-        INSERT INTO events (id, seq, source, destination, state, received_at, updated_at, headers, body,
-                            dedupe_key, order_key, coalesce_key, warnings, due_at)
-        VALUES (p_id, nextval('events_seq'), p_source, p_destination, 'pending', p_now, p_now, p_headers, p_body,
-                p_dedupe_key, p_order_key, p_coalesce_key, p_warnings, p_now);
-        o_status := 'accepted';
-        o_id := p_id;
-    END $$;
     "#,
 ];
 

@@ -184,3 +184,109 @@ pub async fn retention_deletes_only_old_finished_events(store: Arc<dyn Store>) {
     assert_eq!(store.purge_finished(State::Dead, T0 + 11, 10).await.unwrap(), 1);
     assert!(store.get(&dead).await.unwrap().is_none());
 }
+
+/// Many events of one coalesce key (and copies of some) arriving at once,
+/// which a batching store takes in one go: exactly one is left waiting, every
+/// other stored one points (through the others) at it, each copy is a
+/// duplicate of its original, and the queue has that one head.
+pub async fn concurrent_coalescing_leaves_one_waiting(store: Arc<dyn Store>) {
+    const EVENTS: usize = 40;
+    const COPIES: usize = 10;
+    let thin = |n: usize| NewEvent {
+        coalesce_key: Some(key("changed:7")),
+        dedupe_key: Some(key(&format!("e{n}"))),
+        ..keyed("7", T0)
+    };
+    let barrier = Arc::new(tokio::sync::Barrier::new(EVENTS + COPIES));
+    let tasks: Vec<_> = (0..EVENTS + COPIES)
+        .map(|n| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            let new = thin(n % EVENTS);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                (n % EVENTS, store.ingest(new).await.expect("ingest"))
+            })
+        })
+        .collect();
+    let (mut stored, mut copies, mut superseded) = (std::collections::HashMap::new(), Vec::new(), 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            (n, Ingested::Accepted { id, superseded: s }) => {
+                assert!(stored.insert(n, id).is_none(), "one event stored per dedupe key");
+                superseded += s;
+            }
+            (n, Ingested::Duplicate { original }) => copies.push((n, original)),
+        }
+    }
+    assert_eq!((stored.len(), copies.len()), (EVENTS, COPIES));
+    for (n, original) in copies {
+        assert_eq!(original, stored[&n], "a copy is a duplicate of its own original");
+    }
+    let mut waiting = Vec::new();
+    let mut next = std::collections::HashMap::new();
+    for id in stored.values() {
+        let record = store.get(id).await.unwrap().unwrap().record;
+        match record.state {
+            State::Pending => waiting.push(id.clone()),
+            State::Superseded => {
+                next.insert(id.clone(), record.superseded_by.expect("superseded by another event"));
+            }
+            other => panic!("{id} is {other:?}"),
+        }
+    }
+    assert_eq!(waiting.len(), 1, "exactly one event is left waiting");
+    assert_eq!(superseded, (EVENTS - 1) as u64, "each stored event but one was superseded once");
+    for start in next.keys() {
+        let (mut at, mut hops) = (start.clone(), 0);
+        while let Some(by) = next.get(&at) {
+            (at, hops) = (by.clone(), hops + 1);
+            assert!(hops <= EVENTS, "superseded_by goes round in a circle");
+        }
+        assert_eq!(at, waiting[0], "every superseded event leads to the one waiting");
+    }
+    assert_eq!(claim_ids(&*store, T0).await, waiting, "the queue's one head");
+    assert!(store.finish(&waiting[0], ok_attempt(1, T0), Verdict::Delivered, T0 + 1).await.unwrap());
+    assert_eq!(claim_ids(&*store, T0 + 1).await, vec![]);
+}
+
+/// A queue filled and drained at the same time never stalls: an ingest that
+/// finds the head still active and an outcome finishing that head, racing,
+/// must leave the queue with a head. Events go out one at a time per key,
+/// each key's in the order they were stored.
+pub async fn a_queue_filled_while_draining_never_stalls(store: Arc<dyn Store>) {
+    const WRITERS: usize = 4;
+    const EACH: usize = 50;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    let key_name = if (w + n) % 2 == 0 { "even" } else { "odd" };
+                    accept(&*store, keyed(key_name, T0)).await;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let (mut delivered, mut idle_rounds) = (0, 0);
+    // Bounded by rounds without progress, not by time: a stalled queue ends the loop.
+    while delivered < WRITERS * EACH && idle_rounds < 2_000 {
+        let claims = store.claim(DEST, T0, 10, LEASE).await.expect("claim");
+        let mut keys: Vec<_> = claims.iter().map(|c| c.order_key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), claims.len(), "two events of one key claimed at once");
+        idle_rounds = if claims.is_empty() { idle_rounds + 1 } else { 0 };
+        for claim in claims {
+            assert!(store.finish(&claim.id, ok_attempt(claim.attempt, T0), Verdict::Delivered, T0).await.unwrap());
+            delivered += 1;
+        }
+        if idle_rounds > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(delivered, WRITERS * EACH, "a queue stalled with events still waiting");
+}
