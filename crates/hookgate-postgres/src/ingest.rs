@@ -3,11 +3,12 @@
 //! whole batch (arrays unnested server-side), not one per event. A batch:
 //! finds the queues its coalesce keys reach; takes the advisory locks of all
 //! its queues (order keys), dedupe and coalesce keys, in one sorted order;
-//! claims its dedupe keys; stores the winners and supersedes what they
-//! coalesce; hands each queue's head on; commits; then announces the
+//! claims its dedupe keys; stores the winners (choosing heads) and
+//! supersedes what they coalesce; hands on the queues whose heads were
+//! superseded; commits; then announces the
 //! destinations with new work (see `notify.rs`). The statements after the
-//! first are pipelined: one round trip. Up to `batches` batches run at once
-//! on their own connections, so one commit's round trip does not stall the next.
+//! first are pipelined: one round trip. Batches run in lanes ([`Lanes`]),
+//! one in flight per lane, so one commit's round trip does not stall the next.
 //!
 //! No deadlock: every row a batch updates is reached under one of those
 //! locks (a queue's rows and head, a coalesce key's pending rows, a dedupe
@@ -16,19 +17,19 @@
 //! retried, so one event the database refuses never fails the others.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use hookgate_store::{Ingested, NewEvent, Result, codec, parse_id};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::notify::Notifier;
 use crate::{BatchError, lock_key};
 
 /// Events per transaction, at most.
 pub const MAX_BATCH: usize = 512;
-/// Ingests waiting for a batch, at most: four full batches. Beyond, a caller
-/// waits `ADMISSION_WAIT` and is then refused (busy), not queued without bound.
+/// Ingests waiting for a batch, at most, in all lanes together: four full
+/// batches. Beyond, a caller waits `ADMISSION_WAIT` and is then refused
+/// (busy), not queued without bound.
 const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
 
 pub struct Pending {
@@ -36,22 +37,45 @@ pub struct Pending {
     pub reply: oneshot::Sender<Result<Ingested>>,
 }
 
-pub fn start(pool: Pool, batches: usize, notifier: Notifier) -> mpsc::Sender<Pending> {
-    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-    tokio::spawn(collect(pool, rx, Arc::new(Semaphore::new(batches)), notifier));
-    tx
+/// Batches are formed and committed in lanes, one batch in flight per lane,
+/// each on a connection of its own. An event's lane follows its queue (its
+/// order key; else its dedupe key): two batches in flight at once then hold
+/// different queues' locks, instead of each waiting for the other's commit
+/// (with a thousand keys, two batches of a hundred events shared some key
+/// nearly always, and ran one after the other).
+pub struct Lanes {
+    lanes: Vec<mpsc::Sender<Pending>>,
 }
 
-async fn collect(pool: Pool, mut queue: mpsc::Receiver<Pending>, slots: Arc<Semaphore>, notifier: Notifier) {
-    loop {
-        // Wait for a free slot first: while every slot is busy, arrivals pile
-        // up in the queue and the next batch gets bigger.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = queue.recv().await else {
-            return;
-        };
+impl Lanes {
+    pub fn start(pool: Pool, lanes: usize, notifier: Notifier) -> Self {
+        let lanes = lanes.max(1);
+        let capacity = (QUEUE_CAPACITY / lanes).max(MAX_BATCH);
+        let lanes = (0..lanes)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(capacity);
+                tokio::spawn(lane(pool.clone(), rx, notifier.clone()));
+                tx
+            })
+            .collect();
+        Lanes { lanes }
+    }
+
+    pub fn lane_for(&self, event: &NewEvent) -> &mpsc::Sender<Pending> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        event.source.hash(&mut hasher);
+        match (&event.order_key, &event.dedupe_key) {
+            (Some(key), _) | (None, Some(key)) => key.as_bytes().hash(&mut hasher),
+            (None, None) => event.id.as_str().hash(&mut hasher),
+        }
+        &self.lanes[(hasher.finish() % self.lanes.len() as u64) as usize]
+    }
+}
+
+async fn lane(pool: Pool, mut queue: mpsc::Receiver<Pending>, notifier: Notifier) {
+    // While a batch commits, arrivals pile up in the queue and the next batch gets bigger.
+    while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -59,22 +83,18 @@ async fn collect(pool: Pool, mut queue: mpsc::Receiver<Pending>, slots: Arc<Sema
                 Err(_) => break,
             }
         }
-        let (pool, notifier) = (pool.clone(), notifier.clone());
-        tokio::spawn(async move {
-            let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
-            let outcomes = commit_isolating(&pool, &events).await;
-            let destinations: BTreeSet<&str> = events
-                .iter()
-                .zip(&outcomes)
-                .filter(|(_, outcome)| matches!(outcome, Ok(Ingested::Accepted { .. })))
-                .map(|(event, _)| event.destination.as_str())
-                .collect();
-            destinations.into_iter().for_each(|d| notifier.work_for(d));
-            for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                let _ = pending.reply.send(outcome);
-            }
-            drop(slot);
-        });
+        let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
+        let outcomes = commit_isolating(&pool, &events).await;
+        let destinations: BTreeSet<&str> = events
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| matches!(outcome, Ok(Ingested::Accepted { .. })))
+            .map(|(event, _)| event.destination.as_str())
+            .collect();
+        destinations.into_iter().for_each(|d| notifier.work_for(d));
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            let _ = pending.reply.send(outcome);
+        }
     }
 }
 
@@ -186,15 +206,30 @@ const STORE: &str = "WITH input AS (
         RETURNING s.id AS by_id
      ), base AS MATERIALIZED (
         SELECT nextval('events_seq') * 1024 AS seq
+     ), waiting AS (
+        -- The stored events left pending, each with its place among the batch's own in its queue.
+        SELECT s.id, row_number() OVER (PARTITION BY s.source, s.order_key ORDER BY s.ord) AS place
+        FROM stored s LEFT JOIN chain c ON c.id = s.id
+        WHERE c.superseded_by IS NULL
      ), inserted AS (
         INSERT INTO events (id, seq, source, destination, state, received_at, updated_at, headers, body,
                             dedupe_key, order_key, coalesce_key, warnings, due_at, superseded_by, head)
         SELECT s.id, base.seq + s.ord, s.source, s.destination,
-               CASE WHEN c.superseded_by IS NULL THEN 'pending' ELSE 'superseded' END,
+               CASE WHEN w.id IS NULL THEN 'superseded' ELSE 'pending' END,
                s.now, s.now, s.headers, s.body, s.dedupe_key, s.order_key, s.coalesce_key, s.warnings,
-               CASE WHEN c.superseded_by IS NULL THEN s.now END, c.superseded_by,
-               c.superseded_by IS NULL AND s.order_key IS NULL
-        FROM stored s LEFT JOIN chain c ON c.id = s.id CROSS JOIN base
+               CASE WHEN w.id IS NOT NULL THEN s.now END, c.superseded_by,
+               -- A head: without an order key, or first of the batch's in a queue with no
+               -- active event (the queue's lock is held: no one else changes that meanwhile).
+               w.id IS NOT NULL AND (s.order_key IS NULL OR (w.place = 1 AND busy.rid IS NULL))
+        FROM stored s LEFT JOIN chain c ON c.id = s.id LEFT JOIN waiting w ON w.id = s.id CROSS JOIN base
+        -- One index probe per event (LIMIT keeps it a per-row lookup, never a scan of every queue).
+        -- From the queue's newest end: its oldest entries are those of delivered events,
+        -- dead until vacuum comes by.
+        LEFT JOIN LATERAL (
+            SELECT f.rid FROM events f
+            WHERE f.source = s.source AND f.order_key = s.order_key AND f.state IN ('pending', 'delivering')
+            ORDER BY f.seq DESC LIMIT 1
+        ) busy ON true
      ), counted AS (
         INSERT INTO event_duplicates AS n (event_id, n)
         SELECT holder, SUM(CASE WHEN won THEN copies - 1 ELSE copies END)
@@ -208,8 +243,7 @@ const STORE: &str = "WITH input AS (
 
 async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, BatchError> {
     let plan = Plan::new(events);
-    let mut client = pool.get().await.map_err(|e| BatchError::Connection(e.to_string()))?;
-    let tx = client.transaction().await?;
+    let client = pool.get().await.map_err(|e| BatchError::Connection(e.to_string()))?;
 
     // The queues this batch changes: its own, and those of the events it may supersede.
     let mut queues: BTreeSet<(String, Vec<u8>)> = plan
@@ -222,8 +256,10 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
         let sources: Vec<&str> = coalescing.iter().map(|e| e.source.as_str()).collect();
         let keys: Vec<&[u8]> =
             coalescing.iter().filter_map(|e| e.coalesce_key.as_ref().map(|k| k.as_bytes())).collect();
-        let statement = tx.prepare_cached(QUEUES_OF_COALESCED).await?;
-        for row in tx.query(&statement, &[&sources, &keys]).await? {
+        // Read before the transaction, without locks: a queue that gains a waiting
+        // event of the key meanwhile is not locked, and its event is not superseded.
+        let statement = client.prepare_cached(QUEUES_OF_COALESCED).await?;
+        for row in client.query(&statement, &[&sources, &keys]).await? {
             queues.insert((row.get(0), row.get(1)));
         }
     }
@@ -278,25 +314,48 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
         &held_keys,
     ];
     let (lock, dedupe_statement, store, promote) = futures_util::try_join!(
-        tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
-        tx.prepare_cached(DEDUPE),
-        tx.prepare_cached(STORE),
-        tx.prepare_cached(crate::PROMOTE),
+        client.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
+        client.prepare_cached(DEDUPE),
+        client.prepare_cached(STORE),
+        client.prepare_cached(crate::PROMOTE),
     )?;
-    // Sent back to back (pipelined), run in order: the locks (unnest keeps the
-    // array's sorted order), the dedupe keys, the events, the queues' heads.
-    let (_, _, rows, _) = futures_util::try_join!(
-        async { if locks.is_empty() { Ok(0) } else { tx.execute(&lock, &[&locks]).await } },
+    let promote_after = vec![0i64; held_keys.len()];
+    // One round trip: BEGIN, the locks (unnest keeps the array's sorted order),
+    // the dedupe keys, the events, the heads of the queues coalescing reached,
+    // COMMIT, sent back to back; so the locks are held for the statements'
+    // time, not for round trips. After a statement fails the rest are refused
+    // and COMMIT ends the transaction as a rollback.
+    let pipeline = futures_util::try_join!(
+        client.batch_execute("BEGIN"),
+        async { if locks.is_empty() { Ok(0) } else { client.execute(&lock, &[&locks]).await } },
         async {
             if deduped.is_empty() {
                 Ok(0)
             } else {
-                tx.execute(&dedupe_statement, &[&dedupe_sources, &dedupe_keys, &dedupe_ids, &dedupe_expiry, &now]).await
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                    [&dedupe_sources, &dedupe_keys, &dedupe_ids, &dedupe_expiry, &now];
+                client.execute(&dedupe_statement, &params).await
             }
         },
-        tx.query(&store, &store_params,),
-        async { if queues.is_empty() { Ok(0) } else { tx.execute(&promote, &[&held_sources, &held_keys]).await } },
-    )?;
+        client.query(&store, &store_params),
+        async {
+            // The heads of superseded events hand their queues on (`STORE` chose
+            // the batch's heads seeing them still waiting).
+            if coalescing.is_empty() {
+                Ok(0)
+            } else {
+                client.execute(&promote, &[&held_sources, &held_keys, &promote_after]).await
+            }
+        },
+        client.batch_execute("COMMIT"),
+    );
+    let rows = match pipeline {
+        Ok((_, _, _, rows, _, _)) => rows,
+        Err(error) => {
+            crate::end_transaction(&client).await;
+            return Err(error.into());
+        }
+    };
     let mut answers: Vec<Option<Ingested>> = vec![None; sent.len()];
     for row in &rows {
         let ord = row.get::<_, i64>(0) as usize;
@@ -314,7 +373,6 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
         .into_iter()
         .map(|a| a.ok_or_else(|| BatchError::Statement("an event of the batch had no answer".into())))
         .collect::<Result<_, _>>()?;
-    tx.commit().await?;
     // Copies within the batch: duplicates of what their first copy came to.
     Ok(plan
         .stands_for

@@ -8,7 +8,7 @@
 //! batch (a late one whose lease ended, and the current one) each hear
 //! whether *their* claim moved the event.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
@@ -95,27 +95,31 @@ fn reply(batch: Vec<Outcome>, moved: &HashSet<(String, i32)>) {
 /// interleave, or the queue would stall with no head. Returns the (id,
 /// attempt) pairs that moved their event.
 async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>, BatchError> {
-    let mut client = pool.get().await.map_err(|e| BatchError::Connection(e.to_string()))?;
-    let tx = client.transaction().await?;
+    let client = pool.get().await.map_err(|e| BatchError::Connection(e.to_string()))?;
     let leaving: Vec<&str> = batch.iter().filter(|o| !is_active(o.state)).map(|o| o.id.as_str()).collect();
-    let queues: BTreeSet<(String, Vec<u8>)> = if leaving.is_empty() {
-        BTreeSet::new()
-    } else {
-        let statement = tx
+    // The queues that may need a new head, each with the position its next head comes after.
+    let mut queues: BTreeMap<(String, Vec<u8>), i64> = BTreeMap::new();
+    if !leaving.is_empty() {
+        // Read before the transaction: an event's queue and position do not change while it is delivering.
+        let statement = client
             .prepare_cached(
-                "SELECT DISTINCT source, order_key FROM events WHERE id = ANY($1::text[]) AND order_key IS NOT NULL",
+                "SELECT source, order_key, seq FROM events WHERE id = ANY($1::text[]) AND order_key IS NOT NULL",
             )
             .await?;
-        tx.query(&statement, &[&leaving]).await?.iter().map(|row| (row.get(0), row.get(1))).collect()
-    };
-    let locks: Vec<i64> =
-        queues.iter().map(|(source, key)| lock_key("o", source, key)).collect::<BTreeSet<i64>>().into_iter().collect();
-    let (held_sources, held_keys): (Vec<&str>, Vec<&[u8]>) =
-        queues.iter().map(|(source, key)| (source.as_str(), key.as_slice())).unzip();
+        for row in client.query(&statement, &[&leaving]).await? {
+            let after = queues.entry((row.get(0), row.get(1))).or_insert(i64::MAX);
+            *after = (*after).min(row.get(2));
+        }
+    }
+    let locks: BTreeSet<i64> = queues.keys().map(|(source, key)| lock_key("o", source, key)).collect();
+    let locks: Vec<i64> = locks.into_iter().collect();
+    let held_sources: Vec<&str> = queues.keys().map(|(source, _)| source.as_str()).collect();
+    let held_keys: Vec<&[u8]> = queues.keys().map(|(_, key)| key.as_slice()).collect();
+    let after: Vec<i64> = queues.values().copied().collect();
 
     let (lock, statement, promote) = futures_util::try_join!(
-        tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
-        tx.prepare_cached(
+        client.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
+        client.prepare_cached(
             "WITH input AS (
                 SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::int[], $6::text[],
                                      $7::text[], $8::bigint[], $9::bigint[])
@@ -132,7 +136,7 @@ async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>
              WHERE e.id = input.id AND e.state = 'delivering' AND e.attempts = input.attempt
              RETURNING e.id, input.attempt",
         ),
-        tx.prepare_cached(crate::PROMOTE),
+        client.prepare_cached(crate::PROMOTE),
     )?;
     let ids: Vec<&str> = batch.iter().map(|o| o.id.as_str()).collect();
     let attempts: Vec<i32> = batch.iter().map(|o| o.attempt.attempt as i32).collect();
@@ -147,15 +151,24 @@ async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>
     let now: Vec<i64> = batch.iter().map(|o| o.now_ms).collect();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
         [&ids, &attempts, &started, &durations, &statuses, &errors, &states, &due, &now];
-    // Pipelined, run in order: the locks (sorted), the outcomes, the heads.
-    let (_, rows, _) = futures_util::try_join!(
-        async { if locks.is_empty() { Ok(0) } else { tx.execute(&lock, &[&locks]).await } },
-        tx.query(&statement, &params),
-        async { if queues.is_empty() { Ok(0) } else { tx.execute(&promote, &[&held_sources, &held_keys]).await } },
-    )?;
-    let moved = rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1))).collect();
-    tx.commit().await?;
-    Ok(moved)
+    // One round trip, BEGIN to COMMIT (as ingest's, see there): the locks
+    // (sorted), the outcomes, the heads.
+    let pipeline = futures_util::try_join!(
+        client.batch_execute("BEGIN"),
+        async { if locks.is_empty() { Ok(0) } else { client.execute(&lock, &[&locks]).await } },
+        client.query(&statement, &params),
+        async {
+            if queues.is_empty() { Ok(0) } else { client.execute(&promote, &[&held_sources, &held_keys, &after]).await }
+        },
+        client.batch_execute("COMMIT"),
+    );
+    match pipeline {
+        Ok((_, _, rows, _, _)) => Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1))).collect()),
+        Err(error) => {
+            crate::end_transaction(&client).await;
+            Err(error.into())
+        }
+    }
 }
 
 fn is_active(state: &str) -> bool {
