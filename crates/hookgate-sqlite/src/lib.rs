@@ -11,6 +11,7 @@
 
 mod read;
 mod schema;
+mod space;
 mod write;
 mod writer;
 
@@ -30,6 +31,8 @@ pub use schema::MigrateError;
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{mpsc, oneshot};
 
+pub use space::DEFAULT_MIN_FREE;
+use space::Reserve;
 use writer::{Command, QUEUE_CAPACITY, Writer};
 
 /// Read-only connections for the admin API, `/metrics` and readiness.
@@ -50,8 +53,24 @@ pub struct SqliteStore {
     /// The dispatchers' own read connection (`next_due`): never behind an
     /// admin listing or a count.
     dispatch: Arc<Mutex<Connection>>,
+    /// Disk space kept for deliveries: readiness fails while it is short.
+    reserve: Reserve,
     /// Held for the life of the store: the process's claim on the file.
     _lock: File,
+}
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Ingest is refused while the database's filesystem has less than this
+    /// free, so deliveries keep room to drain (`storage.min_free`); 0: never.
+    pub min_free: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { min_free: DEFAULT_MIN_FREE }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +89,10 @@ impl SqliteStore {
     /// Open (creating if needed) the database at `path`, migrate it, recover
     /// events cut off by a crash, and start the writer thread.
     pub fn open(path: impl AsRef<Path>, now_ms: i64) -> Result<Self, OpenError> {
+        Self::open_with(path, now_ms, Options::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, now_ms: i64, options: Options) -> Result<Self, OpenError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
         let sqlite = |source| OpenError::Sqlite { path: shown.clone(), source };
@@ -110,7 +133,8 @@ impl SqliteStore {
             .map_err(|source| OpenError::Io { path: shown.clone(), source })?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let failing = Arc::new(AtomicBool::new(false));
-        let writer = Writer::new(conn, failing.clone()).map_err(sqlite)?;
+        let reserve = Reserve::new(&path, options.min_free);
+        let writer = Writer::new(conn, failing.clone(), reserve.clone()).map_err(sqlite)?;
         std::thread::Builder::new()
             .name("hg-sqlite-write".into())
             .spawn(move || writer.run(rx))
@@ -122,6 +146,7 @@ impl SqliteStore {
             failing,
             readers: Arc::new(Readers { conns: readers, next: AtomicUsize::new(0) }),
             dispatch,
+            reserve,
             _lock: lock,
         })
     }
@@ -300,12 +325,16 @@ impl Store for SqliteStore {
         self.read(read::paused).await
     }
 
-    /// Ready when reads work and writes do: after a batch failed to commit
-    /// (a full disk, say), a tiny write answers whether they work again.
+    /// Ready when reads work, writes do, and the disk has room for new
+    /// events: after a batch failed to commit (a full disk, say), a tiny
+    /// write answers whether they work again.
     async fn ping(&self) -> Result<()> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await?;
         if self.writer.is_closed() {
             return Err(writer_gone());
+        }
+        if let Some(why) = self.reserve.short() {
+            return Err(StoreError::Full(why));
         }
         if self.checkpoint_failing.load(Ordering::Relaxed) {
             return Err(StoreError::Unavailable("the database file cannot grow (checkpoints fail)".into()));

@@ -12,6 +12,10 @@
 //! SQLite itself rolls the transaction back (a full disk, an I/O error), the
 //! batch fails as one: no caller is told "stored" for a row that is not, or
 //! "failed" for a row that is.
+//!
+//! Before a batch that ingests, the writer looks at the disk: with less than
+//! the reserve left ([`crate::space`]), its ingests are refused and the rest
+//! of the batch (claims, outcomes: the drain) runs in that room.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +26,7 @@ use rusqlite::{Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db_error;
+use crate::space::Reserve;
 use crate::write::{claim, finish, ingest, purge_dedupe, purge_finished, replay, set_paused};
 
 /// Commands per transaction, at most: bounds the latency one commit adds to
@@ -164,8 +169,13 @@ impl Command {
 
     /// Answer with an error: the batch did not commit.
     fn fail(self, error: &str) {
-        fn send<T>(reply: Reply<T>, error: &str) {
-            let _ = reply.send(Err(StoreError::Unavailable(error.to_owned())));
+        self.refuse(StoreError::Unavailable(error.to_owned()));
+    }
+
+    /// Answer with `error`, without having run.
+    fn refuse(self, error: StoreError) {
+        fn send<T>(reply: Reply<T>, error: StoreError) {
+            let _ = reply.send(Err(error));
         }
         match self {
             Command::Ingest(_, reply) => send(reply, error),
@@ -194,12 +204,15 @@ pub struct Writer {
     failing: Arc<AtomicBool>,
     /// The next queue position; positions only grow, gaps are harmless.
     next_seq: i64,
+    reserve: Reserve,
+    /// Why ingest is refused for want of disk, while it is: told when it begins and ends.
+    short: Option<String>,
 }
 
 impl Writer {
-    pub fn new(conn: Connection, failing: Arc<AtomicBool>) -> rusqlite::Result<Self> {
+    pub fn new(conn: Connection, failing: Arc<AtomicBool>, reserve: Reserve) -> rusqlite::Result<Self> {
         let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
-        Ok(Writer { conn, failing, next_seq: last.unwrap_or(0) + 1 })
+        Ok(Writer { conn, failing, next_seq: last.unwrap_or(0) + 1, reserve, short: None })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Command>) {
@@ -217,7 +230,19 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<Command>) {
-        let commands: Vec<Command> = std::mem::take(batch);
+        let mut commands: Vec<Command> = std::mem::take(batch);
+        if commands.iter().any(|c| matches!(c, Command::Ingest(..))) {
+            self.check_space();
+            if let Some(why) = &self.short {
+                let (refused, rest): (Vec<_>, Vec<_>) =
+                    commands.into_iter().partition(|c| matches!(c, Command::Ingest(..)));
+                refused.into_iter().for_each(|command| command.refuse(StoreError::Full(why.clone())));
+                commands = rest;
+                if commands.is_empty() {
+                    return;
+                }
+            }
+        }
         let outcome = match self.whole(&commands) {
             Err(Whole::Refused) => self.isolated(&commands),
             other => other.map_err(|e| match e {
@@ -233,6 +258,19 @@ impl Writer {
                 commands.into_iter().for_each(|command| command.fail(&error));
             }
         }
+    }
+
+    /// Whether the disk has the reserve left; a change is logged once.
+    fn check_space(&mut self) {
+        let short = self.reserve.short();
+        match (&self.short, &short) {
+            (None, Some(why)) => {
+                tracing::warn!(detail = %why, "refusing new events until disk space is freed; deliveries go on")
+            }
+            (Some(_), None) => tracing::info!("disk space is back: accepting new events"),
+            _ => {}
+        }
+        self.short = short;
     }
 
     /// The batch in one transaction, no savepoints: the common path.
@@ -312,7 +350,8 @@ mod tests {
     fn a_batch_rolled_back_under_the_writer_fails_as_one() {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&mut conn).unwrap();
-        let mut writer = Writer::new(conn, Arc::default()).unwrap();
+        let reserve = Reserve::new(std::path::Path::new("."), 0);
+        let mut writer = Writer::new(conn, Arc::default(), reserve).unwrap();
         let (before, after) = (event("src", T0), event("src", T0));
         let (reply_before, mut answer_before) = oneshot::channel();
         let (reply_sql, mut answer_sql) = oneshot::channel();

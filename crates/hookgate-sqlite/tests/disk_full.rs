@@ -1,16 +1,18 @@
 //! A full disk mid-batch: SQLite may roll the whole transaction back by
 //! itself. Whatever it does, no caller is told "stored" for an event that is
 //! not, or "failed" for one that is; and the store works again once there is
-//! room. Runs on a small tmpfs it mounts (root only; skipped otherwise).
+//! room. And before it comes to that, ingest stops at the room kept for
+//! deliveries, which go on. Runs on a small tmpfs it mounts (root only;
+//! skipped otherwise).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hookgate_sqlite::SqliteStore;
-use hookgate_store::conformance::{T0, event};
-use hookgate_store::{Ingested, Store};
+use hookgate_sqlite::{Options, SqliteStore};
+use hookgate_store::conformance::{DEST, T0, event};
+use hookgate_store::{Attempt, Ingested, Store, StoreError, Verdict};
 
 struct SmallDisk {
     dir: tempfile::TempDir,
@@ -52,7 +54,8 @@ async fn a_full_disk_never_misreports_a_batch() {
         return;
     };
     let path: PathBuf = disk.path().join("hookgate.db");
-    let store = Arc::new(SqliteStore::open(&path, T0).unwrap());
+    // No room kept back: this is about SQLite's own full disk.
+    let store = Arc::new(SqliteStore::open_with(&path, T0, Options { min_free: 0 }).unwrap());
     // Batches larger than SQLite's page cache (2 MiB by default), so pages
     // spill to the WAL mid-transaction and the disk fills mid-batch, not
     // only at the commit.
@@ -101,7 +104,7 @@ async fn a_full_disk_never_misreports_a_batch() {
     assert!(matches!(store.ingest(during).await, Ok(Ingested::Accepted { .. })), "ingest works again");
     drop(store);
 
-    let store = SqliteStore::open(&path, T0).unwrap();
+    let store = SqliteStore::open_with(&path, T0, Options { min_free: 0 }).unwrap();
     for id in &accepted {
         assert!(store.get(id).await.unwrap().is_some(), "{id} was answered stored but is not there");
     }
@@ -111,4 +114,43 @@ async fn a_full_disk_never_misreports_a_batch() {
     let after = event("src", T0);
     assert!(matches!(store.ingest(after).await, Ok(Ingested::Accepted { .. })), "works again with room");
     eprintln!("{} stored, {} refused on a full disk", accepted.len(), refused.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_stops_at_the_room_kept_and_deliveries_go_on() {
+    let Some(disk) = SmallDisk::mount("24m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let path: PathBuf = disk.path().join("hookgate.db");
+    let store = SqliteStore::open_with(&path, T0, Options { min_free: 12 << 20 }).unwrap();
+    assert!(matches!(store.ingest(event("src", T0)).await, Ok(Ingested::Accepted { .. })));
+    let body = Bytes::from(vec![b'x'; 64 * 1024]);
+    let mut stored = 1;
+    let refusal = loop {
+        let mut next = event("src", T0);
+        next.body = body.clone();
+        match store.ingest(next).await {
+            Ok(Ingested::Accepted { .. }) => stored += 1,
+            Ok(other) => panic!("{other:?}"),
+            Err(error) => break error,
+        }
+        assert!(stored < 1_000, "24 MiB cannot hold 1,000 events of 64 KiB: ingest never stopped");
+    };
+    assert!(matches!(&refusal, StoreError::Full(why) if why.contains("storage.min_free")), "{refusal:?}");
+    assert!(matches!(store.ping().await, Err(StoreError::Full(_))), "not ready while short of room");
+
+    // What is already in: claimed and delivered in the room kept.
+    for _ in 0..3 {
+        let claim = store.claim(DEST, T0, 1, 30_000).await.expect("claims go on").pop().expect("one due");
+        let attempt =
+            Attempt { attempt: claim.attempt, started_at_ms: T0, duration_ms: 1, status: Some(200), error: None };
+        assert!(store.finish(&claim.id, attempt, Verdict::Delivered, T0).await.unwrap(), "outcomes go on");
+    }
+
+    // Room again (an operator grew the volume): ingest and readiness are back, no restart.
+    disk.grow("64m");
+    store.ping().await.expect("ready with room");
+    assert!(matches!(store.ingest(event("src", T0)).await, Ok(Ingested::Accepted { .. })));
+    eprintln!("{stored} stored before ingest stopped at the reserve");
 }

@@ -282,6 +282,10 @@ pub enum StoreError {
     /// retries, rather than hold its body in memory without bound.
     #[error("storage busy: {0}")]
     Busy(String),
+    /// The disk has less room left than is kept for deliveries: new events
+    /// are refused (503, the sender retries) while everything else works.
+    #[error("storage full: {0}")]
+    Full(String),
     /// A stored row could not be read back: a bug or a damaged database.
     #[error("corrupt row: {0}")]
     Corrupt(String),

@@ -43,7 +43,10 @@ pub enum ServeError {
 
 pub async fn open_store(storage: &Storage) -> Result<Arc<dyn Store>, ServeError> {
     match storage {
-        Storage::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path, now_ms())?)),
+        Storage::Sqlite { path, min_free } => {
+            let options = hookgate_sqlite::Options { min_free: *min_free };
+            Ok(Arc::new(SqliteStore::open_with(path, now_ms(), options)?))
+        }
         Storage::Postgres { url, pool } => Ok(Arc::new(PostgresStore::connect(url.expose(), *pool).await?)),
     }
 }

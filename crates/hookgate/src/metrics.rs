@@ -72,7 +72,7 @@ fn describe() {
     metrics::describe_counter!(UNAVAILABLE, "Ingest requests answered 503 because storage failed.");
     metrics::describe_counter!(
         SHED,
-        "Ingest requests answered 503 to shed load, by source and reason (inflight_bytes, storage_queue)."
+        "Ingest requests answered 503 to shed load, by source and reason (inflight_bytes, storage_queue, disk_full)."
     );
     metrics::describe_counter!(DELIVERED, "Deliveries answered 2xx, by destination.");
     metrics::describe_counter!(RETRIED, "Failed attempts with a retry scheduled, by destination.");

@@ -24,7 +24,7 @@ use crate::{Attempt, Ingested, ListFilter, NewEvent, Store, Verdict};
 /// A fixed "now" far from zero, so window and lease arithmetic is visible.
 pub const T0: i64 = 1_800_000_000_000;
 const LEASE: i64 = 30_000;
-const DEST: &str = "app";
+pub const DEST: &str = "app";
 
 /// Generates one `#[tokio::test]` per conformance case.
 #[macro_export]

@@ -13,6 +13,8 @@ pub const MAX_INFLIGHT_BYTES: &str = "256MiB";
 /// At SIGTERM, how long requests and deliveries in flight may still take.
 pub const SHUTDOWN_GRACE: &str = "30s";
 pub const STORAGE_URL: &str = "sqlite://hookgate.db";
+/// SQLite: below this much free disk, new events are refused so deliveries can still drain.
+pub const MIN_FREE: &str = "64MiB";
 /// PostgreSQL connections per instance (plus one for LISTEN).
 pub const POOL: i64 = 8;
 pub const TIMEOUT: &str = "30s";

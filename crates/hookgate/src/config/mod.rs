@@ -70,12 +70,10 @@ impl Retention {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Storage {
-    Sqlite(PathBuf),
+    /// `min_free`: bytes of disk kept for deliveries (ingest is refused below it).
+    Sqlite { path: PathBuf, min_free: u64 },
     /// The URL may hold a password. `pool`: connections per instance, at most (plus one for LISTEN).
-    Postgres {
-        url: Secret,
-        pool: usize,
-    },
+    Postgres { url: Secret, pool: usize },
 }
 
 #[derive(Debug, Clone)]

@@ -2,7 +2,29 @@
 //! fields refused. Defaults are applied in one place, `validate`, from the
 //! constants in `defaults`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+/// A size is text ("1MiB") or a number of bytes (`max_body = 1000000`, or the
+/// same from the environment, where a bare number reads as TOML's integer).
+fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    struct Size;
+    impl serde::de::Visitor<'_> for Size {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a size like \"1MiB\" or a number of bytes")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(Some(text.to_owned()))
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            Ok(Some(n.to_string()))
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            Ok(Some(n.to_string()))
+        }
+    }
+    deserializer.deserialize_any(Size)
+}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -19,10 +41,12 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
     pub listen: Option<String>,
+    #[serde(deserialize_with = "size")]
     pub max_body: Option<String>,
     pub max_connections: Option<i64>,
     pub header_timeout: Option<String>,
     pub body_timeout: Option<String>,
+    #[serde(deserialize_with = "size")]
     pub max_inflight_bytes: Option<String>,
     pub shutdown_grace: Option<String>,
 }
@@ -33,6 +57,9 @@ pub struct RawStorage {
     pub url: Option<String>,
     /// PostgreSQL only: connections per instance.
     pub pool: Option<i64>,
+    /// SQLite only: free disk kept for deliveries; below it, ingest is refused.
+    #[serde(deserialize_with = "size")]
+    pub min_free: Option<String>,
 }
 
 /// How long finished events are kept, by state.

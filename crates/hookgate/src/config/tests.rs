@@ -35,7 +35,7 @@ fn good_config_fills_presets_and_defaults() {
     let config = load(GOOD, &[]).unwrap();
     assert_eq!(config.admin_token.as_ref().map(Secret::expose), Some("admin-token-0123456789"));
     assert_eq!(config.max_body_bytes, 1 << 20);
-    assert_eq!(config.storage, Storage::Sqlite("x.db".into()));
+    assert_eq!(config.storage, Storage::Sqlite { path: "x.db".into(), min_free: 64 << 20 });
     let app = &config.destinations[0];
     assert_eq!((app.timeout, app.concurrency), (Duration::from_secs(30), 64));
     assert_eq!(app.retry, RetryPolicy { max_attempts: 10, initial_ms: 1_000, max_ms: 3_600_000 });
@@ -303,4 +303,25 @@ fn the_storage_url_may_come_from_the_environment() {
     let text = GOOD.replace("url = \"sqlite://x.db\"", "url = \"env:DB_URL\"");
     let config = load(&text, &[("DB_URL", "postgres://u:pw@db/hookgate")]).unwrap();
     assert_eq!(config.storage, Storage::Postgres { url: Secret::new("postgres://u:pw@db/hookgate"), pool: 8 });
+}
+
+#[test]
+fn the_disk_kept_free_is_a_size_or_zero() {
+    let sqlite = |vars: &[(&str, &str)]| load(GOOD, vars).map(|c| c.storage);
+    let kept = |min_free: u64| Storage::Sqlite { path: "x.db".into(), min_free };
+    assert_eq!(sqlite(&[("HOOKGATE_STORAGE__MIN_FREE", "1GiB")]).unwrap(), kept(1 << 30));
+    assert_eq!(sqlite(&[("HOOKGATE_STORAGE__MIN_FREE", "0")]).unwrap(), kept(0));
+    assert_eq!(
+        sqlite(&[("HOOKGATE_STORAGE__MIN_FREE", "lots")]).unwrap_err().0,
+        vec!["storage.min_free: \"lots\" is not a size like 1MiB, 512KiB or 1000000"]
+    );
+}
+
+#[test]
+fn a_size_may_be_a_number_of_bytes() {
+    let text = GOOD.replace("[storage]", "[storage]\nmin_free = 1000000");
+    assert_eq!(load(&text, &[]).unwrap().storage, Storage::Sqlite { path: "x.db".into(), min_free: 1_000_000 });
+    let text = GOOD.replace("[storage]", "[storage]\nmin_free = true");
+    let problems = load(&text, &[]).unwrap_err().0;
+    assert!(problems[0].starts_with("storage.min_free:") && problems[0].contains("a size like"), "{problems:?}");
 }

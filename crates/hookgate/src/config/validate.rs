@@ -196,12 +196,16 @@ fn storage(c: &mut Checker<'_>, raw: &RawStorage) -> Option<Storage> {
     let url = c.secret("storage.url", raw.url.as_deref().unwrap_or(defaults::STORAGE_URL))?;
     let url = url.expose();
     let pool = c.in_range("storage.pool", raw.pool.unwrap_or(defaults::POOL), 2..=1_000);
+    let min_free = match raw.min_free.as_deref().map(str::trim) {
+        Some("0") => Some(0), // keep nothing back: ingest may fill the disk
+        text => parse_size(text.unwrap_or(defaults::MIN_FREE)).map_err(|e| c.problem("storage.min_free", e)).ok(),
+    };
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
             c.problem("storage.url", "sqlite:// needs a file path, e.g. sqlite://hookgate.db");
             return None;
         }
-        return Some(Storage::Sqlite(PathBuf::from(path)));
+        return Some(Storage::Sqlite { path: PathBuf::from(path), min_free: min_free? as u64 });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Some(Storage::Postgres { url: Secret::new(url), pool: pool? as usize });

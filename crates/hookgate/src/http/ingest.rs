@@ -110,6 +110,8 @@ pub async fn receive(
             state.faults.failed(detail);
         }
         StoreError::Busy(_) => shed(source, "storage_queue"),
+        // Told once when it begins and once when it ends, by the store.
+        StoreError::Full(_) => shed(source, "disk_full"),
         StoreError::Corrupt(_) => {}
     })?;
     state.faults.ok();

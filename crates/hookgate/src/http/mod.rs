@@ -93,6 +93,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
             StoreError::Busy(_) => ApiError::Busy("storage queue full"),
+            StoreError::Full(_) => ApiError::Busy("disk almost full"),
             StoreError::Corrupt(detail) => ApiError::Internal(detail),
         }
     }
