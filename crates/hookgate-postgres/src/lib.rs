@@ -276,18 +276,24 @@ pub(crate) async fn end_transaction(client: &tokio_postgres::Client) {
 }
 
 /// Make the first active event of each queue given (`$1` sources, `$2` order
-/// keys) its head, if it is not already; `$3` is, per queue, a position the
-/// head is known to come after (the finished head's, or 0). Run under those
-/// queues' locks, after whatever changed their active events.
+/// keys) its head, if it is not already; `$3` is, per queue, a position no
+/// active event comes before (the position of the head that was to leave,
+/// or 0). Run under those queues' locks, after whatever changed their
+/// active events.
 ///
-/// The bound matters: a queue's index entries begin with those of the events
-/// it delivered, dead until vacuum comes by, and a probe from the start of
-/// the queue would step over all of them every time.
+/// The bound is inclusive: when the head did not leave after all (a late
+/// outcome whose claim had expired: the event was claimed again), it is
+/// still the first active event and already the head, and nothing moves.
+/// Starting after it would have made the next event a second head, claimed
+/// beside it or delivered before its retry. The bound matters too: a
+/// queue's index entries begin with those of the events it delivered, dead
+/// until vacuum comes by, and a probe from the start of the queue would
+/// step over all of them every time.
 pub(crate) const PROMOTE: &str = "UPDATE events e SET head = true
      FROM unnest($1::text[], $2::bytea[], $3::bigint[]) AS k(source, order_key, after)
      CROSS JOIN LATERAL (
         SELECT f.rid FROM events f
-        WHERE f.source = k.source AND f.order_key = k.order_key AND f.seq > k.after
+        WHERE f.source = k.source AND f.order_key = k.order_key AND f.seq >= k.after
           AND f.state IN ('pending', 'delivering')
         ORDER BY f.seq LIMIT 1
      ) first

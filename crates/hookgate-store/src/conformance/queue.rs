@@ -52,9 +52,13 @@ pub async fn keyless_events_run_in_parallel(store: Arc<dyn Store>) {
     assert_eq!(claims[0].id, limited, "storage order first");
 }
 
+/// A late outcome (its lease ended, the event was claimed again) moves
+/// nothing: not the event, and not the queue behind it either — the event
+/// is still its queue's head, and what comes after it waits, even while it
+/// waits for a retry.
 pub async fn expired_lease_is_reclaimed_and_old_claim_fenced(store: Arc<dyn Store>) {
     let k1 = accept(&*store, keyed("K", T0)).await;
-    accept(&*store, keyed("K", T0)).await;
+    let k2 = accept(&*store, keyed("K", T0)).await;
     assert_eq!(claim_ids(&*store, T0).await, vec![k1.clone()]);
     assert_eq!(claim_ids(&*store, T0 + LEASE - 1).await, vec![], "lease still held");
     let again = store.claim(DEST, T0 + LEASE, 10, LEASE).await.unwrap();
@@ -63,8 +67,15 @@ pub async fn expired_lease_is_reclaimed_and_old_claim_fenced(store: Arc<dyn Stor
     let stale = store.finish(&k1, ok_attempt(1, T0), Verdict::Delivered, T0 + LEASE + 1).await.unwrap();
     assert!(!stale, "the first claim lost its lease");
     assert_eq!(state_of(&*store, &k1).await, State::Delivering);
-    assert!(store.finish(&k1, ok_attempt(2, T0 + LEASE), Verdict::Delivered, T0 + LEASE + 2).await.unwrap());
+    assert_eq!(claim_ids(&*store, T0 + LEASE + 1).await, vec![], "a late outcome lets nothing past the head");
+    let retry_at = T0 + LEASE + 1_000;
+    let current = failed_attempt(2, T0 + LEASE);
+    assert!(store.finish(&k1, current, Verdict::Retry { at_ms: retry_at }, T0 + LEASE + 2).await.unwrap());
+    assert_eq!(claim_ids(&*store, retry_at - 1).await, vec![], "the one behind waits for the head's retry");
+    assert_eq!(claim_ids(&*store, retry_at).await, vec![k1.clone()]);
+    assert!(store.finish(&k1, ok_attempt(3, retry_at), Verdict::Delivered, retry_at + 1).await.unwrap());
     assert_eq!(state_of(&*store, &k1).await, State::Delivered);
+    assert_eq!(claim_ids(&*store, retry_at + 1).await, vec![k2], "then the queue goes on");
 }
 
 pub async fn replay_goes_to_the_back_of_the_queue(store: Arc<dyn Store>) {
