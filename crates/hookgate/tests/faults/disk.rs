@@ -122,7 +122,7 @@ async fn sqlite_disk_full_then_freed_under_load() {
         "ingest resumed without a restart"
     );
     let sent = load.stop().await;
-    let history = settle(&receiver, sent, vec![(low, full), (full, freed)], Duration::from_secs(90)).await;
+    let history = settle(&receiver, sent, vec![(low, full), (full, freed)], Duration::from_secs(30)).await;
     report("sqlite: disk at its reserve, then full, then space freed", 1, &history);
     let findings = check(&history);
     assert!(findings.clean(), "{findings:#?}\n{}", load::explain(&history, &findings.duplicated));

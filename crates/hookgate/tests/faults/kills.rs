@@ -46,7 +46,7 @@ async fn sqlite_twenty_kills_in_a_row() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = load.stop().await;
-    let history = settle(&receiver, sent, faults, Duration::from_secs(60)).await;
+    let history = settle(&receiver, sent, faults, Duration::from_secs(30)).await;
     report("sqlite: kill -9 twenty times", 20, &history);
     let findings = check(&history);
     assert!(findings.clean(), "{findings:#?}\n{}", load::explain(&history, &findings.duplicated));
@@ -90,7 +90,7 @@ async fn postgres_three_instances_killed_one_at_a_time_then_all() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = load.stop().await;
-    let history = settle(&receiver, sent, faults, Duration::from_secs(60)).await;
+    let history = settle(&receiver, sent, faults, Duration::from_secs(30)).await;
     report("postgres, 3 instances: one killed twenty times, then all three", 21, &history);
     let findings = check(&history);
     assert!(findings.clean(), "{findings:#?}\n{}", load::explain(&history, &findings.duplicated));

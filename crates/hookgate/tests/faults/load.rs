@@ -89,16 +89,28 @@ impl Load {
     }
 }
 
-/// Wait until every acknowledged event has been delivered (or `limit` passes),
-/// then the history of the run.
-pub async fn settle(receiver: &Receiver, sent: Vec<Sent>, faults: Vec<(Instant, Instant)>, limit: Duration) -> History {
+/// Wait until every acknowledged event has been delivered, then the history
+/// of the run. A backlog may take a while (the app is slow on purpose, and
+/// the faster ingest gets, the deeper the backlog a run leaves): give up only
+/// when nothing more has been delivered for `stalled`, longer than a lease
+/// and a backoff, or after ten minutes in all.
+pub async fn settle(
+    receiver: &Receiver,
+    sent: Vec<Sent>,
+    faults: Vec<(Instant, Instant)>,
+    stalled: Duration,
+) -> History {
     let acked: Vec<String> = sent.iter().filter_map(|s| s.acked.as_ref().map(|(id, _)| id.clone())).collect();
-    let deadline = Instant::now() + limit;
+    let give_up = Instant::now() + Duration::from_secs(600);
+    let (mut missing_before, mut progress_at) = (usize::MAX, Instant::now());
     loop {
         let delivered: std::collections::HashSet<String> =
             receiver.delivered().iter().map(|r| r.webhook_id().to_owned()).collect();
         let missing = acked.iter().filter(|id| !delivered.contains(*id)).count();
-        if missing == 0 || Instant::now() > deadline {
+        if missing < missing_before {
+            (missing_before, progress_at) = (missing, Instant::now());
+        }
+        if missing == 0 || progress_at.elapsed() > stalled || Instant::now() > give_up {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

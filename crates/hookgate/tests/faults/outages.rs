@@ -69,7 +69,7 @@ async fn postgres_restarted_then_frozen_under_load() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let sent = load.stop().await;
-    let history = settle(&receiver, sent, vec![(down, up), (frozen, thawed)], Duration::from_secs(60)).await;
+    let history = settle(&receiver, sent, vec![(down, up), (frozen, thawed)], Duration::from_secs(30)).await;
     report("postgres: restarted (-m immediate), then frozen 8 s (SIGSTOP)", 2, &history);
     let findings = check(&history);
     assert!(findings.clean(), "{findings:#?}\n{}", load::explain(&history, &findings.duplicated));
