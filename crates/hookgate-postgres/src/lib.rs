@@ -167,12 +167,7 @@ impl PostgresStore {
             config.options(format!("{given} {options}").trim());
             config
         };
-        // The write paths' statements each touch a few rows per event through an
-        // index, whatever the tables' size: nested loops over index lookups, always.
-        // A plan cached while a table was small (a seq scan and a hash join over
-        // `dedupe` looked cheap at a thousand rows) would otherwise scan the whole
-        // table on every batch once it holds millions.
-        let indexed = "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c plan_cache_mode=force_generic_plan";
+        let indexed = INDEXED_PLANS;
         let durable = build_pool(with(indexed), half)?;
         let pool = build_pool(with(&format!("{indexed} -c synchronous_commit=off")), (pool_size - half).max(1))?;
         let reads = build_pool(with("-c synchronous_commit=off"), ADMIN_READERS)?;
@@ -299,6 +294,32 @@ pub(crate) const PROMOTE: &str = "UPDATE events e SET head = true
      ) first
      WHERE e.rid = first.rid AND NOT e.head";
 
+/// Session settings of the write paths' connections. Their statements each
+/// touch a few rows per event through an index, whatever the tables' size:
+/// nested loops over index lookups, always. A plan cached while a table was
+/// small (a seq scan and a hash join over `dedupe` looked cheap at a thousand
+/// rows) would otherwise scan the whole table on every batch once it holds
+/// millions.
+pub const INDEXED_PLANS: &str =
+    "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c plan_cache_mode=force_generic_plan";
+
+/// Claim up to `$3` due heads of destination `$1`'s queues at `$2`, leasing
+/// them until `$4`. The walk is over the heads index only (`events_due`):
+/// however many events wait behind a head in flight, a claim never looks at
+/// them. Rows another claimer holds are skipped, never waited for.
+pub const CLAIM: &str = "WITH picked AS (
+        SELECT e.rid FROM events e
+        WHERE e.destination = $1 AND e.head AND e.state IN ('pending', 'delivering') AND e.due_at <= $2
+          AND NOT EXISTS (SELECT 1 FROM paused_destinations p WHERE p.name = $1)
+        ORDER BY e.due_at, e.seq
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+     )
+     UPDATE events e
+        SET state = 'delivering', attempts = e.attempts + 1, due_at = $4, updated_at = $2
+       FROM picked WHERE e.rid = picked.rid
+     RETURNING e.id, e.source, e.order_key, e.received_at, e.headers, e.body, e.attempts, e.round_base, e.seq";
+
 /// The 64-bit advisory lock key of a queue (`kind` "o", the order key), a
 /// dedupe key ("d") or a coalesce key ("c") of a source. Collisions only make
 /// two unrelated keys wait for each other.
@@ -331,24 +352,7 @@ impl Store for PostgresStore {
 
     async fn claim(&self, destination: &str, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
         let client = self.client().await?;
-        // Due heads of their queues. Rows another claimer holds are skipped, never waited for.
-        let statement = client
-            .prepare_cached(
-                "WITH picked AS (
-                    SELECT e.rid FROM events e
-                    WHERE e.destination = $1 AND e.head AND e.state IN ('pending', 'delivering') AND e.due_at <= $2
-                      AND NOT EXISTS (SELECT 1 FROM paused_destinations p WHERE p.name = $1)
-                    ORDER BY e.due_at, e.seq
-                    LIMIT $3
-                    FOR UPDATE SKIP LOCKED
-                 )
-                 UPDATE events e
-                    SET state = 'delivering', attempts = e.attempts + 1, due_at = $4, updated_at = $2
-                   FROM picked WHERE e.rid = picked.rid
-                 RETURNING e.id, e.source, e.order_key, e.received_at, e.headers, e.body, e.attempts, e.round_base, e.seq",
-            )
-            .await
-            .map_err(unavailable)?;
+        let statement = client.prepare_cached(CLAIM).await.map_err(unavailable)?;
         let rows = client
             .query(&statement, &[&destination, &now_ms, &(limit as i64), &now_ms.saturating_add(lease_ms)])
             .await
