@@ -37,8 +37,9 @@ const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Where the instances store events: embedded SQLite in a temp directory unless
-    /// this is a postgres:// URL (the bench makes a schema of its own there, and drops it).
+    /// Where the instances store events: a fresh SQLite file in a temp directory by
+    /// default; a sqlite:// file given here is used as it is (and kept); in a
+    /// postgres:// database the bench makes a schema of its own, and drops it.
     #[arg(long)]
     pub storage: Option<String>,
     /// hookgate processes to run (more than one needs PostgreSQL).
@@ -236,8 +237,12 @@ impl Storage {
         let Some(url) = given else {
             return Ok(Storage { url: format!("sqlite://{}", dir.join("hookgate.db").display()), schema: None });
         };
+        if url.starts_with("sqlite://") {
+            // A database given on purpose (seeded, or a copy of a real one): used as it is, and kept.
+            return Ok(Storage { url: url.to_owned(), schema: None });
+        }
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-            bail!("--storage must be a postgres:// URL (SQLite is the default)");
+            bail!("--storage must be a sqlite:// or postgres:// URL (a fresh SQLite file is the default)");
         }
         let schema = format!("hookgate_bench_{}", std::process::id());
         let (client, connection) =
