@@ -34,8 +34,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
 use hookgate_core::{EventId, State};
 use hookgate_store::{
-    ADMISSION_WAIT, Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, RemoteWake, Result, StateCount,
-    Store, StoreError, Verdict, Wake, codec, parse_id,
+    ADMISSION_WAIT, Attempt, Bucket, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, RemoteWake, Result,
+    StateCount, Store, StoreError, Verdict, Wake, codec, parse_id,
 };
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
@@ -515,6 +515,42 @@ impl Store for PostgresStore {
             self.notifier.work_for(destination);
         }
         Ok(())
+    }
+
+    /// The bucket's row is locked for the statement: instances taking tokens
+    /// at once take them one after the other, from one bucket. The same
+    /// arithmetic as [`hookgate_store::Bucket::take`], in SQL.
+    async fn take_tokens(&self, destination: &str, per_second: f64, want: u32, now_ms: i64) -> Result<u32> {
+        let client = self.client().await?;
+        let capacity = Bucket::capacity(per_second);
+        let (take, create) = futures_util::try_join!(
+            client.prepare_cached(
+                "UPDATE rate_buckets b
+                    SET tokens = t.have - t.taken, refilled_at = GREATEST(b.refilled_at, $2)
+                   FROM (
+                     SELECT have, LEAST($5::float8, floor(have)) AS taken FROM (
+                       SELECT LEAST($3::float8, tokens + GREATEST(0, $2 - refilled_at) * $4::float8 / 1000.0) AS have
+                       FROM rate_buckets WHERE destination = $1 FOR UPDATE
+                     ) refilled
+                   ) t
+                  WHERE b.destination = $1
+                  RETURNING t.taken",
+            ),
+            client.prepare_cached(
+                "INSERT INTO rate_buckets (destination, tokens, refilled_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (destination) DO NOTHING",
+            ),
+        )
+        .map_err(unavailable)?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&destination, &now_ms, &capacity, &per_second, &(want as f64)];
+        if let Some(row) = client.query_opt(&take, &params).await.map_err(unavailable)? {
+            return Ok(row.get::<_, f64>(0) as u32);
+        }
+        // The first take for this destination: a full bucket, then take from it.
+        client.execute(&create, &[&destination, &capacity, &now_ms]).await.map_err(unavailable)?;
+        let row = client.query_one(&take, &params).await.map_err(unavailable)?;
+        Ok(row.get::<_, f64>(0) as u32)
     }
 
     async fn paused(&self) -> Result<Vec<String>> {

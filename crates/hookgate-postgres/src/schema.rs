@@ -81,6 +81,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (event_id, attempt)
     );
     "#,
+    // 2: rate-limit buckets, one per destination, shared by every instance.
+    r#"
+    CREATE TABLE rate_buckets (
+        destination  TEXT PRIMARY KEY,
+        tokens       DOUBLE PRECISION NOT NULL,
+        refilled_at  BIGINT NOT NULL
+    );
+    "#,
 ];
 
 #[derive(Debug, thiserror::Error)]

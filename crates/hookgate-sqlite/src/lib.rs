@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use hookgate_core::{EventId, State};
 use hookgate_store::{
-    ADMISSION_WAIT, Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, Result, StateCount, Store,
-    StoreError, Verdict,
+    ADMISSION_WAIT, Attempt, Bucket, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, Result, StateCount,
+    Store, StoreError, Verdict,
 };
 use rusqlite::{Connection, OpenFlags};
 pub use schema::MigrateError;
@@ -55,6 +55,9 @@ pub struct SqliteStore {
     dispatch: Arc<Mutex<Connection>>,
     /// Disk space kept for deliveries: readiness fails while it is short.
     reserve: Reserve,
+    /// Rate-limit buckets by destination. In memory: one process owns the
+    /// file, so this process is every instance there is.
+    buckets: Mutex<std::collections::HashMap<String, Bucket>>,
     /// Held for the life of the store: the process's claim on the file.
     _lock: File,
 }
@@ -147,6 +150,7 @@ impl SqliteStore {
             readers: Arc::new(Readers { conns: readers, next: AtomicUsize::new(0) }),
             dispatch,
             reserve,
+            buckets: Mutex::default(),
             _lock: lock,
         })
     }
@@ -323,6 +327,12 @@ impl Store for SqliteStore {
 
     async fn paused(&self) -> Result<Vec<String>> {
         self.read(read::paused).await
+    }
+
+    async fn take_tokens(&self, destination: &str, per_second: f64, want: u32, now_ms: i64) -> Result<u32> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bucket = buckets.entry(destination.to_owned()).or_insert_with(|| Bucket::new(per_second, now_ms));
+        Ok(bucket.take(per_second, want, now_ms))
     }
 
     /// Ready when reads work, writes do, and the disk has room for new

@@ -271,6 +271,40 @@ pub fn parse_id(text: &str) -> Result<EventId> {
     text.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
 }
 
+/// A token bucket for a rate limit: it fills at `per_second` tokens a second
+/// and holds at most [`Bucket::capacity`], a fifth of a second's worth (at
+/// least one token), so a limit holds within a few percent over any second
+/// rather than allowing a second's worth at once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub tokens: f64,
+    pub refilled_at_ms: i64,
+}
+
+impl Bucket {
+    pub const BURST_SECONDS: f64 = 0.2;
+
+    pub fn capacity(per_second: f64) -> f64 {
+        (per_second * Self::BURST_SECONDS).max(1.0)
+    }
+
+    /// A full bucket.
+    pub fn new(per_second: f64, now_ms: i64) -> Bucket {
+        Bucket { tokens: Self::capacity(per_second), refilled_at_ms: now_ms }
+    }
+
+    /// Refill for the time since the last take, then take up to `want` whole
+    /// tokens. A clock that steps back refills nothing.
+    pub fn take(&mut self, per_second: f64, want: u32, now_ms: i64) -> u32 {
+        let elapsed_ms = (now_ms - self.refilled_at_ms).max(0) as f64;
+        self.tokens = (self.tokens + elapsed_ms * per_second / 1_000.0).min(Self::capacity(per_second));
+        self.refilled_at_ms = self.refilled_at_ms.max(now_ms);
+        let taken = (want as f64).min(self.tokens.floor()).max(0.0);
+        self.tokens -= taken;
+        taken as u32
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend cannot take writes or answer now (I/O error, disk full,
@@ -341,6 +375,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The destinations paused now.
     async fn paused(&self) -> Result<Vec<String>>;
+
+    /// Take up to `want` tokens from `destination`'s rate limit (`per_second`
+    /// tokens a second, a [`Bucket`]) at `now_ms`; how many were given. One
+    /// bucket per destination for every instance of a store, so a limit holds
+    /// across all of them.
+    async fn take_tokens(&self, destination: &str, per_second: f64, want: u32, now_ms: i64) -> Result<u32>;
 
     /// Cheap liveness check of the backend, for `/readyz`.
     async fn ping(&self) -> Result<()>;

@@ -108,6 +108,36 @@ pub struct Paused {
     pub paused: bool,
 }
 
+/// `GET /api/destinations`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Destinations {
+    pub destinations: Vec<DestinationStatus>,
+}
+
+/// One destination: steering, queue, and how its deliveries went lately.
+/// Queue depth and in flight count every instance's events (from the store,
+/// at most a second old); the breaker and the last minute are this instance's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DestinationStatus {
+    pub name: String,
+    /// Without its password.
+    pub url: String,
+    pub paused: bool,
+    pub circuit: crate::steering::Circuit,
+    /// `"50/s"`, when a rate limit is configured.
+    pub rate_limit: Option<String>,
+    /// Events owed a delivery: pending and delivering.
+    pub queue_depth: u64,
+    /// Events being delivered now.
+    pub in_flight: u64,
+    pub delivered_last_minute: u64,
+    /// Attempts that failed in the last minute (each retry counts).
+    pub failed_last_minute: u64,
+    /// Attempt latency over the last minute, when there were attempts.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+}
+
 /// Every error answer: `{"error": "…"}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {

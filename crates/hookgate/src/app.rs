@@ -3,6 +3,7 @@
 //! attempts in flight finish or cut them off, close the store). This module
 //! uses `http`, `dispatch` and `wake`; none of them knows it.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,9 +21,10 @@ use crate::deliver::Client;
 use crate::dispatch::Dispatcher;
 use crate::faults::FaultLog;
 use crate::housekeeping;
-use crate::http::{self, BodyLimits, HttpState};
+use crate::http::{self, BodyLimits, DestinationInfo, HttpState};
 use crate::serve::serve;
 use crate::stats::StatsCache;
+use crate::steering::Live;
 use crate::wake::Waker;
 
 /// Beyond the grace, how long a stop still waits for background work (a
@@ -78,6 +80,11 @@ impl Server {
 
         let waker = Waker::new(config.destinations.iter().map(|d| d.name.as_str()));
         let faults = Arc::new(FaultLog::default());
+        let live: HashMap<String, Arc<Live>> = config
+            .destinations
+            .iter()
+            .map(|d| (d.name.clone(), Arc::new(Live::new(&d.name, d.circuit_breaker))))
+            .collect();
         let mut workers = Vec::new();
         for destination in &config.destinations {
             let dispatcher = Dispatcher {
@@ -87,6 +94,7 @@ impl Server {
                 wake: waker.notified_by(&destination.name).expect("a waker per destination"),
                 shutdown_grace: config.limits.shutdown_grace,
                 faults: faults.clone(),
+                live: live.get(&destination.name).expect("live state per destination").clone(),
             };
             workers.push(tokio::spawn(dispatcher.run(stopping.clone())));
         }
@@ -97,7 +105,22 @@ impl Server {
         store.watch_remote(Arc::new(move |which| remote.wake(which)));
         let state = Arc::new(HttpState {
             sources: config.sources.iter().map(|s| (s.name.clone(), Arc::new(s.clone()))).collect(),
-            destinations: config.destinations.iter().map(|d| d.name.clone()).collect(),
+            destinations: config
+                .destinations
+                .iter()
+                .map(|d| DestinationInfo {
+                    name: d.name.clone(),
+                    url: shown_url(&d.url),
+                    rate_limit: d.rate_limit,
+                    sources: config
+                        .sources
+                        .iter()
+                        .filter(|s| s.destination == d.name)
+                        .map(|s| s.name.clone())
+                        .collect(),
+                    live: live[&d.name].clone(),
+                })
+                .collect(),
             admin_token: config.admin_token.clone(),
             body: BodyLimits {
                 max_bytes: config.max_body_bytes,
@@ -145,4 +168,13 @@ impl Server {
         tracing::info!("shutting down: finishing deliveries in flight");
         self.stop().await
     }
+}
+
+/// A destination URL as the admin API shows it: without its password.
+fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
 }

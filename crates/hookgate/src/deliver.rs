@@ -232,6 +232,8 @@ mod tests {
             signing_key,
             retry: RetryPolicy { max_attempts: 3, initial_ms: 10, max_ms: 100 },
             headers: vec![(HeaderName::from_static("authorization"), Secret::new("Bearer app-token"))],
+            rate_limit: None,
+            circuit_breaker: None,
         }
     }
 

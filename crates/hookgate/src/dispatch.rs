@@ -16,6 +16,7 @@ use crate::config::Destination;
 use crate::deliver::{Deliver, Outcome};
 use crate::faults::FaultLog;
 use crate::metrics;
+use crate::steering::Live;
 
 /// Longest sleep between looks at the store.
 pub const POLL_MS: u64 = 1_000;
@@ -39,6 +40,8 @@ pub struct Dispatcher<D> {
     pub shutdown_grace: Duration,
     /// Storage failures, logged once per fault rather than once per retry.
     pub faults: Arc<FaultLog>,
+    /// The circuit breaker and the last minute of attempts, shared with the admin API.
+    pub live: Arc<Live>,
 }
 
 impl<D: Deliver> Dispatcher<D> {
@@ -50,7 +53,24 @@ impl<D: Deliver> Dispatcher<D> {
             // A finished attempt's task keeps its memory (the size of the whole
             // delivery future) until joined: join every finished one, each turn.
             while in_flight.try_join_next().is_some() {}
-            let wanted = slots.available_permits().min(CLAIM_BATCH);
+            let free = slots.available_permits().min(CLAIM_BATCH);
+            let (wanted, held) = match self.allowed(free).await {
+                Ok(allowed) => allowed,
+                Err(error) => {
+                    self.faults.failed(&format!("rate limit of {}: {error}", self.destination.name));
+                    (0, Some(STORE_RETRY))
+                }
+            };
+            if let Some(held) = held {
+                // The breaker is open, or the rate limit is spent: wait it out (or
+                // for an attempt to end, or the stop), without looking at the store.
+                tokio::select! {
+                    _ = tokio::time::sleep(held) => {}
+                    Some(_) = in_flight.join_next() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
             let mut claimed = 0;
             if wanted > 0 {
                 // A stalled store must not hold up a stop: the claim races the shutdown.
@@ -59,6 +79,9 @@ impl<D: Deliver> Dispatcher<D> {
                     claimed = claim => claimed,
                     _ = shutdown.changed() => break,
                 };
+                if claimed_now.as_ref().map_or(true, Vec::is_empty) {
+                    self.live.breaker.unused_probe();
+                }
                 match claimed_now {
                     Ok(claims) => {
                         self.faults.ok();
@@ -106,6 +129,36 @@ impl<D: Deliver> Dispatcher<D> {
         }
     }
 
+    /// How many of `free` slots may be filled now, and when none may, how
+    /// long until that changes by itself: the breaker (a probe only when
+    /// half open, nothing while open), then the rate limit's tokens.
+    async fn allowed(&self, free: usize) -> hookgate_store::Result<(usize, Option<Duration>)> {
+        if free == 0 {
+            return Ok((0, None));
+        }
+        let (admitted, reopens) = self.live.breaker.admit(free, std::time::Instant::now());
+        if admitted == 0 {
+            // Open: until the cooldown ends. Half open with the probe out: until it ends.
+            return Ok((0, Some(reopens.unwrap_or(Duration::from_millis(POLL_MS)))));
+        }
+        let Some(rate) = self.destination.rate_limit else { return Ok((admitted, None)) };
+        let tokens =
+            self.store.take_tokens(&self.destination.name, rate.per_second, admitted as u32, self.store.now_ms()).await;
+        match tokens {
+            Ok(0) => {
+                self.live.breaker.unused_probe();
+                // The next token, at the earliest.
+                let next = Duration::from_secs_f64(1.0 / rate.per_second).max(Duration::from_millis(1));
+                Ok((0, Some(next.min(Duration::from_millis(POLL_MS)))))
+            }
+            Ok(tokens) => Ok((tokens as usize, None)),
+            Err(error) => {
+                self.live.breaker.unused_probe();
+                Err(error)
+            }
+        }
+    }
+
     async fn until_next_due(&self) -> Duration {
         let now = self.store.now_ms();
         let due = self.store.next_due(&self.destination.name, now).await.ok().flatten();
@@ -115,7 +168,12 @@ impl<D: Deliver> Dispatcher<D> {
 
     async fn deliver(self, claim: Claim, _slot: OwnedSemaphorePermit) {
         let started_at_ms = self.store.now_ms();
+        self.live.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let outcome = self.client.attempt(&self.destination, &claim).await;
+        self.live.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let ended = std::time::Instant::now();
+        self.live.breaker.record(app_failed(&outcome), ended);
+        self.live.recent.record(self.live.second(ended), outcome.delivered(), outcome.duration);
         let name = self.destination.name.clone();
         ::metrics::histogram!(metrics::DELIVERY_SECONDS, "destination" => name.clone())
             .record(outcome.duration.as_secs_f64());
@@ -154,6 +212,16 @@ impl<D: Deliver> Dispatcher<D> {
             }
         }
         self.wake.notify_one();
+    }
+}
+
+/// Whether an attempt counts against the app for the circuit breaker: no
+/// answer (refused, reset, timed out), a 5xx, or a 429. Another 4xx is the
+/// app answering about one event: it is up.
+fn app_failed(outcome: &Outcome) -> bool {
+    match outcome.status {
+        None => true,
+        Some(status) => status >= 500 || status == 429,
     }
 }
 

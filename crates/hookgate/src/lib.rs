@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod receiver;
 mod serve;
 mod stats;
+pub mod steering;
 pub mod wake;
 
 pub use app::{ServeError, Server};

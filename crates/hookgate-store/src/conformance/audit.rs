@@ -169,6 +169,10 @@ impl<S: Store> Store for Audited<S> {
         self.inner.paused().await
     }
 
+    async fn take_tokens(&self, destination: &str, per_second: f64, want: u32, now_ms: i64) -> Result<u32> {
+        self.inner.take_tokens(destination, per_second, want, now_ms).await
+    }
+
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }

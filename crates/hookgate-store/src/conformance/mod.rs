@@ -40,7 +40,8 @@ macro_rules! conformance_tests {
             list_pages_newest_first_with_filters, stats_count_by_source_and_state,
             next_due_reports_the_earliest_wakeup, purge_forgets_expired_keys, claim_is_per_destination,
             a_late_outcome_beside_the_current_one_hears_the_truth, retention_deletes_only_old_finished_events,
-            a_paused_destination_is_not_claimed, concurrent_coalescing_leaves_one_waiting,
+            a_paused_destination_is_not_claimed, rate_limit_tokens_refill_at_the_rate,
+            concurrent_coalescing_leaves_one_waiting,
             a_queue_filled_while_draining_never_stalls);
     };
     (@cases $make:expr; $($case:ident),*) => {

@@ -159,3 +159,17 @@ pub async fn a_paused_destination_is_not_claimed(store: Arc<dyn Store>) {
         assert!(store.finish(&expected, ok_attempt(1, T0), Verdict::Delivered, T0 + 10).await.unwrap());
     }
 }
+
+/// A rate limit's bucket: full at first (a fifth of a second's worth), then
+/// refilled at the rate, never past full; one bucket per destination.
+pub async fn rate_limit_tokens_refill_at_the_rate(store: Arc<dyn Store>) {
+    let take = |want: u32, at: i64| store.take_tokens(DEST, 50.0, want, at);
+    assert_eq!(take(100, T0).await.unwrap(), 10, "a full bucket: 0.2 s at 50/s");
+    assert_eq!(take(100, T0).await.unwrap(), 0, "empty");
+    assert_eq!(take(100, T0 + 100).await.unwrap(), 5, "refilled for 100 ms");
+    assert_eq!(take(2, T0 + 200).await.unwrap(), 2, "no more than wanted");
+    assert_eq!(take(100, T0 + 200).await.unwrap(), 3, "the rest of that refill");
+    assert_eq!(take(100, T0 + 150).await.unwrap(), 0, "a clock that steps back refills nothing");
+    assert_eq!(take(100, T0 + 60_000).await.unwrap(), 10, "never past full");
+    assert_eq!(store.take_tokens("billing", 50.0, 100, T0).await.unwrap(), 10, "a bucket per destination");
+}

@@ -22,6 +22,10 @@ pub const CONCURRENCY: i64 = 64;
 pub const MAX_ATTEMPTS: i64 = 10;
 pub const RETRY_INITIAL: &str = "1s";
 pub const RETRY_MAX: &str = "1h";
+/// A circuit breaker opens after this many failed attempts in a row…
+pub const BREAKER_FAILURES: i64 = 20;
+/// …and stays open this long before one probe.
+pub const BREAKER_COOLDOWN: &str = "30s";
 pub const TOLERANCE: &str = "5m";
 pub const DEDUPE_WINDOW: &str = "7d";
 /// Delivered events (and their attempts) are deleted this long after delivery.

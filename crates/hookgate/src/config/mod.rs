@@ -88,6 +88,48 @@ pub struct Destination {
     pub retry: RetryPolicy,
     /// Added to every delivery (the app's own credentials, say); values may be secrets.
     pub headers: Vec<(reqwest::header::HeaderName, Secret)>,
+    /// Attempts started per second, at most (across all instances).
+    pub rate_limit: Option<RateLimit>,
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// `rate_limit = "200/s"`: attempts started per second, at most.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+}
+
+impl RateLimit {
+    /// "200/s", "600/m", "3600/h".
+    pub fn parse(text: &str) -> Result<RateLimit, String> {
+        let bad = || format!("{text:?} is not a rate like \"200/s\", \"600/m\" or \"3600/h\"");
+        let (count, per) = text.trim().split_once('/').ok_or_else(bad)?;
+        let count: f64 = count.trim().parse().map_err(|_| bad())?;
+        let seconds = match per.trim() {
+            "s" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3_600.0,
+            _ => return Err(bad()),
+        };
+        if !(count.is_finite() && count > 0.0) {
+            return Err(format!("{text:?}: the rate must be more than zero"));
+        }
+        Ok(RateLimit { per_second: count / seconds })
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/s", self.per_second)
+    }
+}
+
+/// `circuit_breaker = { failures = 20, cooldown = "30s" }`: after `failures`
+/// failed attempts in a row, stop sending for `cooldown`, then one probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    pub failures: u32,
+    pub cooldown: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -88,6 +88,16 @@ pub struct RawDestination {
     pub retry: RawRetry,
     /// Added to every delivery: name → value (a secret may be `env:NAME`).
     pub headers: std::collections::BTreeMap<String, String>,
+    /// Attempts started per second, at most, across all instances: "200/s".
+    pub rate_limit: Option<String>,
+    pub circuit_breaker: Option<RawCircuitBreaker>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCircuitBreaker {
+    pub failures: Option<i64>,
+    pub cooldown: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

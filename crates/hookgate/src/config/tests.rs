@@ -325,3 +325,25 @@ fn a_size_may_be_a_number_of_bytes() {
     let problems = load(&text, &[]).unwrap_err().0;
     assert!(problems[0].starts_with("storage.min_free:") && problems[0].contains("a size like"), "{problems:?}");
 }
+
+#[test]
+fn rate_limits_and_circuit_breakers() {
+    use super::{CircuitBreaker, RateLimit};
+    let with = |extra: &str| GOOD.replace("[[destinations]]\n", &format!("[[destinations]]\n{extra}\n"));
+    let config = load(&with("rate_limit = \"600/m\"\ncircuit_breaker = { failures = 5 }"), &[]).unwrap();
+    let app = &config.destinations[0];
+    assert_eq!(app.rate_limit, Some(RateLimit { per_second: 10.0 }));
+    assert_eq!(app.circuit_breaker, Some(CircuitBreaker { failures: 5, cooldown: Duration::from_secs(30) }));
+    assert_eq!(load(GOOD, &[]).unwrap().destinations[0].rate_limit, None);
+    let problems =
+        load(&with("rate_limit = \"fast\"\ncircuit_breaker = { failures = 0, cooldown = \"0s\" }"), &[]).unwrap_err().0;
+    assert_eq!(
+        problems,
+        vec![
+            "destinations[0].rate_limit: \"fast\" is not a rate like \"200/s\", \"600/m\" or \"3600/h\"",
+            "destinations[0].circuit_breaker.failures: must be between 1 and 100000",
+        ]
+    );
+    let problems = load(&with("rate_limit = \"0/s\""), &[]).unwrap_err().0;
+    assert_eq!(problems, vec!["destinations[0].rate_limit: \"0/s\": the rate must be more than zero"]);
+}

@@ -15,7 +15,10 @@ use reqwest::header::{HeaderName, HeaderValue};
 
 use super::raw::{RawConfig, RawDestination, RawServer, RawSource, RawStorage, RawVerify};
 use super::units::{parse_duration, parse_size};
-use super::{Challenge, Config, Destination, Env, Limits, Problems, Retention, Source, Storage, defaults};
+use super::{
+    Challenge, CircuitBreaker, Config, Destination, Env, Limits, Problems, RateLimit, Retention, Source, Storage,
+    defaults,
+};
 
 /// A secret that guards something (the admin API, a sender's signature) must
 /// be at least this long: a short one is guessable.
@@ -243,6 +246,34 @@ fn destination(c: &mut Checker<'_>, i: usize, d: &RawDestination) -> Option<Dest
     };
     let retry = retry(c, &key("retry"), d);
     let headers = extra_headers(c, &key("headers"), d);
+    let rate_limit = match d.rate_limit.as_deref().map(RateLimit::parse) {
+        None => Some(None),
+        Some(Ok(rate)) => Some(Some(rate)),
+        Some(Err(problem)) => {
+            c.problem(&key("rate_limit"), problem);
+            None
+        }
+    };
+    let circuit_breaker = match &d.circuit_breaker {
+        None => Some(None),
+        Some(raw) => {
+            let failures = c.in_range(
+                &key("circuit_breaker.failures"),
+                raw.failures.unwrap_or(defaults::BREAKER_FAILURES),
+                1..=100_000,
+            );
+            let cooldown =
+                c.duration(&key("circuit_breaker.cooldown"), raw.cooldown.as_deref(), defaults::BREAKER_COOLDOWN);
+            match (failures, cooldown) {
+                (Some(_), Some(cooldown)) if cooldown.is_zero() => {
+                    c.problem(&key("circuit_breaker.cooldown"), "must be more than zero");
+                    None
+                }
+                (Some(failures), Some(cooldown)) => Some(Some(CircuitBreaker { failures: failures as u32, cooldown })),
+                _ => None,
+            }
+        }
+    };
     Some(Destination {
         name: name?.to_owned(),
         url: url?,
@@ -251,6 +282,8 @@ fn destination(c: &mut Checker<'_>, i: usize, d: &RawDestination) -> Option<Dest
         signing_key: signing_key?,
         retry: retry?,
         headers: headers?,
+        rate_limit: rate_limit?,
+        circuit_breaker: circuit_breaker?,
     })
 }
 

@@ -66,6 +66,9 @@ impl Store for ScriptedStore {
     async fn paused(&self) -> Result<Vec<String>> {
         unreachable!("the dispatcher reads no pause list")
     }
+    async fn take_tokens(&self, _: &str, _: f64, _: u32, _: i64) -> Result<u32> {
+        unreachable!("no rate limit is configured here")
+    }
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
@@ -120,6 +123,8 @@ fn start(store: ScriptedStore, work: Duration, grace: Duration) -> Running {
         signing_key: None,
         retry: RetryPolicy { max_attempts: 3, initial_ms: 10, max_ms: 100 },
         headers: Vec::new(),
+        rate_limit: None,
+        circuit_breaker: None,
     };
     let dispatcher = Dispatcher {
         store: store.clone(),
@@ -128,6 +133,7 @@ fn start(store: ScriptedStore, work: Duration, grace: Duration) -> Running {
         wake: wake.clone(),
         shutdown_grace: grace,
         faults: Arc::default(),
+        live: Arc::new(crate::steering::Live::new("app", None)),
     };
     let (stop, stopping) = watch::channel(false);
     let task = tokio::spawn(dispatcher.run(stopping));

@@ -17,7 +17,9 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, HttpState};
-use crate::api::{BulkReplayed, EventPage, EventSummary, EventView, Paused, Replayed, Stats};
+use crate::api::{
+    BulkReplayed, DestinationStatus, Destinations, EventPage, EventSummary, EventView, Paused, Replayed, Stats,
+};
 use crate::wake::Wake;
 
 /// Events per page when the caller does not say.
@@ -32,6 +34,7 @@ pub fn router(state: Arc<HttpState>) -> Router<Arc<HttpState>> {
         .route("/events/{id}/replay", post(replay_one))
         .route("/replay", post(replay_many))
         .route("/stats", get(stats))
+        .route("/destinations", get(destinations))
         .route("/destinations/{name}/pause", post(pause))
         .route("/destinations/{name}/resume", post(resume))
         .layer(middleware::from_fn_with_state(state, authorize))
@@ -166,6 +169,39 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Result<Json<Stats>, ApiEr
     Ok(Json(stats))
 }
 
+/// Queue depth from the shared snapshot (every instance's events); the
+/// breaker and the last minute from this instance's dispatchers.
+async fn destinations(State(state): State<Arc<HttpState>>) -> Result<Json<Destinations>, ApiError> {
+    let paused = state.store.paused().await?;
+    let snapshot = state.stats.get(&*state.store).await;
+    let counts = snapshot.as_ref().map(|s| s.counts.as_slice()).unwrap_or_default();
+    let now = std::time::Instant::now();
+    let destinations = state
+        .destinations
+        .iter()
+        .map(|d| {
+            let of = |wanted: EventState| -> u64 {
+                counts.iter().filter(|c| c.state == wanted && d.sources.contains(&c.source)).map(|c| c.count).sum()
+            };
+            let minute = d.live.recent.last_minute(d.live.second(now));
+            DestinationStatus {
+                name: d.name.clone(),
+                url: d.url.clone(),
+                paused: paused.contains(&d.name),
+                circuit: d.live.breaker.circuit(now),
+                rate_limit: d.rate_limit.map(|r| r.to_string()),
+                queue_depth: of(EventState::Pending) + of(EventState::Delivering),
+                in_flight: of(EventState::Delivering),
+                delivered_last_minute: minute.delivered,
+                failed_last_minute: minute.failed,
+                latency_p50_ms: minute.p50_ms,
+                latency_p99_ms: minute.p99_ms,
+            }
+        })
+        .collect();
+    Ok(Json(Destinations { destinations }))
+}
+
 async fn pause(state: State<Arc<HttpState>>, name: Path<String>) -> Result<Json<Paused>, ApiError> {
     set_paused(state, name, true).await
 }
@@ -180,7 +216,7 @@ async fn set_paused(
     Path(name): Path<String>,
     paused: bool,
 ) -> Result<Json<Paused>, ApiError> {
-    if !state.destinations.contains(&name) {
+    if !state.destinations.iter().any(|d| d.name == name) {
         return Err(ApiError::NotFound(format!("no destination {name:?}")));
     }
     state.store.set_paused(&name, paused).await?;

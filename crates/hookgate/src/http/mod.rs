@@ -31,8 +31,8 @@ pub use body::BodyLimits;
 /// What the handlers need, and nothing more.
 pub struct HttpState {
     pub sources: HashMap<String, Arc<Source>>,
-    /// The configured destinations' names.
-    pub destinations: Vec<String>,
+    /// The configured destinations, as the admin API shows them.
+    pub destinations: Vec<DestinationInfo>,
     /// `None`: the admin API answers 401 to everything.
     pub admin_token: Option<Secret>,
     pub body: BodyLimits,
@@ -42,6 +42,17 @@ pub struct HttpState {
     pub stats: StatsCache,
     /// Storage faults, logged once rather than per refused request.
     pub faults: Arc<FaultLog>,
+}
+
+/// A configured destination, and its dispatcher's live state.
+pub struct DestinationInfo {
+    pub name: String,
+    /// Without its password.
+    pub url: String,
+    pub rate_limit: Option<crate::config::RateLimit>,
+    /// The sources that deliver to it.
+    pub sources: Vec<String>,
+    pub live: Arc<crate::steering::Live>,
 }
 
 /// Admin request bodies (a replay filter) are small.

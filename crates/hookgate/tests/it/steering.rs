@@ -2,6 +2,7 @@
 //! restart) and on PostgreSQL (paused through one instance, resumed through
 //! another).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -74,4 +75,157 @@ async fn pause_holds_across_instances_postgres() {
     receiver.wait_for(Duration::from_secs(10), "the backlog", |r| r.len() == ids.len()).await;
     assert_eq!(receiver.first_deliveries("steered"), ids, "in order");
     assert!(receiver.overlaps().is_empty());
+}
+
+/// A config for the standard test app with `extra` lines in destination `app`,
+/// on SQLite in `dir` or on the PostgreSQL `url`.
+fn steering_config(
+    dir: &std::path::Path,
+    receiver: &Receiver,
+    extra: &str,
+    postgres: Option<&str>,
+) -> std::path::PathBuf {
+    let db = dir.join("hookgate.db");
+    let mut text =
+        config_text(&receiver.url(), &db, "").replace("concurrency = 16", &format!("concurrency = 16\n{extra}"));
+    if let Some(url) = postgres {
+        text = text.replace(&format!("sqlite://{}", db.display()), url);
+    }
+    let config = dir.join("hookgate.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// `n` events on `n` different objects (nothing orders them), sent 16 at a time.
+async fn send_unordered(http: &reqwest::Client, bases: &[String], n: usize, tag: &str) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+        let posts = chunk.iter().map(|i| {
+            let body = json!({"id": format!("{tag}-{i}"), "object": format!("{tag}-object-{i}")}).to_string();
+            let url = format!("{}/in/plain", bases[i % bases.len()]);
+            async move { post_with(http, &url, &[], body.into_bytes()).await }
+        });
+        for (status, answer) in futures_util::future::join_all(posts).await {
+            assert_eq!(status, 200, "{answer}");
+        }
+    }
+}
+
+/// A backlog released at once under `rate_limit = "50/s"`: over the first ten
+/// seconds of deliveries, 500 attempts start, within 10%, however many
+/// instances share the work.
+async fn rate_limit_holds(bases: &[String], receiver: &Receiver) {
+    let http = reqwest::Client::new();
+    assert_eq!(admin_post(&http, &bases[0], "/api/destinations/app/pause").await, 200);
+    send_unordered(&http, bases, 700, "rl").await;
+    assert_eq!(admin_post(&http, bases.last().unwrap(), "/api/destinations/app/resume").await, 200);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut starts: Vec<_> = receiver.received().iter().map(|r| r.started).collect();
+    starts.sort();
+    let first = starts[0];
+    let in_ten_seconds = starts.iter().filter(|s| s.duration_since(first) < Duration::from_secs(10)).count();
+    assert!((450..=550).contains(&in_ten_seconds), "{in_ten_seconds} attempts in 10 s at 50/s");
+    let status: serde_json::Value = http
+        .get(format!("{}/api/destinations", bases[0]))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["destinations"][0]["rate_limit"], "50/s", "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limit_holds_sqlite() {
+    let receiver = receiver(always_ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = steering_config(dir.path(), &receiver, "rate_limit = \"50/s\"", None);
+    let gateway = Gateway::start(&config).healthy(&reqwest::Client::new()).await;
+    rate_limit_holds(std::slice::from_ref(&gateway.base), &receiver).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limit_holds_across_instances_postgres() {
+    let Some(url) = postgres_schema_url().await else { return };
+    let receiver = receiver(always_ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = steering_config(dir.path(), &receiver, "rate_limit = \"50/s\"", Some(&url));
+    let http = reqwest::Client::new();
+    let gateways = [Gateway::start(&config).healthy(&http).await, Gateway::start(&config).healthy(&http).await];
+    let bases: Vec<String> = gateways.iter().map(|g| g.base.clone()).collect();
+    rate_limit_holds(&bases, &receiver).await;
+}
+
+/// The app fails every request: after three failures in a row the breaker
+/// opens; while it is open nothing is sent (so no event spends an attempt);
+/// after the cooldown one probe goes; the app is healthy by then, the probe
+/// succeeds, the breaker closes and everything is delivered.
+async fn the_breaker_opens_probes_and_closes(base: &str, receiver: &Receiver, healthy: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering;
+    let http = reqwest::Client::new();
+    let circuit = || async {
+        let status: serde_json::Value = http
+            .get(format!("{base}/api/destinations"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status["destinations"][0]["circuit"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(circuit().await, "closed");
+    send_unordered(&http, &[base.to_owned()], 6, "cb").await;
+    receiver.wait_for(Duration::from_secs(10), "three failures", |r| r.len() >= 3).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while circuit().await != "open" {
+        assert!(std::time::Instant::now() < deadline, "the breaker never opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent_when_open = receiver.received().len();
+    assert!(sent_when_open < 6 + 3, "attempts went on after the breaker opened: {sent_when_open}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(receiver.received().len(), sent_when_open, "nothing is sent while the breaker is open");
+    healthy.store(true, Ordering::SeqCst);
+    receiver
+        .wait_for(Duration::from_secs(10), "every event delivered", |r| r.iter().filter(|r| r.delivered()).count() == 6)
+        .await;
+    assert_eq!(circuit().await, "closed");
+    let dead = http.get(format!("{base}/api/events?state=dead")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let dead: serde_json::Value = dead.json().await.unwrap();
+    assert_eq!(dead["events"].as_array().unwrap().len(), 0, "no event spent its attempts while the breaker was open");
+}
+
+fn failing_until_healthy() -> (Script, Arc<std::sync::atomic::AtomicBool>) {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = healthy.clone();
+    let script: Script = Arc::new(move |_, _| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) { (200, Duration::ZERO) } else { (500, Duration::ZERO) }
+    });
+    (script, healthy)
+}
+
+const BREAKER: &str = "circuit_breaker = { failures = 3, cooldown = \"2s\" }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_circuit_breaker_sqlite() {
+    let (script, healthy) = failing_until_healthy();
+    let receiver = receiver(script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = steering_config(dir.path(), &receiver, BREAKER, None);
+    let gateway = Gateway::start(&config).healthy(&reqwest::Client::new()).await;
+    the_breaker_opens_probes_and_closes(&gateway.base, &receiver, &healthy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_circuit_breaker_postgres() {
+    let Some(url) = postgres_schema_url().await else { return };
+    let (script, healthy) = failing_until_healthy();
+    let receiver = receiver(script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = steering_config(dir.path(), &receiver, BREAKER, Some(&url));
+    let gateway = Gateway::start(&config).healthy(&reqwest::Client::new()).await;
+    the_breaker_opens_probes_and_closes(&gateway.base, &receiver, &healthy).await;
 }
