@@ -282,7 +282,8 @@ mod tests {
         let (p50, p99) = (minute.p50_ms.unwrap(), minute.p99_ms.unwrap());
         assert!((10.0..12.0).contains(&p50), "p50 {p50}");
         assert!((900.0..1_100.0).contains(&p99), "p99 {p99}");
-        assert_eq!(recent.last_minute(64), LastMinute::default(), "a minute later it is gone");
+        assert_eq!(recent.last_minute(64).delivered, 99, "still within the minute");
+        assert_eq!(recent.last_minute(65), LastMinute::default(), "a minute later it is gone");
         recent.record(70, true, Duration::from_millis(1));
         assert_eq!(recent.last_minute(70).delivered, 1, "old slots dropped, new ones kept");
     }
