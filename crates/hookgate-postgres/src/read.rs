@@ -75,6 +75,8 @@ pub async fn list(c: &Client, filter: &ListFilter) -> Result<Page> {
             "SELECT {RECORD_COLUMNS} FROM {RECORD_FROM}
              WHERE ($1::text IS NULL OR e.source = $1) AND ($2::text IS NULL OR e.state = $2)
                AND ($3::bytea IS NULL OR e.order_key = $3) AND ($4::bigint IS NULL OR e.rid < $4)
+               AND ($6::bytea IS NULL OR e.dedupe_key = $6)
+               AND ($7::bigint IS NULL OR e.received_at >= $7) AND ($8::bigint IS NULL OR e.received_at < $8)
              ORDER BY e.rid DESC LIMIT $5"
         ))
         .await
@@ -88,6 +90,9 @@ pub async fn list(c: &Client, filter: &ListFilter) -> Result<Page> {
                 &filter.order_key.as_ref().map(|k| k.as_bytes()),
                 &filter.cursor.map(|c| c.row()),
                 &(limit as i64 + 1),
+                &filter.dedupe_key.as_ref().map(|k| k.as_bytes()),
+                &filter.since_ms,
+                &filter.until_ms,
             ],
         )
         .await

@@ -73,7 +73,8 @@ pub fn list(c: &Connection, filter: &ListFilter) -> Result<Page> {
     let sql = format!(
         "SELECT {RECORD_COLUMNS} FROM events
          WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR order_key = ?3)
-           AND (?4 IS NULL OR rid < ?4)
+           AND (?4 IS NULL OR rid < ?4) AND (?6 IS NULL OR dedupe_key = ?6)
+           AND (?7 IS NULL OR received_at >= ?7) AND (?8 IS NULL OR received_at < ?8)
          ORDER BY rid DESC LIMIT ?5"
     );
     let rows = c
@@ -85,7 +86,10 @@ pub fn list(c: &Connection, filter: &ListFilter) -> Result<Page> {
                     filter.state.map(State::as_str),
                     filter.order_key.as_ref().map(|k| k.as_bytes()),
                     filter.cursor.map(|c| c.row()),
-                    limit as i64 + 1
+                    limit as i64 + 1,
+                    filter.dedupe_key.as_ref().map(|k| k.as_bytes()),
+                    filter.since_ms,
+                    filter.until_ms,
                 ],
                 record,
             )?

@@ -147,6 +147,11 @@ pub struct ListFilter {
     pub source: Option<String>,
     pub state: Option<State>,
     pub order_key: Option<Key>,
+    pub dedupe_key: Option<Key>,
+    /// Received at or after this (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Received before this.
+    pub until_ms: Option<i64>,
     /// Clamped to `1..=MAX_PAGE`.
     pub limit: usize,
     /// The `next_cursor` of the previous page.

@@ -17,10 +17,17 @@ pub async fn list_pages_newest_first_with_filters(store: Arc<dyn Store>) {
     assert!(second.next_cursor.is_none());
     let odd = store.list(&ListFilter { order_key: Some(key("odd")), limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(odd.events.len(), 2);
+    let window = ListFilter { since_ms: Some(T0 + 1), until_ms: Some(T0 + 3), limit: 10, ..Default::default() };
+    let listed: Vec<_> = store.list(&window).await.unwrap().events.into_iter().map(|e| e.id).collect();
+    assert_eq!(listed, vec![ids[2].clone(), ids[1].clone()], "received in [since, until)");
+    let deduped = accept(&*store, NewEvent { dedupe_key: Some(key("evt_42")), ..event("src", T0) }).await;
+    let by_key = ListFilter { dedupe_key: Some(key("evt_42")), limit: 10, ..Default::default() };
+    let listed: Vec<_> = store.list(&by_key).await.unwrap().events.into_iter().map(|e| e.id).collect();
+    assert_eq!(listed, vec![deduped]);
     store.claim(DEST, T0 + 10, 100, LEASE).await.unwrap();
     let delivering =
         store.list(&ListFilter { state: Some(State::Delivering), limit: 10, ..Default::default() }).await.unwrap();
-    assert_eq!(delivering.events.len(), 3, "one per order key, and the keyless one");
+    assert_eq!(delivering.events.len(), 4, "one per order key, and the two keyless ones");
 }
 
 pub async fn stats_count_by_source_and_state(store: Arc<dyn Store>) {

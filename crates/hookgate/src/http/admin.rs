@@ -75,8 +75,26 @@ struct ListQuery {
     source: Option<String>,
     state: Option<String>,
     order_key: Option<String>,
+    dedupe_key: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+}
+
+/// A time parameter: RFC 3339 (`2026-11-29T10:00:00Z`) or milliseconds since the epoch.
+pub struct Time(pub i64);
+
+impl FromStr for Time {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Time, String> {
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            return text.parse().map(Time).map_err(|_| format!("{text:?} is too large"));
+        }
+        let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| format!("{text:?} is not a time like 2026-11-29T10:00:00Z or milliseconds since the epoch"))?;
+        Ok(Time((at.unix_timestamp_nanos() / 1_000_000) as i64))
+    }
 }
 
 async fn list(State(state): State<Arc<HttpState>>, Query(q): Query<ListQuery>) -> Result<Json<EventPage>, ApiError> {
@@ -88,6 +106,9 @@ async fn list(State(state): State<Arc<HttpState>>, Query(q): Query<ListQuery>) -
         source: q.source,
         state: param("state", q.state.as_deref())?,
         order_key: q.order_key.map(Key::from),
+        dedupe_key: q.dedupe_key.map(Key::from),
+        since_ms: param::<Time>("since", q.since.as_deref())?.map(|t| t.0),
+        until_ms: param::<Time>("until", q.until.as_deref())?.map(|t| t.0),
         limit,
         cursor: param::<Cursor>("cursor", q.cursor.as_deref())?,
     };
@@ -119,38 +140,71 @@ async fn replay_one(State(state): State<Arc<HttpState>>, Path(id): Path<String>)
     Ok(Json(Replayed { id: event_id.to_string(), status: EventState::Pending }))
 }
 
-#[derive(Deserialize)]
-struct ReplayQuery {
+/// `POST /api/replay`: which events to deliver again. In the JSON body, or
+/// (for `source` and `state`) in the query, as before the body existed.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayFilter {
     source: Option<String>,
+    /// Default: dead.
     state: Option<String>,
+    order_key: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    /// At most this many (and never more than 10,000 a call).
+    limit: Option<u64>,
 }
 
-/// Replay every event matching the filter (default: every dead event).
+/// Replay every event matching the filter (default: every dead event), each
+/// order key's events in their original order: the matching events are
+/// gathered first, then replayed oldest first, so each goes to the back of
+/// its queue behind the one stored before it.
 async fn replay_many(
     State(state): State<Arc<HttpState>>,
-    Query(q): Query<ReplayQuery>,
+    Query(query): Query<ReplayFilter>,
+    body: Option<Json<ReplayFilter>>,
 ) -> Result<Json<BulkReplayed>, ApiError> {
-    let wanted: EventState = param("state", q.state.as_deref())?.unwrap_or(EventState::Dead);
+    let f = match body {
+        Some(Json(body)) => body,
+        None => query,
+    };
+    let wanted: EventState = param("state", f.state.as_deref())?.unwrap_or(EventState::Dead);
     if wanted.is_active() {
         return Err(ApiError::bad_param("state", format!("{wanted} events are already owed a delivery")));
     }
-    let mut filter = ListFilter { source: q.source, state: Some(wanted), limit: 500, ..Default::default() };
-    let mut replayed = 0;
-    let more = 'pages: loop {
+    if f.limit == Some(0) {
+        return Err(ApiError::bad_param("limit", "must be at least 1"));
+    }
+    let most = f.limit.unwrap_or(MAX_BULK_REPLAY).min(MAX_BULK_REPLAY);
+    let mut filter = ListFilter {
+        source: f.source,
+        state: Some(wanted),
+        order_key: f.order_key.map(Key::from),
+        since_ms: param::<Time>("since", f.since.as_deref())?.map(|t| t.0),
+        until_ms: param::<Time>("until", f.until.as_deref())?.map(|t| t.0),
+        limit: 500,
+        ..Default::default()
+    };
+    let mut matching = Vec::new();
+    let more = loop {
         let page = state.store.list(&filter).await?;
-        for event in &page.events {
-            if replayed == MAX_BULK_REPLAY {
-                break 'pages true;
-            }
-            if state.store.replay(&event.id, state.store.now_ms()).await? {
-                replayed += 1;
-            }
-        }
+        let left = (most - matching.len() as u64) as usize;
+        let cut = page.events.len() > left;
+        matching.extend(page.events.into_iter().take(left).map(|e| e.id));
         match page.next_cursor {
+            _ if cut => break true,
+            Some(_) if matching.len() as u64 == most => break true,
             Some(cursor) => filter.cursor = Some(cursor),
             None => break false,
         }
     };
+    let mut replayed = 0;
+    // Listed newest first: replay oldest first.
+    for id in matching.iter().rev() {
+        if state.store.replay(id, state.store.now_ms()).await? {
+            replayed += 1;
+        }
+    }
     state.waker.wake(Wake::All);
     Ok(Json(BulkReplayed { replayed, more }))
 }
