@@ -1,12 +1,13 @@
-//! The command line. `events` and `replay` are clients of the admin API:
-//! they never open a store.
+//! The command line. `events`, `replay` and `destinations` are clients of
+//! the admin API: they never open a store. They print a table, or the API's
+//! JSON with `--json`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 
-use crate::api::{BulkReplayed, ErrorBody, EventPage, EventView, Replayed};
+use crate::api::{BulkReplayed, Destinations, ErrorBody, EventPage, EventView, Paused, Replayed};
 
 #[derive(Parser)]
 #[command(name = "hookgate", version, about = "A webhook gateway: verify, dedupe, order, coalesce, deliver.")]
@@ -36,15 +37,60 @@ pub enum Command {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
-    /// Deliver events again: one by id, or every event matching --source/--state.
+    /// Deliver events again: one by id, or every event matching the filters
+    /// (each order key's events in their original order).
     Replay {
         /// The event to replay; without it, every event matching the filters.
         id: Option<String>,
-        #[arg(long)]
-        source: Option<String>,
-        /// delivered, dead (the default for a bulk replay) or superseded.
-        #[arg(long)]
-        state: Option<String>,
+        #[command(flatten)]
+        filter: ReplayArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// See destinations (paused, circuit, queue, last minute) and pause or resume them.
+    Destinations {
+        #[command(subcommand)]
+        command: DestinationsCommand,
+    },
+    /// Print a starting config: every key, its default, what it does.
+    Init,
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    #[arg(long)]
+    pub source: Option<String>,
+    /// delivered, dead (the default for a bulk replay) or superseded.
+    #[arg(long)]
+    pub state: Option<String>,
+    #[arg(long)]
+    pub order_key: Option<String>,
+    /// Received at or after: RFC 3339 (2026-11-29T10:00:00Z) or ms since the epoch.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Received before.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Replay at most this many.
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+#[derive(Subcommand)]
+pub enum DestinationsCommand {
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Stop deliveries to a destination (events are still stored), on every instance.
+    Pause {
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Deliver again, the backlog first, in order.
+    Resume {
+        name: String,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -67,6 +113,14 @@ pub enum EventsCommand {
         state: Option<String>,
         #[arg(long)]
         order_key: Option<String>,
+        #[arg(long)]
+        dedupe_key: Option<String>,
+        /// Received at or after: RFC 3339 (2026-11-29T10:00:00Z) or ms since the epoch.
+        #[arg(long)]
+        since: Option<String>,
+        /// Received before.
+        #[arg(long)]
+        until: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
         #[arg(long)]
@@ -93,6 +147,9 @@ pub struct ApiArgs {
     /// list: prefer --token-file or $HOOKGATE_ADMIN_TOKEN.
     #[arg(long)]
     pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl ApiArgs {
@@ -135,10 +192,23 @@ impl ApiArgs {
         path: &str,
         query: &[(&str, Option<String>)],
     ) -> Result<T, ClientError> {
+        self.send(method, path, query, None).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, Option<String>)],
+        body: Option<serde_json::Value>,
+    ) -> Result<T, ClientError> {
         let base = self.url.trim_end_matches('/');
         let url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|_| ClientError::BadUrl(self.url.clone()))?;
         let query: Vec<(&str, String)> = query.iter().filter_map(|(k, v)| Some((*k, v.clone()?))).collect();
         let mut request = reqwest::Client::new().request(method, url).query(&query);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
         if let Some(token) = self.token()? {
             request = request.bearer_auth(token);
         }
@@ -156,58 +226,160 @@ impl ApiArgs {
     }
 }
 
+/// Columns padded to their widest cell; the last one is not padded.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        let padded: Vec<String> = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, cell)| if i == last { cell } else { format!("{cell:<width$}", width = widths[i]) })
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.into_iter().map(line));
+    out.join("\n")
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).expect("API types serialize"));
+}
+
+fn ago(at_ms: i64) -> String {
+    let seconds = (crate::clock::now_ms() - at_ms).max(0) / 1_000;
+    match seconds {
+        0..60 => format!("{seconds}s ago"),
+        60..3_600 => format!("{}m ago", seconds / 60),
+        3_600..86_400 => format!("{}h ago", seconds / 3_600),
+        _ => format!("{}d ago", seconds / 86_400),
+    }
+}
+
 pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
     match command {
-        EventsCommand::List { source, state, order_key, limit, cursor, api } => {
+        EventsCommand::List { source, state, order_key, dedupe_key, since, until, limit, cursor, api } => {
             let query = [
                 ("source", source),
                 ("state", state),
                 ("order_key", order_key),
+                ("dedupe_key", dedupe_key),
+                ("since", since),
+                ("until", until),
                 ("limit", Some(limit.to_string())),
                 ("cursor", cursor),
             ];
             let page: EventPage = api.call(reqwest::Method::GET, "/api/events", &query).await?;
-            println!("{:<36}  {:<12} {:<11} {:>4} {:>4}  ORDER KEY", "ID", "SOURCE", "STATE", "DUPS", "TRY");
-            for e in &page.events {
-                println!(
-                    "{:<36}  {:<12} {:<11} {:>4} {:>4}  {}",
-                    e.id,
-                    e.source,
-                    e.state,
-                    e.duplicates,
-                    e.attempt_count,
-                    e.order_key.as_deref().unwrap_or("-"),
-                );
+            if api.json {
+                print_json(&page);
+                return Ok(());
             }
+            let rows = page
+                .events
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.id.clone(),
+                        e.source.clone(),
+                        e.state.to_string(),
+                        ago(e.received_at_ms),
+                        e.duplicates.to_string(),
+                        e.attempt_count.to_string(),
+                        e.order_key.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            println!("{}", table(&["ID", "SOURCE", "STATE", "RECEIVED", "DUPS", "TRIES", "ORDER KEY"], rows));
             if let Some(next) = page.next_cursor {
                 println!("more: --cursor {next}");
             }
         }
         EventsCommand::Show { id, api } => {
             let event: EventView = api.call(reqwest::Method::GET, &format!("/api/events/{id}"), &[]).await?;
-            println!("{}", serde_json::to_string_pretty(&event).expect("an EventView serializes"));
+            print_json(&event);
         }
     }
     Ok(())
 }
 
-pub async fn replay(
-    id: Option<String>,
-    source: Option<String>,
-    state: Option<String>,
-    api: ApiArgs,
-) -> Result<(), ClientError> {
+pub async fn replay(id: Option<String>, filter: ReplayArgs, api: ApiArgs) -> Result<(), ClientError> {
     match id {
         Some(id) => {
             let answer: Replayed = api.call(reqwest::Method::POST, &format!("/api/events/{id}/replay"), &[]).await?;
-            println!("{}: {}", answer.id, answer.status);
+            if api.json {
+                print_json(&answer);
+            } else {
+                println!("{}: {}", answer.id, answer.status);
+            }
         }
         None => {
-            let query = [("source", source), ("state", state)];
-            let answer: BulkReplayed = api.call(reqwest::Method::POST, "/api/replay", &query).await?;
-            let more = if answer.more { " (more remain: run it again)" } else { "" };
-            println!("replayed {}{more}", answer.replayed);
+            let ReplayArgs { source, state, order_key, since, until, limit } = filter;
+            let body = serde_json::json!({
+                "source": source, "state": state, "order_key": order_key,
+                "since": since, "until": until, "limit": limit,
+            });
+            let answer: BulkReplayed = api.send(reqwest::Method::POST, "/api/replay", &[], Some(body)).await?;
+            if api.json {
+                print_json(&answer);
+            } else {
+                let more = if answer.more { " (more remain: run it again)" } else { "" };
+                println!("replayed {}{more}", answer.replayed);
+            }
         }
+    }
+    Ok(())
+}
+
+pub async fn destinations(command: DestinationsCommand) -> Result<(), ClientError> {
+    let (name, paused, api) = match command {
+        DestinationsCommand::List { api } => {
+            let list: Destinations = api.call(reqwest::Method::GET, "/api/destinations", &[]).await?;
+            if api.json {
+                print_json(&list);
+                return Ok(());
+            }
+            let ms = |v: Option<f64>| v.map_or("-".into(), |ms| format!("{ms:.0}ms"));
+            let rows = list
+                .destinations
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.name.clone(),
+                        if d.paused { "paused".into() } else { "running".into() },
+                        serde_json::to_value(d.circuit)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        d.queue_depth.to_string(),
+                        d.in_flight.to_string(),
+                        d.delivered_last_minute.to_string(),
+                        d.failed_last_minute.to_string(),
+                        format!("{}/{}", ms(d.latency_p50_ms), ms(d.latency_p99_ms)),
+                        d.rate_limit.clone().unwrap_or_else(|| "-".into()),
+                        d.url.clone(),
+                    ]
+                })
+                .collect();
+            let header =
+                ["NAME", "STATE", "CIRCUIT", "QUEUE", "IN FLIGHT", "OK/MIN", "FAILED/MIN", "P50/P99", "RATE", "URL"];
+            println!("{}", table(&header, rows));
+            return Ok(());
+        }
+        DestinationsCommand::Pause { name, api } => (name, true, api),
+        DestinationsCommand::Resume { name, api } => (name, false, api),
+    };
+    let action = if paused { "pause" } else { "resume" };
+    let answer: Paused = api.call(reqwest::Method::POST, &format!("/api/destinations/{name}/{action}"), &[]).await?;
+    if api.json {
+        print_json(&answer);
+    } else {
+        println!("{}: {}", answer.name, if answer.paused { "paused" } else { "running" });
     }
     Ok(())
 }

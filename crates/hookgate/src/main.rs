@@ -96,7 +96,12 @@ async fn run(command: Command) -> ExitCode {
             Err(e) => fail(RUNTIME, &format!("cannot serve on {listen}: {e}")),
         },
         Command::Events { command } => done(cli::events(command).await),
-        Command::Replay { id, source, state, api } => done(cli::replay(id, source, state, api).await),
+        Command::Replay { id, filter, api } => done(cli::replay(id, filter, api).await),
+        Command::Destinations { command } => done(cli::destinations(command).await),
+        Command::Init => {
+            print!("{}", hookgate::config::STARTING_CONFIG);
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -25,6 +25,11 @@ use hookgate_verify::Scheme;
 use hookgate_verify::standard_webhooks::SigningKey;
 
 pub use env::Env;
+
+/// What `hookgate init` prints: every key, its default, one line on what it
+/// does. `check` accepts it as it is (a test holds it to that), once the two
+/// secrets it names are in the environment.
+pub const STARTING_CONFIG: &str = include_str!("starting.toml");
 pub use units::{parse_duration, parse_size};
 
 pub const DEFAULT_CONFIG_FILE: &str = "hookgate.toml";

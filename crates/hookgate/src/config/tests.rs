@@ -347,3 +347,56 @@ fn rate_limits_and_circuit_breakers() {
     let problems = load(&with("rate_limit = \"0/s\""), &[]).unwrap_err().0;
     assert_eq!(problems, vec!["destinations[0].rate_limit: \"0/s\": the rate must be more than zero"]);
 }
+
+#[test]
+fn the_starting_config_is_accepted_as_printed() {
+    let env = Env::from_pairs([
+        ("HOOKGATE_ADMIN_TOKEN", "0123456789abcdef0123456789abcdef"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef0123456789abcdef"),
+    ]);
+    let config = Config::from_toml(super::STARTING_CONFIG, &env).unwrap_or_else(|p| panic!("{}", p.0.join("\n")));
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.storage, Storage::Sqlite { path: "hookgate.db".into(), min_free: 64 << 20 });
+    assert_eq!((config.destinations.len(), config.sources.len()), (1, 1));
+    // Every key the config knows is in it, set or commented out.
+    for key in [
+        "listen",
+        "max_body",
+        "max_connections",
+        "header_timeout",
+        "body_timeout",
+        "max_inflight_bytes",
+        "shutdown_grace",
+        "url",
+        "min_free",
+        "pool",
+        "token",
+        "delivered",
+        "dead",
+        "superseded",
+        "name",
+        "timeout",
+        "concurrency",
+        "retry.max_attempts",
+        "retry.initial",
+        "retry.max",
+        "signing_secret",
+        "headers",
+        "rate_limit",
+        "circuit_breaker",
+        "destination",
+        "preset",
+        "verify",
+        "order_key",
+        "dedupe_key",
+        "coalesce_key",
+        "dedupe_window",
+        "dedupe_ignore",
+        "challenge",
+    ] {
+        assert!(
+            super::STARTING_CONFIG.lines().any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} ="))),
+            "{key} is missing from `hookgate init`"
+        );
+    }
+}

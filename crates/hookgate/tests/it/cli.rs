@@ -150,3 +150,59 @@ fn bench_runs_every_phase() {
     assert!(phases[2]["delivered_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["drain_per_s"].as_f64().unwrap() > 0.0 && report["peak_rss_mib"].as_f64().unwrap() > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_commands_list_pause_and_resume() {
+    let receiver = receiver(always_ok()).await;
+    let app = spawn_app(&receiver).await;
+    let url = app.url("");
+    let run = |args: &[&str]| {
+        let (url, args): (String, Vec<String>) = (url.clone(), args.iter().map(|a| a.to_string()).collect());
+        tokio::task::spawn_blocking(move || {
+            hookgate().args(args).env("HOOKGATE_URL", url).env("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN).output().unwrap()
+        })
+    };
+    let paused = run(&["destinations", "pause", "app"]).await.unwrap();
+    assert!(paused.status.success(), "{}", String::from_utf8_lossy(&paused.stderr));
+    assert_eq!(String::from_utf8_lossy(&paused.stdout).trim(), "app: paused");
+    app.post("plain", &[], r#"{"id":"held","object":"o"}"#).await;
+    let table = String::from_utf8(run(&["destinations", "list"]).await.unwrap().stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("CIRCUIT"), "{table}");
+    assert!(lines[1].starts_with("app") && lines[1].contains("paused") && lines[1].contains("closed"), "{table}");
+    let json = run(&["destinations", "list", "--json"]).await.unwrap();
+    let listed: hookgate::api::Destinations = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(listed.destinations[0].paused);
+    assert_eq!(receiver.received().len(), 0, "nothing delivered while paused");
+    assert!(run(&["destinations", "resume", "app"]).await.unwrap().status.success());
+    receiver.wait_for(Duration::from_secs(5), "the held event", |r| r.len() == 1).await;
+    let missing = run(&["destinations", "pause", "nope"]).await.unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"), "{}", String::from_utf8_lossy(&missing.stderr));
+    let dead = run(&["events", "list", "--state", "dead", "--json"]).await.unwrap();
+    let page: hookgate::api::EventPage = serde_json::from_slice(&dead.stdout).unwrap();
+    assert!(page.events.is_empty());
+    let replay = run(&["replay", "--state", "dead", "--since", "2026-01-01T00:00:00Z", "--json"]).await.unwrap();
+    let answer: hookgate::api::BulkReplayed = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(answer.replayed, 0);
+    app.stop().await;
+}
+
+#[test]
+fn init_prints_a_config_that_check_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hookgate().arg("init").output().unwrap();
+    assert!(out.status.success());
+    let path = dir.path().join("hookgate.toml");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let check = hookgate()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("HOOKGATE_ADMIN_TOKEN", "0123456789abcdef0123456789abcdef")
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
+    let unset = hookgate().args(["check", "--config"]).arg(&path).env_remove("HOOKGATE_ADMIN_TOKEN").output().unwrap();
+    assert_eq!(unset.status.code(), Some(2), "the token it names must be set");
+}
