@@ -5,6 +5,7 @@
 
 mod admin;
 mod body;
+mod console;
 mod ingest;
 mod ops;
 
@@ -70,6 +71,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthy))
         .route("/readyz", get(ops::ready))
+        .merge(console::router())
         .with_state(state)
 }
 

@@ -6,6 +6,7 @@ mod bytes;
 mod cli;
 mod cluster;
 mod coalesce;
+mod console;
 mod crash;
 mod delivery;
 mod edge;

@@ -1,0 +1,662 @@
+// hookgate console: a hash-routed page over the admin API (/api), no dependencies.
+// Every value from the API reaches the DOM through textContent or attributes
+// (the h() helper), never through innerHTML.
+'use strict';
+
+// Uncaught errors are kept where a test (or a curious operator) can read them.
+window.__hookgateErrors = [];
+window.addEventListener('error', (e) => window.__hookgateErrors.push(String(e.message)));
+window.addEventListener('unhandledrejection', (e) => window.__hookgateErrors.push(String(e.reason)));
+
+const TOKEN_KEY = 'hookgate.admin-token'; // sessionStorage only: gone when the tab closes
+const STATES = ['pending', 'delivering', 'delivered', 'dead', 'superseded'];
+const ACTIVE = new Set(['pending', 'delivering']); // already owed a delivery: not replayable
+const TONE = { pending: 'amber', delivering: 'blue', delivered: 'green', dead: 'red', superseded: 'grey',
+  closed: 'green', open: 'red', half_open: 'amber' };
+const PAGE = 50;               // events per page (events and dead letters)
+const OVERVIEW_POLL_MS = 3000; // stats are a shared snapshot at most 1 s old: faster buys nothing
+const DEST_POLL_MS = 5000;
+const DETAIL_POLL_MS = 2000;   // only while the event is pending or delivering
+const REPLAY_CONCURRENCY = 4;  // "Replay all shown": requests in flight at once
+
+// ---- DOM helpers ----------------------------------------------------------
+
+const $ = (sel) => document.querySelector(sel);
+
+// h('a', {href, class, testid, data: {id}, onclick}, ...children): strings become text nodes.
+function h(tag, props = {}, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v == null || v === false) continue;
+    if (k === 'class') el.className = v;
+    else if (k === 'testid') el.dataset.testid = v;
+    else if (k === 'data') for (const [dk, dv] of Object.entries(v)) el.dataset[dk] = String(dv);
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const kid of kids.flat(Infinity)) {
+    if (kid != null && kid !== false) el.append(kid instanceof Node ? kid : String(kid));
+  }
+  return el;
+}
+
+const badge = (text, tone) => h('span', { class: `badge tone-${tone || 'grey'}` }, text);
+const stateBadge = (state) => badge(state, TONE[state]);
+const circuitBadge = (c) => badge(c === 'half_open' ? 'half open' : c, TONE[c]);
+const mono = (text) => (text == null || text === '' ? h('span', { class: 'muted' }, '—') : h('span', { class: 'mono' }, text));
+// The inner span keeps a cell's parts together when phones lay rows out as label/value cards.
+const td = (label, content, cls) => h('td', { class: cls, 'data-label': label }, h('span', {}, content));
+const eventHref = (id) => `#/event/${encodeURIComponent(id)}`;
+// evt_ + UUIDv7: the leading hex is the timestamp, so the tail is what tells ids apart.
+const shortId = (id) => (id.length > 16 ? `${id.slice(0, 4)}…${id.slice(-8)}` : id);
+
+// heads: 'Label' or ['Label', 'num'] for right-aligned numeric columns.
+function table(heads, rows, emptyText) {
+  if (!rows.length) return h('p', { class: 'empty' }, emptyText);
+  const th = heads.map((x) => (Array.isArray(x) ? h('th', { class: x[1] }, x[0]) : h('th', {}, x)));
+  return h('div', { class: 'table-wrap' },
+    h('table', { class: 'grid' }, h('thead', {}, h('tr', {}, th)), h('tbody', {}, rows)));
+}
+
+// ---- formatting -----------------------------------------------------------
+
+const num = (n) => (n == null ? '—' : Number(n).toLocaleString());
+const rate = (r) => (r == null ? '…' : r < 10 ? r.toFixed(1) : Math.round(r).toLocaleString());
+
+function ms(v) {
+  if (v == null) return '—';
+  if (v >= 1000) return `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)} s`;
+  return `${v < 100 ? Number(v.toFixed(1)) : Math.round(v)} ms`;
+}
+
+function ago(t, now = Date.now()) {
+  const s = Math.round((now - t) / 1000);
+  const a = Math.abs(s);
+  const text = a < 60 ? `${a} s` : a < 3600 ? `${Math.floor(a / 60)} min` : a < 86400
+    ? `${Math.floor(a / 3600)} h` : `${Math.floor(a / 86400)} d`;
+  return s >= 0 ? `${text} ago` : `in ${text}`;
+}
+
+// A relative time that stays current (see the ticker at the bottom), absolute in the title.
+function timeEl(t) {
+  if (t == null) return h('span', { class: 'muted' }, '—');
+  const d = new Date(t);
+  return h('time', { datetime: d.toISOString(), title: `${d.toLocaleString()} (${d.toISOString()})`, data: { ms: t } }, ago(t));
+}
+
+// Re-indents JSON text without re-serializing values, so big numbers and
+// escapes appear exactly as sent (JSON.parse would round 2^53+ integers).
+function prettyJson(text) {
+  let out = '';
+  let depth = 0;
+  const nl = () => `\n${'  '.repeat(depth)}`;
+  const skipWs = (j) => { while (j < text.length && ' \t\r\n'.includes(text[j])) j++; return j; };
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') { // copy the whole string literal, escapes included
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      out += text.slice(i, j + 1);
+      i = j;
+    } else if (c === '{' || c === '[') {
+      const j = skipWs(i + 1);
+      if (text[j] === (c === '{' ? '}' : ']')) { out += c + text[j]; i = j; continue; } // {} and []
+      depth++;
+      out += c + nl();
+    } else if (c === '}' || c === ']') { depth--; out += nl() + c; }
+    else if (c === ',') out += `,${nl()}`;
+    else if (c === ':') out += ': ';
+    else if (!' \t\r\n'.includes(c)) out += c;
+  }
+  return out;
+}
+
+// ---- API ------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ''}`, Accept: 'application/json' };
+  const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+  if (body !== undefined) { headers['Content-Type'] = 'application/json'; init.body = JSON.stringify(body); }
+  let res;
+  try { res = await fetch(`/api${path}`, init); } catch (e) {
+    throw new ApiError(0, `Cannot reach hookgate (${e.message}).`);
+  }
+  let data = null;
+  try { data = await res.json(); } catch { /* not JSON: fall back to the status below */ }
+  const message = (data && typeof data.error === 'string' && data.error) || `HTTP ${res.status} ${res.statusText}`.trim();
+  if (res.status === 401) {
+    signOut(`The admin API refused the token (${message}).`);
+    throw new ApiError(401, message);
+  }
+  if (!res.ok) throw new ApiError(res.status, message);
+  return data;
+}
+
+const query = (params) => {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v != null && v !== '') q.set(k, v);
+  const s = q.toString();
+  return s ? `?${s}` : '';
+};
+
+// ---- view lifecycle: one view at a time; its timers and late answers die with it ----
+
+let gen = 0;      // bumped on every route change; async work checks it before touching the DOM
+let timers = [];
+
+function resetView() {
+  gen++;
+  timers.forEach(clearInterval);
+  timers = [];
+  hideError();
+}
+
+// Runs fn now and every `every` ms while this view lives (skipped in hidden tabs, never overlapping).
+function poll(fn, every) {
+  const g = gen;
+  let busy = false;
+  const tick = async () => {
+    if (busy || g !== gen) return;
+    busy = true;
+    try { await fn(); } finally { busy = false; }
+  };
+  tick();
+  timers.push(setInterval(() => { if (!document.hidden) tick(); }, every));
+}
+
+// Wraps a view's loader: errors go to the banner unless the view is gone or we
+// signed out; the next success clears the banner only if this loader set it.
+// `placeholder` ("Loading…") is emptied on failure so it does not spin forever.
+function loader(fn, placeholder) {
+  const g = gen;
+  let failed = false;
+  return async () => {
+    try {
+      await fn(() => g !== gen);
+      if (failed && g === gen) hideError();
+      failed = false;
+    } catch (e) {
+      if (g !== gen || e.status === 401) return;
+      failed = true;
+      showError(e.message);
+      if (placeholder && placeholder.firstChild?.classList?.contains('loading')) placeholder.replaceChildren();
+    }
+  };
+}
+
+const loading = () => h('p', { class: 'muted loading' }, 'Loading…');
+
+function showError(message) {
+  $('#error-text').textContent = message;
+  $('#error').hidden = false;
+}
+function hideError() { $('#error').hidden = true; }
+
+function mount(...nodes) { $('#view').replaceChildren(...nodes); }
+
+// ---- sign-in --------------------------------------------------------------
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  renderSignIn(message);
+}
+
+function renderSignIn(message) {
+  resetView();
+  document.body.classList.add('signed-out');
+  $('#top').hidden = true;
+  document.title = 'Sign in · hookgate';
+  const input = h('input', { type: 'password', id: 'token', name: 'token', testid: 'token', required: true,
+    autocomplete: 'current-password', spellcheck: 'false', placeholder: 'Admin token' });
+  const button = h('button', { type: 'submit', class: 'primary', testid: 'sign-in' }, 'Sign in');
+  const form = h('form', { class: 'card signin', onsubmit: (e) => { e.preventDefault(); signIn(input.value.trim(), button); } },
+    h('h1', {}, h('span', { class: 'mark' }, '⤳'), 'hookgate'),
+    h('p', { class: 'muted' }, 'Enter the admin token from ', h('code', {}, '[admin] token'), '. It is kept in this tab only.'),
+    h('input', { type: 'text', name: 'username', autocomplete: 'username', value: 'admin', hidden: true }),
+    h('label', { for: 'token' }, 'Admin token'), input, button);
+  mount(form);
+  if (message) showError(message);
+  input.focus();
+}
+
+async function signIn(token, button) {
+  if (!token) { showError('Enter the admin token.'); return; }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  button.disabled = true;
+  try {
+    await api('GET', '/events?limit=1');
+  } catch (e) {
+    if (e.status === 401) return; // api() is showing the sign-in screen again, with the reason
+    // Anything else (storage 503, network) says nothing about the token: the view will show it.
+  }
+  enterApp();
+}
+
+function enterApp() {
+  document.body.classList.remove('signed-out');
+  $('#top').hidden = false;
+  if (!location.hash) history.replaceState(null, '', '#/overview');
+  route();
+}
+
+// ---- routing --------------------------------------------------------------
+
+function parseHash() {
+  const raw = location.hash.replace(/^#\/?/, '');
+  const q = raw.indexOf('?');
+  const path = q < 0 ? raw : raw.slice(0, q);
+  const decode = (x) => { try { return decodeURIComponent(x); } catch { return x; } }; // a hand-typed '%' must not throw
+  const [name = 'overview', arg] = path.split('/').filter(Boolean).map(decode);
+  return { name, arg, params: new URLSearchParams(q < 0 ? '' : raw.slice(q + 1)) };
+}
+
+const VIEWS = { overview: viewOverview, events: viewEvents, event: viewEvent, dead: viewDead, destinations: viewDestinations };
+const TITLES = { overview: 'Overview', events: 'Events', event: 'Event', dead: 'Dead letters', destinations: 'Destinations' };
+
+function route() {
+  if (!sessionStorage.getItem(TOKEN_KEY)) { renderSignIn(); return; }
+  resetView();
+  const { name, arg, params } = parseHash();
+  const nav = name === 'event' ? 'events' : name;
+  for (const a of document.querySelectorAll('.nav a')) {
+    if (a.dataset.view === nav) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+  document.title = `${TITLES[name] || 'Not found'} · hookgate`;
+  const view = VIEWS[name];
+  if (view) view(params, arg);
+  else mount(h('section', {}, h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/overview' }, 'Back to the overview'))));
+  window.scrollTo(0, 0);
+}
+
+// Navigating to the hash we are on fires no hashchange: re-render by hand.
+function go(hash) {
+  if (location.hash === hash) route(); else location.hash = hash;
+}
+
+const heading = (title, ...extra) => h('div', { class: 'head' }, h('h1', {}, title), ...extra);
+
+// ---- overview -------------------------------------------------------------
+
+// Per source: the counts that matter here. States missing from the map are 0.
+function tally(stats) {
+  const out = {};
+  for (const [source, counts] of Object.entries(stats.sources || {})) {
+    const c = (s) => counts[s] || 0;
+    out[source] = { queued: c('pending') + c('delivering'), dead: c('dead'), delivered: c('delivered'),
+      total: STATES.reduce((n, s) => n + c(s), 0), done: c('delivered') + c('dead') };
+  }
+  return out;
+}
+
+function sparkline(values) {
+  const NS = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(NS, 'svg');
+  svg.setAttribute('viewBox', '0 0 100 24');
+  svg.setAttribute('preserveAspectRatio', 'none');
+  svg.setAttribute('class', 'spark');
+  svg.setAttribute('aria-hidden', 'true');
+  if (values.length > 1) {
+    const max = Math.max(...values, 1);
+    const pts = values.map((v, i) => `${((i / (values.length - 1)) * 100).toFixed(1)},${(23 - (v / max) * 22).toFixed(1)}`);
+    const line = document.createElementNS(NS, 'polyline');
+    line.setAttribute('points', pts.join(' '));
+    svg.append(line);
+  }
+  return svg;
+}
+
+function viewOverview() {
+  // Rates come from differencing two stats snapshots: in = growth of all
+  // events, out = growth of delivered + dead. Clamped at 0, because retention
+  // deletes old rows and replays move events back to pending.
+  let prev = null;
+  const history = { in: [], out: [] };
+  let rates = { in: null, out: null, bySource: {} };
+  const tiles = h('div', { class: 'tiles' });
+  const sources = h('div');
+  const dests = h('div');
+  mount(heading('Overview', h('span', { class: 'muted live' }, 'live')),
+    tiles, h('h2', {}, 'Sources'), sources, h('h2', {}, 'Destinations'), dests);
+
+  const tile = (label, value, sub, spark, tone) =>
+    h('div', { class: `tile${tone ? ` tile-${tone}` : ''}` }, h('div', { class: 'tile-label' }, label),
+      h('div', { class: 'tile-value' }, value), sub && h('div', { class: 'tile-sub muted' }, sub), spark);
+
+  poll(loader(async (stale) => {
+    const [stats, dest] = await Promise.allSettled([api('GET', '/stats'), api('GET', '/destinations')]);
+    if (stale()) return;
+    if (stats.status === 'fulfilled') {
+      const now = tally(stats.value);
+      const at = stats.value.counted_at_ms || Date.now();
+      const dt = prev ? (at - prev.at) / 1000 : 0;
+      if (prev && dt >= 0.5) { // the same snapshot twice (dt 0) says nothing new
+        const r = (a, b) => Math.max(0, a - b) / dt;
+        const sum = (t, k) => Object.values(t).reduce((n, s) => n + s[k], 0);
+        rates = { in: r(sum(now, 'total'), sum(prev.t, 'total')), out: r(sum(now, 'done'), sum(prev.t, 'done')), bySource: {} };
+        for (const [s, v] of Object.entries(now)) {
+          const p = prev.t[s] || { total: v.total, done: v.done };
+          rates.bySource[s] = { in: r(v.total, p.total), out: r(v.done, p.done) };
+        }
+        for (const k of ['in', 'out']) { history[k].push(rates[k]); if (history[k].length > 40) history[k].shift(); }
+      }
+      if (!prev || dt >= 0.5) prev = { at, t: now };
+      const all = Object.values(now);
+      const queued = all.reduce((n, s) => n + s.queued, 0);
+      const dead = all.reduce((n, s) => n + s.dead, 0);
+      tiles.replaceChildren(
+        tile('In', rate(rates.in), 'events/s received', sparkline(history.in)),
+        tile('Out', rate(rates.out), 'events/s delivered or dead', sparkline(history.out)),
+        tile('Queued', num(queued), 'pending + delivering'),
+        tile('Dead', num(dead), h('a', { href: '#/dead' }, 'dead letters →'), null, dead ? 'red' : null));
+      const rows = Object.entries(now).map(([s, v]) => h('tr', { testid: 'source-row', data: { source: s } },
+        td('Source', h('a', { href: `#/events${query({ source: s })}` }, s)),
+        td('In/s', rate(rates.bySource[s]?.in), 'num'), td('Out/s', rate(rates.bySource[s]?.out), 'num'),
+        td('Queued', num(v.queued), 'num'),
+        td('Dead', v.dead ? h('a', { href: `#/dead${query({ source: s })}`, class: 'bad' }, num(v.dead)) : '0', 'num'),
+        td('Delivered', num(v.delivered), 'num'), td('Total', num(v.total), 'num')));
+      sources.replaceChildren(table(['Source', ['In/s', 'num'], ['Out/s', 'num'], ['Queued', 'num'], ['Dead', 'num'],
+        ['Delivered', 'num'], ['Total', 'num']], rows, 'No events yet.'));
+    }
+    if (dest.status === 'fulfilled') dests.replaceChildren(destinationTable(dest.value.destinations, false));
+    // Show what failed; the half that loaded stays on screen.
+    const failed = [stats, dest].find((x) => x.status === 'rejected');
+    if (failed) throw failed.reason;
+  }), OVERVIEW_POLL_MS);
+}
+
+// ---- events ---------------------------------------------------------------
+
+const FILTERS = [['source', 'Source'], ['state', 'State'], ['order_key', 'Order key'], ['dedupe_key', 'Dedupe key'],
+  ['since', 'Since'], ['until', 'Until']];
+
+// Source names for a filter's suggestions; best effort (an error here is not worth a banner).
+function sourceList(id) {
+  const list = h('datalist', { id });
+  api('GET', '/stats').then((s) => list.append(...Object.keys(s.sources || {}).map((n) => h('option', { value: n }))),
+    () => {});
+  return list;
+}
+
+function pager(base, params, nextCursor, testPrefix) {
+  const page = Number(params.get('page')) || 1;
+  const first = new URLSearchParams(params);
+  first.delete('cursor'); first.delete('page');
+  const next = new URLSearchParams(first);
+  if (nextCursor) { next.set('cursor', nextCursor); next.set('page', String(page + 1)); }
+  const qs = (p) => (p.toString() ? `?${p}` : '');
+  return h('div', { class: 'pager' },
+    page > 1 || params.has('cursor') ? h('a', { href: `${base}${qs(first)}`, class: 'btn', testid: `${testPrefix}-first` }, '⇤ First page') : null,
+    h('span', { class: 'muted' }, `Page ${page}`),
+    nextCursor ? h('a', { href: `${base}${qs(next)}`, class: 'btn', testid: `${testPrefix}-next` }, 'Next page →') : null);
+}
+
+function eventRow(ev) {
+  return h('tr', { testid: 'event-row', data: { id: ev.id, state: ev.state }, class: 'clickable',
+    onclick: (e) => { if (!e.target.closest('a') && !getSelection().toString()) go(eventHref(ev.id)); } },
+  td('Received', timeEl(ev.received_at_ms)),
+  td('ID', h('a', { href: eventHref(ev.id), class: 'mono', title: ev.id }, shortId(ev.id))),
+  td('Source', ev.source), td('Destination', ev.destination),
+  td('State', [stateBadge(ev.state), ev.warnings?.length ? h('span', { class: 'warn', title: ev.warnings.join('\n') }, ' ⚠') : null]),
+  td('Order key', mono(ev.order_key)),
+  td('Attempts', num(ev.attempt_count), 'num'));
+}
+
+function viewEvents(params) {
+  const fields = FILTERS.map(([key, label]) => {
+    const value = params.get(key) || '';
+    const input = key === 'state'
+      ? h('select', { name: key, id: `f-${key}` }, h('option', { value: '' }, 'any'),
+        STATES.map((s) => h('option', { value: s, selected: s === value }, s)))
+      : h('input', { name: key, id: `f-${key}`, value, list: key === 'source' ? 'sources' : null, spellcheck: 'false',
+        placeholder: key === 'since' || key === 'until' ? 'RFC 3339 or ms' : '',
+        title: key === 'since' || key === 'until' ? 'e.g. 2026-11-29T10:00:00Z, or milliseconds since the epoch' : null });
+    return h('div', { class: 'field' }, h('label', { for: `f-${key}` }, label), input);
+  });
+  const form = h('form', { class: 'filters card', testid: 'filters', onsubmit: (e) => {
+    e.preventDefault();
+    const data = Object.fromEntries([...new FormData(form)].map(([k, v]) => [k, String(v).trim()]));
+    go(`#/events${query(data)}`);
+  } }, fields, h('div', { class: 'field actions' },
+    h('button', { type: 'submit', class: 'primary', testid: 'filter-apply' }, 'Apply'),
+    h('button', { type: 'button', class: 'ghost', onclick: () => go('#/events') }, 'Clear')));
+  const list = h('div', {}, loading());
+  mount(heading('Events'), form, list);
+  form.append(sourceList('sources'));
+
+  loader(async (stale) => {
+    const q = Object.fromEntries(FILTERS.map(([k]) => [k, params.get(k)]));
+    const page = await api('GET', `/events${query({ ...q, limit: PAGE, cursor: params.get('cursor') })}`);
+    if (stale()) return;
+    list.replaceChildren(
+      table(['Received', 'ID', 'Source', 'Destination', 'State', 'Order key', ['Attempts', 'num']],
+        page.events.map(eventRow), 'No events match these filters.'),
+      pager('#/events', params, page.next_cursor, 'events'));
+  }, list)();
+}
+
+// ---- one event ------------------------------------------------------------
+
+function viewEvent(params, id) {
+  const root = h('section', { testid: 'event-detail', class: 'detail' });
+  const button = h('button', { type: 'button', class: 'primary', testid: 'replay', disabled: true, onclick: replay }, 'Replay');
+  const hint = h('span', { class: 'muted small' });
+  const result = h('p', { class: 'result', testid: 'replay-result', role: 'status', hidden: true });
+  const content = h('div', {}, loading());
+  const state = h('span');
+  root.append(h('a', { href: '#/events', class: 'back' }, '← Events'),
+    heading(h('span', { class: 'mono id' }, id || ''), state), h('div', { class: 'actions' }, button, hint), result, content);
+  mount(root);
+
+  let follow = true; // the first load, then again only while the event is active
+  const load = loader(async (stale) => {
+    follow = false;
+    const ev = await api('GET', `/events/${encodeURIComponent(id)}`);
+    if (stale()) return;
+    follow = ACTIVE.has(ev.state);
+    root.dataset.state = ev.state;
+    state.replaceChildren(stateBadge(ev.state));
+    button.disabled = ACTIVE.has(ev.state);
+    hint.textContent = button.disabled ? `A ${ev.state} event is already owed a delivery.` : '';
+    content.replaceChildren(summary(ev), section('Body', bodyBlock(ev)), section(`Headers (${ev.headers.length})`,
+      table(['Name', 'Value'], ev.headers.map(([n, v]) => h('tr', {}, td('Name', mono(n)), td('Value', mono(v), 'wrap'))),
+        'No headers kept.')), section(`Attempts (${ev.attempts.length})`, attempts(ev)));
+  }, content);
+  // Follow the event while it moves (e.g. after a replay); stop once it settles.
+  poll(() => follow && load(), DETAIL_POLL_MS);
+
+  async function replay() {
+    button.disabled = true;
+    const g = gen;
+    try {
+      const r = await api('POST', `/events/${encodeURIComponent(id)}/replay`);
+      if (g !== gen) return;
+      setResult(result, true, `Replayed: the event is ${r.status} again and will be delivered.`);
+    } catch (e) {
+      if (g !== gen || e.status === 401) return;
+      setResult(result, false, `Replay failed: ${e.message}`);
+    }
+    await load();
+  }
+}
+
+function setResult(el, ok, text) {
+  el.textContent = text;
+  el.className = `result ${ok ? 'ok' : 'bad'}`;
+  el.hidden = false;
+}
+
+const section = (title, ...body) => h('section', { class: 'card' }, h('h2', {}, title), ...body);
+
+function summary(ev) {
+  const filterLink = (key, v) => (v == null ? mono(v) : h('a', { href: `#/events${query({ [key]: v })}`, class: 'mono' }, v));
+  const rows = [
+    ['State', stateBadge(ev.state)], ['Source', ev.source],
+    ['Destination', h('a', { href: '#/destinations' }, ev.destination)],
+    ['Received', timeEl(ev.received_at_ms)], ['Updated', timeEl(ev.updated_at_ms)],
+    ev.next_attempt_at_ms != null && ['Next attempt', timeEl(ev.next_attempt_at_ms)],
+    ['Attempts', num(ev.attempt_count)], ['Duplicates', `${num(ev.duplicates)} dropped`],
+    ['Dedupe key', filterLink('dedupe_key', ev.dedupe_key)], ['Order key', filterLink('order_key', ev.order_key)],
+    ['Coalesce key', mono(ev.coalesce_key)],
+    ev.superseded_by && ['Superseded by', h('a', { href: eventHref(ev.superseded_by), class: 'mono', testid: 'superseded-by' }, ev.superseded_by)],
+    ev.warnings.length && ['Warnings', h('ul', { class: 'warnings' }, ev.warnings.map((w) => h('li', {}, w)))],
+  ].filter(Boolean);
+  return h('section', { class: 'card' }, h('dl', { class: 'facts' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])));
+}
+
+function bodyBlock(ev) {
+  if (ev.body_base64 != null) {
+    return [badge('base64 · not UTF-8', 'grey'), h('pre', { class: 'code', testid: 'body' }, ev.body_base64)];
+  }
+  const text = ev.body || '';
+  if (!text) return h('p', { class: 'muted' }, 'Empty body.');
+  try {
+    JSON.parse(text); // only to know it is JSON; prettyJson keeps the sender's literals
+    return [badge('JSON', 'blue'), h('pre', { class: 'code', testid: 'body' }, prettyJson(text))];
+  } catch {
+    return h('pre', { class: 'code', testid: 'body' }, text);
+  }
+}
+
+function attempts(ev) {
+  if (!ev.attempts.length) return h('p', { class: 'muted' }, 'No attempts yet.');
+  return h('ol', { class: 'timeline' }, ev.attempts.map((a) => {
+    const ok = a.status != null && a.status >= 200 && a.status < 300;
+    return h('li', { class: ok ? 'attempt-ok' : 'attempt-fail', testid: 'attempt', data: { attempt: a.attempt } },
+      h('div', { class: 'attempt-head' }, h('strong', {}, `#${a.attempt}`), timeEl(a.started_at_ms),
+        h('span', { class: 'muted' }, ms(a.duration_ms)),
+        badge(a.status == null ? 'no response' : String(a.status), ok ? 'green' : 'red')),
+      a.error && h('div', { class: 'mono attempt-error' }, a.error));
+  }));
+}
+
+// ---- dead letters ---------------------------------------------------------
+
+function viewDead(params) {
+  const source = params.get('source') || '';
+  const input = h('input', { name: 'source', id: 'd-source', value: source, list: 'dead-sources', placeholder: 'all sources', spellcheck: 'false' });
+  const form = h('form', { class: 'filters card', onsubmit: (e) => { e.preventDefault(); go(`#/dead${query({ source: input.value.trim() })}`); } },
+    h('div', { class: 'field' }, h('label', { for: 'd-source' }, 'Source'), input),
+    h('div', { class: 'field actions' }, h('button', { type: 'submit', class: 'primary' }, 'Filter')));
+  form.append(sourceList('dead-sources'));
+  const all = h('button', { type: 'button', testid: 'replay-all', class: 'primary', disabled: true, onclick: replayAll }, 'Replay all shown');
+  const result = h('p', { class: 'result', testid: 'replay-result', role: 'status', hidden: true });
+  const list = h('div', {}, loading());
+  mount(heading('Dead letters', all), form, result, list);
+  let shown = [];
+
+  const load = loader(async (stale) => {
+    const page = await api('GET', `/events${query({ state: 'dead', source, limit: PAGE, cursor: params.get('cursor') })}`);
+    if (stale()) return;
+    shown = page.events.map((ev) => ev.id);
+    all.disabled = !shown.length;
+    all.textContent = shown.length ? `Replay all shown (${shown.length})` : 'Replay all shown';
+    list.replaceChildren(table(['Died', 'ID', 'Source', 'Destination', 'Order key', ['Attempts', 'num'], ''],
+      page.events.map((ev) => h('tr', { testid: 'dead-row', data: { id: ev.id } },
+        td('Died', timeEl(ev.updated_at_ms)),
+        td('ID', h('a', { href: eventHref(ev.id), class: 'mono', title: ev.id }, shortId(ev.id))),
+        td('Source', ev.source), td('Destination', ev.destination), td('Order key', mono(ev.order_key)),
+        td('Attempts', num(ev.attempt_count), 'num'),
+        td('', h('button', { type: 'button', testid: 'replay', class: 'small', onclick: (e) => replayOne(ev.id, e.currentTarget) }, 'Replay'), 'act'))),
+      source ? `No dead events from ${source}.` : 'No dead letters.'),
+    pager('#/dead', params, page.next_cursor, 'dead'));
+  }, list);
+  load();
+
+  async function replayOne(id, btn) {
+    btn.disabled = true;
+    const g = gen;
+    try {
+      await api('POST', `/events/${encodeURIComponent(id)}/replay`);
+      if (g === gen) setResult(result, true, `Replayed ${id}: pending again.`);
+    } catch (e) {
+      if (g === gen && e.status !== 401) setResult(result, false, `Replay of ${id} failed: ${e.message}`);
+    }
+    if (g === gen) await load();
+  }
+
+  // Replays exactly the ids on screen (not POST /api/replay, which would also
+  // take events that died since the page loaded, and other pages).
+  async function replayAll() {
+    const ids = shown.slice();
+    const g = gen;
+    all.disabled = true;
+    let done = 0;
+    const failures = [];
+    const worker = async () => {
+      while (ids.length && g === gen) {
+        const id = ids.shift();
+        try { await api('POST', `/events/${encodeURIComponent(id)}/replay`); done++; } catch (e) {
+          if (e.status === 401) return;
+          failures.push(`${id}: ${e.message}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: REPLAY_CONCURRENCY }, worker));
+    if (g !== gen) return;
+    const total = done + failures.length;
+    setResult(result, !failures.length, failures.length
+      ? `Replayed ${done} of ${total}; ${failures.length} failed (${failures[0]}${failures.length > 1 ? ', …' : ''}).`
+      : `Replayed ${done} event${done === 1 ? '' : 's'}: pending again.`);
+    await load();
+  }
+}
+
+// ---- destinations ---------------------------------------------------------
+
+function destinationTable(list, withActions, onToggle) {
+  const rows = list.map((d) => h('tr', { testid: withActions ? 'destination-row' : 'overview-destination-row',
+    data: { name: d.name, paused: d.paused, circuit: d.circuit } },
+  td('Destination', [h('strong', {}, d.name), withActions && h('div', { class: 'mono small muted wrap url' }, d.url),
+    withActions && d.rate_limit && h('div', { class: 'small muted' }, `rate limit ${d.rate_limit}`)]),
+  td('State', [d.paused ? badge('paused', 'violet') : badge('sending', 'plain'), ' ', circuitBadge(d.circuit)], 'nowrap'),
+  td('Queue', num(d.queue_depth), 'num'), td('In flight', num(d.in_flight), 'num'),
+  td('Delivered/min', num(d.delivered_last_minute), 'num'),
+  td('Failed/min', d.failed_last_minute ? h('span', { class: 'bad' }, num(d.failed_last_minute)) : '0', 'num'),
+  td('p50', ms(d.latency_p50_ms), 'num'), td('p99', ms(d.latency_p99_ms), 'num'),
+  withActions && td('', h('button', { type: 'button', class: d.paused ? 'primary small' : 'small',
+    testid: d.paused ? 'resume' : 'pause', onclick: (e) => onToggle(d, e.currentTarget) }, d.paused ? 'Resume' : 'Pause'), 'act')));
+  const heads = ['Destination', 'State', ['Queue', 'num'], ['In flight', 'num'], ['Delivered/min', 'num'],
+    ['Failed/min', 'num'], ['p50', 'num'], ['p99', 'num']];
+  return table(withActions ? [...heads, ''] : heads, rows, 'No destinations configured.');
+}
+
+function viewDestinations() {
+  const list = h('div', {}, loading());
+  mount(heading('Destinations', h('span', { class: 'muted live' }, 'live')), list);
+  const load = loader(async (stale) => {
+    const r = await api('GET', '/destinations');
+    if (!stale()) list.replaceChildren(destinationTable(r.destinations, true, toggle));
+  }, list);
+  poll(load, DEST_POLL_MS);
+
+  async function toggle(d, btn) {
+    const g = gen;
+    btn.disabled = true;
+    try {
+      const r = await api('POST', `/destinations/${encodeURIComponent(d.name)}/${d.paused ? 'resume' : 'pause'}`);
+      if (g === gen) btn.closest('tr').dataset.paused = String(r.paused); // at once; the reload redraws the row
+    } catch (e) {
+      if (g === gen && e.status !== 401) showError(`${d.paused ? 'Resume' : 'Pause'} ${d.name} failed: ${e.message}`);
+      btn.disabled = false;
+      return;
+    }
+    await load();
+  }
+}
+
+// ---- start ----------------------------------------------------------------
+
+window.addEventListener('hashchange', route);
+$('#sign-out').addEventListener('click', () => signOut());
+$('#error-close').addEventListener('click', hideError);
+// Keep "3 s ago" honest without re-rendering views.
+setInterval(() => {
+  const now = Date.now();
+  for (const t of document.querySelectorAll('time[data-ms]')) t.textContent = ago(Number(t.dataset.ms), now);
+}, 1000);
+
+if (sessionStorage.getItem(TOKEN_KEY)) enterApp(); else renderSignIn();

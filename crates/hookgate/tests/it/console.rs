@@ -1,0 +1,196 @@
+//! The console in a real browser: headless Chromium driven over WebDriver
+//! (`chromedriver`, from Debian's `chromium-driver`; `.ci/run` installs
+//! both). Sign in, see an event just posted, open it, replay it, pause and
+//! resume the destination, see a dead event and replay it. Without a browser
+//! the test says "skipped" and passes.
+//!
+//! `HOOKGATE_SCREENSHOTS=DIR` also saves the main views as PNGs in DIR (how
+//! `docs/console-*.png` were made).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+use crate::support::*;
+
+/// `chromedriver` on a port of its own, killed and reaped when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(name: &str) -> Option<String> {
+    let out = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().ok()?;
+    let path = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (!path.is_empty()).then_some(path)
+}
+
+async fn browser() -> Option<(Driver, Client)> {
+    let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
+        eprintln!("skipped: no chromium and chromedriver here (apt install chromium chromium-driver)");
+        return None;
+    };
+    let port = free_port();
+    let child =
+        Command::new(chromedriver).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let driver = Driver { child: child.ok()?, port };
+    let capabilities: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"],
+        },
+    }))
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(capabilities.clone())
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+        {
+            Ok(client) => return Some((driver, client)),
+            Err(error) if Instant::now() > deadline => panic!("chromedriver did not start a browser: {error}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Wait until the element `css` exists and `attribute` is `value`.
+async fn until_attr(c: &Client, css: &str, attribute: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(element) = c.find(Locator::Css(css)).await
+            && element.attr(attribute).await.ok().flatten().as_deref() == Some(value)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{css} never had {attribute}={value:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wait until the element `css` shows text containing `wanted`.
+async fn until_text(c: &Client, css: &str, wanted: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(element) = c.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+            && text.contains(wanted)
+        {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{css} never said {wanted:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css(css)).await.unwrap().click().await.unwrap();
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    if let Ok(dir) = std::env::var("HOOKGATE_SCREENSHOTS") {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(format!("console-{name}.png")), png).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_in_a_real_browser() {
+    let Some((_driver, c)) = browser().await else { return };
+    // The app refuses "doomed" events (400) until it is told to heal.
+    let healed = Arc::new(AtomicBool::new(false));
+    let heal = healed.clone();
+    let receiver = receiver(Arc::new(move |_, body| {
+        let doomed = String::from_utf8_lossy(body).contains("doomed") && !heal.load(Ordering::SeqCst);
+        (if doomed { 400 } else { 200 }, Duration::ZERO)
+    }))
+    .await;
+    let app = spawn_app(&receiver).await;
+    let (_, doomed) = app.post("plain", &[], r#"{"id":"doomed-1","object":"order-7","note":"doomed"}"#).await;
+    let doomed = doomed["id"].as_str().unwrap().to_owned();
+
+    // Signing in: a wrong token is refused, the right one opens the overview.
+    c.goto(&app.url("/console")).await.unwrap();
+    let token = c.wait().for_element(Locator::Css("[data-testid=token]")).await.unwrap();
+    token.send_keys("not-the-token").await.unwrap();
+    click(&c, "[data-testid=sign-in]").await;
+    until_text(&c, "[data-testid=error]", "refused").await;
+    let token = c.find(Locator::Css("[data-testid=token]")).await.unwrap();
+    token.clear().await.unwrap();
+    token.send_keys(ADMIN_TOKEN).await.unwrap();
+    click(&c, "[data-testid=sign-in]").await;
+    c.wait().for_element(Locator::Css("[data-testid=nav-events]")).await.unwrap();
+    assert!(!c.current_url().await.unwrap().as_str().contains(ADMIN_TOKEN), "the token is never in the URL");
+
+    // An event just posted is in the list; open it; it was delivered; replay it.
+    let (_, shown) = app.post("plain", &[], r#"{"id":"shown-1","object":"order-8","total":42}"#).await;
+    let shown = shown["id"].as_str().unwrap().to_owned();
+    receiver.wait_for(Duration::from_secs(5), "the delivery", |r| r.iter().any(|r| r.webhook_id() == shown)).await;
+    screenshot(&c, "overview").await;
+    click(&c, "[data-testid=nav-events]").await;
+    click(&c, &format!("[data-testid=event-row][data-id='{shown}']")).await;
+    until_attr(&c, "[data-testid=event-detail]", "data-state", "delivered").await;
+    until_text(&c, "[data-testid=body]", "42").await;
+    screenshot(&c, "event").await;
+    click(&c, "[data-testid=event-detail] [data-testid=replay]").await;
+    until_text(&c, "[data-testid=replay-result]", "Replayed").await;
+    receiver
+        .wait_for(Duration::from_secs(5), "the replay", |r| r.iter().filter(|r| r.webhook_id() == shown).count() == 2)
+        .await;
+
+    // Pause and resume the destination.
+    click(&c, "[data-testid=nav-destinations]").await;
+    until_attr(&c, "[data-testid=destination-row][data-name=app]", "data-paused", "false").await;
+    until_attr(&c, "[data-testid=destination-row][data-name=app]", "data-circuit", "closed").await;
+    click(&c, "[data-testid=destination-row][data-name=app] [data-testid=pause]").await;
+    until_attr(&c, "[data-testid=destination-row][data-name=app]", "data-paused", "true").await;
+    let listed: hookgate::api::Destinations = serde_json::from_value(app.admin("/api/destinations").await).unwrap();
+    assert!(listed.destinations[0].paused, "paused through the console");
+    screenshot(&c, "destinations").await;
+    click(&c, "[data-testid=destination-row][data-name=app] [data-testid=resume]").await;
+    until_attr(&c, "[data-testid=destination-row][data-name=app]", "data-paused", "false").await;
+
+    // The doomed event is dead by now (4 attempts, 100-400 ms apart): replay it, healed.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app.admin("/api/events?state=dead").await["events"].as_array().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the doomed event never died");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    click(&c, "[data-testid=nav-dead]").await;
+    c.wait().for_element(Locator::Css(&format!("[data-testid=dead-row][data-id='{doomed}']"))).await.unwrap();
+    screenshot(&c, "dead").await;
+    healed.store(true, Ordering::SeqCst);
+    click(&c, &format!("[data-testid=dead-row][data-id='{doomed}'] [data-testid=replay]")).await;
+    until_text(&c, "[data-testid=replay-result]", "Replayed").await;
+    receiver
+        .wait_for(Duration::from_secs(5), "the dead event, delivered", |r| {
+            r.iter().any(|r| r.delivered() && r.webhook_id() == doomed)
+        })
+        .await;
+
+    // The page never failed: no script error was thrown.
+    let errors = c.execute("return window.__hookgateErrors || []", vec![]).await.unwrap();
+    assert_eq!(errors, serde_json::json!([]), "script errors in the console");
+
+    // A phone-sized window: the same page, laid out for it.
+    c.set_window_size(390, 844).await.unwrap();
+    click(&c, "[data-testid=nav-events]").await;
+    c.wait().for_element(Locator::Css("[data-testid=event-row]")).await.unwrap();
+    screenshot(&c, "phone").await;
+    c.close().await.unwrap();
+    app.stop().await;
+}
