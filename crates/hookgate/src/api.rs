@@ -12,13 +12,16 @@ use base64::Engine;
 use hookgate_core::{Key, State};
 use hookgate_store::{Attempt, EventDetail, EventRecord};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// One event in a listing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventSummary {
     pub id: String,
     pub source: String,
     pub destination: String,
+    /// pending, delivering, delivered, dead or superseded.
+    #[schema(value_type = String)]
     pub state: State,
     pub received_at_ms: i64,
     pub updated_at_ms: i64,
@@ -35,11 +38,13 @@ pub struct EventSummary {
 }
 
 /// `GET /api/events/{id}`: the event, what the sender sent, every attempt.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
     #[serde(flatten)]
+    #[schema(inline)]
     pub summary: EventSummary,
     /// `[name, value]` pairs in arrival order.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub headers: Vec<(String, String)>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub body: Option<String>,
@@ -48,7 +53,7 @@ pub struct EventView {
     pub attempts: Vec<AttemptView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AttemptView {
     pub attempt: u32,
     pub started_at_ms: i64,
@@ -58,7 +63,7 @@ pub struct AttemptView {
 }
 
 /// `GET /api/events`: newest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     pub events: Vec<EventSummary>,
     /// Pass as `cursor` for the next page; absent on the last.
@@ -66,15 +71,16 @@ pub struct EventPage {
 }
 
 /// `POST /api/events/{id}/replay`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Replayed {
     pub id: String,
     /// The event's state now: `pending`.
+    #[schema(value_type = String)]
     pub status: State,
 }
 
 /// `POST /api/replay`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BulkReplayed {
     pub replayed: u64,
     /// The bulk limit was reached: call again for the rest.
@@ -82,8 +88,10 @@ pub struct BulkReplayed {
 }
 
 /// `GET /api/stats`: per source, how many events are in each state.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct Stats {
+    /// Source → state → count.
+    #[schema(value_type = BTreeMap<String, BTreeMap<String, u64>>)]
     pub sources: BTreeMap<String, BTreeMap<State, u64>>,
     /// When the counts were taken (a count is shared for up to a second).
     #[serde(default)]
@@ -102,14 +110,14 @@ impl Stats {
 }
 
 /// `POST /api/destinations/{name}/pause` and `…/resume`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Paused {
     pub name: String,
     pub paused: bool,
 }
 
 /// `GET /api/destinations`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Destinations {
     pub destinations: Vec<DestinationStatus>,
 }
@@ -117,7 +125,7 @@ pub struct Destinations {
 /// One destination: steering, queue, and how its deliveries went lately.
 /// Queue depth and in flight count every instance's events (from the store,
 /// at most a second old); the breaker and the last minute are this instance's.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DestinationStatus {
     pub name: String,
     /// Without its password.
@@ -139,7 +147,7 @@ pub struct DestinationStatus {
 }
 
 /// Every error answer: `{"error": "…"}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: String,
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::CircuitBreaker;
 
 /// The breaker's state, as the admin API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Circuit {
     /// Attempts go out.

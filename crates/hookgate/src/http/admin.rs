@@ -9,16 +9,19 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use hookgate_core::{EventId, Key, State as EventState};
 use hookgate_store::{Cursor, ListFilter};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, HttpState};
 use crate::api::{
-    BulkReplayed, DestinationStatus, Destinations, EventPage, EventSummary, EventView, Paused, Replayed, Stats,
+    BulkReplayed, DestinationStatus, Destinations, ErrorBody, EventPage, EventSummary, EventView, Paused, Replayed,
+    Stats,
 };
 use crate::wake::Wake;
 
@@ -27,17 +30,54 @@ const DEFAULT_PAGE: usize = 50;
 /// Events one bulk replay call moves, at most; the answer says if more remain.
 const MAX_BULK_REPLAY: u64 = 10_000;
 
-pub fn router(state: Arc<HttpState>) -> Router<Arc<HttpState>> {
-    Router::new()
-        .route("/events", get(list))
-        .route("/events/{id}", get(show))
-        .route("/events/{id}/replay", post(replay_one))
-        .route("/replay", post(replay_many))
-        .route("/stats", get(stats))
-        .route("/destinations", get(destinations))
-        .route("/destinations/{name}/pause", post(pause))
-        .route("/destinations/{name}/resume", post(resume))
+/// The admin API's routes and, from the same registrations, its OpenAPI
+/// document: a route cannot be served without being described.
+pub fn router(state: Arc<HttpState>) -> (Router<Arc<HttpState>>, utoipa::openapi::OpenApi) {
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(replay_one))
+        .routes(routes!(replay_many))
+        .routes(routes!(stats))
+        .routes(routes!(destinations))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
         .layer(middleware::from_fn_with_state(state, authorize))
+        .split_for_parts();
+    // Served beside the routes it describes, without the token (it holds nothing secret).
+    api.paths.add_path_operation(
+        "/openapi.json",
+        vec![utoipa::openapi::HttpMethod::Get],
+        utoipa::openapi::path::OperationBuilder::new()
+            .operation_id(Some("openapi"))
+            .summary(Some("This document."))
+            .security(utoipa::openapi::security::SecurityRequirement::default())
+            .response("200", utoipa::openapi::Response::new("The OpenAPI 3.1 document."))
+            .build(),
+    );
+    (router, api)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "hookgate admin API", description = "Look at stored events, replay them, steer deliveries."),
+    servers((url = "/api")),
+    modifiers(&BearerToken),
+    security(("admin_token" = [])),
+    components(schemas(ErrorBody)),
+)]
+struct ApiDoc;
+
+/// Every route takes `Authorization: Bearer <[admin] token>`.
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        let bearer = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("the [admin] token")).build();
+        components.add_security_scheme("admin_token", SecurityScheme::Http(bearer));
+    }
 }
 
 async fn authorize(State(state): State<Arc<HttpState>>, request: Request, next: Next) -> Response {
@@ -70,15 +110,21 @@ fn event_id(id: &str) -> Result<EventId, ApiError> {
     id.parse().map_err(|_| ApiError::NotFound(format!("no event {id:?}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     source: Option<String>,
+    /// pending, delivering, delivered, dead or superseded.
     state: Option<String>,
     order_key: Option<String>,
     dedupe_key: Option<String>,
+    /// Received at or after: RFC 3339 or milliseconds since the epoch.
     since: Option<String>,
+    /// Received before: RFC 3339 or milliseconds since the epoch.
     until: Option<String>,
+    /// Events per page (default 50).
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -97,6 +143,13 @@ impl FromStr for Time {
     }
 }
 
+/// Events, newest first, paged.
+#[utoipa::path(get, path = "/events", params(ListQuery), responses(
+    (status = 200, body = EventPage),
+    (status = 400, description = "a bad parameter, named", body = ErrorBody),
+    (status = 401, body = ErrorBody),
+    (status = 503, description = "storage unavailable", body = ErrorBody),
+))]
 async fn list(State(state): State<Arc<HttpState>>, Query(q): Query<ListQuery>) -> Result<Json<EventPage>, ApiError> {
     let limit: usize = param("limit", q.limit.as_deref())?.unwrap_or(DEFAULT_PAGE);
     if limit == 0 {
@@ -119,12 +172,25 @@ async fn list(State(state): State<Arc<HttpState>>, Query(q): Query<ListQuery>) -
     }))
 }
 
+/// One event: what the sender sent, its keys, every attempt.
+#[utoipa::path(get, path = "/events/{id}", params(("id" = String, Path, description = "an event id")), responses(
+    (status = 200, body = EventView),
+    (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+))]
 async fn show(State(state): State<Arc<HttpState>>, Path(id): Path<String>) -> Result<Json<EventView>, ApiError> {
     let detail =
         state.store.get(&event_id(&id)?).await?.ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
     Ok(Json(EventView::from(&detail)))
 }
 
+/// Deliver one delivered, dead or superseded event again (same webhook id).
+#[utoipa::path(post, path = "/events/{id}/replay", params(("id" = String, Path, description = "an event id")), responses(
+    (status = 200, body = Replayed),
+    (status = 400, description = "the event is still owed a delivery", body = ErrorBody),
+    (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+))]
 async fn replay_one(State(state): State<Arc<HttpState>>, Path(id): Path<String>) -> Result<Json<Replayed>, ApiError> {
     let event_id = event_id(&id)?;
     if !state.store.replay(&event_id, state.store.now_ms()).await? {
@@ -142,8 +208,9 @@ async fn replay_one(State(state): State<Arc<HttpState>>, Path(id): Path<String>)
 
 /// `POST /api/replay`: which events to deliver again. In the JSON body, or
 /// (for `source` and `state`) in the query, as before the body existed.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReplayFilter {
     source: Option<String>,
     /// Default: dead.
@@ -159,6 +226,11 @@ pub struct ReplayFilter {
 /// order key's events in their original order: the matching events are
 /// gathered first, then replayed oldest first, so each goes to the back of
 /// its queue behind the one stored before it.
+#[utoipa::path(post, path = "/replay", params(ReplayFilter), request_body(content = Option<ReplayFilter>), responses(
+    (status = 200, body = BulkReplayed),
+    (status = 400, description = "a bad filter, named", body = ErrorBody),
+    (status = 401, body = ErrorBody),
+))]
 async fn replay_many(
     State(state): State<Arc<HttpState>>,
     Query(query): Query<ReplayFilter>,
@@ -210,6 +282,8 @@ async fn replay_many(
 }
 
 /// From the shared snapshot (at most a second old), never a count per request.
+/// Counts by source and state (a snapshot at most a second old).
+#[utoipa::path(get, path = "/stats", responses((status = 200, body = Stats), (status = 401, body = ErrorBody)))]
 async fn stats(State(state): State<Arc<HttpState>>) -> Result<Json<Stats>, ApiError> {
     let snapshot = state
         .stats
@@ -225,6 +299,10 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Result<Json<Stats>, ApiEr
 
 /// Queue depth from the shared snapshot (every instance's events); the
 /// breaker and the last minute from this instance's dispatchers.
+#[utoipa::path(get, path = "/destinations", responses(
+    (status = 200, body = Destinations),
+    (status = 401, body = ErrorBody),
+))]
 async fn destinations(State(state): State<Arc<HttpState>>) -> Result<Json<Destinations>, ApiError> {
     let paused = state.store.paused().await?;
     let snapshot = state.stats.get(&*state.store).await;
@@ -256,10 +334,22 @@ async fn destinations(State(state): State<Arc<HttpState>>) -> Result<Json<Destin
     Ok(Json(Destinations { destinations }))
 }
 
+/// Stop deliveries to a destination (events are still stored), on every instance.
+#[utoipa::path(post, path = "/destinations/{name}/pause", params(("name" = String, Path)), responses(
+    (status = 200, body = Paused),
+    (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+))]
 async fn pause(state: State<Arc<HttpState>>, name: Path<String>) -> Result<Json<Paused>, ApiError> {
     set_paused(state, name, true).await
 }
 
+/// Deliver again: the backlog first, in order.
+#[utoipa::path(post, path = "/destinations/{name}/resume", params(("name" = String, Path)), responses(
+    (status = 200, body = Paused),
+    (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+))]
 async fn resume(state: State<Arc<HttpState>>, name: Path<String>) -> Result<Json<Paused>, ApiError> {
     set_paused(state, name, false).await
 }

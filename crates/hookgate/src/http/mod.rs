@@ -62,7 +62,13 @@ const ADMIN_MAX_BODY: usize = 64 * 1024;
 pub fn router(state: Arc<HttpState>) -> Router {
     // Ingest reads its body itself, within `BodyLimits`.
     let ingest = Router::new().route("/in/{source}", post(ingest::receive).get(ingest::challenge));
-    let admin = admin::router(state.clone())
+    let (admin, api) = admin::router(state.clone());
+    let document = Arc::new(api.to_json().expect("the OpenAPI document serializes"));
+    let admin = admin
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*document).clone()) }),
+        )
         .layer(DefaultBodyLimit::max(ADMIN_MAX_BODY))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.body.timeout));
     Router::new()

@@ -13,6 +13,7 @@ mod edge;
 mod forwarding;
 mod fuzz;
 mod ingest;
+mod openapi;
 mod outage;
 mod senders;
 mod steering;
