@@ -25,6 +25,7 @@ mod notify;
 mod outcome;
 mod read;
 mod schema;
+mod tls;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +40,7 @@ use hookgate_store::{
 };
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The channel every instance listens on; the payload is a destination name.
 const CHANNEL: &str = "hookgate";
@@ -77,6 +78,8 @@ pub use clock::{LocalClock, system_ms};
 pub enum ConnectError {
     #[error("bad PostgreSQL URL: {0}")]
     Url(tokio_postgres::Error),
+    #[error("PostgreSQL TLS: {0}")]
+    Tls(String),
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(String),
     #[error("PostgreSQL schema: {0}")]
@@ -157,7 +160,10 @@ impl PostgresStore {
     /// [`connect`](Self::connect), reading this machine's time from `local`
     /// (tests give a clock that runs ahead; the store corrects for it).
     pub async fn connect_with_clock(url: &str, pool_size: usize, local: LocalClock) -> Result<Self, ConnectError> {
+        let (url, tls) = tls::split(url).map_err(ConnectError::Tls)?;
         let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
+        config.ssl_mode(tls.ssl_mode());
+        let tls = tls.connector().map_err(ConnectError::Tls)?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("hookgate");
         let half = (pool_size / 2).max(1);
@@ -168,9 +174,9 @@ impl PostgresStore {
             config
         };
         let indexed = INDEXED_PLANS;
-        let durable = build_pool(with(indexed), half)?;
-        let pool = build_pool(with(&format!("{indexed} -c synchronous_commit=off")), (pool_size - half).max(1))?;
-        let reads = build_pool(with("-c synchronous_commit=off"), ADMIN_READERS)?;
+        let durable = build_pool(with(indexed), &tls, half)?;
+        let pool = build_pool(with(&format!("{indexed} -c synchronous_commit=off")), &tls, (pool_size - half).max(1))?;
+        let reads = build_pool(with("-c synchronous_commit=off"), &tls, ADMIN_READERS)?;
 
         let mut client = durable.get().await.map_err(|e| ConnectError::Connect(e.to_string()))?;
         schema::migrate(&mut client).await.map_err(ConnectError::Migrate)?;
@@ -189,7 +195,7 @@ impl PostgresStore {
         // (measured: 2 lanes ingest 13,200 events/s on the bench machine, 8 lanes 7,000).
         let ingest = ingest::Lanes::start(durable.clone(), (half / 2).max(1), notifier.clone());
         let watchers: Arc<Mutex<Vec<RemoteWake>>> = Arc::default();
-        tokio::spawn(listen(config, watchers.clone()));
+        tokio::spawn(listen(config, tls, watchers.clone()));
         let outcomes = outcome::start(pool.clone());
         Ok(PostgresStore { pool, reads, durable, ingest, outcomes, notifier, watchers, clock })
     }
@@ -205,8 +211,29 @@ impl PostgresStore {
     }
 }
 
-fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, ConnectError> {
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+/// Whether `url` is one [`PostgresStore::connect`] can use (its TLS settings
+/// included), without connecting: for `hookgate check`.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let (url, tls) = tls::split(url)?;
+    url.parse::<tokio_postgres::Config>().map_err(|e| e.to_string())?;
+    tls.connector().map(drop)
+}
+
+/// One connection with `url`'s TLS settings, outside any store (the bench
+/// makes and drops its schema with it).
+pub async fn connect_one(url: &str) -> Result<tokio_postgres::Client, ConnectError> {
+    let (url, tls) = tls::split(url).map_err(ConnectError::Tls)?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
+    config.ssl_mode(tls.ssl_mode()).connect_timeout(CONNECT_TIMEOUT);
+    let connector = tls.connector().map_err(ConnectError::Tls)?;
+    let (client, connection) = config.connect(connector).await.map_err(|e| ConnectError::Connect(describe(&e)))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+fn build_pool(config: tokio_postgres::Config, tls: &MakeRustlsConnect, size: usize) -> Result<Pool, ConnectError> {
+    let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+    let manager = Manager::from_config(config, tls.clone(), recycling);
     Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -219,7 +246,7 @@ fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, Conne
 /// Keep a `LISTEN` connection open for the life of the process, reconnecting
 /// after failures. After a reconnect every watcher is woken for every
 /// destination ([`Wake::All`]), since notifications sent meanwhile were lost.
-async fn listen(config: tokio_postgres::Config, watchers: Arc<Mutex<Vec<RemoteWake>>>) {
+async fn listen(config: tokio_postgres::Config, tls: MakeRustlsConnect, watchers: Arc<Mutex<Vec<RemoteWake>>>) {
     let wake = |which: Wake<'_>| {
         let watchers = watchers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for watcher in watchers {
@@ -227,7 +254,7 @@ async fn listen(config: tokio_postgres::Config, watchers: Arc<Mutex<Vec<RemoteWa
         }
     };
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let statement = format!("LISTEN {CHANNEL}");

@@ -245,9 +245,7 @@ impl Storage {
             bail!("--storage must be a sqlite:// or postgres:// URL (a fresh SQLite file is the default)");
         }
         let schema = format!("hookgate_bench_{}", std::process::id());
-        let (client, connection) =
-            tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("connecting to --storage")?;
-        tokio::spawn(connection);
+        let client = hookgate_postgres::connect_one(url).await.context("connecting to --storage")?;
         client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).await?;
         let separator = if url.contains('?') { '&' } else { '?' };
         let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
@@ -256,9 +254,8 @@ impl Storage {
 
     async fn clean_up(self) {
         if let Some((url, schema)) = self.schema
-            && let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+            && let Ok(client) = hookgate_postgres::connect_one(&url).await
         {
-            tokio::spawn(connection);
             let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
         }
     }

@@ -400,3 +400,19 @@ fn the_starting_config_is_accepted_as_printed() {
         );
     }
 }
+
+#[test]
+fn postgres_tls_settings_are_checked_with_the_url() {
+    let text = GOOD.replace("url = \"sqlite://x.db\"", "url = \"env:DB_URL\"");
+    let url = "postgres://u:secret-pw@db/hookgate?sslmode=require&application_name=hg";
+    assert!(load(&text, &[("DB_URL", url)]).is_ok(), "sslmode taken out, the rest handed on");
+    let missing = "postgres://u:secret-pw@db/hookgate?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem";
+    let problems = load(&text, &[("DB_URL", missing)]).unwrap_err().0;
+    assert!(problems[0].starts_with("storage.url: sslrootcert /nonexistent/ca.pem"), "{problems:?}");
+    assert!(!problems[0].contains("secret-pw"), "{problems:?}");
+    let problems = load(&text, &[("DB_URL", "postgres://u:secret-pw@db/hookgate?sslmode=sometimes")]).unwrap_err().0;
+    assert_eq!(
+        problems,
+        vec!["storage.url: sslmode=sometimes: expected disable, prefer, require, verify-ca or verify-full"]
+    );
+}

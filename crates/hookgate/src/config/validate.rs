@@ -211,6 +211,11 @@ fn storage(c: &mut Checker<'_>, raw: &RawStorage) -> Option<Storage> {
         return Some(Storage::Sqlite { path: PathBuf::from(path), min_free: min_free? as u64 });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if let Err(problem) = hookgate_postgres::check_url(url) {
+            // The problem may quote the URL: never its password.
+            c.problem("storage.url", problem.replace(url, "the URL"));
+            return None;
+        }
         return Some(Storage::Postgres { url: Secret::new(url), pool: pool? as usize });
     }
     c.problem("storage.url", "expected sqlite://PATH or postgres://…");

@@ -15,6 +15,7 @@ mod fuzz;
 mod ingest;
 mod openapi;
 mod outage;
+mod postgres_tls;
 mod senders;
 mod steering;
 mod support;

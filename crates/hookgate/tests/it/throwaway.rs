@@ -52,6 +52,15 @@ impl Throwaway {
         as_postgres(&self.bin, "pg_ctl", &["-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
     }
 
+    /// Append `lines` to the cluster's postgresql.conf and restart it.
+    pub fn reconfigure(&self, lines: &str) -> bool {
+        use std::io::Write;
+        let conf = self.data.join("postgresql.conf");
+        let appended = std::fs::OpenOptions::new().append(true).open(conf).and_then(|mut f| writeln!(f, "{lines}"));
+        let data = self.data.to_str().unwrap();
+        appended.is_ok() && as_postgres(&self.bin, "pg_ctl", &["-D", data, "-m", "fast", "-w", "stop"]) && self.start()
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
