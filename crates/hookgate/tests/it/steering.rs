@@ -229,3 +229,57 @@ async fn the_circuit_breaker_postgres() {
     let gateway = Gateway::start(&config).healthy(&reqwest::Client::new()).await;
     the_breaker_opens_probes_and_closes(&gateway.base, &receiver, &healthy).await;
 }
+
+/// A bulk replay by filter on PostgreSQL with two instances: the dead events
+/// of one order key, replayed through one instance, are delivered again in
+/// the order first stored, whichever instance delivers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_by_filter_keeps_order_across_instances_postgres() {
+    let Some(url) = postgres_schema_url().await else { return };
+    let (script, healthy) = failing_until_healthy();
+    let receiver = receiver(script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = steering_config(dir.path(), &receiver, "", Some(&url));
+    let http = reqwest::Client::new();
+    let gateways = [Gateway::start(&config).healthy(&http).await, Gateway::start(&config).healthy(&http).await];
+    let bases: Vec<String> = gateways.iter().map(|g| g.base.clone()).collect();
+    let ids = send_ordered(&http, &bases, 5, "rp").await;
+    let dead = || async {
+        let page: serde_json::Value = http
+            .get(format!("{}/api/events?state=dead&order_key=steered", bases[0]))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        page["events"].as_array().unwrap().len()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while dead().await < ids.len() {
+        assert!(std::time::Instant::now() < deadline, "the events never died");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let filter = json!({"state": "dead", "order_key": "steered"});
+    let answer: hookgate::api::BulkReplayed = http
+        .post(format!("{}/api/replay", bases[1]))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&filter)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer.replayed, ids.len() as u64);
+    receiver
+        .wait_for(Duration::from_secs(10), "the replays", |r| r.iter().filter(|r| r.delivered()).count() == 5)
+        .await;
+    let mut delivered = receiver.delivered();
+    delivered.sort_by_key(|r| r.started);
+    let order: Vec<String> = delivered.iter().map(|r| r.webhook_id().to_owned()).collect();
+    assert_eq!(order, ids, "replayed in the order first stored");
+    assert!(receiver.overlaps().is_empty());
+}
