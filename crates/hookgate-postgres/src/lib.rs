@@ -18,6 +18,11 @@
 //!   their statements pipelined on one connection; several batches run at once.
 //! * **Wake-ups**: `NOTIFY hookgate, '<destination>'` after a batch commits,
 //!   coalesced (`notify.rs`); every instance `LISTEN`s on a connection of its own.
+//!
+//! (A long file, on purpose: it is the `Store` impl, each method a short
+//! statement and its glue, kept together so the whole contract reads in one
+//! place; the large pieces live in `ingest`, `outcome`, `read`, `clock`,
+//! `notify`, `schema` and `tls`.)
 
 mod clock;
 mod ingest;
@@ -455,14 +460,14 @@ impl Store for PostgresStore {
         Ok(changed == 1)
     }
 
-    async fn purge_expired_dedupe(&self, now_ms: i64) -> Result<u64> {
+    async fn purge_expired_dedupe(&self, now_ms: i64, limit: usize) -> Result<u64> {
         let client = self.client().await?;
         // Rows an ingest holds (taking an expired key over) are left for the next round, not waited for.
         client
             .execute(
                 "DELETE FROM dedupe WHERE ctid IN (
-                    SELECT ctid FROM dedupe WHERE expires_at <= $1 FOR UPDATE SKIP LOCKED)",
-                &[&now_ms],
+                    SELECT ctid FROM dedupe WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                &[&now_ms, &(limit as i64)],
             )
             .await
             .map_err(unavailable)

@@ -287,8 +287,8 @@ impl Store for SqliteStore {
         self.send(|reply| Command::Replay { id, now_ms, reply }).await
     }
 
-    async fn purge_expired_dedupe(&self, now_ms: i64) -> Result<u64> {
-        self.send(|reply| Command::Purge { now_ms, reply }).await
+    async fn purge_expired_dedupe(&self, now_ms: i64, limit: usize) -> Result<u64> {
+        self.send(|reply| Command::Purge { now_ms, limit, reply }).await
     }
 
     async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64> {

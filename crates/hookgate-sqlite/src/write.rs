@@ -257,11 +257,15 @@ pub fn recover(conn: &mut Connection, now: i64) -> rusqlite::Result<usize> {
     Ok(recovered)
 }
 
-pub fn purge_dedupe(c: &Connection, now: i64) -> Result<u64> {
-    c.prepare_cached("DELETE FROM dedupe WHERE expires_at <= ?1")
-        .and_then(|mut s| s.execute([now]))
-        .map(|n| n as u64)
-        .map_err(db_error)
+/// Up to `limit` expired dedupe keys (by the expiry index): a short write.
+pub fn purge_dedupe(c: &Connection, now: i64, limit: usize) -> Result<u64> {
+    c.prepare_cached(
+        "DELETE FROM dedupe WHERE (source, key) IN (
+            SELECT source, key FROM dedupe WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+    )
+    .and_then(|mut s| s.execute(params![now, limit as i64]))
+    .map(|n| n as u64)
+    .map_err(db_error)
 }
 
 /// Retention: one small batch of finished events, oldest first, and their attempts.

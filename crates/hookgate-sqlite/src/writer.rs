@@ -65,6 +65,7 @@ pub enum Command {
     },
     Purge {
         now_ms: i64,
+        limit: usize,
         reply: Reply<u64>,
     },
     PurgeFinished {
@@ -134,7 +135,7 @@ impl Command {
                 }
                 Done::Moved(result)
             }
-            Command::Purge { now_ms, .. } => Done::Count(purge_dedupe(c, *now_ms)),
+            Command::Purge { now_ms, limit, .. } => Done::Count(purge_dedupe(c, *now_ms, *limit)),
             Command::PurgeFinished { state, before_ms, limit, .. } => {
                 Done::Count(purge_finished(c, *state, *before_ms, *limit))
             }

@@ -363,7 +363,7 @@ pub trait Store: Send + Sync + 'static {
     async fn stats(&self) -> Result<Vec<StateCount>>;
 
     /// Forget dedupe keys whose window ended before `now_ms`; returns how many.
-    async fn purge_expired_dedupe(&self, now_ms: i64) -> Result<u64>;
+    async fn purge_expired_dedupe(&self, now_ms: i64, limit: usize) -> Result<u64>;
 
     /// Retention: delete at most `limit` events in the finished `state`
     /// (delivered, dead or superseded) that got there before `before_ms`,

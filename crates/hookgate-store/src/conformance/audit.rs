@@ -132,8 +132,8 @@ impl<S: Store> Store for Audited<S> {
         self.inner.stats().await
     }
 
-    async fn purge_expired_dedupe(&self, now_ms: i64) -> Result<u64> {
-        self.changing(self.inner.purge_expired_dedupe(now_ms)).await
+    async fn purge_expired_dedupe(&self, now_ms: i64, limit: usize) -> Result<u64> {
+        self.changing(self.inner.purge_expired_dedupe(now_ms, limit)).await
     }
 
     async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64> {

@@ -1,6 +1,10 @@
 //! From the file's shape to a typed [`Config`]: defaults applied, every value
 //! checked, every problem collected under its key. A value out of range is
 //! reported, never quietly corrected.
+//!
+//! (Long, on purpose: one function per section of the file, each reading
+//! its keys top to bottom; splitting them further would scatter the rules
+//! a reader checks against the README.)
 
 use std::collections::HashSet;
 use std::fmt;

@@ -54,7 +54,7 @@ impl Store for ScriptedStore {
     async fn stats(&self) -> Result<Vec<StateCount>> {
         unreachable!("the dispatcher never counts")
     }
-    async fn purge_expired_dedupe(&self, _: i64) -> Result<u64> {
+    async fn purge_expired_dedupe(&self, _: i64, _: usize) -> Result<u64> {
         unreachable!("the dispatcher never purges")
     }
     async fn purge_finished(&self, _: hookgate_core::State, _: i64, _: usize) -> Result<u64> {

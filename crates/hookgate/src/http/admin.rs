@@ -233,12 +233,19 @@ pub struct ReplayFilter {
 ))]
 async fn replay_many(
     State(state): State<Arc<HttpState>>,
-    Query(query): Query<ReplayFilter>,
-    body: Option<Json<ReplayFilter>>,
+    query: Result<Query<ReplayFilter>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Json<BulkReplayed>, ApiError> {
-    let f = match body {
-        Some(Json(body)) => body,
-        None => query,
+    // Read here rather than by extractors, so a bad filter is a 400 naming what
+    // is wrong in our own error body (an extractor would answer 415 or 422 in text).
+    let f = if body.iter().all(u8::is_ascii_whitespace) {
+        query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?.0
+    } else {
+        let json = &mut serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize::<_, ReplayFilter>(json).map_err(|e| match e.path().to_string().as_str() {
+            "." => ApiError::BadRequest(format!("filter: {}", e.inner())),
+            field => ApiError::BadRequest(format!("{field}: {}", e.inner())),
+        })?
     };
     let wanted: EventState = param("state", f.state.as_deref())?.unwrap_or(EventState::Dead);
     if wanted.is_active() {

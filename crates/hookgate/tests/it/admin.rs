@@ -113,3 +113,31 @@ async fn a_replay_by_filter_keeps_each_keys_order() {
     assert_eq!(response.status(), 400);
     app.stop().await;
 }
+
+/// A bad replay filter is a 400 with the JSON error body, saying what is wrong.
+#[tokio::test]
+async fn a_bad_replay_filter_is_a_400_that_says_why() {
+    let receiver = receiver(always_ok()).await;
+    let app = spawn_app(&receiver).await;
+    for (body, says) in
+        [(r#"{"sorce": "stripe"}"#, "unknown field `sorce`"), (r#"{"limit": "ten"}"#, "limit"), ("not json", "filter")]
+    {
+        let response = app
+            .http
+            .post(app.url("/api/replay"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let error: hookgate::api::ErrorBody = response.json().await.unwrap();
+        assert!(error.error.contains(says), "{body}: {}", error.error);
+    }
+    let response = app.http.post(app.url("/api/replay?limit=lots")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let error: hookgate::api::ErrorBody = response.json().await.unwrap();
+    assert!(error.error.starts_with("query: "), "{}", error.error);
+    app.stop().await;
+}

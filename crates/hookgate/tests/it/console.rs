@@ -120,8 +120,11 @@ async fn the_console_in_a_real_browser() {
     }))
     .await;
     let app = spawn_app(&receiver).await;
-    let (_, doomed) = app.post("plain", &[], r#"{"id":"doomed-1","object":"order-7","note":"doomed"}"#).await;
-    let doomed = doomed["id"].as_str().unwrap().to_owned();
+    let mut doomed = Vec::new();
+    for n in 1..=2 {
+        let body = format!(r#"{{"id":"doomed-{n}","object":"order-7","note":"doomed"}}"#);
+        doomed.push(app.post("plain", &[], body).await.1["id"].as_str().unwrap().to_owned());
+    }
 
     // Signing in: a wrong token is refused, the right one opens the overview.
     c.goto(&app.url("/console")).await.unwrap();
@@ -164,23 +167,29 @@ async fn the_console_in_a_real_browser() {
     click(&c, "[data-testid=destination-row][data-name=app] [data-testid=resume]").await;
     until_attr(&c, "[data-testid=destination-row][data-name=app]", "data-paused", "false").await;
 
-    // The doomed event is dead by now (4 attempts, 100-400 ms apart): replay it, healed.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while app.admin("/api/events?state=dead").await["events"].as_array().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the doomed event never died");
+    // The doomed events are dead by now (4 attempts each, 100-400 ms apart): replay
+    // all shown, healed; each key's events come back in their original order.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.admin("/api/events?state=dead").await["events"].as_array().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "the doomed events never died");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     click(&c, "[data-testid=nav-dead]").await;
-    c.wait().for_element(Locator::Css(&format!("[data-testid=dead-row][data-id='{doomed}']"))).await.unwrap();
+    for id in &doomed {
+        c.wait().for_element(Locator::Css(&format!("[data-testid=dead-row][data-id='{id}']"))).await.unwrap();
+    }
     screenshot(&c, "dead").await;
     healed.store(true, Ordering::SeqCst);
-    click(&c, &format!("[data-testid=dead-row][data-id='{doomed}'] [data-testid=replay]")).await;
-    until_text(&c, "[data-testid=replay-result]", "Replayed").await;
-    receiver
-        .wait_for(Duration::from_secs(5), "the dead event, delivered", |r| {
-            r.iter().any(|r| r.delivered() && r.webhook_id() == doomed)
-        })
-        .await;
+    click(&c, "[data-testid=replay-all]").await;
+    until_text(&c, "[data-testid=replay-result]", "Replayed 2 events").await;
+    let delivered_doomed = |r: &[Received]| {
+        let mut ok: Vec<&Received> =
+            r.iter().filter(|r| r.delivered() && doomed.iter().any(|d| d == r.webhook_id())).collect();
+        ok.sort_by_key(|r| r.started);
+        ok.iter().map(|r| r.webhook_id().to_owned()).collect::<Vec<_>>()
+    };
+    receiver.wait_for(Duration::from_secs(5), "the dead events, delivered", |r| delivered_doomed(r).len() == 2).await;
+    assert_eq!(delivered_doomed(&receiver.received()), doomed, "replayed in their original order");
 
     // The page never failed: no script error was thrown.
     let errors = c.execute("return window.__hookgateErrors || []", vec![]).await.unwrap();

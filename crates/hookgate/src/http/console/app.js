@@ -17,7 +17,6 @@ const PAGE = 50;               // events per page (events and dead letters)
 const OVERVIEW_POLL_MS = 3000; // stats are a shared snapshot at most 1 s old: faster buys nothing
 const DEST_POLL_MS = 5000;
 const DETAIL_POLL_MS = 2000;   // only while the event is pending or delivering
-const REPLAY_CONCURRENCY = 4;  // "Replay all shown": requests in flight at once
 
 // ---- DOM helpers ----------------------------------------------------------
 
@@ -579,23 +578,23 @@ function viewDead(params) {
   }
 
   // Replays exactly the ids on screen (not POST /api/replay, which would also
-  // take events that died since the page loaded, and other pages).
+  // take events that died since the page loaded, and other pages), one after
+  // another, oldest first: a replay joins the back of its order key's queue,
+  // so this keeps each key's events in their original order (the list is
+  // newest first; replays in flight at once could land in any order).
   async function replayAll() {
-    const ids = shown.slice();
+    const ids = shown.slice().reverse();
     const g = gen;
     all.disabled = true;
     let done = 0;
     const failures = [];
-    const worker = async () => {
-      while (ids.length && g === gen) {
-        const id = ids.shift();
-        try { await api('POST', `/events/${encodeURIComponent(id)}/replay`); done++; } catch (e) {
-          if (e.status === 401) return;
-          failures.push(`${id}: ${e.message}`);
-        }
+    for (const id of ids) {
+      if (g !== gen) break;
+      try { await api('POST', `/events/${encodeURIComponent(id)}/replay`); done++; } catch (e) {
+        if (e.status === 401) return;
+        failures.push(`${id}: ${e.message}`);
       }
-    };
-    await Promise.all(Array.from({ length: REPLAY_CONCURRENCY }, worker));
+    }
     if (g !== gen) return;
     const total = done + failures.length;
     setResult(result, !failures.length, failures.length
