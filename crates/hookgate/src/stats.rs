@@ -2,7 +2,10 @@
 //! a snapshot, counted again when asked for and more than [`MAX_AGE`] old,
 //! by one caller at a time. However often a scraper (or anyone: `/metrics`
 //! needs no token) asks, the store counts at most once per `MAX_AGE`, and the
-//! dispatcher's reads never queue behind a crowd of counts.
+//! dispatcher's reads never queue behind a crowd of counts. Callers that come
+//! while a count runs answer from the last counts rather than wait, and none
+//! waits more than [`COUNT_WAIT`] for a slow one (a stalled database, a table
+//! of millions of rows): it lands for the next caller.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,23 +24,55 @@ pub struct Snapshot {
     taken: Instant,
 }
 
+/// How long a count may take before callers are answered from the last one
+/// (the count goes on and lands for the next caller).
+pub const COUNT_WAIT: Duration = Duration::from_secs(2);
+
 #[derive(Clone, Default)]
 pub struct StatsCache {
-    latest: Arc<Mutex<Option<Snapshot>>>,
+    latest: Arc<std::sync::Mutex<Option<Snapshot>>>,
+    /// Held by the one caller counting; the others do not queue behind it.
+    counting: Arc<Mutex<()>>,
 }
 
 impl StatsCache {
     /// The counts, at most [`MAX_AGE`] old when the store answers; the last
-    /// ones when it does not (with their time), none before the first count.
-    pub async fn get(&self, store: &dyn Store) -> Option<Snapshot> {
-        // Held while counting: callers arriving meanwhile wait for this count instead of starting theirs.
-        let mut latest = self.latest.lock().await;
-        if latest.as_ref().is_none_or(|s| s.taken.elapsed() > MAX_AGE) {
+    /// ones when it does not, or while a count runs past [`COUNT_WAIT`] (with
+    /// their time); none before the first count.
+    pub async fn get(&self, store: &Arc<dyn Store>) -> Option<Snapshot> {
+        let last = || self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let fresh = |s: &Option<Snapshot>| s.as_ref().is_some_and(|s| s.taken.elapsed() <= MAX_AGE);
+        if fresh(&last()) {
+            return last();
+        }
+        // One caller counts; the rest answer from the last counts if there are
+        // any, or wait for this count when there are none yet.
+        let guard = match self.counting.clone().try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) if last().is_some() => return last(),
+            Err(_) => self.counting.clone().lock_owned().await,
+        };
+        if fresh(&last()) {
+            return last(); // counted while this caller waited
+        }
+        // A slow count (a huge table, a stalled database) does not hold the
+        // caller past COUNT_WAIT: it goes on by itself and lands for the next one.
+        let (latest, store) = (self.latest.clone(), store.clone());
+        let count = tokio::spawn(async move {
             match store.stats().await {
-                Ok(counts) => *latest = Some(Snapshot { counts, taken_at_ms: store.now_ms(), taken: Instant::now() }),
+                Ok(counts) => {
+                    let snapshot = Snapshot { counts, taken_at_ms: store.now_ms(), taken: Instant::now() };
+                    *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot);
+                }
                 Err(error) => tracing::debug!(%error, "counting events failed; keeping the last counts"),
             }
+            drop(guard);
+        });
+        let waited = tokio::time::timeout(COUNT_WAIT, count).await;
+        if waited.is_err() && last().is_none() {
+            // Nothing to answer with yet: there is no count to give.
+            return None;
         }
-        latest.clone()
+        last()
     }
 }

@@ -294,7 +294,7 @@ async fn replay_many(
 async fn stats(State(state): State<Arc<HttpState>>) -> Result<Json<Stats>, ApiError> {
     let snapshot = state
         .stats
-        .get(&*state.store)
+        .get(&state.store)
         .await
         .ok_or_else(|| ApiError::Unavailable("events could not be counted yet".into()))?;
     let mut stats = Stats { counted_at_ms: Some(snapshot.taken_at_ms), ..Stats::default() };
@@ -312,7 +312,7 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Result<Json<Stats>, ApiEr
 ))]
 async fn destinations(State(state): State<Arc<HttpState>>) -> Result<Json<Destinations>, ApiError> {
     let paused = state.store.paused().await?;
-    let snapshot = state.stats.get(&*state.store).await;
+    let snapshot = state.stats.get(&state.store).await;
     let counts = snapshot.as_ref().map(|s| s.counts.as_slice()).unwrap_or_default();
     let now = std::time::Instant::now();
     let destinations = state

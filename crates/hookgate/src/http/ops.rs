@@ -43,7 +43,7 @@ pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     // Queue depth comes from the store (so it is right whichever instance
     // stored or delivered the events), through the snapshot: however often
     // scrapes come, the store counts at most once a second.
-    let counts = state.stats.get(&*state.store).await.map(|s| s.counts).unwrap_or_default();
+    let counts = state.stats.get(&state.store).await.map(|s| s.counts).unwrap_or_default();
     for source in state.sources.keys() {
         for event_state in [EventState::Pending, EventState::Delivering] {
             let count = counts.iter().find(|c| &c.source == source && c.state == event_state).map_or(0, |c| c.count);
