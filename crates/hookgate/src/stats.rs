@@ -1,5 +1,6 @@
 //! Counts of events by source and state, for `/metrics` and `/api/stats`:
-//! a snapshot, counted again when asked for and more than [`MAX_AGE`] old,
+//! a snapshot, counted again when asked for and more than [`MAX_AGE`] old
+//! (or twenty times what the last count took, if more),
 //! by one caller at a time. However often a scraper (or anyone: `/metrics`
 //! needs no token) asks, the store counts at most once per `MAX_AGE`, and the
 //! dispatcher's reads never queue behind a crowd of counts. Callers that come
@@ -13,8 +14,14 @@ use std::time::{Duration, Instant};
 use hookgate_store::{StateCount, Store};
 use tokio::sync::Mutex;
 
-/// How old a snapshot may be before a request counts again.
+/// How old a snapshot may be before a request counts again, at least…
 pub const MAX_AGE: Duration = Duration::from_secs(1);
+/// …and at least this many times what the last count took: counting a big
+/// table (a full scan: bodies are in the rows) must not take more than a
+/// twentieth of one core however often anyone asks (measured: at one count a
+/// second over ~200,000 events, 50 scrapes a second cost a quarter of the
+/// sustained rate).
+const AGE_PER_COUNT_TIME: u32 = 20;
 
 #[derive(Clone)]
 pub struct Snapshot {
@@ -22,6 +29,8 @@ pub struct Snapshot {
     /// When the counts were taken, on the store's clock.
     pub taken_at_ms: i64,
     taken: Instant,
+    /// How long the count took.
+    took: Duration,
 }
 
 /// How long a count may take before callers are answered from the last one
@@ -41,7 +50,9 @@ impl StatsCache {
     /// their time); none before the first count.
     pub async fn get(&self, store: &Arc<dyn Store>) -> Option<Snapshot> {
         let last = || self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let fresh = |s: &Option<Snapshot>| s.as_ref().is_some_and(|s| s.taken.elapsed() <= MAX_AGE);
+        let fresh = |s: &Option<Snapshot>| {
+            s.as_ref().is_some_and(|s| s.taken.elapsed() <= MAX_AGE.max(s.took * AGE_PER_COUNT_TIME))
+        };
         if fresh(&last()) {
             return last();
         }
@@ -59,9 +70,11 @@ impl StatsCache {
         // caller past COUNT_WAIT: it goes on by itself and lands for the next one.
         let (latest, store) = (self.latest.clone(), store.clone());
         let count = tokio::spawn(async move {
+            let started = Instant::now();
             match store.stats().await {
                 Ok(counts) => {
-                    let snapshot = Snapshot { counts, taken_at_ms: store.now_ms(), taken: Instant::now() };
+                    let (taken, took) = (Instant::now(), started.elapsed());
+                    let snapshot = Snapshot { counts, taken_at_ms: store.now_ms(), taken, took };
                     *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot);
                 }
                 Err(error) => tracing::debug!(%error, "counting events failed; keeping the last counts"),
