@@ -153,11 +153,13 @@ impl PostgresStore {
     ///
     /// Half the connections serve ingest, whose commits are synchronous (a 2xx
     /// means committed and flushed). The other half serve the dispatcher and
-    /// reads with `synchronous_commit = off`: a claim or an outcome that a
-    /// *database* crash loses only makes an event be delivered again — at
-    /// least once, still in order, since PostgreSQL loses a suffix of its log,
-    /// never a middle — and not waiting for a flush per delivery is what lets
-    /// deliveries keep up with ingest.
+    /// reads with `synchronous_commit = off`, except claims, which commit
+    /// durably: an outcome that a *database* crash loses only makes an event
+    /// be delivered again once its lease ends, after the attempt it records
+    /// (at least once, still in order, since PostgreSQL loses a suffix of its
+    /// log, never a middle), and not waiting for a flush per outcome is what
+    /// lets deliveries keep up with ingest; but a lost claim would let the
+    /// event be claimed again while it is being delivered.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, ConnectError> {
         Self::connect_with_clock(url, pool_size, system_ms).await
     }
@@ -385,10 +387,26 @@ impl Store for PostgresStore {
     async fn claim(&self, destination: &str, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
         let client = self.client().await?;
         let statement = client.prepare_cached(CLAIM).await.map_err(unavailable)?;
-        let rows = client
-            .query(&statement, &[&destination, &now_ms, &(limit as i64), &now_ms.saturating_add(lease_ms)])
-            .await
-            .map_err(unavailable)?;
+        // A claim is committed durably, on a connection whose other commits are
+        // not: a claim a database crash took back would let the event be claimed
+        // again while its first delivery is still in the app's hands, two
+        // deliveries of one key at once (the fault suite saw it after a restart
+        // with `-m immediate`). One round trip, as ingest's.
+        let lease_end = now_ms.saturating_add(lease_ms);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&destination, &now_ms, &(limit as i64), &lease_end];
+        let claimed = futures_util::try_join!(
+            client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO on"),
+            client.query(&statement, &params),
+            client.batch_execute("COMMIT"),
+        );
+        let rows = match claimed {
+            Ok((_, rows, _)) => rows,
+            Err(error) => {
+                end_transaction(&client).await;
+                return Err(unavailable(error));
+            }
+        };
         let mut claims = Vec::with_capacity(rows.len());
         let mut ordered: Vec<_> = rows.iter().map(|r| (r.get::<_, i64>(8), r)).collect();
         ordered.sort_by_key(|(seq, _)| *seq);

@@ -79,6 +79,31 @@ pub struct Replayed {
     pub status: State,
 }
 
+/// `POST /api/replay`: which events to deliver again. In the JSON body, or
+/// in the query (as before the body existed). Times: RFC 3339 or
+/// milliseconds since the epoch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReplayFilter {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// delivered, dead (the default) or superseded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_key: Option<String>,
+    /// Received at or after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Received before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// At most this many (and never more than 10,000 a call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
 /// `POST /api/replay`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BulkReplayed {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 
-use crate::api::{BulkReplayed, Destinations, ErrorBody, EventPage, EventView, Paused, Replayed};
+use crate::api::{BulkReplayed, Destinations, ErrorBody, EventPage, EventView, Paused, ReplayFilter, Replayed};
 
 #[derive(Parser)]
 #[command(name = "hookgate", version, about = "A webhook gateway: verify, dedupe, order, coalesce, deliver.")]
@@ -320,10 +320,8 @@ pub async fn replay(id: Option<String>, filter: ReplayArgs, api: ApiArgs) -> Res
         }
         None => {
             let ReplayArgs { source, state, order_key, since, until, limit } = filter;
-            let body = serde_json::json!({
-                "source": source, "state": state, "order_key": order_key,
-                "since": since, "until": until, "limit": limit,
-            });
+            let filter = ReplayFilter { source, state, order_key, since, until, limit };
+            let body = serde_json::to_value(&filter).expect("a filter serializes");
             let answer: BulkReplayed = api.send(reqwest::Method::POST, "/api/replay", &[], Some(body)).await?;
             if api.json {
                 print_json(&answer);

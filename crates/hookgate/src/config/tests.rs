@@ -416,3 +416,22 @@ fn postgres_tls_settings_are_checked_with_the_url() {
         vec!["storage.url: sslmode=sometimes: expected disable, prefer, require, verify-ca or verify-full"]
     );
 }
+
+#[test]
+fn every_problem_of_the_server_section_is_reported() {
+    let vars = [
+        ("HOOKGATE_SERVER__MAX_BODY", "1MiB"),
+        ("HOOKGATE_SERVER__MAX_INFLIGHT_BYTES", "1MiB"),
+        ("HOOKGATE_SERVER__HEADER_TIMEOUT", "0s"),
+        ("HOOKGATE_SERVER__BODY_TIMEOUT", "0s"),
+    ];
+    let problems = load(GOOD, &vars).unwrap_err().0;
+    assert_eq!(
+        problems,
+        vec![
+            "server.max_inflight_bytes: must be at least twice server.max_body (one request must fit)",
+            "server.header_timeout: must be more than zero",
+            "server.body_timeout: must be more than zero",
+        ]
+    );
+}

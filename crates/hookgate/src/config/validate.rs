@@ -177,17 +177,22 @@ fn limits(c: &mut Checker<'_>, raw: &RawServer, max_body_bytes: Option<usize>) -
     let inflight = parse_size(raw.max_inflight_bytes.as_deref().unwrap_or(defaults::MAX_INFLIGHT_BYTES))
         .map_err(|e| c.problem("server.max_inflight_bytes", e))
         .ok();
+    // Every problem of the section is reported, not only the first.
+    let mut bad = false;
     if let (Some(inflight), Some(max_body)) = (inflight, max_body_bytes)
         && inflight < 2 * max_body
     {
         c.problem("server.max_inflight_bytes", "must be at least twice server.max_body (one request must fit)");
-        return None;
+        bad = true;
     }
     for (key, timeout) in [("server.header_timeout", header_timeout), ("server.body_timeout", body_timeout)] {
         if timeout.is_some_and(|t| t.is_zero()) {
             c.problem(key, "must be more than zero");
-            return None;
+            bad = true;
         }
+    }
+    if bad {
+        return None;
     }
     Some(Limits {
         max_connections: max_connections? as usize,

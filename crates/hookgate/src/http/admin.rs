@@ -14,14 +14,14 @@ use hookgate_core::{EventId, Key, State as EventState};
 use hookgate_store::{Cursor, ListFilter};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, HttpState};
 use crate::api::{
-    BulkReplayed, DestinationStatus, Destinations, ErrorBody, EventPage, EventSummary, EventView, Paused, Replayed,
-    Stats,
+    BulkReplayed, DestinationStatus, Destinations, ErrorBody, EventPage, EventSummary, EventView, Paused, ReplayFilter,
+    Replayed, Stats,
 };
 use crate::wake::Wake;
 
@@ -204,22 +204,6 @@ async fn replay_one(State(state): State<Arc<HttpState>>, Path(id): Path<String>)
     }
     state.waker.wake(Wake::All);
     Ok(Json(Replayed { id: event_id.to_string(), status: EventState::Pending }))
-}
-
-/// `POST /api/replay`: which events to deliver again. In the JSON body, or
-/// (for `source` and `state`) in the query, as before the body existed.
-#[derive(Deserialize, Default, ToSchema, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ReplayFilter {
-    source: Option<String>,
-    /// Default: dead.
-    state: Option<String>,
-    order_key: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    /// At most this many (and never more than 10,000 a call).
-    limit: Option<u64>,
 }
 
 /// Replay every event matching the filter (default: every dead event), each

@@ -182,3 +182,59 @@ async fn a_client_that_never_reads_is_cut_off() {
     let answered = String::from_utf8_lossy(&answers).matches("HTTP/1.1 200").count();
     assert!(answered < SENT, "cut off after {answered} of {SENT} answers, not served to the end");
 }
+
+/// One request on a keep-alive connection, the answer read whole.
+async fn one_request(stream: &mut TcpStream, id: &str) -> String {
+    let body = json!({"id": id, "object": id}).to_string();
+    let head = format!("POST /in/plain HTTP/1.1\r\nHost: hookgate\r\nContent-Length: {}\r\n\r\n", body.len());
+    stream.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+    let mut said = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // The answer is small: read until its body (JSON) is in.
+    while !said.ends_with(b"}") {
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "closed before answering");
+        said.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8_lossy(&said).into_owned()
+}
+
+/// `max_connections`: beyond it a new connection waits (in the kernel's
+/// accept queue) and is served as soon as one closes; an idle keep-alive
+/// connection is closed after `header_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_beyond_the_limit_wait_and_idle_ones_are_closed() {
+    let receiver = receiver(always_ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config(dir.path(), &receiver, "max_connections = 2\nheader_timeout = \"1500ms\"");
+    let gateway = Gateway::start(&config).healthy(&reqwest::Client::new()).await;
+    let addr = gateway.base.trim_start_matches("http://").to_owned();
+    // healthy()'s own connections may still hold slots: let them go idle and close.
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+
+    let mut first = TcpStream::connect(&addr).await.unwrap();
+    let mut second = TcpStream::connect(&addr).await.unwrap();
+    assert!(one_request(&mut first, "c1").await.starts_with("HTTP/1.1 200"));
+    assert!(one_request(&mut second, "c2").await.starts_with("HTTP/1.1 200"));
+    let mut third = TcpStream::connect(&addr).await.unwrap();
+    let waiting = tokio::time::timeout(Duration::from_millis(500), one_request(&mut third, "c3")).await;
+    assert!(waiting.is_err(), "a third connection was served beyond max_connections = 2");
+    drop(first);
+    // The third request was sent already: it is answered once a slot frees.
+    let mut said = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let answered = tokio::time::timeout(Duration::from_secs(3), async {
+        while !said.ends_with(b"}") {
+            let n = third.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "closed before answering");
+            said.extend_from_slice(&buffer[..n]);
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "the waiting connection was never served");
+    assert!(String::from_utf8_lossy(&said).starts_with("HTTP/1.1 200"));
+
+    // `second` has been idle since its answer: closed after header_timeout.
+    let (after, _) = until_closed(second, None, Duration::from_secs(5)).await;
+    assert!(after < Duration::from_secs(3), "an idle keep-alive connection stayed open {after:?}");
+}
