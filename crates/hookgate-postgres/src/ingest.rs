@@ -119,7 +119,9 @@ fn commit_isolating<'a>(
                 if let (BatchError::Statement(_), [event]) = (&error, events) {
                     tracing::error!(event = %event.id, %error, "the database refused an event");
                 } else {
-                    tracing::warn!(%error, events = events.len(), "ingest batch failed");
+                    // A lost connection or a database gone: every caller hears it, and the
+                    // HTTP side logs the fault once for all of them (`FaultLog`), not per batch.
+                    tracing::debug!(%error, events = events.len(), "ingest batch failed");
                 }
                 events.iter().map(|_| Err(error.clone().into_store_error())).collect()
             }
