@@ -167,11 +167,7 @@ impl PostgresStore {
     /// [`connect`](Self::connect), reading this machine's time from `local`
     /// (tests give a clock that runs ahead; the store corrects for it).
     pub async fn connect_with_clock(url: &str, pool_size: usize, local: LocalClock) -> Result<Self, ConnectError> {
-        let (url, tls) = tls::split(url).map_err(ConnectError::Tls)?;
-        let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
-        config.ssl_mode(tls.ssl_mode());
-        let tls = tls.connector().map_err(ConnectError::Tls)?;
-        config.connect_timeout(CONNECT_TIMEOUT);
+        let (mut config, tls) = configure(url)?;
         config.application_name("hookgate");
         let half = (pool_size / 2).max(1);
         let given = config.get_options().unwrap_or_default().to_owned();
@@ -218,21 +214,28 @@ impl PostgresStore {
     }
 }
 
+/// `url` as tokio-postgres takes it (libpq's `sslmode`/`sslrootcert` taken
+/// out), and the TLS connector they ask for.
+fn configure(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), ConnectError> {
+    let (url, tls) = tls::split(url).map_err(ConnectError::Tls)?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
+    config.ssl_mode(tls.ssl_mode()).connect_timeout(CONNECT_TIMEOUT);
+    Ok((config, tls.connector().map_err(ConnectError::Tls)?))
+}
+
 /// Whether `url` is one [`PostgresStore::connect`] can use (its TLS settings
 /// included), without connecting: for `hookgate check`.
 pub fn check_url(url: &str) -> Result<(), String> {
-    let (url, tls) = tls::split(url)?;
-    url.parse::<tokio_postgres::Config>().map_err(|e| e.to_string())?;
-    tls.connector().map(drop)
+    configure(url).map(drop).map_err(|e| match e {
+        ConnectError::Tls(problem) => problem,
+        other => other.to_string(),
+    })
 }
 
 /// One connection with `url`'s TLS settings, outside any store (the bench
 /// makes and drops its schema with it).
 pub async fn connect_one(url: &str) -> Result<tokio_postgres::Client, ConnectError> {
-    let (url, tls) = tls::split(url).map_err(ConnectError::Tls)?;
-    let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
-    config.ssl_mode(tls.ssl_mode()).connect_timeout(CONNECT_TIMEOUT);
-    let connector = tls.connector().map_err(ConnectError::Tls)?;
+    let (config, connector) = configure(url)?;
     let (client, connection) = config.connect(connector).await.map_err(|e| ConnectError::Connect(describe(&e)))?;
     tokio::spawn(connection);
     Ok(client)
@@ -601,6 +604,21 @@ impl Store for PostgresStore {
         client.execute(&create, &[&destination, &capacity, &now_ms]).await.map_err(unavailable)?;
         let row = client.query_one(&take, &params).await.map_err(unavailable)?;
         Ok(row.get::<_, f64>(0) as u32)
+    }
+
+    async fn give_back_tokens(&self, destination: &str, per_second: f64, tokens: u32) -> Result<()> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE rate_buckets SET tokens = LEAST($2::float8, tokens + $3::float8) WHERE destination = $1",
+            )
+            .await
+            .map_err(unavailable)?;
+        client
+            .execute(&statement, &[&destination, &Bucket::capacity(per_second), &(tokens as f64)])
+            .await
+            .map(drop)
+            .map_err(unavailable)
     }
 
     async fn paused(&self) -> Result<Vec<String>> {

@@ -63,33 +63,15 @@ pub fn split(url: &str) -> Result<(String, Settings), String> {
                     }
                 }
             }
-            "sslrootcert" => settings.root_cert = Some(PathBuf::from(percent_decoded(value))),
+            "sslrootcert" => {
+                let path = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+                settings.root_cert = Some(PathBuf::from(path.as_ref()));
+            }
             _ => kept.push(pair),
         }
     }
     let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
     Ok((url, settings))
-}
-
-/// `%2F` and the like in a query value (a path given URL-encoded).
-fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Settings {

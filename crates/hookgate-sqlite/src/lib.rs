@@ -335,6 +335,14 @@ impl Store for SqliteStore {
         Ok(bucket.take(per_second, want, now_ms))
     }
 
+    async fn give_back_tokens(&self, destination: &str, per_second: f64, tokens: u32) -> Result<()> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(bucket) = buckets.get_mut(destination) {
+            bucket.give_back(per_second, tokens);
+        }
+        Ok(())
+    }
+
     /// Ready when reads work, writes do, and the disk has room for new
     /// events: after a batch failed to commit (a full disk, say), a tiny
     /// write answers whether they work again.

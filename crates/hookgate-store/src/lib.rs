@@ -308,6 +308,10 @@ impl Bucket {
         self.tokens -= taken;
         taken as u32
     }
+
+    pub fn give_back(&mut self, per_second: f64, tokens: u32) {
+        self.tokens = (self.tokens + tokens as f64).min(Self::capacity(per_second));
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -386,6 +390,11 @@ pub trait Store: Send + Sync + 'static {
     /// bucket per destination for every instance of a store, so a limit holds
     /// across all of them.
     async fn take_tokens(&self, destination: &str, per_second: f64, want: u32, now_ms: i64) -> Result<u32>;
+
+    /// Put back `tokens` taken but not used (fewer events were due than
+    /// tokens taken), up to the bucket's capacity: a limit is what starts, not
+    /// what was asked for.
+    async fn give_back_tokens(&self, destination: &str, per_second: f64, tokens: u32) -> Result<()>;
 
     /// Cheap liveness check of the backend, for `/readyz`.
     async fn ping(&self) -> Result<()>;

@@ -82,25 +82,31 @@ pub struct Replayed {
 /// `POST /api/replay`: which events to deliver again. In the JSON body, or
 /// in the query (as before the body existed). Times: RFC 3339 or
 /// milliseconds since the epoch.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams, clap::Args)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ReplayFilter {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub source: Option<String>,
     /// delivered, dead (the default) or superseded.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub order_key: Option<String>,
     /// Received at or after.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub since: Option<String>,
     /// Received before.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub until: Option<String>,
     /// At most this many (and never more than 10,000 a call).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub limit: Option<u64>,
 }
 

@@ -43,7 +43,7 @@ pub enum Command {
         /// The event to replay; without it, every event matching the filters.
         id: Option<String>,
         #[command(flatten)]
-        filter: ReplayArgs,
+        filter: ReplayFilter,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -54,26 +54,6 @@ pub enum Command {
     },
     /// Print a starting config: every key, its default, what it does.
     Init,
-}
-
-#[derive(Args)]
-pub struct ReplayArgs {
-    #[arg(long)]
-    pub source: Option<String>,
-    /// delivered, dead (the default for a bulk replay) or superseded.
-    #[arg(long)]
-    pub state: Option<String>,
-    #[arg(long)]
-    pub order_key: Option<String>,
-    /// Received at or after: RFC 3339 (2026-11-29T10:00:00Z) or ms since the epoch.
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Received before.
-    #[arg(long)]
-    pub until: Option<String>,
-    /// Replay at most this many.
-    #[arg(long)]
-    pub limit: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -308,7 +288,7 @@ pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
     Ok(())
 }
 
-pub async fn replay(id: Option<String>, filter: ReplayArgs, api: ApiArgs) -> Result<(), ClientError> {
+pub async fn replay(id: Option<String>, filter: ReplayFilter, api: ApiArgs) -> Result<(), ClientError> {
     match id {
         Some(id) => {
             let answer: Replayed = api.call(reqwest::Method::POST, &format!("/api/events/{id}/replay"), &[]).await?;
@@ -319,8 +299,6 @@ pub async fn replay(id: Option<String>, filter: ReplayArgs, api: ApiArgs) -> Res
             }
         }
         None => {
-            let ReplayArgs { source, state, order_key, since, until, limit } = filter;
-            let filter = ReplayFilter { source, state, order_key, since, until, limit };
             let body = serde_json::to_value(&filter).expect("a filter serializes");
             let answer: BulkReplayed = api.send(reqwest::Method::POST, "/api/replay", &[], Some(body)).await?;
             if api.json {
@@ -350,10 +328,7 @@ pub async fn destinations(command: DestinationsCommand) -> Result<(), ClientErro
                     vec![
                         d.name.clone(),
                         if d.paused { "paused".into() } else { "running".into() },
-                        serde_json::to_value(d.circuit)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
+                        d.circuit.as_str().to_owned(),
                         d.queue_depth.to_string(),
                         d.in_flight.to_string(),
                         d.delivered_last_minute.to_string(),

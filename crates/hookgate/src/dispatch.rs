@@ -82,6 +82,16 @@ impl<D: Deliver> Dispatcher<D> {
                 if claimed_now.as_ref().map_or(true, Vec::is_empty) {
                     self.live.breaker.unused_probe();
                 }
+                // Tokens taken for slots that found nothing due go back: a rate limit is what
+                // starts, and an idle instance must not spend what another could use.
+                let unused = wanted - claimed_now.as_ref().map_or(0, Vec::len);
+                if let Some(rate) = self.destination.rate_limit
+                    && unused > 0
+                    && let Err(error) =
+                        self.store.give_back_tokens(&self.destination.name, rate.per_second, unused as u32).await
+                {
+                    tracing::debug!(%error, "could not give rate-limit tokens back");
+                }
                 match claimed_now {
                     Ok(claims) => {
                         self.faults.ok();
@@ -168,9 +178,7 @@ impl<D: Deliver> Dispatcher<D> {
 
     async fn deliver(self, claim: Claim, _slot: OwnedSemaphorePermit) {
         let started_at_ms = self.store.now_ms();
-        self.live.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let outcome = self.client.attempt(&self.destination, &claim).await;
-        self.live.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let ended = std::time::Instant::now();
         self.live.breaker.record(app_failed(&outcome), ended);
         self.live.recent.record(self.live.second(ended), outcome.delivered(), outcome.duration);

@@ -33,60 +33,44 @@ pub async fn run(store: Arc<dyn Store>, retention: Retention, mut stop: watch::R
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        purge_old(&*store, &retention).await;
+        for (state, keep) in retention.by_state() {
+            let before = store.now_ms() - keep.as_millis() as i64;
+            let purged = in_batches(&stop, || store.purge_finished(state, before, BATCH)).await;
+            match purged {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, %state, "retention deleted old events"),
+                Err(error) => tracing::warn!(%error, %state, "retention failed; trying again next round"),
+            }
+        }
         since_dedupe += every;
         if since_dedupe >= DEDUPE_EVERY {
             since_dedupe = Duration::ZERO;
-            forget_expired_keys(&*store).await;
-        }
-    }
-}
-
-async fn purge_old(store: &dyn Store, retention: &Retention) {
-    for (state, keep) in retention.by_state() {
-        let before = store.now_ms() - keep.as_millis() as i64;
-        let mut purged = 0;
-        loop {
-            match store.purge_finished(state, before, BATCH).await {
-                Ok(n) => {
-                    purged += n;
-                    if n < BATCH as u64 {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, %state, "retention failed; trying again next round");
-                    break;
-                }
+            match in_batches(&stop, || store.purge_expired_dedupe(store.now_ms(), BATCH)).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "forgot expired dedupe keys"),
+                Err(error) => tracing::warn!(%error, "forgetting dedupe keys failed; trying again next round"),
             }
-            tokio::time::sleep(BETWEEN_BATCHES).await;
-        }
-        if purged > 0 {
-            tracing::debug!(purged, %state, "retention deleted old events");
         }
     }
 }
 
-/// Expired dedupe keys, a batch at a time while batches come back full (one
-/// statement for them all held the SQLite writer for as long as it took).
-async fn forget_expired_keys(store: &dyn Store) {
-    let mut purged = 0;
+/// Run `batch` (one short write, up to `BATCH` rows) again while it comes back
+/// full, pausing between, until it does not or the stop is asked for; how many
+/// rows in all. One statement for a whole backlog would hold the SQLite writer
+/// (or a PostgreSQL transaction) for as long as it took; a capped round fell
+/// behind at the measured delivery rates.
+async fn in_batches<F, Fut>(stop: &watch::Receiver<bool>, mut batch: F) -> hookgate_store::Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = hookgate_store::Result<u64>>,
+{
+    let mut done = 0;
     loop {
-        match store.purge_expired_dedupe(store.now_ms(), BATCH).await {
-            Ok(n) => {
-                purged += n;
-                if n < BATCH as u64 {
-                    break;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "forgetting dedupe keys failed; trying again next round");
-                break;
-            }
+        let n = batch().await?;
+        done += n;
+        if n < BATCH as u64 || *stop.borrow() {
+            return Ok(done);
         }
         tokio::time::sleep(BETWEEN_BATCHES).await;
-    }
-    if purged > 0 {
-        tracing::debug!(purged, "forgot expired dedupe keys");
     }
 }

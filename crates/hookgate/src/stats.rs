@@ -34,8 +34,10 @@ pub struct Snapshot {
 }
 
 /// How long a count may take before callers are answered from the last one
-/// (the count goes on and lands for the next caller).
+/// (the count goes on and lands for the next caller)…
 pub const COUNT_WAIT: Duration = Duration::from_secs(2);
+/// …and before it is given up, so that the next caller may count again.
+const COUNT_GIVE_UP: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Default)]
 pub struct StatsCache {
@@ -61,7 +63,10 @@ impl StatsCache {
         let guard = match self.counting.clone().try_lock_owned() {
             Ok(guard) => guard,
             Err(_) if last().is_some() => return last(),
-            Err(_) => self.counting.clone().lock_owned().await,
+            Err(_) => match tokio::time::timeout(COUNT_WAIT, self.counting.clone().lock_owned()).await {
+                Ok(guard) => guard,
+                Err(_) => return None, // the first count is slow: no counts to give yet
+            },
         };
         if fresh(&last()) {
             return last(); // counted while this caller waited
@@ -71,7 +76,12 @@ impl StatsCache {
         let (latest, store) = (self.latest.clone(), store.clone());
         let count = tokio::spawn(async move {
             let started = Instant::now();
-            match store.stats().await {
+            // A count that never returns (a hung connection) must not stop every later one.
+            let counted = tokio::time::timeout(COUNT_GIVE_UP, store.stats()).await;
+            let counted = counted.unwrap_or_else(|_| {
+                Err(hookgate_store::StoreError::Unavailable(format!("no count within {COUNT_GIVE_UP:?}")))
+            });
+            match counted {
                 Ok(counts) => {
                     let (taken, took) = (Instant::now(), started.elapsed());
                     let snapshot = Snapshot { counts, taken_at_ms: store.now_ms(), taken, took };

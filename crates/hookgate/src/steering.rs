@@ -27,6 +27,17 @@ pub enum Circuit {
     HalfOpen,
 }
 
+impl Circuit {
+    /// As the admin API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Circuit::Closed => "closed",
+            Circuit::Open => "open",
+            Circuit::HalfOpen => "half_open",
+        }
+    }
+}
+
 #[derive(Debug)]
 enum BreakerState {
     Closed { failures_in_row: u32 },
@@ -202,19 +213,12 @@ impl Recent {
 pub struct Live {
     pub breaker: Breaker,
     pub recent: Recent,
-    /// Attempts this instance has out now.
-    pub in_flight: std::sync::atomic::AtomicUsize,
     started: Instant,
 }
 
 impl Live {
     pub fn new(destination: &str, breaker: Option<CircuitBreaker>) -> Live {
-        Live {
-            breaker: Breaker::new(destination, breaker),
-            recent: Recent::default(),
-            in_flight: Default::default(),
-            started: Instant::now(),
-        }
+        Live { breaker: Breaker::new(destination, breaker), recent: Recent::default(), started: Instant::now() }
     }
 
     /// Seconds since this instance started: the clock `recent` is kept on.

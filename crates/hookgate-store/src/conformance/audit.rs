@@ -173,6 +173,10 @@ impl<S: Store> Store for Audited<S> {
         self.inner.take_tokens(destination, per_second, want, now_ms).await
     }
 
+    async fn give_back_tokens(&self, destination: &str, per_second: f64, tokens: u32) -> Result<()> {
+        self.inner.give_back_tokens(destination, per_second, tokens).await
+    }
+
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }

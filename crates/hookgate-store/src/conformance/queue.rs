@@ -171,5 +171,9 @@ pub async fn rate_limit_tokens_refill_at_the_rate(store: Arc<dyn Store>) {
     assert_eq!(take(100, T0 + 200).await.unwrap(), 3, "the rest of that refill");
     assert_eq!(take(100, T0 + 150).await.unwrap(), 0, "a clock that steps back refills nothing");
     assert_eq!(take(100, T0 + 60_000).await.unwrap(), 10, "never past full");
+    store.give_back_tokens(DEST, 50.0, 4).await.unwrap();
+    assert_eq!(take(100, T0 + 60_000).await.unwrap(), 4, "unused tokens given back");
+    store.give_back_tokens(DEST, 50.0, 1_000).await.unwrap();
+    assert_eq!(take(100, T0 + 60_000).await.unwrap(), 10, "never past full, given back either");
     assert_eq!(store.take_tokens("billing", 50.0, 100, T0).await.unwrap(), 10, "a bucket per destination");
 }

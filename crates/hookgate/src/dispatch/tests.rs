@@ -69,6 +69,9 @@ impl Store for ScriptedStore {
     async fn take_tokens(&self, _: &str, _: f64, _: u32, _: i64) -> Result<u32> {
         unreachable!("no rate limit is configured here")
     }
+    async fn give_back_tokens(&self, _: &str, _: f64, _: u32) -> Result<()> {
+        unreachable!("no rate limit is configured here")
+    }
     async fn ping(&self) -> Result<()> {
         Ok(())
     }

@@ -272,8 +272,7 @@ async fn replay_many(
     Ok(Json(BulkReplayed { replayed, more }))
 }
 
-/// From the shared snapshot (at most a second old), never a count per request.
-/// Counts by source and state (a snapshot at most a second old).
+/// Counts by source and state, from the shared snapshot (never a count per request).
 #[utoipa::path(get, path = "/stats", responses((status = 200, body = Stats), (status = 401, body = ErrorBody)))]
 async fn stats(State(state): State<Arc<HttpState>>) -> Result<Json<Stats>, ApiError> {
     let snapshot = state

@@ -31,14 +31,6 @@ async fn the_openapi_document_is_3_1_and_covers_every_route() {
     let paths = document["paths"].as_object().unwrap();
     for (method, path) in ROUTES {
         assert!(paths.get(*path).and_then(|p| p.get(*method)).is_some(), "{method} {path} is not in the document");
-        // And the gateway answers it (not the router's 404 for an unknown path).
-        let url = app.url(&format!(
-            "/api{}",
-            path.replace("{id}", "evt_01a2281eb9db743787db52005edb94a9").replace("{name}", "app")
-        ));
-        let request = if *method == "get" { app.http.get(url) } else { app.http.post(url) };
-        let status = request.bearer_auth(ADMIN_TOKEN).send().await.unwrap().status().as_u16();
-        assert!(status != 405 && !(status == 404 && *path == "/stats"), "{method} {path}: {status}");
     }
     let described: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(described, ROUTES.len(), "a route is described that this test does not know: {paths:#?}");

@@ -207,7 +207,8 @@ fn failing_until_healthy() -> (Script, Arc<std::sync::atomic::AtomicBool>) {
     (script, healthy)
 }
 
-const BREAKER: &str = "circuit_breaker = { failures = 3, cooldown = \"2s\" }";
+// A cooldown well past the 1.5 s the test watches for silence, however late it sees the breaker open.
+const BREAKER: &str = "circuit_breaker = { failures = 3, cooldown = \"4s\" }";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_circuit_breaker_sqlite() {
