@@ -236,6 +236,8 @@ const STORE: &str = "WITH input AS (
         INSERT INTO event_duplicates AS n (event_id, n)
         SELECT holder, SUM(CASE WHEN won THEN copies - 1 ELSE copies END)
         FROM input WHERE dedupe_key IS NOT NULL AND holder IS NOT NULL
+          -- A key outlives its event (retention): a copy of a deleted event counts nowhere.
+          AND EXISTS (SELECT 1 FROM events e WHERE e.id = input.holder)
         GROUP BY holder HAVING SUM(CASE WHEN won THEN copies - 1 ELSE copies END) > 0
         ON CONFLICT (event_id) DO UPDATE SET n = n.n + EXCLUDED.n
      )

@@ -79,7 +79,7 @@ impl Server {
         let (shutdown, stopping) = watch::channel(false);
 
         let waker = Waker::new(config.destinations.iter().map(|d| d.name.as_str()));
-        let faults = Arc::new(FaultLog::default());
+        let faults = Arc::new(FaultLog::new("ingest"));
         let live: HashMap<String, Arc<Live>> = config
             .destinations
             .iter()
@@ -93,7 +93,7 @@ impl Server {
                 client: client.clone(),
                 wake: waker.notified_by(&destination.name).expect("a waker per destination"),
                 shutdown_grace: config.limits.shutdown_grace,
-                faults: faults.clone(),
+                faults: Arc::new(FaultLog::new(format!("delivery to {}", destination.name))),
                 live: live.get(&destination.name).expect("live state per destination").clone(),
             };
             workers.push(tokio::spawn(dispatcher.run(stopping.clone())));
@@ -131,6 +131,7 @@ impl Server {
             waker,
             stats: StatsCache::default(),
             faults,
+            readiness: Arc::new(FaultLog::new("readiness")),
         });
         let router = http::router(state);
         let limits = config.limits;

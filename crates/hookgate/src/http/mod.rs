@@ -41,8 +41,10 @@ pub struct HttpState {
     pub waker: Waker,
     /// Counts by source and state, refreshed in the background.
     pub stats: StatsCache,
-    /// Storage faults, logged once rather than per refused request.
+    /// Storage faults met by ingest, logged once rather than per refused request.
     pub faults: Arc<FaultLog>,
+    /// …and by `/readyz`, in a log of its own.
+    pub readiness: Arc<FaultLog>,
 }
 
 /// A configured destination, and its dispatcher's live state.

@@ -27,12 +27,12 @@ pub async fn ready(State(state): State<Arc<HttpState>>) -> Result<&'static str, 
     };
     match answer {
         Ok(()) => {
-            state.faults.ok();
+            state.readiness.ok();
             Ok("ready\n")
         }
         Err(error) => {
             if let ApiError::Unavailable(detail) = &error {
-                state.faults.failed(detail);
+                state.readiness.failed(detail);
             }
             Err(error)
         }
