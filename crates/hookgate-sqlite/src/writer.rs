@@ -208,12 +208,18 @@ pub struct Writer {
     reserve: Reserve,
     /// Why ingest is refused for want of disk, while it is: told when it begins and ends.
     short: Option<String>,
+    /// Events refused for want of disk: since the shortage began, and since the last summary.
+    refused: (u64, u64, std::time::Instant),
 }
+
+/// While ingest is refused for want of disk, a summary line at most this often.
+const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Writer {
     pub fn new(conn: Connection, failing: Arc<AtomicBool>, reserve: Reserve) -> rusqlite::Result<Self> {
         let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
-        Ok(Writer { conn, failing, next_seq: last.unwrap_or(0) + 1, reserve, short: None })
+        let refused = (0, 0, std::time::Instant::now());
+        Ok(Writer { conn, failing, next_seq: last.unwrap_or(0) + 1, reserve, short: None, refused })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Command>) {
@@ -237,6 +243,14 @@ impl Writer {
             if let Some(why) = &self.short {
                 let (refused, rest): (Vec<_>, Vec<_>) =
                     commands.into_iter().partition(|c| matches!(c, Command::Ingest(..)));
+                let n = refused.len() as u64;
+                self.refused.0 += n;
+                self.refused.1 += n;
+                if self.refused.2.elapsed() >= SUMMARY_EVERY {
+                    tracing::warn!(refused = self.refused.1, detail = %why, "still refusing new events for want of disk");
+                    self.refused.1 = 0;
+                    self.refused.2 = std::time::Instant::now();
+                }
                 refused.into_iter().for_each(|command| command.refuse(StoreError::Full(why.clone())));
                 commands = rest;
                 if commands.is_empty() {
@@ -266,9 +280,10 @@ impl Writer {
         let short = self.reserve.short();
         match (&self.short, &short) {
             (None, Some(why)) => {
-                tracing::warn!(detail = %why, "refusing new events until disk space is freed; deliveries go on")
+                tracing::warn!(detail = %why, "refusing new events until disk space is freed; deliveries go on");
+                self.refused = (0, 0, std::time::Instant::now());
             }
-            (Some(_), None) => tracing::info!("disk space is back: accepting new events"),
+            (Some(_), None) => tracing::info!(refused = self.refused.0, "disk space is back: accepting new events"),
             _ => {}
         }
         self.short = short;
