@@ -23,9 +23,11 @@ use crate::metrics;
 use crate::wake::Wake;
 
 /// How long an ingest waits for the store's answer once let in. Far beyond a
-/// healthy commit (milliseconds); a stalled database is answered 503 rather
-/// than holding the sender, its connection and its body without end.
-const STORE_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// healthy commit (milliseconds, a few hundred under the worst fsync); a
+/// stalled database is answered 503 within it, so the sender retries, rather
+/// than holding the sender, its connection and its body (and past many
+/// senders' own timeouts: 30 s was, and a stall went unanswered).
+const STORE_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Bodies larger than this are verified on the blocking pool: a MAC or an
 /// Ed25519 check over a megabyte takes milliseconds, too long for an async worker.

@@ -34,7 +34,8 @@ pub fn start(targets: Vec<String>, order_keys: usize, pad: usize) -> Load {
         .map(|k| {
             let (stop, refused, acked, targets) = (stop.clone(), refused.clone(), acked.clone(), targets.clone());
             tokio::spawn(async move {
-                let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                // Longer than hookgate's own wait for its store (5 s): a stall is answered, 503.
+                let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
                 let order_key = format!("obj{k}");
                 let mut sent = Vec::new();
                 for n in 0.. {

@@ -65,6 +65,7 @@ async fn postgres_restarted_then_frozen_under_load() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     cluster.resume();
     let thawed = Instant::now();
+    assert!(load.refused_between(frozen, thawed) > 0, "the freeze was answered with 503s");
     until_ready_is(&http, &bases, 200, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
