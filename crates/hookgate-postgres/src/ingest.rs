@@ -237,7 +237,9 @@ const STORE: &str = "WITH input AS (
         SELECT holder, SUM(CASE WHEN won THEN copies - 1 ELSE copies END)
         FROM input WHERE dedupe_key IS NOT NULL AND holder IS NOT NULL
           -- A key outlives its event (retention): a copy of a deleted event counts nowhere.
-          AND EXISTS (SELECT 1 FROM events e WHERE e.id = input.holder)
+          -- (An original stored by this very statement is not in `events` to it yet.)
+          AND (EXISTS (SELECT 1 FROM stored s WHERE s.id = input.holder)
+               OR EXISTS (SELECT 1 FROM events e WHERE e.id = input.holder))
         GROUP BY holder HAVING SUM(CASE WHEN won THEN copies - 1 ELSE copies END) > 0
         ON CONFLICT (event_id) DO UPDATE SET n = n.n + EXCLUDED.n
      )
