@@ -210,25 +210,25 @@ fn failing_until_healthy() -> (Script, Arc<std::sync::atomic::AtomicBool>) {
 // A cooldown well past the 1.5 s the test watches for silence, however late it sees the breaker open.
 const BREAKER: &str = "circuit_breaker = { failures = 3, cooldown = \"4s\" }";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_circuit_breaker_sqlite() {
+/// One gateway with the breaker, on SQLite or on the PostgreSQL `postgres`.
+async fn breaker_case(postgres: Option<&str>) {
     let (script, healthy) = failing_until_healthy();
     let receiver = receiver(script).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = steering_config(dir.path(), &receiver, BREAKER, None);
+    let config = steering_config(dir.path(), &receiver, BREAKER, postgres);
     let gateway = Gateway::start(&config).healthy(&reqwest::Client::new()).await;
     the_breaker_opens_probes_and_closes(&gateway.base, &receiver, &healthy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_circuit_breaker_sqlite() {
+    breaker_case(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_circuit_breaker_postgres() {
     let Some(url) = postgres_schema_url().await else { return };
-    let (script, healthy) = failing_until_healthy();
-    let receiver = receiver(script).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = steering_config(dir.path(), &receiver, BREAKER, Some(&url));
-    let gateway = Gateway::start(&config).healthy(&reqwest::Client::new()).await;
-    the_breaker_opens_probes_and_closes(&gateway.base, &receiver, &healthy).await;
+    breaker_case(Some(&url)).await;
 }
 
 /// A bulk replay by filter on PostgreSQL with two instances: the dead events
