@@ -79,7 +79,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Bench(args) => {
             init_logs("warn");
             let json = args.json;
-            match hookgate::bench::run(args).await {
+            match hookgate::bench::run(args, stop_signal()).await {
                 Ok(report) if json => {
                     println!("{}", serde_json::to_string_pretty(&report).expect("a report serializes"));
                     ExitCode::SUCCESS

@@ -39,7 +39,9 @@ const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 pub struct BenchArgs {
     /// Where the instances store events: a fresh SQLite file in a temp directory by
     /// default; a sqlite:// file given here is used as it is (and kept); in a
-    /// postgres:// database the bench makes a schema of its own, and drops it.
+    /// postgres:// database the bench makes a schema of its own, and drops it,
+    /// unless the URL names one (`?options=-c%20search_path%3DNAME`): that
+    /// schema is used as it is (seeded, or a copy of a real one), and kept.
     #[arg(long)]
     pub storage: Option<String>,
     /// hookgate processes to run (more than one needs PostgreSQL).
@@ -69,14 +71,27 @@ pub fn clock_us() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
-    let duration = crate::config::parse_duration(&args.duration).map_err(anyhow::Error::msg)?;
+/// Run the bench until it ends or `stop` (SIGTERM, Ctrl-C) comes first: either
+/// way the instances it started are killed and a schema it made is dropped.
+pub async fn run(args: BenchArgs, stop: impl Future<Output = ()>) -> anyhow::Result<Report> {
     if args.instances == 0 || args.connections == 0 || !(0.0..=1.0).contains(&args.duplicates) {
         bail!("--instances and --connections must be at least 1, --duplicates between 0 and 1");
     }
     if args.instances > 1 && args.storage.is_none() {
         bail!("--instances {} needs --storage postgres://…: SQLite is one process per file", args.instances);
     }
+    let dir = tempfile::tempdir()?;
+    let storage = Storage::prepare(args.storage.as_deref(), dir.path()).await?;
+    let result = tokio::select! {
+        result = measure_all(&args, &storage, dir.path()) => result,
+        () = stop => Err(anyhow::anyhow!("interrupted")),
+    };
+    storage.clean_up().await;
+    result
+}
+
+async fn measure_all(args: &BenchArgs, storage: &Storage, dir: &Path) -> anyhow::Result<Report> {
+    let duration = crate::config::parse_duration(&args.duration).map_err(anyhow::Error::msg)?;
     clock_us();
     let spec = Arc::new(load::Spec {
         path: "/in/bench".into(),
@@ -85,26 +100,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         duplicates: args.duplicates,
         body_bytes: 1024,
     });
-    let mut report = Report::new(&args, duration);
+    let mut report = Report::new(args, duration);
 
     // 1. The ceiling.
     let ceiling_addr = free_addr()?;
     let ceiling = Child::spawn(&["bench-ceiling", "--listen", &ceiling_addr.to_string()], None)?;
     wait_for_port(ceiling_addr).await?;
-    let phase = measure("bare HTTP (ceiling)", &[ceiling_addr], &args, spec.clone(), duration, None, None).await;
+    let phase = measure("bare HTTP (ceiling)", &[ceiling_addr], args, spec.clone(), duration, None, None).await;
     drop(ceiling);
     report.add(phase);
 
     // The gateway: instances, storage, the app.
     let (app_addr, seen) = app::start().await?;
-    let dir = tempfile::tempdir()?;
-    let storage = Storage::prepare(args.storage.as_deref(), dir.path()).await?;
     let mut instances = Vec::new();
     for n in 0..args.instances {
         let addr = free_addr()?;
-        let config = dir.path().join(format!("hookgate-{n}.toml"));
+        let config = dir.join(format!("hookgate-{n}.toml"));
         std::fs::write(&config, config_text(addr, &storage.url, app_addr))?;
-        instances.push((addr, Child::spawn(&["serve", "--config", path_str(&config)?], Some(dir.path()))?));
+        instances.push((addr, Child::spawn(&["serve", "--config", path_str(&config)?], Some(dir))?));
     }
     let targets: Vec<SocketAddr> = instances.iter().map(|(addr, _)| *addr).collect();
     let http = reqwest::Client::new();
@@ -115,7 +128,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
 
     // 2. Ingest alone.
     admin("/api/destinations/app/pause").await?.error_for_status()?;
-    let phase = measure("ingest alone (paused)", &targets, &args, spec.clone(), duration, None, None).await;
+    let phase = measure("ingest alone (paused)", &targets, args, spec.clone(), duration, None, None).await;
     report.add(phase);
 
     // 3. The backlog, drained.
@@ -128,7 +141,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     seen.take_latencies();
 
     // 4. Ingest while delivering.
-    let phase = measure("ingest while delivering", &targets, &args, spec.clone(), duration, None, Some(&seen)).await;
+    let phase = measure("ingest while delivering", &targets, args, spec.clone(), duration, None, Some(&seen)).await;
     let sustained = phase.delivered_per_s.unwrap_or(0.0).min(phase.events_per_s);
     report.sustained_per_s = sustained;
     report.add(phase);
@@ -137,13 +150,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
 
     // 5. Half the sustained rate, paced.
     let rate = (sustained / 2.0).max(1.0) / args.connections as f64;
-    let phase = measure("at half the sustained rate", &targets, &args, spec, duration, Some(rate), Some(&seen)).await;
+    let phase = measure("at half the sustained rate", &targets, args, spec, duration, Some(rate), Some(&seen)).await;
     report.add(phase);
     wait_drained(&http, targets[0], "draining").await?;
 
     report.peak_rss_mib = instances.iter().map(|(_, child)| child.peak_rss_mib()).fold(0.0, f64::max);
-    drop(instances);
-    storage.clean_up().await;
     Ok(report)
 }
 
@@ -244,6 +255,9 @@ impl Storage {
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             bail!("--storage must be a sqlite:// or postgres:// URL (a fresh SQLite file is the default)");
         }
+        if url.contains("search_path") {
+            return Ok(Storage { url: url.to_owned(), schema: None });
+        }
         let schema = format!("hookgate_bench_{}", std::process::id());
         let client = hookgate_postgres::connect_one(url).await.context("connecting to --storage")?;
         client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).await?;
@@ -252,9 +266,9 @@ impl Storage {
         Ok(Storage { url: scoped, schema: Some((url.to_owned(), schema)) })
     }
 
-    async fn clean_up(self) {
-        if let Some((url, schema)) = self.schema
-            && let Ok(client) = hookgate_postgres::connect_one(&url).await
+    async fn clean_up(&self) {
+        if let Some((url, schema)) = &self.schema
+            && let Ok(client) = hookgate_postgres::connect_one(url).await
         {
             let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
         }

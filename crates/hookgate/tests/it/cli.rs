@@ -151,6 +151,43 @@ fn bench_runs_every_phase() {
     assert!(report["drain_per_s"].as_f64().unwrap() > 0.0 && report["peak_rss_mib"].as_f64().unwrap() > 0.0);
 }
 
+/// A bench stopped by SIGTERM (not by Ctrl-C, which reaches its whole process
+/// group) stops the hookgate processes it started too: none is left serving.
+#[test]
+fn a_stopped_bench_leaves_no_process_behind() {
+    // Its output to a file, not a pipe: a process left behind would hold a pipe
+    // open, and reading it to the end would wait for ever instead of failing.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut bench = hookgate()
+        .args(["bench", "--duration", "2s", "--connections", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let children = format!("/proc/{0}/task/{0}/children", bench.id());
+    let started = std::time::Instant::now();
+    let started_by_bench: Vec<String> = loop {
+        let pids: Vec<String> =
+            std::fs::read_to_string(&children).unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+        let serving = pids.iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| line.windows(6).any(|w| w == b"serve\0"))
+        });
+        if serving {
+            break pids;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the bench started no hookgate serve");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Command::new("kill").args(["-TERM", &bench.id().to_string()]).status().unwrap();
+    let status = bench.wait().unwrap();
+    let printed = std::fs::read_to_string(log.path()).unwrap();
+    assert_eq!(status.code(), Some(1), "{printed}");
+    assert!(printed.contains("interrupted"), "{printed}");
+    for pid in started_by_bench {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} outlived the bench");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destinations_commands_list_pause_and_resume() {
     let receiver = receiver(always_ok()).await;
