@@ -669,6 +669,7 @@ mod vacuum {
             "autovacuum_vacuum_scale_factor=0.01",
             "autovacuum_vacuum_threshold=1000",
             "autovacuum_vacuum_cost_delay=0",
+            "autovacuum_analyze_scale_factor=0.02",
         ] {
             assert!(options.iter().any(|o| o == expected), "{expected} missing from {options:?}");
         }

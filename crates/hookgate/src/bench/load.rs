@@ -59,14 +59,21 @@ pub fn start(targets: &[SocketAddr], connections: usize, spec: Arc<Spec>, rate_p
 
 impl Run {
     /// Stop sending; the ack latency of every answered request, in microseconds.
-    pub async fn stop(self) -> (Vec<u32>, Duration) {
+    pub async fn stop(mut self) -> (Vec<u32>, Duration) {
         self.stop.store(true, Ordering::Relaxed);
         let elapsed = self.started.elapsed();
         let mut latencies = Vec::new();
-        for connection in self.connections {
+        for connection in std::mem::take(&mut self.connections) {
             latencies.extend(connection.await.unwrap_or_default());
         }
         (latencies, elapsed)
+    }
+}
+
+/// A run dropped without `stop` (the bench interrupted) stops its connections too.
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -80,18 +80,18 @@ pub async fn run(args: BenchArgs, stop: impl Future<Output = ()>) -> anyhow::Res
     if args.instances > 1 && args.storage.is_none() {
         bail!("--instances {} needs --storage postgres://…: SQLite is one process per file", args.instances);
     }
+    let duration = crate::config::parse_duration(&args.duration).map_err(anyhow::Error::msg)?;
     let dir = tempfile::tempdir()?;
     let storage = Storage::prepare(args.storage.as_deref(), dir.path()).await?;
     let result = tokio::select! {
-        result = measure_all(&args, &storage, dir.path()) => result,
+        result = measure_all(&args, duration, &storage, dir.path()) => result,
         () = stop => Err(anyhow::anyhow!("interrupted")),
     };
     storage.clean_up().await;
     result
 }
 
-async fn measure_all(args: &BenchArgs, storage: &Storage, dir: &Path) -> anyhow::Result<Report> {
-    let duration = crate::config::parse_duration(&args.duration).map_err(anyhow::Error::msg)?;
+async fn measure_all(args: &BenchArgs, duration: Duration, storage: &Storage, dir: &Path) -> anyhow::Result<Report> {
     clock_us();
     let spec = Arc::new(load::Spec {
         path: "/in/bench".into(),
@@ -255,15 +255,13 @@ impl Storage {
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             bail!("--storage must be a sqlite:// or postgres:// URL (a fresh SQLite file is the default)");
         }
-        if url.contains("search_path") {
+        if names_a_schema(url) {
             return Ok(Storage { url: url.to_owned(), schema: None });
         }
         let schema = format!("hookgate_bench_{}", std::process::id());
         let client = hookgate_postgres::connect_one(url).await.context("connecting to --storage")?;
         client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).await?;
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
-        Ok(Storage { url: scoped, schema: Some((url.to_owned(), schema)) })
+        Ok(Storage { url: with_search_path(url, &schema), schema: Some((url.to_owned(), schema)) })
     }
 
     async fn clean_up(&self) {
@@ -272,6 +270,36 @@ impl Storage {
         {
             let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
         }
+    }
+}
+
+/// The `options` parameter of a postgres:// URL's query, as written.
+fn options_param(url: &str) -> Option<&str> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|pair| pair.strip_prefix("options="))
+}
+
+/// Whether the URL's `options` set a search path (`-c search_path=…`, any case).
+fn names_a_schema(url: &str) -> bool {
+    options_param(url).is_some_and(|options| options.to_ascii_lowercase().contains("search_path"))
+}
+
+/// The URL with `schema` as its search path, other options kept.
+fn with_search_path(url: &str, schema: &str) -> String {
+    let ours = format!("-c%20search_path%3D{schema}");
+    match (url.split_once('?'), options_param(url)) {
+        (Some((base, query)), Some(_)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.strip_prefix("options=") {
+                    Some(given) => format!("options={given}%20{ours}"),
+                    None => pair.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", pairs.join("&"))
+        }
+        (Some(_), None) => format!("{url}&options={ours}"),
+        (None, _) => format!("{url}?options={ours}"),
     }
 }
 
@@ -338,5 +366,31 @@ async fn wait_for_health(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Re
             bail!("hookgate on {addr} did not become ready");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_named_in_the_url_is_found_in_its_options_only() {
+        assert!(names_a_schema("postgres://h/db?options=-c%20search_path%3Dseeded"));
+        assert!(names_a_schema("postgres://h/db?sslmode=disable&options=-c%20SEARCH_PATH%3Dseeded"));
+        assert!(!names_a_schema("postgres://search_path@h/db"), "a user name is not an option");
+        assert!(!names_a_schema("postgres://h/db?options=-c%20statement_timeout%3D5s"));
+    }
+
+    #[test]
+    fn the_bench_schema_joins_the_options_given() {
+        assert_eq!(with_search_path("postgres://h/db", "s"), "postgres://h/db?options=-c%20search_path%3Ds");
+        assert_eq!(
+            with_search_path("postgres://h/db?sslmode=disable", "s"),
+            "postgres://h/db?sslmode=disable&options=-c%20search_path%3Ds"
+        );
+        assert_eq!(
+            with_search_path("postgres://h/db?options=-c%20statement_timeout%3D5s&sslmode=disable", "s"),
+            "postgres://h/db?options=-c%20statement_timeout%3D5s%20-c%20search_path%3Ds&sslmode=disable"
+        );
     }
 }

@@ -155,20 +155,53 @@ fn bench_runs_every_phase() {
 /// group) stops the hookgate processes it started too: none is left serving.
 #[test]
 fn a_stopped_bench_leaves_no_process_behind() {
+    bench_stopped_while_serving(&[]);
+}
+
+/// On PostgreSQL, a stopped bench drops the schema it made, and keeps one it
+/// was given.
+#[test]
+fn a_stopped_bench_drops_its_own_schema_and_keeps_a_given_one() {
+    let Ok(url) = std::env::var("HOOKGATE_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: HOOKGATE_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let psql = |sql: &str| {
+        let out = Command::new("psql").args([url.as_str(), "-Atc", sql]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let exists = |schema: &str| psql(&format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}'")) == "1";
+
+    let pid = bench_stopped_while_serving(&["--storage", &url]);
+    assert!(!exists(&format!("hookgate_bench_{pid}")), "the bench's own schema was left behind");
+
+    let given = format!("hg_given_{}", std::process::id());
+    psql(&format!("DROP SCHEMA IF EXISTS {given} CASCADE; CREATE SCHEMA {given}"));
+    let separator = if url.contains('?') { '&' } else { '?' };
+    bench_stopped_while_serving(&["--storage", &format!("{url}{separator}options=-c%20search_path%3D{given}")]);
+    assert!(exists(&given), "a schema given to the bench was dropped");
+    psql(&format!("DROP SCHEMA {given} CASCADE"));
+}
+
+/// Start a bench, SIGTERM it once it has a `hookgate serve` running, and check
+/// that it says so and that every process it started is gone. Its pid.
+fn bench_stopped_while_serving(extra: &[&str]) -> String {
     // Its output to a file, not a pipe: a process left behind would hold a pipe
     // open, and reading it to the end would wait for ever instead of failing.
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut bench = hookgate()
         .args(["bench", "--duration", "2s", "--connections", "2"])
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
-    let children = format!("/proc/{0}/task/{0}/children", bench.id());
+    let bench_pid = bench.id().to_string();
     let started = std::time::Instant::now();
     let started_by_bench: Vec<String> = loop {
-        let pids: Vec<String> =
-            std::fs::read_to_string(&children).unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+        let listed = Command::new("pgrep").args(["-P", &bench_pid]).output().unwrap();
+        let pids: Vec<String> = String::from_utf8_lossy(&listed.stdout).split_whitespace().map(str::to_owned).collect();
         let serving = pids.iter().any(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| line.windows(6).any(|w| w == b"serve\0"))
         });
@@ -178,7 +211,7 @@ fn a_stopped_bench_leaves_no_process_behind() {
         assert!(started.elapsed() < Duration::from_secs(60), "the bench started no hookgate serve");
         std::thread::sleep(Duration::from_millis(50));
     };
-    Command::new("kill").args(["-TERM", &bench.id().to_string()]).status().unwrap();
+    Command::new("kill").args(["-TERM", &bench_pid]).status().unwrap();
     let status = bench.wait().unwrap();
     let printed = std::fs::read_to_string(log.path()).unwrap();
     assert_eq!(status.code(), Some(1), "{printed}");
@@ -186,6 +219,7 @@ fn a_stopped_bench_leaves_no_process_behind() {
     for pid in started_by_bench {
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} outlived the bench");
     }
+    bench_pid
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
