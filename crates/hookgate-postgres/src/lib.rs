@@ -355,7 +355,7 @@ pub const CLAIM: &str = "WITH picked AS (
      UPDATE events e
         SET state = 'delivering', attempts = e.attempts + 1, due_at = $4, updated_at = $2
        FROM picked WHERE e.rid = picked.rid
-     RETURNING e.id, e.source, e.order_key, e.received_at, e.headers, e.body, e.attempts, e.round_base, e.seq";
+     RETURNING e.id, e.source, e.order_key, e.received_at, e.headers, e.body, e.attempts, e.round_base, e.seq, e.rid";
 
 /// The 64-bit advisory lock key of a queue (`kind` "o", the order key), a
 /// dedupe key ("d") or a coalesce key ("c") of a source. Collisions only make
@@ -416,13 +416,21 @@ impl Store for PostgresStore {
         for (_, row) in ordered {
             let attempts: i32 = row.get(6);
             let round_base: i32 = row.get(7);
+            let read = parse_id(row.get(0)).and_then(|id| Ok((id, codec::decode_headers(row.get(4))?)));
+            let (id, headers) = match read {
+                Ok(read) => read,
+                Err(error) => {
+                    hookgate_store::unreadable_row(row.get(9), &error);
+                    continue;
+                }
+            };
             claims.push(Claim {
-                id: parse_id(row.get(0))?,
+                id,
                 source: row.get(1),
                 destination: destination.to_owned(),
                 order_key: row.get::<_, Option<Vec<u8>>>(2).map(Into::into),
                 received_at_ms: row.get(3),
-                headers: codec::decode_headers(row.get(4))?,
+                headers,
                 body: row.get::<_, Vec<u8>>(5).into(),
                 attempt: attempts as u32,
                 round_attempt: (attempts - round_base) as u32,

@@ -167,13 +167,21 @@ pub fn claim(c: &Connection, destination: &str, now: i64, limit: usize, lease_ms
     let mut claims = Vec::with_capacity(rows.len());
     for (rid, id, source, order_key, received_at_ms, headers, body, attempts, round_base) in rows {
         update.execute(params![now.saturating_add(lease_ms), now, rid]).map_err(db_error)?;
+        let read = parse_id(&id).and_then(|id| Ok((id, codec::decode_headers(&headers)?)));
+        let (id, headers) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                hookgate_store::unreadable_row(rid, &error);
+                continue;
+            }
+        };
         claims.push(Claim {
-            id: parse_id(&id)?,
+            id,
             source,
             destination: destination.to_owned(),
             order_key: order_key.map(Into::into),
             received_at_ms,
-            headers: codec::decode_headers(&headers)?,
+            headers,
             body: body.into(),
             attempt: attempts + 1,
             round_attempt: attempts + 1 - round_base,
@@ -326,5 +334,39 @@ mod tests {
         let deep = claim_steps(&c);
         assert!(deep <= shallow, "a claim took {deep} steps with 10,000 blocked events, {shallow} with none");
         eprintln!("claim scan: {shallow} VM steps with no blocked events, {deep} with 10,000");
+    }
+
+    /// Rows hookgate cannot read (a bad id, bad headers) are held with their
+    /// order keys' queues; they do not fail the claim of everything else.
+    #[test]
+    fn an_unreadable_row_holds_its_queue_and_no_other() {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut c).unwrap();
+        let keyed = |key: &str| NewEvent { order_key: Some(key.into()), ..event("src", T0) };
+        let mut good = None;
+        for (seq, key) in ["bad-id", "bad-headers", "good", "bad-id"].into_iter().enumerate() {
+            let Ok(Ingested::Accepted { id, .. }) = ingest(&c, &keyed(key), seq as i64 + 1) else { panic!() };
+            if key == "good" {
+                good = Some(id);
+            }
+        }
+        c.execute_batch(
+            "UPDATE events SET id = 'evt_edited_by_hand' WHERE seq = 1;
+             UPDATE events SET headers = x'ff' WHERE seq = 2;",
+        )
+        .unwrap();
+        let claimed = claim(&c, DEST, T0, 10, 60_000).unwrap();
+        assert_eq!(claimed.iter().map(|claim| &claim.id).collect::<Vec<_>>(), [good.as_ref().unwrap()]);
+        let held: Vec<(i64, String)> = c
+            .prepare("SELECT seq, state FROM events WHERE seq != 3 ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let expected =
+            [(1, "delivering"), (2, "delivering"), (4, "pending")].map(|(seq, state)| (seq, state.to_owned()));
+        assert_eq!(held, expected, "the unreadable rows are leased, and the event behind one waits");
+        assert!(claim(&c, DEST, T0 + 1, 10, 60_000).unwrap().is_empty(), "nothing else is due");
     }
 }

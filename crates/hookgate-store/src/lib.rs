@@ -276,6 +276,21 @@ pub fn parse_id(text: &str) -> Result<EventId> {
     text.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
 }
 
+/// A claimed row that cannot be read as an event (an id or headers hookgate
+/// never writes: edited by hand, or damaged) is left out of the claim, not
+/// allowed to fail it: failing would stop every delivery of the destination.
+/// The row keeps its lease, so its order key waits (nothing is delivered out
+/// of order) until it is mended or deleted; each lease it is claimed again and
+/// said again.
+pub fn unreadable_row(rid: i64, error: &StoreError) {
+    tracing::error!(
+        rid,
+        %error,
+        "an event row cannot be read and is held, with its order key's queue behind it, until it is \
+         mended or deleted (rid is the row's rowid/rid); other deliveries go on"
+    );
+}
+
 /// A token bucket for a rate limit: it fills at `per_second` tokens a second
 /// and holds at most [`Bucket::capacity`], a fifth of a second's worth (at
 /// least one token), so a limit holds within a few percent over any second
