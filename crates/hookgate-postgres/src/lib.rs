@@ -357,6 +357,27 @@ pub const CLAIM: &str = "WITH picked AS (
        FROM picked WHERE e.rid = picked.rid
      RETURNING e.id, e.source, e.order_key, e.received_at, e.headers, e.body, e.attempts, e.round_base, e.seq, e.rid";
 
+/// A claimed row (`CLAIM`'s columns) as the claim it becomes.
+fn read_claim(row: &tokio_postgres::Row, destination: &str) -> Result<Claim> {
+    let attempts: i32 = row.get(6);
+    let round_base: i32 = row.get(7);
+    let round_attempt = attempts.checked_sub(round_base).and_then(|n| u32::try_from(n).ok());
+    let (Ok(attempt), Some(round_attempt)) = (u32::try_from(attempts), round_attempt) else {
+        return Err(StoreError::Corrupt(format!("attempts {attempts}, round_base {round_base}")));
+    };
+    Ok(Claim {
+        id: parse_id(row.get(0))?,
+        source: row.get(1),
+        destination: destination.to_owned(),
+        order_key: row.get::<_, Option<Vec<u8>>>(2).map(Into::into),
+        received_at_ms: row.get(3),
+        headers: codec::decode_headers(row.get(4))?,
+        body: row.get::<_, Vec<u8>>(5).into(),
+        attempt,
+        round_attempt,
+    })
+}
+
 /// The 64-bit advisory lock key of a queue (`kind` "o", the order key), a
 /// dedupe key ("d") or a coalesce key ("c") of a source. Collisions only make
 /// two unrelated keys wait for each other.
@@ -413,28 +434,22 @@ impl Store for PostgresStore {
         let mut claims = Vec::with_capacity(rows.len());
         let mut ordered: Vec<_> = rows.iter().map(|r| (r.get::<_, i64>(8), r)).collect();
         ordered.sort_by_key(|(seq, _)| *seq);
+        let mut unread = Vec::new();
         for (_, row) in ordered {
-            let attempts: i32 = row.get(6);
-            let round_base: i32 = row.get(7);
-            let read = parse_id(row.get(0)).and_then(|id| Ok((id, codec::decode_headers(row.get(4))?)));
-            let (id, headers) = match read {
-                Ok(read) => read,
+            match read_claim(row, destination) {
+                Ok(claim) => claims.push(claim),
                 Err(error) => {
-                    hookgate_store::unreadable_row(row.get(9), &error);
-                    continue;
+                    let rid: i64 = row.get(9);
+                    hookgate_store::unreadable_row(rid, &error);
+                    unread.push(rid);
                 }
-            };
-            claims.push(Claim {
-                id,
-                source: row.get(1),
-                destination: destination.to_owned(),
-                order_key: row.get::<_, Option<Vec<u8>>>(2).map(Into::into),
-                received_at_ms: row.get(3),
-                headers,
-                body: row.get::<_, Vec<u8>>(5).into(),
-                attempt: attempts as u32,
-                round_attempt: (attempts - round_base) as u32,
-            });
+            }
+        }
+        if !unread.is_empty() {
+            // Leased, so their queues wait; but no attempt is made, so none is counted.
+            let given_back =
+                client.execute("UPDATE events SET attempts = attempts - 1 WHERE rid = ANY($1)", &[&unread]).await;
+            given_back.map_err(unavailable)?;
         }
         Ok(claims)
     }

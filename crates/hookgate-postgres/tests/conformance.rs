@@ -702,21 +702,21 @@ mod unreadable {
         client.execute("UPDATE events SET headers = '\\xff' WHERE id = $1", &[&ids[1].as_str()]).await.unwrap();
         let claimed = store.claim(DEST, T0, 10, 60_000).await.unwrap();
         assert_eq!(claimed.iter().map(|claim| &claim.id).collect::<Vec<_>>(), [&ids[2]]);
-        let states: Vec<(String, String)> = client
-            .query("SELECT id, state FROM events ORDER BY seq", &[])
+        let states: Vec<(String, String, i32)> = client
+            .query("SELECT id, state, attempts FROM events ORDER BY seq", &[])
             .await
             .unwrap()
             .iter()
-            .map(|row| (row.get(0), row.get(1)))
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
             .collect();
         let expected = [
-            ("evt_edited_by_hand", "delivering"),
-            (ids[1].as_str(), "delivering"),
-            (ids[2].as_str(), "delivering"),
-            (ids[3].as_str(), "pending"),
+            ("evt_edited_by_hand", "delivering", 0),
+            (ids[1].as_str(), "delivering", 0),
+            (ids[2].as_str(), "delivering", 1),
+            (ids[3].as_str(), "pending", 0),
         ]
-        .map(|(id, state)| (id.to_owned(), state.to_owned()));
-        assert_eq!(states, expected, "the unreadable rows are leased, and the event behind one waits");
+        .map(|(id, state, attempts)| (id.to_owned(), state.to_owned(), attempts));
+        assert_eq!(states, expected, "the unreadable rows are leased, not attempted; the event behind one waits");
         assert!(store.claim(DEST, T0 + 1, 10, 60_000).await.unwrap().is_empty(), "nothing else is due");
     }
 }

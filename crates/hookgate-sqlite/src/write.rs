@@ -2,7 +2,7 @@
 //! batch's transaction (each in a savepoint of its own).
 
 use hookgate_core::{EventId, State};
-use hookgate_store::{Attempt, Claim, Ingested, NewEvent, Result, Verdict, codec, parse_id};
+use hookgate_store::{Attempt, Claim, Ingested, NewEvent, Result, StoreError, Verdict, codec, parse_id};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::db_error;
@@ -142,52 +142,52 @@ pub fn claim(c: &Connection, destination: &str, now: i64, limit: usize, lease_ms
     // Only heads are claimable: a `delivering` head with a live lease, or a
     // `pending` head waiting for its retry, is not due, so nothing behind it moves.
     let mut select = c.prepare_cached(CLAIMABLE).map_err(db_error)?;
+    // Each row read on its own: a value of the wrong type (the tables are not
+    // STRICT: a hand edit can store text where bytes belong) fails that row,
+    // not the claim of every other.
     let rows = select
-        .query_map(params![destination, now, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<Vec<u8>>>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
-                r.get::<_, Vec<u8>>(6)?,
-                r.get::<_, u32>(7)?,
-                r.get::<_, u32>(8)?,
-            ))
-        })
+        .query_map(params![destination, now, limit as i64], |r| Ok((r.get::<_, i64>(0)?, read_claim(r, destination))))
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(db_error)?;
+    // An unreadable row is leased like the others (its queue waits behind it)
+    // but not counted as an attempt: none is made.
     let mut update = c
         .prepare_cached(
-            "UPDATE events SET state = 'delivering', attempts = attempts + 1, due_at = ?1, updated_at = ?2
+            "UPDATE events SET state = 'delivering', attempts = attempts + ?4, due_at = ?1, updated_at = ?2
              WHERE rid = ?3",
         )
         .map_err(db_error)?;
     let mut claims = Vec::with_capacity(rows.len());
-    for (rid, id, source, order_key, received_at_ms, headers, body, attempts, round_base) in rows {
-        update.execute(params![now.saturating_add(lease_ms), now, rid]).map_err(db_error)?;
-        let read = parse_id(&id).and_then(|id| Ok((id, codec::decode_headers(&headers)?)));
-        let (id, headers) = match read {
-            Ok(read) => read,
-            Err(error) => {
-                hookgate_store::unreadable_row(rid, &error);
-                continue;
-            }
-        };
-        claims.push(Claim {
-            id,
-            source,
-            destination: destination.to_owned(),
-            order_key: order_key.map(Into::into),
-            received_at_ms,
-            headers,
-            body: body.into(),
-            attempt: attempts + 1,
-            round_attempt: attempts + 1 - round_base,
-        });
+    for (rid, read) in rows {
+        let attempted = i64::from(read.is_ok());
+        update.execute(params![now.saturating_add(lease_ms), now, rid, attempted]).map_err(db_error)?;
+        match read {
+            Ok(claim) => claims.push(claim),
+            Err(error) => hookgate_store::unreadable_row(rid, &error),
+        }
     }
     Ok(claims)
+}
+
+/// A claimable row as the claim it becomes (its attempt counted).
+fn read_claim(r: &rusqlite::Row, destination: &str) -> Result<Claim> {
+    let corrupt = |e: rusqlite::Error| StoreError::Corrupt(e.to_string());
+    let attempts = r.get::<_, u32>(7).map_err(corrupt)?;
+    let round_base = r.get::<_, u32>(8).map_err(corrupt)?;
+    let attempt = attempts.checked_add(1).ok_or_else(|| StoreError::Corrupt(format!("attempts {attempts}")))?;
+    Ok(Claim {
+        id: parse_id(&r.get::<_, String>(1).map_err(corrupt)?)?,
+        source: r.get(2).map_err(corrupt)?,
+        destination: destination.to_owned(),
+        order_key: r.get::<_, Option<Vec<u8>>>(3).map_err(corrupt)?.map(Into::into),
+        received_at_ms: r.get(4).map_err(corrupt)?,
+        headers: codec::decode_headers(&r.get::<_, Vec<u8>>(5).map_err(corrupt)?)?,
+        body: r.get::<_, Vec<u8>>(6).map_err(corrupt)?.into(),
+        attempt,
+        round_attempt: attempt
+            .checked_sub(round_base)
+            .ok_or_else(|| StoreError::Corrupt(format!("round_base {round_base} above attempts {attempts}")))?,
+    })
 }
 
 pub fn finish(c: &Connection, id: &EventId, attempt: &Attempt, verdict: Verdict, now: i64) -> Result<bool> {
@@ -336,15 +336,16 @@ mod tests {
         eprintln!("claim scan: {shallow} VM steps with no blocked events, {deep} with 10,000");
     }
 
-    /// Rows hookgate cannot read (a bad id, bad headers) are held with their
-    /// order keys' queues; they do not fail the claim of everything else.
+    /// Rows hookgate cannot read (a bad id, text where bytes belong, bad
+    /// headers) are held with their order keys' queues, their attempts not
+    /// counted; they do not fail the claim of everything else.
     #[test]
     fn an_unreadable_row_holds_its_queue_and_no_other() {
         let mut c = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&mut c).unwrap();
         let keyed = |key: &str| NewEvent { order_key: Some(key.into()), ..event("src", T0) };
         let mut good = None;
-        for (seq, key) in ["bad-id", "bad-headers", "good", "bad-id"].into_iter().enumerate() {
+        for (seq, key) in ["bad-id", "bad-type", "good", "bad-id", "bad-headers"].into_iter().enumerate() {
             let Ok(Ingested::Accepted { id, .. }) = ingest(&c, &keyed(key), seq as i64 + 1) else { panic!() };
             if key == "good" {
                 good = Some(id);
@@ -352,21 +353,22 @@ mod tests {
         }
         c.execute_batch(
             "UPDATE events SET id = 'evt_edited_by_hand' WHERE seq = 1;
-             UPDATE events SET headers = x'ff' WHERE seq = 2;",
+             UPDATE events SET body = 'text where bytes belong' WHERE seq = 2;
+             UPDATE events SET headers = x'ff' WHERE seq = 5;",
         )
         .unwrap();
         let claimed = claim(&c, DEST, T0, 10, 60_000).unwrap();
         assert_eq!(claimed.iter().map(|claim| &claim.id).collect::<Vec<_>>(), [good.as_ref().unwrap()]);
-        let held: Vec<(i64, String)> = c
-            .prepare("SELECT seq, state FROM events WHERE seq != 3 ORDER BY seq")
+        let held: Vec<(i64, String, i64)> = c
+            .prepare("SELECT seq, state, attempts FROM events WHERE seq != 3 ORDER BY seq")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        let expected =
-            [(1, "delivering"), (2, "delivering"), (4, "pending")].map(|(seq, state)| (seq, state.to_owned()));
-        assert_eq!(held, expected, "the unreadable rows are leased, and the event behind one waits");
+        let expected = [(1, "delivering"), (2, "delivering"), (4, "pending"), (5, "delivering")]
+            .map(|(seq, state)| (seq, state.to_owned(), 0));
+        assert_eq!(held, expected, "the unreadable rows are leased, not attempted; the event behind one waits");
         assert!(claim(&c, DEST, T0 + 1, 10, 60_000).unwrap().is_empty(), "nothing else is due");
     }
 }

@@ -276,12 +276,12 @@ pub fn parse_id(text: &str) -> Result<EventId> {
     text.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
 }
 
-/// A claimed row that cannot be read as an event (an id or headers hookgate
-/// never writes: edited by hand, or damaged) is left out of the claim, not
+/// A claimed row that cannot be read as an event (an id, headers or a value
+/// of a type hookgate never writes: edited by hand, or damaged) is left out of the claim, not
 /// allowed to fail it: failing would stop every delivery of the destination.
 /// The row keeps its lease, so its order key waits (nothing is delivered out
 /// of order) until it is mended or deleted; each lease it is claimed again and
-/// said again.
+/// said again. No attempt is made, so none is counted.
 pub fn unreadable_row(rid: i64, error: &StoreError) {
     tracing::error!(
         rid,

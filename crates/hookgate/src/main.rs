@@ -123,9 +123,9 @@ fn init_logs(default: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).init();
 }
 
-/// SIGTERM or Ctrl-C. The handlers are installed when this is called, not
-/// when the future is first polled: from here on a signal is never the
-/// default one (an exit that skips clean-up).
+/// SIGTERM or Ctrl-C. On Unix the handlers are installed when this is
+/// called, not when the future is first polled: from here on a signal is
+/// never the default one (an exit that skips clean-up).
 fn stop_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
