@@ -370,5 +370,8 @@ mod tests {
             .map(|(seq, state)| (seq, state.to_owned(), 0));
         assert_eq!(held, expected, "the unreadable rows are leased, not attempted; the event behind one waits");
         assert!(claim(&c, DEST, T0 + 1, 10, 60_000).unwrap().is_empty(), "nothing else is due");
+        let filter = hookgate_store::ListFilter { limit: 10, ..Default::default() };
+        let listed = crate::read::list(&c, &filter).unwrap();
+        assert_eq!(listed.events.len(), 4, "a list leaves out the row it cannot read (the bad id) and shows the rest");
     }
 }

@@ -254,14 +254,20 @@ impl RawRecord {
 }
 
 /// A page from rows fetched newest first with `LIMIT limit + 1`: the extra
-/// row only says that another page follows.
+/// row only says that another page follows. A row that cannot be read is left
+/// out with a warning (the page still moves past it), so one damaged row does
+/// not hide every page that holds it from the operator looking for it.
 pub fn page(rows: Vec<RawRecord>, limit: usize) -> Result<Page> {
     let more = rows.len() > limit;
     let mut events = Vec::with_capacity(rows.len().min(limit));
     let mut last_row = None;
     for raw in rows.into_iter().take(limit) {
-        last_row = Some(raw.row);
-        events.push(raw.parse()?);
+        let rid = raw.row;
+        last_row = Some(rid);
+        match raw.parse() {
+            Ok(record) => events.push(record),
+            Err(error) => tracing::warn!(rid, %error, "an event row cannot be read and is left out of the list"),
+        }
     }
     Ok(Page { events, next_cursor: if more { last_row.map(Cursor::before_row) } else { None } })
 }
