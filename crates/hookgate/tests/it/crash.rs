@@ -115,15 +115,7 @@ async fn sigterm_finishes_the_delivery_in_flight_then_exits() {
     assert_eq!(received[0].webhook_id(), answer["id"].as_str().unwrap());
 
     let gateway = Gateway::start(&config).healthy(&http).await;
-    let event: serde_json::Value = http
-        .get(format!("{}/api/events/{}", gateway.base, answer["id"].as_str().unwrap()))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let event = admin_get(&http, &gateway.base, &format!("/api/events/{}", answer["id"].as_str().unwrap())).await;
     assert_eq!(event["state"], "delivered", "the outcome was recorded before exit");
     // Had the outcome been lost, the event would come back when its lease ends: wait past that.
     tokio::time::sleep((claimed_by + LEASE + Duration::from_millis(500)).saturating_duration_since(Instant::now()))

@@ -124,15 +124,7 @@ async fn rate_limit_holds(bases: &[String], receiver: &Receiver) {
     let first = starts[0];
     let in_ten_seconds = starts.iter().filter(|s| s.duration_since(first) < Duration::from_secs(10)).count();
     assert!((450..=550).contains(&in_ten_seconds), "{in_ten_seconds} attempts in 10 s at 50/s");
-    let status: serde_json::Value = http
-        .get(format!("{}/api/destinations", bases[0]))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = admin_get(&http, &bases[0], "/api/destinations").await;
     assert_eq!(status["destinations"][0]["rate_limit"], "50/s", "{status}");
 }
 
@@ -165,15 +157,7 @@ async fn the_breaker_opens_probes_and_closes(base: &str, receiver: &Receiver, he
     use std::sync::atomic::Ordering;
     let http = reqwest::Client::new();
     let circuit = || async {
-        let status: serde_json::Value = http
-            .get(format!("{base}/api/destinations"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = admin_get(&http, base, "/api/destinations").await;
         status["destinations"][0]["circuit"].as_str().unwrap().to_owned()
     };
     assert_eq!(circuit().await, "closed");
@@ -196,8 +180,7 @@ async fn the_breaker_opens_probes_and_closes(base: &str, receiver: &Receiver, he
         .wait_for(Duration::from_secs(10), "every event delivered", |r| r.iter().filter(|r| r.delivered()).count() == 6)
         .await;
     assert_eq!(circuit().await, "closed");
-    let dead = http.get(format!("{base}/api/events?state=dead")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-    let dead: serde_json::Value = dead.json().await.unwrap();
+    let dead = admin_get(&http, base, "/api/events?state=dead").await;
     assert_eq!(dead["events"].as_array().unwrap().len(), 0, "no event spent its attempts while the breaker was open");
 }
 
@@ -249,15 +232,7 @@ async fn a_replay_by_filter_keeps_order_across_instances_postgres() {
     let bases: Vec<String> = gateways.iter().map(|g| g.base.clone()).collect();
     let ids = send_ordered(&http, &bases, 5, "rp").await;
     let dead = || async {
-        let page: serde_json::Value = http
-            .get(format!("{}/api/events?state=dead&order_key=steered", bases[0]))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = admin_get(&http, &bases[0], "/api/events?state=dead&order_key=steered").await;
         page["events"].as_array().unwrap().len()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -161,9 +161,7 @@ impl TestApp {
     }
 
     pub async fn admin(&self, path: &str) -> Value {
-        let response = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
-        response.json().await.unwrap()
+        admin_get(&self.http, &self.url(""), path).await
     }
 
     pub async fn stop(mut self) {
@@ -171,6 +169,13 @@ impl TestApp {
             server.stop().await.unwrap();
         }
     }
+}
+
+/// `GET` an admin API path of the hookgate at `base`, with the token; its JSON.
+pub async fn admin_get(http: &reqwest::Client, base: &str, path: &str) -> Value {
+    let response = http.get(format!("{base}{path}")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert!(response.status().is_success(), "{path}: {}", response.status());
+    response.json().await.unwrap()
 }
 
 pub async fn post_with(http: &reqwest::Client, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value) {
