@@ -1,5 +1,51 @@
 use std::fmt;
 
+use percent_encoding::{AsciiSet, CONTROLS};
+
+/// The sender's credentials: removed at ingest (after verification), never
+/// stored, never forwarded, and never read into a key (keys are stored and shown).
+pub const CREDENTIALS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus
+/// those a new request sets for itself (`host`, `content-length`, `expect`)
+/// and `accept-encoding` (hookgate's client answers for its own). Removed at
+/// ingest, and never forwarded whatever is stored.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "expect",
+    "accept-encoding",
+];
+
+/// Whether ingest removes `name` (lowercase) before storing: a credential or
+/// hop-by-hop. One list for ingest, delivery and config validation.
+pub fn never_kept(name: &str) -> bool {
+    CREDENTIALS.contains(&name) || HOP_BY_HOP.contains(&name)
+}
+
+/// Bytes percent-encoded in a header hookgate makes (`hookgate-order-key`…):
+/// controls (NUL, CR, LF…), space, `%` itself, and every byte that is not
+/// ASCII. What is left is visible ASCII, sent as it is.
+const NOT_AS_IS: &AsciiSet = &CONTROLS.add(b' ').add(b'%');
+
+/// A header value hookgate makes from bytes that may not be sendable as
+/// they are (a key with NUL, CR, LF or bytes that are not UTF-8): RFC 3986
+/// percent-encoding of [`NOT_AS_IS`]. Every value is encoded the same way, so
+/// an app always decodes (`urllib.parse.unquote_to_bytes`, `decodeURIComponent`)
+/// and gets the original bytes back; a key of visible ASCII without `%` is
+/// unchanged.
+pub fn header_text(bytes: &[u8]) -> String {
+    percent_encoding::percent_encode(bytes, NOT_AS_IS).to_string()
+}
+
 /// A request's headers as they arrived: names lowercased (HTTP names are
 /// case-insensitive), values byte for byte (HTTP allows values that are not
 /// UTF-8, and hookgate forwards what it received, not a "fixed" copy), in
@@ -77,6 +123,24 @@ impl fmt::Debug for Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_text_is_visible_ascii_and_decodes_to_the_original() {
+        assert_eq!(header_text(b"cus_1"), "cus_1", "plain keys are unchanged");
+        assert_eq!(header_text(b"gid://shopify/Order/1"), "gid://shopify/Order/1");
+        assert_eq!(header_text(b"a\x00b\r\nc d%e\xff"), "a%00b%0D%0Ac%20d%25e%FF");
+        assert_eq!(header_text("caf\u{e9}".as_bytes()), "caf%C3%A9");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn header_text_round_trips(bytes: Vec<u8>) {
+            let text = header_text(&bytes);
+            proptest::prop_assert!(text.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+            let back: Vec<u8> = percent_encoding::percent_decode_str(&text).collect();
+            proptest::prop_assert_eq!(back, bytes);
+        }
+    }
 
     #[test]
     fn names_are_case_insensitive_and_values_bytes() {

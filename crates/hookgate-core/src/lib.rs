@@ -6,7 +6,7 @@
 //! make a UUIDv7.
 
 mod backoff;
-mod headers;
+pub mod headers;
 mod id;
 mod key;
 mod secret;

@@ -29,7 +29,7 @@ impl DbClock {
     /// Measure the offset now (an error if the database does not answer), and keep it fresh.
     pub async fn start(pool: Pool, local: LocalClock) -> Result<DbClock, String> {
         let clock = DbClock { local, offset_ms: Arc::default() };
-        let client = pool.get().await.map_err(|e| e.to_string())?;
+        let client = pool.get().await.map_err(|e| crate::explain(&e))?;
         let mut measured = false;
         for _ in 0..3 {
             if let Some(offset) = measure(&client, local).await.map_err(|e| crate::describe(&e))? {

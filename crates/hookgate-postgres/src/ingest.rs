@@ -249,7 +249,7 @@ const STORE: &str = "WITH input AS (
 
 async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, BatchError> {
     let plan = Plan::new(events);
-    let client = pool.get().await.map_err(|e| BatchError::Connection(e.to_string()))?;
+    let client = pool.get().await.map_err(|e| BatchError::Connection(crate::explain(&e)))?;
 
     // The queues this batch changes: its own, and those of the events it may supersede.
     let mut queues: BTreeSet<(String, Vec<u8>)> = plan

@@ -93,11 +93,7 @@ pub enum ConnectError {
 
 /// The database (or the pool in front of it) failed: the caller answers 503.
 pub(crate) fn unavailable(error: impl std::error::Error + 'static) -> StoreError {
-    let any: &(dyn std::error::Error + 'static) = &error;
-    match any.downcast_ref::<tokio_postgres::Error>() {
-        Some(pg) => StoreError::Unavailable(describe(pg)),
-        None => StoreError::Unavailable(error.to_string()),
-    }
+    StoreError::Unavailable(explain(&error))
 }
 
 /// Why a batch failed: its connection (the database is away: every event in
@@ -140,10 +136,41 @@ impl std::fmt::Display for BatchError {
 
 /// A PostgreSQL error with its cause: tokio-postgres's own text is only "db error".
 pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
-        None => std::error::Error::source(error).map_or_else(|| error.to_string(), |s| format!("{error}: {s}")),
+    explain(error)
+}
+
+/// Any error (tokio-postgres's, the pool's, TLS's) with its whole cause chain:
+/// the server's own message (`FATAL (3D000): database "x" does not exist`),
+/// the certificate that failed (`invalid peer certificate: UnknownIssuer`).
+/// The wrappers' own texts ("db error", "Error occurred while creating a new
+/// object") say nothing an operator can act on; what they wrap does.
+pub(crate) fn explain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut link = Some(error);
+    while let Some(error) = link {
+        let db = error
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::as_db_error)
+            .or_else(|| error.downcast_ref::<tokio_postgres::error::DbError>());
+        if let Some(db) = db {
+            let mut text = format!("{} ({}): {}", db.severity(), db.code().code(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!(" (hint: {hint})"));
+            }
+            parts.push(text);
+            break;
+        }
+        let text = error.to_string();
+        // Some errors repeat their cause in their own text: say it once.
+        if !text.is_empty() && !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        link = error.source();
     }
+    parts.join(": ")
 }
 
 impl PostgresStore {
@@ -167,7 +194,7 @@ impl PostgresStore {
     /// [`connect`](Self::connect), reading this machine's time from `local`
     /// (tests give a clock that runs ahead; the store corrects for it).
     pub async fn connect_with_clock(url: &str, pool_size: usize, local: LocalClock) -> Result<Self, ConnectError> {
-        let (mut config, tls) = configure(url)?;
+        let (mut config, tls, mode) = configure_with_mode(url)?;
         config.application_name("hookgate");
         let half = (pool_size / 2).max(1);
         let given = config.get_options().unwrap_or_default().to_owned();
@@ -181,7 +208,10 @@ impl PostgresStore {
         let pool = build_pool(with(&format!("{indexed} -c synchronous_commit=off")), &tls, (pool_size - half).max(1))?;
         let reads = build_pool(with("-c synchronous_commit=off"), &tls, ADMIN_READERS)?;
 
-        let mut client = durable.get().await.map_err(|e| ConnectError::Connect(e.to_string()))?;
+        let mut client = durable.get().await.map_err(|e| ConnectError::Connect(explain(&e)))?;
+        if mode == tls::Mode::Prefer {
+            warn_if_plaintext(&client, &config).await;
+        }
         schema::migrate(&mut client).await.map_err(ConnectError::Migrate)?;
         drop(client);
 
@@ -217,10 +247,45 @@ impl PostgresStore {
 /// `url` as tokio-postgres takes it (libpq's `sslmode`/`sslrootcert` taken
 /// out), and the TLS connector they ask for.
 fn configure(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), ConnectError> {
+    configure_with_mode(url).map(|(config, connector, _)| (config, connector))
+}
+
+fn configure_with_mode(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect, tls::Mode), ConnectError> {
     let (url, tls) = tls::split(url).map_err(ConnectError::Tls)?;
     let mut config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
     config.ssl_mode(tls.ssl_mode()).connect_timeout(CONNECT_TIMEOUT);
-    Ok((config, tls.connector().map_err(ConnectError::Tls)?))
+    Ok((config, tls.connector().map_err(ConnectError::Tls)?, tls.mode))
+}
+
+/// `host:port` of the server(s) a config names, for a log line.
+fn server_name(config: &tokio_postgres::Config) -> String {
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    if hosts.is_empty() { format!("localhost:{port}") } else { hosts.join(",") }
+}
+
+/// `sslmode=prefer` (the default) takes TLS when the server offers it and
+/// goes on in plain text when it does not, as libpq does; that is worth one
+/// WARN, since nothing else would say the password and the events cross the
+/// network unencrypted.
+async fn warn_if_plaintext(client: &tokio_postgres::Client, config: &tokio_postgres::Config) {
+    let encrypted = client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await;
+    if let Ok(row) = encrypted
+        && !row.get::<_, bool>(0)
+    {
+        tracing::warn!(
+            server = %server_name(config),
+            "connected to PostgreSQL without TLS: sslmode=prefer (the default) found no TLS on the server; \
+             set sslmode=require or verify-full to refuse plain text, or sslmode=disable to say it is meant"
+        );
+    }
 }
 
 /// Whether `url` is one [`PostgresStore::connect`] can use (its TLS settings
@@ -250,7 +315,7 @@ fn build_pool(config: tokio_postgres::Config, tls: &MakeRustlsConnect, size: usi
         .wait_timeout(Some(POOL_WAIT))
         .create_timeout(Some(CONNECT_TIMEOUT))
         .build()
-        .map_err(|e| ConnectError::Connect(e.to_string()))
+        .map_err(|e| ConnectError::Connect(explain(&e)))
 }
 
 /// Keep a `LISTEN` connection open for the life of the process, reconnecting

@@ -95,7 +95,7 @@ fn reply(batch: Vec<Outcome>, moved: &HashSet<(String, i32)>) {
 /// interleave, or the queue would stall with no head. Returns the (id,
 /// attempt) pairs that moved their event.
 async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>, BatchError> {
-    let client = pool.get().await.map_err(|e| BatchError::Connection(e.to_string()))?;
+    let client = pool.get().await.map_err(|e| BatchError::Connection(crate::explain(&e)))?;
     let leaving: Vec<&str> = batch.iter().filter(|o| !is_active(o.state)).map(|o| o.id.as_str()).collect();
     // The queues that may need a new head, each with the position its next head comes after.
     let mut queues: BTreeMap<(String, Vec<u8>), i64> = BTreeMap::new();

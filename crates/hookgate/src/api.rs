@@ -110,6 +110,24 @@ pub struct ReplayFilter {
     pub limit: Option<u64>,
 }
 
+impl ReplayFilter {
+    /// The fields given, by name.
+    pub fn named(&self) -> Vec<&'static str> {
+        let ReplayFilter { source, state, order_key, since, until, limit } = self;
+        [
+            ("source", source.is_some()),
+            ("state", state.is_some()),
+            ("order_key", order_key.is_some()),
+            ("since", since.is_some()),
+            ("until", until.is_some()),
+            ("limit", limit.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+}
+
 /// `POST /api/replay`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BulkReplayed {

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
+use hookgate_core::headers::header_text;
 use hookgate_store::Claim;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -16,28 +17,6 @@ const ERROR_BODY_BYTES: usize = 512;
 /// Bytes of any response read at most; a larger answer is cut off (and its
 /// connection not reused) rather than held in memory.
 const RESPONSE_BODY_BYTES: usize = 64 * 1024;
-
-/// Headers never forwarded, whatever is stored: hop-by-hop (RFC 9110 §7.6.1),
-/// those the client sets for the new request, and the sender's credentials.
-/// Ingest already removes these before storing (`http::ingest::forwardable`);
-/// this is a second line of defence.
-const DROPPED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "expect",
-    "accept-encoding",
-    "authorization",
-    "cookie",
-];
 
 /// What one attempt came to.
 #[derive(Debug, Clone)]
@@ -171,7 +150,8 @@ pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> H
     let mut headers = HeaderMap::new();
     for (name, value) in claim.headers.iter() {
         let ours = name.starts_with("webhook-") || name.starts_with("hookgate-");
-        if ours || DROPPED.contains(&name) {
+        // Never forwarded whatever is stored (ingest already removed them: a second line of defence).
+        if ours || hookgate_core::headers::never_kept(name) {
             continue;
         }
         // Byte for byte: a value that is not UTF-8 goes out as it came in.
@@ -186,23 +166,22 @@ pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> H
             headers.insert(name.clone(), value);
         }
     }
-    let id = claim.id.as_str();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(name, value);
-        }
+    // hookgate's own headers are percent-encoded where a byte could not be sent as it is
+    // (a key with NUL, CR, LF or bytes that are not UTF-8): an app decodes them and gets the bytes.
+    let mut set = |name: &'static str, value: &[u8]| {
+        let value = HeaderValue::try_from(header_text(value)).expect("percent-encoded text is a valid header value");
+        headers.insert(name, value);
     };
-    set("webhook-id", id.to_owned());
-    set("webhook-timestamp", now_unix.to_string());
+    let id = claim.id.as_str();
+    set("webhook-id", id.as_bytes());
+    set("webhook-timestamp", now_unix.to_string().as_bytes());
     if let Some(key) = &destination.signing_key {
-        set("webhook-signature", key.sign(id, now_unix, &claim.body));
+        set("webhook-signature", key.sign(id, now_unix, &claim.body).as_bytes());
     }
-    set("hookgate-source", claim.source.clone());
-    set("hookgate-attempt", claim.attempt.to_string());
-    if let Some(order_key) = &claim.order_key
-        && let Ok(value) = HeaderValue::from_bytes(order_key.as_bytes())
-    {
-        headers.insert("hookgate-order-key", value);
+    set("hookgate-source", claim.source.as_bytes());
+    set("hookgate-attempt", claim.attempt.to_string().as_bytes());
+    if let Some(order_key) = &claim.order_key {
+        set("hookgate-order-key", order_key.as_bytes());
     }
     headers
 }

@@ -435,3 +435,70 @@ fn every_problem_of_the_server_section_is_reported() {
         ]
     );
 }
+
+#[test]
+fn retention_under_a_minute_is_refused_by_name() {
+    let with = |section: &str| format!("{GOOD}\n[retention]\n{section}\n");
+    assert_eq!(
+        load(&with("dead = \"1ms\""), &[]).unwrap_err().0,
+        vec![
+            "retention.dead: 1ms is under the minimum of 1m: events would be deleted before anyone could look at \
+             or replay them (\"1ms\" for \"1m\"?)"
+        ]
+    );
+    let problems = load(&with("delivered = \"59s\"\nsuperseded = \"0s\""), &[]).unwrap_err().0;
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].starts_with("retention.delivered: 59s is under the minimum of 1m"), "{problems:?}");
+    assert!(problems[1].starts_with("retention.superseded: 0ns is under the minimum of 1m"), "{problems:?}");
+    let kept = load(&with("delivered = \"1m\"\ndead = \"90d\""), &[]).unwrap();
+    assert_eq!(kept.retention.delivered, Duration::from_secs(60));
+}
+
+#[test]
+fn secrets_may_come_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin_token");
+    std::fs::write(&token, "admin-token-from-a-file\n").unwrap();
+    let db_url = dir.path().join("db_url");
+    std::fs::write(&db_url, "postgres://u:hunter2@db/hookgate\r\n").unwrap();
+    let text = GOOD
+        .replace("token = \"env:ADMIN\"", &format!("token = \"file:{}\"", token.display()))
+        .replace("url = \"sqlite://x.db\"", &format!("url = \"file:{}\"", db_url.display()));
+    let config = load(&text, &[]).unwrap();
+    assert_eq!(config.admin_token.as_ref().map(Secret::expose), Some("admin-token-from-a-file"), "newline trimmed");
+    assert_eq!(config.storage, Storage::Postgres { url: Secret::new("postgres://u:hunter2@db/hookgate"), pool: 8 });
+
+    // systemd's LoadCredential= puts files under $CREDENTIALS_DIRECTORY.
+    let systemd = GOOD.replace("token = \"env:ADMIN\"", "token = \"file:${CREDENTIALS_DIRECTORY}/admin_token\"");
+    let dir_text = dir.path().display().to_string();
+    let config = load(&systemd, &[("CREDENTIALS_DIRECTORY", &dir_text)]).unwrap();
+    assert_eq!(config.admin_token.as_ref().map(Secret::expose), Some("admin-token-from-a-file"));
+    assert_eq!(
+        load(&systemd, &[]).unwrap_err().0,
+        vec!["admin.token: CREDENTIALS_DIRECTORY is not set (systemd sets it with LoadCredential=)"]
+    );
+
+    let missing = dir.path().join("nope");
+    let text = GOOD.replace("acuity-key-0123456789", &format!("file:{}", missing.display()));
+    let problems = load(&text, &[]).unwrap_err().0;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with(&format!("sources[1].verify.secret: cannot read the file {}: ", missing.display())),
+        "{problems:?}"
+    );
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let text = GOOD.replace("acuity-key-0123456789", &format!("file:{}", empty.display()));
+    assert_eq!(
+        load(&text, &[]).unwrap_err().0,
+        vec![format!("sources[1].verify.secret: the file {} is empty", empty.display())]
+    );
+    let short = dir.path().join("short");
+    std::fs::write(&short, "short\n").unwrap();
+    let text = GOOD.replace("acuity-key-0123456789", &format!("file:{}", short.display()));
+    assert_eq!(
+        load(&text, &[]).unwrap_err().0,
+        vec!["sources[1].verify.secret: must be at least 16 bytes (a short secret is guessable)"],
+        "a file's secret is held to the same rules"
+    );
+}

@@ -28,6 +28,10 @@ use super::{
 /// be at least this long: a short one is guessable.
 const MIN_SECRET_BYTES: usize = 16;
 
+/// A `[retention]` value at least: a dead letter kept less than this could be
+/// gone before anyone saw it (a typo such as "1ms" for "1m" made it half a second).
+const MIN_RETENTION: Duration = Duration::from_secs(60);
+
 /// `server.max_body` at most: a body is held whole in memory, and counted in a `u32` budget.
 const MAX_BODY_LIMIT: usize = 1 << 30;
 
@@ -69,8 +73,13 @@ impl Checker<'_> {
         }
     }
 
-    /// A secret is `env:NAME` (read from the environment) or a literal; never empty.
+    /// A secret is `env:NAME` (read from the environment), `file:/path` (read
+    /// from a file, its trailing newline trimmed: Docker secrets, systemd
+    /// credentials) or a literal; never empty.
     fn secret(&mut self, key: &str, text: &str) -> Option<Secret> {
+        if let Some(path) = text.strip_prefix("file:") {
+            return self.secret_file(key, path);
+        }
         let secret = match text.strip_prefix("env:") {
             Some(name) => match self.env.get(name) {
                 Some(value) if !value.is_empty() => Secret::new(value),
@@ -90,6 +99,44 @@ impl Checker<'_> {
             None => Secret::new(text),
         };
         Some(secret)
+    }
+
+    fn secret_file(&mut self, key: &str, path: &str) -> Option<Secret> {
+        // `file:${CREDENTIALS_DIRECTORY}/token`: systemd gives the directory in the environment.
+        let path = match path.strip_prefix("${CREDENTIALS_DIRECTORY}") {
+            Some(rest) => match self.env.get("CREDENTIALS_DIRECTORY") {
+                Some(dir) => format!("{dir}{rest}"),
+                None => {
+                    self.problem(key, "CREDENTIALS_DIRECTORY is not set (systemd sets it with LoadCredential=)");
+                    return None;
+                }
+            },
+            None => path.to_owned(),
+        };
+        if path.is_empty() {
+            self.problem(key, "file: needs a path, e.g. file:/run/secrets/hookgate_admin_token");
+            return None;
+        }
+        match std::fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                // An editor or `echo` ends the file with a newline; it is not part of the secret.
+                Ok(text) => match text.trim_end_matches(['\n', '\r']) {
+                    "" => {
+                        self.problem(key, format!("the file {path} is empty"));
+                        None
+                    }
+                    secret => Some(Secret::new(secret)),
+                },
+                Err(_) => {
+                    self.problem(key, format!("the file {path} is not UTF-8 text"));
+                    None
+                }
+            },
+            Err(error) => {
+                self.problem(key, format!("cannot read the file {path}: {error}"));
+                None
+            }
+        }
     }
 
     /// A secret that guards access: also at least [`MIN_SECRET_BYTES`] long.
@@ -125,11 +172,17 @@ pub fn validate(raw: RawConfig, env: &Env) -> Result<Config, Problems> {
     let admin_token = raw.admin.token.as_deref().and_then(|t| c.strong_secret("admin.token", t));
     let keep = |c: &mut Checker<'_>, key: &str, value: &Option<String>, default: &str| {
         c.duration(key, value.as_deref(), default).filter(|d| {
-            let positive = !d.is_zero();
-            if !positive {
-                c.problem(key, "must be more than zero");
+            let long_enough = *d >= MIN_RETENTION;
+            if !long_enough {
+                c.problem(
+                    key,
+                    format!(
+                        "{d:?} is under the minimum of 1m: events would be deleted before anyone could look at \
+                         or replay them (\"1ms\" for \"1m\"?)"
+                    ),
+                );
             }
-            positive
+            long_enough
         })
     };
     let retention = (
@@ -473,7 +526,7 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
 /// The credential a key template would copy into the key, if it reads one:
 /// the headers ingest removes, and the token a `token` source checks.
 fn reads_credential(template: &Template, scheme: &Scheme) -> Option<String> {
-    const CREDENTIALS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+    use hookgate_core::headers::CREDENTIALS;
     let token_header = match scheme {
         Scheme::Token(TokenAt::Header(name)) => Some(name.as_str()),
         _ => None,

@@ -13,7 +13,6 @@ use axum::{Json, Router};
 use hookgate_core::{EventId, Key, State as EventState};
 use hookgate_store::{Cursor, ListFilter};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -91,7 +90,7 @@ async fn authorize(State(state): State<Arc<HttpState>>, request: Request, next: 
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     // An empty token never matches, whatever is configured (config refuses empty ones too).
-    if !given.is_empty() && bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+    if expected.matches(given.as_bytes()) {
         next.run(request).await
     } else {
         ApiError::Unauthorized("missing or wrong bearer token".into()).into_response()
@@ -222,14 +221,28 @@ async fn replay_many(
 ) -> Result<Json<BulkReplayed>, ApiError> {
     // Read here rather than by extractors, so a bad filter is a 400 naming what
     // is wrong in our own error body (an extractor would answer 415 or 422 in text).
+    let query = query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?.0;
     let f = if body.iter().all(u8::is_ascii_whitespace) {
-        query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?.0
+        query
     } else {
+        // One place says what is replayed: a filter in the query beside a body would be
+        // ignored in silence (and replay what the caller meant to leave alone).
+        let in_query = query.named();
+        if !in_query.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "the filter is in the body and in the query ({}): give it in one of them",
+                in_query.join(", ")
+            )));
+        }
         let json = &mut serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize::<_, ReplayFilter>(json).map_err(|e| match e.path().to_string().as_str() {
-            "." => ApiError::BadRequest(format!("filter: {}", e.inner())),
-            field => ApiError::BadRequest(format!("{field}: {}", e.inner())),
-        })?
+        let filter = serde_path_to_error::deserialize::<_, ReplayFilter>(&mut *json).map_err(|e| {
+            match e.path().to_string().as_str() {
+                "." => ApiError::BadRequest(format!("filter: {}", e.inner())),
+                field => ApiError::BadRequest(format!("{field}: {}", e.inner())),
+            }
+        })?;
+        json.end().map_err(|e| ApiError::BadRequest(format!("filter: {e}")))?;
+        filter
     };
     let wanted: EventState = param("state", f.state.as_deref())?.unwrap_or(EventState::Dead);
     if wanted.is_active() {

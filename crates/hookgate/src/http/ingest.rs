@@ -162,7 +162,7 @@ pub async fn challenge(
     State(state): State<Arc<HttpState>>,
     Path(source_name): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<impl axum::response::IntoResponse, ApiError> {
     let source =
         state.sources.get(&source_name).ok_or_else(|| ApiError::NotFound(format!("unknown source {source_name:?}")))?;
     let Some(challenge) = &source.challenge else {
@@ -172,12 +172,16 @@ pub async fn challenge(
     let param = |name: &str| urlencoded::find(query.as_bytes(), name.as_bytes());
     if let Some((token_param, expected)) = &challenge.token {
         let given = param(token_param).unwrap_or_default();
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_slice(), expected.expose().as_bytes())) {
+        if !expected.matches(&given) {
             reject(source, "bad_challenge_token");
             return Err(ApiError::Unauthorized(format!("bad_credentials: {token_param} does not match")));
         }
     }
-    param(&challenge.param).ok_or_else(|| ApiError::BadRequest(format!("missing query parameter {}", challenge.param)))
+    let echo = param(&challenge.param)
+        .ok_or_else(|| ApiError::BadRequest(format!("missing query parameter {}", challenge.param)))?;
+    // Plain text (with `nosniff` on every answer): the echo is the caller's own bytes, and
+    // must never be taken for a script or a page.
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], echo))
 }
 
 struct Keys {
@@ -220,24 +224,6 @@ fn shed(source: &Source, reason: &'static str) {
 /// (`stripe-signature`, …) stay: they are MACs, not secrets, and let the app
 /// check the original if it wants.
 fn forwardable(mut headers: Headers, scheme: &Scheme) -> Headers {
-    // Hop-by-hop (RFC 9110 §7.6.1), plus what names this hop's framing.
-    const NEVER: &[&str] = &[
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "expect",
-        "accept-encoding",
-        "authorization",
-        "cookie",
-    ];
     // Headers the sender listed in `Connection` are hop-by-hop too.
     let listed: Vec<String> = headers
         .iter()
@@ -250,7 +236,9 @@ fn forwardable(mut headers: Headers, scheme: &Scheme) -> Headers {
         Scheme::Token(TokenAt::Header(name)) => Some(name.as_str()),
         _ => None,
     };
-    headers.retain(|name| !NEVER.contains(&name) && Some(name) != credential && !listed.iter().any(|l| l == name));
+    headers.retain(|name| {
+        !hookgate_core::headers::never_kept(name) && Some(name) != credential && !listed.iter().any(|l| l == name)
+    });
     headers
 }
 

@@ -80,7 +80,16 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/healthz", get(ops::healthy))
         .route("/readyz", get(ops::ready))
         .merge(console::router())
+        .layer(axum::middleware::map_response(nosniff))
         .with_state(state)
+}
+
+/// Every answer says `nosniff`: a browser must never run an answer as a
+/// script (the challenge echo, a sender's reflected text) whatever its type,
+/// so the console's CSP does not depend on every handler choosing its type well.
+async fn nosniff(mut response: Response) -> Response {
+    response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    response
 }
 
 #[derive(Debug)]

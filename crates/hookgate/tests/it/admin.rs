@@ -119,12 +119,18 @@ async fn a_replay_by_filter_keeps_each_keys_order() {
 async fn a_bad_replay_filter_is_a_400_that_says_why() {
     let receiver = receiver(always_ok()).await;
     let app = spawn_app(&receiver).await;
-    for (body, says) in
-        [(r#"{"sorce": "stripe"}"#, "unknown field `sorce`"), (r#"{"limit": "ten"}"#, "limit"), ("not json", "filter")]
-    {
+    for (query, body, says) in [
+        ("", r#"{"sorce": "stripe"}"#, "unknown field `sorce`"),
+        ("", r#"{"limit": "ten"}"#, "limit"),
+        ("", "not json", "filter"),
+        ("", r#"{"source": "x"} trailing"#, "trailing characters"),
+        ("", r#"{"source": "x"}{"source": "y"}"#, "trailing characters"),
+        // Before, the query was ignored in silence beside a body: the whole filter was the body's.
+        ("?source=open&state=delivered", r#"{"limit": 1}"#, "in the body and in the query (source, state)"),
+    ] {
         let response = app
             .http
-            .post(app.url("/api/replay"))
+            .post(app.url(&format!("/api/replay{query}")))
             .bearer_auth(ADMIN_TOKEN)
             .header("content-type", "application/json")
             .body(body)

@@ -29,7 +29,7 @@ async fn odd_bytes_everywhere(storage: Option<String>) {
     text.push_str("\n[[sources]]\nname = \"q\"\ndestination = \"app\"\ndedupe_key = \"{query.k}\"\norder_key = \"{header.x-key}\"\n");
     let app = Arc::new(spawn_with(dir, &text).await);
 
-    let odd_json = json!({"id": "nul\u{0}id", "object": "o\u{0}bj", "m": "reply-nul"}).to_string();
+    let odd_json = json!({"id": "nul\u{0}id", "object": "o\u{0}b\r\nj", "m": "reply-nul"}).to_string();
     let send_odd_query = {
         let app = app.clone();
         move || {
@@ -71,7 +71,10 @@ async fn odd_bytes_everywhere(storage: Option<String>) {
 
     let key_event = app.admin(&format!("/api/events/{}", accepted[0])).await;
     assert_eq!(key_event["dedupe_key"], "nul\u{0}id");
-    assert_eq!(key_event["order_key"], "o\u{0}bj");
+    assert_eq!(key_event["order_key"], "o\u{0}b\r\nj");
+    // hookgate's own headers are percent-encoded where a byte cannot be sent as it is (README).
+    let got = receiver.received().into_iter().find(|r| r.webhook_id() == accepted[0]).unwrap();
+    assert_eq!(got.headers.get("hookgate-order-key"), Some(b"o%00b%0D%0Aj".as_slice()), "NUL, CR and LF arrive");
     let attempts = key_event["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "the failed attempt with NUL in its reply is recorded: {key_event}");
     assert_eq!(attempts[0]["error"], "HTTP 500: boom\\u{0}\u{fffd}\\u{1b}[0m");
@@ -79,7 +82,7 @@ async fn odd_bytes_everywhere(storage: Option<String>) {
     assert_eq!(query_event["dedupe_key"], "\u{0}\u{fffd}", "shown as text; stored as bytes");
     let got = receiver.received().into_iter().find(|r| r.webhook_id() == accepted[1]).unwrap();
     assert_eq!(got.headers.get("x-raw"), Some(b"\xff\xfe\x80".as_slice()), "delivered byte for byte");
-    assert_eq!(got.headers.get("hookgate-order-key"), Some(b"caf\xe9".as_slice()));
+    assert_eq!(got.headers.get("hookgate-order-key"), Some(b"caf%E9".as_slice()), "not UTF-8: arrives encoded");
 
     // A key too long for an index (PostgreSQL refuses btree rows over ~2.7 KB) is kept as its digest.
     let long = app

@@ -119,7 +119,11 @@ async fn the_console_in_a_real_browser() {
         (if doomed { 400 } else { 200 }, Duration::ZERO)
     }))
     .await;
-    let app = spawn_app(&receiver).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Bodies up to 1 MiB here: the console must render a sender's largest in bounded time.
+    let text = config_text(&receiver.url(), &dir.path().join("hookgate.db"), "")
+        .replace("max_body = \"64KiB\"", "max_body = \"1MiB\"");
+    let app = spawn_with(dir, &text).await;
     let mut doomed = Vec::new();
     for n in 1..=2 {
         let body = format!(r#"{{"id":"doomed-{n}","object":"order-7","note":"doomed"}}"#);
@@ -142,6 +146,7 @@ async fn the_console_in_a_real_browser() {
     // An event just posted is in the list; open it; it was delivered; replay it.
     let (_, shown) = app.post("plain", &[], r#"{"id":"shown-1","object":"order-8","total":42}"#).await;
     let shown = shown["id"].as_str().unwrap().to_owned();
+    let shown_id = shown.clone();
     receiver.wait_for(Duration::from_secs(5), "the delivery", |r| r.iter().any(|r| r.webhook_id() == shown)).await;
     screenshot(&c, "overview").await;
     click(&c, "[data-testid=nav-events]").await;
@@ -154,6 +159,30 @@ async fn the_console_in_a_real_browser() {
     receiver
         .wait_for(Duration::from_secs(5), "the replay", |r| r.iter().filter(|r| r.webhook_id() == shown).count() == 2)
         .await;
+
+    // A body any `none` source could store, 400 KB nested a thousand deep and wide: it
+    // renders within the wait (indenting it all took 54 s), as sent and cut, with the
+    // rest a click away.
+    let deep = format!(
+        r#"{{"id":"deep-1","object":"order-9","deep":{}{}{}}}"#,
+        "[".repeat(1_000),
+        vec!["1"; 200_000].join(","),
+        "]".repeat(1_000),
+    );
+    let (status, answer) = app.post("plain", &[], deep.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    let deep_id = answer["id"].as_str().unwrap().to_owned();
+    c.goto(&app.url(&format!("/console#/event/{deep_id}"))).await.unwrap();
+    let shown = until_text(&c, "[data-testid=body]", "deep-1").await;
+    assert!(shown.len() <= 100_000, "cut until asked: {} characters shown", shown.len());
+    until_text(&c, "[data-testid=body-cut]", "Showing the first 100,000 of").await;
+    click(&c, "[data-testid=body-show-all]").await;
+    let length = c.execute("return document.querySelector('[data-testid=body]').textContent.length", vec![]).await;
+    assert_eq!(length.unwrap(), serde_json::json!(deep.len()), "show all: the body as sent");
+    // A small body is still indented.
+    c.goto(&app.url(&format!("/console#/event/{shown_id}"))).await.unwrap();
+    let indented = until_text(&c, "[data-testid=body]", "42").await;
+    assert!(indented.contains("\n  \"total\": 42"), "{indented}");
 
     // Pause and resume the destination.
     click(&c, "[data-testid=nav-destinations]").await;

@@ -76,6 +76,26 @@ async fn verify_full_connects_to_the_right_server_and_refuses_others() {
     certificates(d, "ca", "right", "IP:127.0.0.1,DNS:localhost");
     certificates(d, "other-ca", "other", "IP:127.0.0.1");
     certificates(d, "ca", "wrong-name", "DNS:db.example.com");
+    // Before TLS is on: prefer (the default) goes on in plain text, and says so once, naming the server.
+    let receiver = receiver(always_ok()).await;
+    let config_dir = tempfile::tempdir().unwrap();
+    let db = config_dir.path().join("unused.db");
+    let config_at = |url: &str| {
+        let text = config_text(&receiver.url(), &db, "").replace(&format!("sqlite://{}", db.display()), url);
+        let config = config_dir.path().join("hookgate.toml");
+        std::fs::write(&config, text).unwrap();
+        config
+    };
+    let http = reqwest::Client::new();
+    let log = config_dir.path().join("serve.log");
+    let plain = Gateway::start_logging(&config_at(&cluster.url()), &log).healthy(&http).await;
+    drop(plain);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let port = cluster.url().split(':').nth(2).unwrap().split('/').next().unwrap().to_owned();
+    let warnings: Vec<&str> = logged.lines().filter(|l| l.contains("without TLS")).collect();
+    assert_eq!(warnings.len(), 1, "one WARN: {logged}");
+    assert!(warnings[0].contains("WARN") && warnings[0].contains(&format!("127.0.0.1:{port}")), "{logged}");
+
     let serve = |server: &str| {
         format!("ssl = on\nssl_cert_file = '{0}/{server}.pem'\nssl_key_file = '{0}/{server}.key'", d.display())
     };
@@ -91,23 +111,30 @@ async fn verify_full_connects_to_the_right_server_and_refuses_others() {
     assert_eq!(connects(&with("sslmode=disable".into())).await, Ok(false));
     assert_eq!(connects(&url).await, Ok(true), "prefer (the default) takes TLS when offered");
 
-    // `serve` itself, verify-full: it starts, and is ready.
-    let receiver = receiver(always_ok()).await;
-    let config_dir = tempfile::tempdir().unwrap();
-    let db = config_dir.path().join("unused.db");
+    // `serve` itself, verify-full: it starts, and is ready (and prefer, with TLS offered, says nothing).
     let verified = with(format!("sslmode=verify-full&sslrootcert={ca}"));
-    let text = config_text(&receiver.url(), &db, "").replace(&format!("sqlite://{}", db.display()), &verified);
-    let config = config_dir.path().join("hookgate.toml");
-    std::fs::write(&config, text).unwrap();
-    let http = reqwest::Client::new();
-    let gateway = Gateway::start(&config).healthy(&http).await;
+    let gateway = Gateway::start(&config_at(&verified)).healthy(&http).await;
     let ready = http.get(format!("{}/readyz", gateway.base)).send().await.unwrap().status();
     assert_eq!(ready, 200);
     drop(gateway);
+    let preferred = Gateway::start_logging(&config_at(&url), &log).healthy(&http).await;
+    drop(preferred);
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("without TLS"), "TLS was offered and taken");
+
+    // What `serve` says when it cannot connect names the cause: the issuer nobody trusts.
+    let untrusted = with(format!("sslmode=verify-full&sslrootcert={other}"));
+    let error = hookgate_postgres::PostgresStore::connect(&untrusted, 2).await.err().unwrap().to_string();
+    assert!(error.contains("invalid peer certificate: UnknownIssuer"), "{error}");
 
     // A certificate for another name: verify-full refuses it, verify-ca does not look at names.
     assert!(cluster.reconfigure(&serve("wrong-name")));
     let refused = connects(&with(format!("sslmode=verify-full&sslrootcert={ca}"))).await.unwrap_err();
     assert!(refused.to_lowercase().contains("certificate"), "{refused}");
+    let error = hookgate_postgres::PostgresStore::connect(&with(format!("sslmode=verify-full&sslrootcert={ca}")), 2)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains(r#"certificate not valid for name "127.0.0.1""#), "names the failure: {error}");
     assert_eq!(connects(&with(format!("sslmode=verify-ca&sslrootcert={ca}"))).await, Ok(true));
 }

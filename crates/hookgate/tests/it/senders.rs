@@ -275,7 +275,14 @@ async fn get_echo_challenge_checks_the_verify_token() {
         let http = app.http.clone();
         async move {
             let response = http.get(url).send().await.unwrap();
-            (response.status().as_u16(), response.text().await.unwrap())
+            let headers = response.headers().clone();
+            assert_eq!(headers["x-content-type-options"], "nosniff", "every answer, refusals too");
+            let status = response.status().as_u16();
+            if status == 200 {
+                // Never a type a browser would run as a script or render as a page.
+                assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+            }
+            (status, response.text().await.unwrap())
         }
     };
     assert_eq!(
@@ -284,7 +291,11 @@ async fn get_echo_challenge_checks_the_verify_token() {
     );
     assert_eq!(get("?hub.challenge=1158201444&hub.verify_token=wrong".into()).await.0, 401);
     assert_eq!(get(format!("?hub.verify_token={SECRET}")).await.0, 400);
-    let plain = app.http.get(app.url("/in/plain")).send().await.unwrap().status();
-    assert_eq!(plain, 405, "a source without a challenge takes POST only");
+    let plain = app.http.get(app.url("/in/plain")).send().await.unwrap();
+    assert_eq!(plain.status(), 405, "a source without a challenge takes POST only");
+    for path in ["/in/plain", "/in/nowhere", "/metrics", "/healthz", "/api/events", "/nothing-here"] {
+        let answer = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(answer.headers()["x-content-type-options"], "nosniff", "{path}");
+    }
     app.stop().await;
 }

@@ -219,13 +219,22 @@ impl Gateway {
     }
 
     pub fn start_on(config: &std::path::Path, port: u16) -> Gateway {
+        Gateway::spawn(config, port, std::process::Stdio::inherit())
+    }
+
+    /// Its log (stderr) written to `log`, for a test to read.
+    pub fn start_logging(config: &std::path::Path, log: &std::path::Path) -> Gateway {
+        Gateway::spawn(config, free_port(), std::fs::File::create(log).unwrap().into())
+    }
+
+    fn spawn(config: &std::path::Path, port: u16, stderr: std::process::Stdio) -> Gateway {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(["serve", "--config"])
             .arg(config)
             .env("HOOKGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         Gateway { child, base: format!("http://127.0.0.1:{port}") }

@@ -83,14 +83,26 @@ function timeEl(t) {
   return h('time', { datetime: d.toISOString(), title: `${d.toLocaleString()} (${d.toISOString()})`, data: { ms: t } }, ago(t));
 }
 
+// A body is indented only while that stays cheap: a sender's body nested a
+// thousand deep would indent into hundreds of millions of characters (54 s of
+// rendering, again at every poll). Past these, the text is shown as sent, and
+// past RAW_SHOWN_CHARS cut, with "Show all" and "Download".
+const PRETTY_MAX_CHARS = 100000;
+const PRETTY_MAX_DEPTH = 20;
+const PRETTY_MAX_OUTPUT = 4 * PRETTY_MAX_CHARS;
+const RAW_SHOWN_CHARS = 100000;
+
 // Re-indents JSON text without re-serializing values, so big numbers and
 // escapes appear exactly as sent (JSON.parse would round 2^53+ integers).
+// null when the text is nested deeper than PRETTY_MAX_DEPTH or would indent
+// past PRETTY_MAX_OUTPUT characters: it stops as soon as it knows.
 function prettyJson(text) {
   let out = '';
   let depth = 0;
   const nl = () => `\n${'  '.repeat(depth)}`;
   const skipWs = (j) => { while (j < text.length && ' \t\r\n'.includes(text[j])) j++; return j; };
   for (let i = 0; i < text.length; i++) {
+    if (out.length > PRETTY_MAX_OUTPUT) return null;
     const c = text[i];
     if (c === '"') { // copy the whole string literal, escapes included
       let j = i + 1;
@@ -100,7 +112,7 @@ function prettyJson(text) {
     } else if (c === '{' || c === '[') {
       const j = skipWs(i + 1);
       if (text[j] === (c === '{' ? '}' : ']')) { out += c + text[j]; i = j; continue; } // {} and []
-      depth++;
+      if (++depth > PRETTY_MAX_DEPTH) return null;
       out += c + nl();
     } else if (c === '}' || c === ']') { depth--; out += nl() + c; }
     else if (c === ',') out += `,${nl()}`;
@@ -507,17 +519,33 @@ function summary(ev) {
 }
 
 function bodyBlock(ev) {
-  if (ev.body_base64 != null) {
-    return [badge('base64 · not UTF-8', 'grey'), h('pre', { class: 'code', testid: 'body' }, ev.body_base64)];
-  }
+  if (ev.body_base64 != null) return rawBody(ev, ev.body_base64, [badge('base64 · not UTF-8', 'grey')]);
   const text = ev.body || '';
   if (!text) return h('p', { class: 'muted' }, 'Empty body.');
-  try {
-    JSON.parse(text); // only to know it is JSON; prettyJson keeps the sender's literals
-    return [badge('JSON', 'blue'), h('pre', { class: 'code', testid: 'body' }, prettyJson(text))];
-  } catch {
-    return h('pre', { class: 'code', testid: 'body' }, text);
-  }
+  if (text.length > PRETTY_MAX_CHARS) return rawBody(ev, text, [h('span', { class: 'muted small' }, 'Too large to indent: shown as sent.')]);
+  let json = false;
+  try { JSON.parse(text); json = true; } catch { /* not JSON: shown as sent */ }
+  if (!json) return rawBody(ev, text, []);
+  const pretty = prettyJson(text); // keeps the sender's literals
+  if (pretty == null) return rawBody(ev, text, [badge('JSON', 'blue'), h('span', { class: 'muted small' }, ` Nested deeper than ${PRETTY_MAX_DEPTH} levels: shown as sent.`)]);
+  return [badge('JSON', 'blue'), h('pre', { class: 'code', testid: 'body' }, pretty)];
+}
+
+// The text as sent, its first RAW_SHOWN_CHARS only until asked for all of it.
+function rawBody(ev, text, notes) {
+  const pre = h('pre', { class: 'code', testid: 'body' }, text.length > RAW_SHOWN_CHARS ? text.slice(0, RAW_SHOWN_CHARS) : text);
+  if (text.length <= RAW_SHOWN_CHARS) return [...notes, pre];
+  const cut = h('p', { class: 'muted small', testid: 'body-cut' },
+    `Showing the first ${num(RAW_SHOWN_CHARS)} of ${num(text.length)} characters. `);
+  const all = h('button', { type: 'button', testid: 'body-show-all', onclick: () => { pre.textContent = text; cut.remove(); } }, 'Show all');
+  const download = h('button', { type: 'button', testid: 'body-download', onclick: () => {
+    const url = URL.createObjectURL(new Blob([text], { type: 'application/octet-stream' }));
+    const a = h('a', { href: url, download: `${ev.id}.body${ev.body_base64 != null ? '.base64' : ''}` });
+    document.body.append(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  } }, 'Download');
+  cut.append(all, ' ', download);
+  return [...notes, cut, pre];
 }
 
 function attempts(ev) {
