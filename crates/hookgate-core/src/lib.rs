@@ -14,7 +14,7 @@ mod state;
 pub mod template;
 pub mod urlencoded;
 
-pub use backoff::RetryPolicy;
+pub use backoff::{RetryPolicy, human_duration};
 pub use headers::{Headers, NotText};
 pub use id::{EventId, ParseEventIdError};
 pub use key::Key;

@@ -13,7 +13,7 @@ async fn fresh() -> Option<PostgresStore> {
 /// A URL whose connections use a new, empty schema.
 async fn fresh_schema_url() -> Option<String> {
     let Ok(url) = std::env::var("HOOKGATE_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: HOOKGATE_TEST_POSTGRES_URL is not set");
+        hookgate_store::conformance::skip("HOOKGATE_TEST_POSTGRES_URL is not set");
         return None;
     };
     let schema = format!("hg_test_{}", uuid::Uuid::now_v7().simple());

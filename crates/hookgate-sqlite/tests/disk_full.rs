@@ -50,7 +50,7 @@ impl Drop for SmallDisk {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_never_misreports_a_batch() {
     let Some(disk) = SmallDisk::mount("12m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        hookgate_store::conformance::skip("cannot mount a tmpfs here (needs root)");
         return;
     };
     let path: PathBuf = disk.path().join("hookgate.db");
@@ -119,7 +119,7 @@ async fn a_full_disk_never_misreports_a_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_stops_at_the_room_kept_and_deliveries_go_on() {
     let Some(disk) = SmallDisk::mount("24m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        hookgate_store::conformance::skip("cannot mount a tmpfs here (needs root)");
         return;
     };
     let path: PathBuf = disk.path().join("hookgate.db");

@@ -14,6 +14,7 @@ mod mac;
 mod presets;
 mod scheme;
 mod shopify;
+pub mod signing;
 mod slack;
 pub mod standard_webhooks;
 mod stripe;

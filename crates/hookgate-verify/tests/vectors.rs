@@ -89,3 +89,30 @@ fn tampered_wrong_secret_missing_and_stale_are_refused() {
         }
     }
 }
+
+/// hookgate's outbound signing (`destinations[].signing`) makes, byte for
+/// byte, the header the sender's own library made for the same secret,
+/// timestamp and body: an app that checks with that library (pointed at the
+/// destination's secret) accepts what hookgate sends.
+#[test]
+fn outbound_signing_matches_the_senders_libraries() {
+    use hookgate_verify::signing::{Signer, SigningFormat};
+    let mut matched = Vec::new();
+    for v in all() {
+        let format = match &v.scheme {
+            Scheme::Stripe => SigningFormat::Stripe,
+            Scheme::Github => SigningFormat::Github,
+            Scheme::Shopify => SigningFormat::Shopify,
+            Scheme::StandardWebhooks(_) if v.secret.starts_with("whsec_") => SigningFormat::StandardWebhooks,
+            _ => continue,
+        };
+        let signer = Signer::new(format, &Secret::new(&v.secret)).unwrap();
+        let id = v.headers.get_str("webhook-id").map(Result::unwrap).unwrap_or("unused");
+        let made = signer.sign(id, v.now, v.body.as_bytes());
+        let theirs = v.headers.get_str(format.header()).unwrap().unwrap();
+        assert_eq!(made, theirs, "{format} against {}", v.made_with);
+        matched.push(format);
+    }
+    matched.dedup();
+    assert_eq!(matched.len(), 4, "every format met a vector: {matched:?}");
+}

@@ -271,11 +271,14 @@ pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
                         ago(e.received_at_ms),
                         e.duplicates.to_string(),
                         e.attempt_count.to_string(),
+                        e.dedupe_key.clone().unwrap_or_else(|| "-".into()),
                         e.order_key.clone().unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
-            println!("{}", table(&["ID", "SOURCE", "STATE", "RECEIVED", "DUPS", "TRIES", "ORDER KEY"], rows));
+            let header =
+                ["ID", "SOURCE", "STATE", "RECEIVED", "DUPS", "TRIES", "SENDER'S ID (DEDUPE KEY)", "ORDER KEY"];
+            println!("{}", table(&header, rows));
             if let Some(next) = page.next_cursor {
                 println!("more: --cursor {next}");
             }

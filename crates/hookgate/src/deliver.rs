@@ -97,6 +97,9 @@ impl Client {
                     }
                 }
                 let error = (!(200..300).contains(&status)).then(|| {
+                    if let Some(redirect) = redirect_error(status, response.headers()) {
+                        return redirect;
+                    }
                     snippet.truncate(ERROR_BODY_BYTES);
                     let text = printable(&snippet);
                     format!("HTTP {status}: {}", text.trim()).trim_end_matches([':', ' ']).to_owned()
@@ -122,6 +125,23 @@ impl Client {
             }
         }
     }
+}
+
+/// A redirect is a failure, and says where it pointed: following it could
+/// send the event (and the app's credentials in `headers`) anywhere the
+/// answer names. The usual cause is a URL missing its trailing slash
+/// (Django's `APPEND_SLASH`) or `http` answered by a redirect to `https`.
+fn redirect_error(status: u16, headers: &HeaderMap) -> Option<String> {
+    if !(300..400).contains(&status) {
+        return None;
+    }
+    let location = headers.get(reqwest::header::LOCATION).map(|v| printable(v.as_bytes()));
+    let location: String =
+        location.as_deref().unwrap_or("nowhere (no Location)").chars().take(ERROR_BODY_BYTES).collect();
+    Some(format!(
+        "HTTP {status}: redirected to {location}; redirects are not followed (one could send the event anywhere): \
+         set the destination's url to where the app wants it"
+    ))
 }
 
 /// An app's answer as text for the attempt log: bytes that are not UTF-8
@@ -150,8 +170,11 @@ pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> H
     let mut headers = HeaderMap::new();
     for (name, value) in claim.headers.iter() {
         let ours = name.starts_with("webhook-") || name.starts_with("hookgate-");
-        // Never forwarded whatever is stored (ingest already removed them: a second line of defence).
-        if ours || hookgate_core::headers::never_kept(name) {
+        // The sender's own signature in the format hookgate signs in goes: it would not verify
+        // with the destination's secret. Credentials and hop-by-hop headers are never forwarded
+        // whatever is stored (ingest already removed them: a second line of defence).
+        let replaced = destination.signer.as_ref().is_some_and(|s| s.format().replaces().contains(&name));
+        if ours || replaced || hookgate_core::headers::never_kept(name) {
             continue;
         }
         // Byte for byte: a value that is not UTF-8 goes out as it came in.
@@ -175,8 +198,8 @@ pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> H
     let id = claim.id.as_str();
     set("webhook-id", id.as_bytes());
     set("webhook-timestamp", now_unix.to_string().as_bytes());
-    if let Some(key) = &destination.signing_key {
-        set("webhook-signature", key.sign(id, now_unix, &claim.body).as_bytes());
+    if let Some(signer) = &destination.signer {
+        set(signer.format().header(), signer.sign(id, now_unix, &claim.body).as_bytes());
     }
     set("hookgate-source", claim.source.as_bytes());
     set("hookgate-attempt", claim.attempt.to_string().as_bytes());
@@ -200,15 +223,15 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
 mod tests {
     use super::*;
     use hookgate_core::{EventId, RetryPolicy, Secret};
-    use hookgate_verify::standard_webhooks::SigningKey;
+    use hookgate_verify::signing::{Signer, SigningFormat};
 
-    fn destination(signing_key: Option<SigningKey>) -> Destination {
+    fn destination(signer: Option<Signer>) -> Destination {
         Destination {
             name: "app".into(),
             url: "http://127.0.0.1:9/".parse().unwrap(),
             timeout: Duration::from_secs(1),
             concurrency: 1,
-            signing_key,
+            signer,
             retry: RetryPolicy { max_attempts: 3, initial_ms: 10, max_ms: 100 },
             headers: vec![(HeaderName::from_static("authorization"), Secret::new("Bearer app-token"))],
             rate_limit: None,
@@ -243,7 +266,8 @@ mod tests {
     #[test]
     fn forwards_sender_headers_and_adds_ours() {
         let claim = claim();
-        let key = SigningKey::from_secret(&Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")).unwrap();
+        let key = Signer::new(SigningFormat::StandardWebhooks, &Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
+            .unwrap();
         let headers = headers_for(&destination(Some(key.clone())), &claim, 1_700_000_000);
         let get = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(get("content-type").as_deref(), Some("application/json"));
@@ -262,6 +286,39 @@ mod tests {
         assert_eq!(get("webhook-signature"), Some(expected));
         let unsigned = headers_for(&destination(None), &claim, 1);
         assert!(unsigned.get("webhook-signature").is_none());
+    }
+
+    #[test]
+    fn a_destination_signs_in_its_senders_format_and_the_senders_signature_goes() {
+        let mut claim = claim();
+        claim.headers.push("stripe-signature", "t=1,v1=the-senders");
+        claim.headers.push("x-hub-signature", "sha1=the-senders");
+        let stripe = Signer::new(SigningFormat::Stripe, &Secret::new("whsec_destination_secret")).unwrap();
+        let headers = headers_for(&destination(Some(stripe.clone())), &claim, 1_700_000_000);
+        let all: Vec<_> = headers.get_all("stripe-signature").iter().collect();
+        assert_eq!(all.len(), 1, "the sender's is replaced, not added to");
+        assert_eq!(all[0].to_str().unwrap(), stripe.sign(claim.id.as_str(), 1_700_000_000, b"{}"));
+        assert!(all[0].to_str().unwrap().starts_with("t=1700000000,v1="), "a fresh timestamp: the attempt's");
+        assert!(headers.get("webhook-signature").is_none(), "one signature, in the format asked for");
+        assert_eq!(headers.get("x-hub-signature").unwrap(), "sha1=the-senders", "another format's stays");
+        let github = Signer::new(SigningFormat::Github, &Secret::new("github-destination-secret")).unwrap();
+        let headers = headers_for(&destination(Some(github)), &claim, 1_700_000_000);
+        assert!(headers.get("x-hub-signature").is_none(), "GitHub's SHA-1 signature goes with its SHA-256 one");
+        assert!(headers.get("x-hub-signature-256").unwrap().to_str().unwrap().starts_with("sha256="));
+        assert_eq!(headers.get("stripe-signature").unwrap(), "t=1,v1=the-senders");
+    }
+
+    #[test]
+    fn a_redirect_names_where_it_pointed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(reqwest::header::LOCATION, HeaderValue::from_static("http://app/webhooks/"));
+        let error = redirect_error(301, &headers).unwrap();
+        assert!(
+            error.starts_with("HTTP 301: redirected to http://app/webhooks/; redirects are not followed"),
+            "{error}"
+        );
+        assert!(redirect_error(302, &HeaderMap::new()).unwrap().contains("nowhere (no Location)"));
+        assert_eq!(redirect_error(404, &headers), None);
     }
 
     #[test]

@@ -37,6 +37,9 @@ async fn run(command: Command) -> ExitCode {
                     config.sources.len(),
                     config.destinations.len()
                 );
+                for destination in &config.destinations {
+                    println!("  destination {}: {}", destination.name, destination.retry_schedule());
+                }
                 ExitCode::SUCCESS
             }
             Err(problems) => {
@@ -100,9 +103,20 @@ async fn run(command: Command) -> ExitCode {
         Command::Destinations { command } => done(cli::destinations(command).await),
         Command::Init => {
             print!("{}", hookgate::config::STARTING_CONFIG);
+            // Beside the file (on stderr, so `init > hookgate.toml` keeps it out): what the defaults mean.
+            if let Ok(config) = Config::from_toml(hookgate::config::STARTING_CONFIG, &Env::from_pairs(init_secrets())) {
+                for destination in &config.destinations {
+                    eprintln!("hookgate init: destination {}: {}", destination.name, destination.retry_schedule());
+                }
+            }
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Stand-ins for the secrets the starting config names, to read it back.
+fn init_secrets() -> [(&'static str, &'static str); 2] {
+    [("HOOKGATE_ADMIN_TOKEN", "stand-in-admin-token"), ("STRIPE_WEBHOOK_SECRET", "whsec_stand_in_secret")]
 }
 
 fn done(result: Result<(), cli::ClientError>) -> ExitCode {

@@ -21,6 +21,19 @@ pub use read::*;
 
 use crate::{Attempt, Ingested, ListFilter, NewEvent, Store, Verdict};
 
+/// The variable under which a test that would skip (no PostgreSQL, no
+/// browser, no root, no sender library) fails instead. `.ci/run` sets it: in
+/// CI a skip is a failure, never a pass that checked nothing.
+pub const NO_SKIP: &str = "HOOKGATE_NO_SKIP";
+
+/// Say why a test does not run here, and let it pass; under [`NO_SKIP`], fail it.
+pub fn skip(reason: &str) {
+    if std::env::var_os(NO_SKIP).is_some_and(|v| !v.is_empty() && v != "0") {
+        panic!("this test would be skipped ({reason}), and {NO_SKIP} is set: in CI a skip is a failure");
+    }
+    eprintln!("skipped: {reason}");
+}
+
 /// A fixed "now" far from zero, so window and lease arithmetic is visible.
 pub const T0: i64 = 1_800_000_000_000;
 const LEASE: i64 = 30_000;

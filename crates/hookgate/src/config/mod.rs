@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use hookgate_core::{RetryPolicy, Secret, Template};
 use hookgate_verify::Scheme;
-use hookgate_verify::standard_webhooks::SigningKey;
+use hookgate_verify::signing::Signer;
 
 pub use env::Env;
 
@@ -88,14 +88,35 @@ pub struct Destination {
     pub timeout: Duration,
     /// Deliveries in flight to this destination, at most.
     pub concurrency: usize,
-    /// Signs what hookgate sends (Standard Webhooks), when configured.
-    pub signing_key: Option<SigningKey>,
+    /// Signs each attempt, in the format `signing` names (Standard Webhooks by
+    /// default), when `signing_secret` is set.
+    pub signer: Option<Signer>,
     pub retry: RetryPolicy,
     /// Added to every delivery (the app's own credentials, say); values may be secrets.
     pub headers: Vec<(reqwest::header::HeaderName, Secret)>,
     /// Attempts started per second, at most (across all instances).
     pub rate_limit: Option<RateLimit>,
     pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+impl Destination {
+    /// How long this destination's retries last, for `check` and `init`:
+    /// "retries for 26 h 41 m at the least (20 attempts, 10 s doubling to 6 h; at most 53 h 22 m)".
+    pub fn retry_schedule(&self) -> String {
+        let (shortest, longest) = self.retry.span_ms();
+        let human = hookgate_core::human_duration;
+        if self.retry.max_attempts == 1 {
+            return "no retries (max_attempts = 1): a failed attempt is dead".into();
+        }
+        format!(
+            "retries for {} at the least ({} attempts, {} doubling to {}; at most {}), then the event is dead",
+            human(shortest),
+            self.retry.max_attempts,
+            human(self.retry.initial_ms),
+            human(self.retry.max_ms),
+            human(longest),
+        )
+    }
 }
 
 /// `rate_limit = "200/s"`: attempts started per second, at most.

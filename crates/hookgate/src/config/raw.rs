@@ -85,6 +85,8 @@ pub struct RawDestination {
     pub timeout: Option<String>,
     pub concurrency: Option<i64>,
     pub signing_secret: Option<String>,
+    /// The format each attempt is signed in: "standard-webhooks" (default), "stripe", "github", "shopify".
+    pub signing: Option<String>,
     pub retry: RawRetry,
     /// Added to every delivery: name → value (a secret may be `env:NAME`).
     pub headers: std::collections::BTreeMap<String, String>,

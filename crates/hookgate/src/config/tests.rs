@@ -38,7 +38,13 @@ fn good_config_fills_presets_and_defaults() {
     assert_eq!(config.storage, Storage::Sqlite { path: "x.db".into(), min_free: 64 << 20 });
     let app = &config.destinations[0];
     assert_eq!((app.timeout, app.concurrency), (Duration::from_secs(30), 64));
-    assert_eq!(app.retry, RetryPolicy { max_attempts: 10, initial_ms: 1_000, max_ms: 3_600_000 });
+    assert_eq!(app.retry, RetryPolicy { max_attempts: 20, initial_ms: 10_000, max_ms: 6 * 3_600_000 });
+    let (shortest, _) = app.retry.span_ms();
+    assert!(shortest >= 24 * 3_600_000, "the default schedule outlasts a day of outage: {shortest} ms");
+    assert!(
+        STARTING_CONFIG.contains(&format!("retry for {} at the least", hookgate_core::human_duration(shortest))),
+        "init says how long the defaults retry"
+    );
     let stripe = &config.sources[0];
     assert_eq!(stripe.scheme, Scheme::Stripe);
     assert_eq!(stripe.secrets, vec![Secret::new("whsec_new_0123456789"), Secret::new("whsec_old_0123456789")]);
@@ -500,5 +506,29 @@ fn secrets_may_come_from_files() {
         load(&text, &[]).unwrap_err().0,
         vec!["sources[1].verify.secret: must be at least 16 bytes (a short secret is guessable)"],
         "a file's secret is held to the same rules"
+    );
+}
+
+#[test]
+fn a_destination_signs_in_the_format_it_names() {
+    let with = |lines: &str| GOOD.replace("signing_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"", lines);
+    let config = load(&with("signing = \"stripe\"\nsigning_secret = \"whsec_app_side_secret_0123\""), &[]).unwrap();
+    assert_eq!(config.destinations[0].signer.as_ref().map(|s| s.format().as_str()), Some("stripe"));
+    let config = load(GOOD, &[]).unwrap();
+    assert_eq!(
+        config.destinations[0].signer.as_ref().map(|s| s.format().as_str()),
+        Some("standard-webhooks"),
+        "the default with a secret"
+    );
+    assert!(load(&with(""), &[]).unwrap().destinations[0].signer.is_none(), "no secret, no signature");
+    assert_eq!(
+        load(&with("signing = \"github\""), &[]).unwrap_err().0,
+        vec!["destinations[0].signing_secret: missing: signing = \"github\" needs the secret to sign with"]
+    );
+    let problems = load(&with("signing = \"svix\"\nsigning_secret = \"x\""), &[]).unwrap_err().0;
+    assert!(problems[0].starts_with("destinations[0].signing: unknown signing format \"svix\""), "{problems:?}");
+    assert_eq!(
+        load(&with("signing = \"shopify\"\nsigning_secret = \"short\""), &[]).unwrap_err().0,
+        vec!["destinations[0].signing_secret: must be at least 16 bytes (a short secret is guessable)"]
     );
 }

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hookgate_core::{RetryPolicy, Secret, Template};
-use hookgate_verify::standard_webhooks::{self, SigningKey};
+use hookgate_verify::signing::{Signer, SigningFormat};
+use hookgate_verify::standard_webhooks;
 use hookgate_verify::{Preset, Scheme, SchemeName, SchemeOptions, TokenAt};
 use reqwest::header::{HeaderName, HeaderValue};
 
@@ -300,17 +301,7 @@ fn destination(c: &mut Checker<'_>, i: usize, d: &RawDestination) -> Option<Dest
     });
     let timeout = c.duration(&key("timeout"), d.timeout.as_deref(), defaults::TIMEOUT);
     let concurrency = c.in_range(&key("concurrency"), d.concurrency.unwrap_or(defaults::CONCURRENCY), 1..=10_000);
-    let signing_key = match d.signing_secret.as_deref() {
-        Some(text) => match c.secret(&key("signing_secret"), text).map(|s| SigningKey::from_secret(&s)) {
-            Some(Ok(key)) => Some(Some(key)),
-            Some(Err(problem)) => {
-                c.problem(&key("signing_secret"), problem);
-                None
-            }
-            None => None,
-        },
-        None => Some(None),
-    };
+    let signer = signer(c, &key, d);
     let retry = retry(c, &key("retry"), d);
     let headers = extra_headers(c, &key("headers"), d);
     let rate_limit = match d.rate_limit.as_deref().map(RateLimit::parse) {
@@ -346,12 +337,44 @@ fn destination(c: &mut Checker<'_>, i: usize, d: &RawDestination) -> Option<Dest
         url: url?,
         timeout: timeout?,
         concurrency: concurrency? as usize,
-        signing_key: signing_key?,
+        signer: signer?,
         retry: retry?,
         headers: headers?,
         rate_limit: rate_limit?,
         circuit_breaker: circuit_breaker?,
     })
+}
+
+/// `signing` and `signing_secret`: the format each attempt is signed in
+/// (Standard Webhooks unless `signing` says otherwise) and its key. `Some(None)`: unsigned.
+fn signer(c: &mut Checker<'_>, key: &dyn Fn(&str) -> String, d: &RawDestination) -> Option<Option<Signer>> {
+    let format = match d.signing.as_deref().map(str::parse::<SigningFormat>) {
+        None => SigningFormat::StandardWebhooks,
+        Some(Ok(format)) => format,
+        Some(Err(problem)) => {
+            c.problem(&key("signing"), problem);
+            return None;
+        }
+    };
+    let Some(text) = d.signing_secret.as_deref() else {
+        if d.signing.is_some() {
+            c.problem(&key("signing_secret"), format!("missing: signing = \"{format}\" needs the secret to sign with"));
+            return None;
+        }
+        return Some(None);
+    };
+    // A key the app checks with: guessable is as bad as none.
+    let secret = match format {
+        SigningFormat::StandardWebhooks => c.secret(&key("signing_secret"), text)?,
+        _ => c.strong_secret(&key("signing_secret"), text)?,
+    };
+    match Signer::new(format, &secret) {
+        Ok(signer) => Some(Some(signer)),
+        Err(problem) => {
+            c.problem(&key("signing_secret"), problem);
+            None
+        }
+    }
 }
 
 /// `destinations[].headers`: added to every delivery, e.g. the app's own

@@ -123,7 +123,7 @@ fn start(store: ScriptedStore, work: Duration, grace: Duration) -> Running {
         url: "http://127.0.0.1:9/".parse().unwrap(),
         timeout: Duration::from_secs(30),
         concurrency: 4,
-        signing_key: None,
+        signer: None,
         retry: RetryPolicy { max_attempts: 3, initial_ms: 10, max_ms: 100 },
         headers: Vec::new(),
         rate_limit: None,

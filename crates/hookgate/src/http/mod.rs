@@ -63,7 +63,11 @@ const ADMIN_MAX_BODY: usize = 64 * 1024;
 
 pub fn router(state: Arc<HttpState>) -> Router {
     // Ingest reads its body itself, within `BodyLimits`.
-    let ingest = Router::new().route("/in/{source}", post(ingest::receive).get(ingest::challenge));
+    // With a trailing slash too: a sender's URL field is easy to end with one, and a 404 for it
+    // would look like a wrong source name.
+    let ingest = Router::new()
+        .route("/in/{source}", post(ingest::receive).get(ingest::challenge))
+        .route("/in/{source}/", post(ingest::receive).get(ingest::challenge));
     let (admin, api) = admin::router(state.clone());
     let document = Arc::new(api.to_json().expect("the OpenAPI document serializes"));
     let admin = admin

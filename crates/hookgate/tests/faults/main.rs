@@ -30,7 +30,7 @@ pub async fn one_at_a_time() -> MutexGuard<'static, ()> {
 /// A heavy case: only with `HOOKGATE_FAULT_SUITE=1`, and alone.
 pub async fn heavy(case: &str) -> Option<MutexGuard<'static, ()>> {
     if std::env::var("HOOKGATE_FAULT_SUITE").as_deref() != Ok("1") {
-        eprintln!("skipped {case}: set HOOKGATE_FAULT_SUITE=1 to run the fault suite");
+        hookgate_store::conformance::skip(&format!("{case}: set HOOKGATE_FAULT_SUITE=1 to run the fault suite"));
         return None;
     }
     Some(one_at_a_time().await)

@@ -15,7 +15,7 @@ const BUDGET_MIB: u64 = 64;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_database_sheds_load_within_the_memory_budget() {
     if std::env::var("HOOKGATE_TEST_POSTGRES_URL").is_err() {
-        eprintln!("skipped: HOOKGATE_TEST_POSTGRES_URL is not set");
+        hookgate_store::conformance::skip("HOOKGATE_TEST_POSTGRES_URL is not set");
         return;
     }
     let cluster = Throwaway::create().expect("a throwaway PostgreSQL cluster (needs root, runuser and initdb)");

@@ -33,6 +33,14 @@ fn check_accepts_a_good_config_and_env_overrides() {
     std::fs::write(&path, config_text("http://127.0.0.1:9/hooks", &dir.path().join("x.db"), "")).unwrap();
     let out = hookgate().arg("check").env("HOOKGATE_CONFIG", &path).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // How long the test config's schedule (4 attempts, 100 ms doubling to 400 ms) lasts.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(
+            "destination app: retries for 350 ms at the least (4 attempts, 100 ms doubling to 400 ms; at most 700 ms)"
+        ),
+        "{said}"
+    );
     let bad = hookgate()
         .arg("check")
         .env("HOOKGATE_CONFIG", &path)
@@ -163,7 +171,7 @@ fn a_stopped_bench_leaves_no_process_behind() {
 #[test]
 fn a_stopped_bench_drops_its_own_schema_and_keeps_a_given_one() {
     let Ok(url) = std::env::var("HOOKGATE_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: HOOKGATE_TEST_POSTGRES_URL is not set");
+        hookgate_store::conformance::skip("HOOKGATE_TEST_POSTGRES_URL is not set");
         return;
     };
     let psql = |sql: &str| {
@@ -264,6 +272,8 @@ fn init_prints_a_config_that_check_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let out = hookgate().arg("init").output().unwrap();
     assert!(out.status.success());
+    let told = String::from_utf8_lossy(&out.stderr);
+    assert!(told.contains("destination app: retries for 26 h 41 m at the least"), "beside the file: {told}");
     let path = dir.path().join("hookgate.toml");
     std::fs::write(&path, &out.stdout).unwrap();
     let check = hookgate()

@@ -37,7 +37,7 @@ fn which(name: &str) -> Option<String> {
 
 async fn browser() -> Option<(Driver, Client)> {
     let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
-        eprintln!("skipped: no chromium and chromedriver here (apt install chromium chromium-driver)");
+        hookgate_store::conformance::skip("no chromium and chromedriver here (apt install chromium chromium-driver)");
         return None;
     };
     let port = free_port();
@@ -150,6 +150,8 @@ async fn the_console_in_a_real_browser() {
     receiver.wait_for(Duration::from_secs(5), "the delivery", |r| r.iter().any(|r| r.webhook_id() == shown)).await;
     screenshot(&c, "overview").await;
     click(&c, "[data-testid=nav-events]").await;
+    // The list shows the sender's own id (the dedupe key) beside hookgate's.
+    until_text(&c, &format!("[data-testid=event-row][data-id='{shown}'] [data-testid=dedupe-key]"), "shown-1").await;
     click(&c, &format!("[data-testid=event-row][data-id='{shown}']")).await;
     until_attr(&c, "[data-testid=event-detail]", "data-state", "delivered").await;
     until_text(&c, "[data-testid=body]", "42").await;

@@ -17,6 +17,7 @@ mod openapi;
 mod outage;
 mod postgres_tls;
 mod senders;
+mod signing;
 mod steering;
 mod support;
 mod throwaway;

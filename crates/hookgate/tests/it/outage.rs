@@ -17,7 +17,7 @@ use crate::throwaway::Throwaway;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_restart_during_ingest_loses_nothing_acknowledged() {
     if std::env::var("HOOKGATE_TEST_POSTGRES_URL").is_err() {
-        eprintln!("skipped: HOOKGATE_TEST_POSTGRES_URL is not set");
+        hookgate_store::conformance::skip("HOOKGATE_TEST_POSTGRES_URL is not set");
         return;
     }
     let Some(cluster) = Throwaway::create() else {

@@ -63,11 +63,13 @@ async fn connects(url: &str) -> Result<bool, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_full_connects_to_the_right_server_and_refuses_others() {
     if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("skipped: no openssl here");
+        hookgate_store::conformance::skip("no openssl here");
         return;
     }
     let Some(cluster) = Throwaway::create() else {
-        eprintln!("skipped: cannot make a throwaway PostgreSQL cluster here (needs root and the server binaries)");
+        hookgate_store::conformance::skip(
+            "cannot make a throwaway PostgreSQL cluster here (needs root and the server binaries)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -286,7 +286,7 @@ pub fn free_port() -> u16 {
 /// test then passes, saying it skipped) when HOOKGATE_TEST_POSTGRES_URL is unset.
 pub async fn postgres_schema_url() -> Option<String> {
     let Ok(url) = std::env::var("HOOKGATE_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: HOOKGATE_TEST_POSTGRES_URL is not set");
+        hookgate_store::conformance::skip("HOOKGATE_TEST_POSTGRES_URL is not set");
         return None;
     };
     let schema = format!("hg_it_{}", uuid::Uuid::now_v7().simple());

@@ -412,7 +412,7 @@ function eventRow(ev) {
   td('ID', h('a', { href: eventHref(ev.id), class: 'mono', title: ev.id }, shortId(ev.id))),
   td('Source', ev.source), td('Destination', ev.destination),
   td('State', [stateBadge(ev.state), ev.warnings?.length ? h('span', { class: 'warn', title: ev.warnings.join('\n') }, ' ⚠') : null]),
-  td('Order key', mono(ev.order_key)),
+  td("Sender's id", h('span', { testid: 'dedupe-key' }, mono(ev.dedupe_key))), td('Order key', mono(ev.order_key)),
   td('Attempts', num(ev.attempt_count), 'num'));
 }
 
@@ -443,7 +443,7 @@ function viewEvents(params) {
     const page = await api('GET', `/events${query({ ...q, limit: PAGE, cursor: params.get('cursor') })}`);
     if (stale()) return;
     list.replaceChildren(
-      table(['Received', 'ID', 'Source', 'Destination', 'State', 'Order key', ['Attempts', 'num']],
+      table(['Received', 'ID', 'Source', 'Destination', 'State', "Sender's id", 'Order key', ['Attempts', 'num']],
         page.events.map(eventRow), 'No events match these filters.'),
       pager('#/events', params, page.next_cursor, 'events'));
   }, list)();
