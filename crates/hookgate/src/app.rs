@@ -22,6 +22,7 @@ use crate::dispatch::Dispatcher;
 use crate::faults::FaultLog;
 use crate::housekeeping;
 use crate::http::{self, BodyLimits, DestinationInfo, HttpState};
+use crate::loud::LoudLog;
 use crate::serve::serve;
 use crate::stats::StatsCache;
 use crate::steering::Live;
@@ -95,11 +96,13 @@ impl Server {
                 shutdown_grace: config.limits.shutdown_grace,
                 faults: Arc::new(FaultLog::new(format!("delivery to {}", destination.name))),
                 live: live.get(&destination.name).expect("live state per destination").clone(),
+                failures: Arc::default(),
             };
             workers.push(tokio::spawn(dispatcher.run(stopping.clone())));
         }
         workers.push(tokio::spawn(housekeeping::run(store.clone(), config.retention, stopping.clone())));
 
+        say_paused(store.as_ref(), &config).await;
         // Work stored by other instances (PostgreSQL) wakes our dispatchers too.
         let remote = waker.clone();
         store.watch_remote(Arc::new(move |which| remote.wake(which)));
@@ -132,6 +135,7 @@ impl Server {
             stats: StatsCache::default(),
             faults,
             readiness: Arc::new(FaultLog::new("readiness")),
+            refusals: LoudLog::default(),
         });
         let router = http::router(state);
         let limits = config.limits;
@@ -168,6 +172,24 @@ impl Server {
         signal.await;
         tracing::info!("shutting down: finishing deliveries in flight");
         self.stop().await
+    }
+}
+
+/// A destination paused before this start (by anyone, on any instance) gets
+/// nothing until it is resumed: say so at start, where an operator looks
+/// first when "nothing arrives".
+async fn say_paused(store: &dyn Store, config: &Config) {
+    match store.paused().await {
+        Ok(paused) => {
+            for name in paused.iter().filter(|name| config.destinations.iter().any(|d| &d.name == *name)) {
+                tracing::warn!(
+                    destination = %name,
+                    "destination is paused: events are stored but nothing is delivered to it until it is resumed \
+                     (hookgate destinations resume {name})"
+                );
+            }
+        }
+        Err(error) => tracing::debug!(%error, "cannot read which destinations are paused"),
     }
 }
 

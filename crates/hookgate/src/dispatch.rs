@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::config::Destination;
 use crate::deliver::{Deliver, Outcome};
 use crate::faults::FaultLog;
+use crate::loud::LoudLog;
 use crate::metrics;
 use crate::steering::Live;
 
@@ -42,6 +43,8 @@ pub struct Dispatcher<D> {
     pub faults: Arc<FaultLog>,
     /// The circuit breaker and the last minute of attempts, shared with the admin API.
     pub live: Arc<Live>,
+    /// Failed attempts and dead events, told at WARN a line every few seconds.
+    pub failures: Arc<LoudLog>,
 }
 
 impl<D: Deliver> Dispatcher<D> {
@@ -192,9 +195,7 @@ impl<D: Deliver> Dispatcher<D> {
             Verdict::Dead => metrics::DEAD,
         };
         ::metrics::counter!(counter, "destination" => name.clone()).increment(1);
-        if verdict == Verdict::Dead {
-            tracing::warn!(event = %claim.id, destination = %name, error = ?outcome.error, "event is dead: attempts exhausted");
-        }
+        self.tell(&claim, &outcome, verdict);
         let attempt = Attempt {
             attempt: claim.attempt,
             started_at_ms,
@@ -220,6 +221,38 @@ impl<D: Deliver> Dispatcher<D> {
             }
         }
         self.wake.notify_one();
+    }
+}
+
+impl<D> Dispatcher<D> {
+    /// A failed attempt or a dead event, at WARN, a line every few seconds
+    /// for each (the next says how many went unsaid): an app that fails is
+    /// seen in the log, an app that fails a thousand times a second does not
+    /// fill it.
+    fn tell(&self, claim: &Claim, outcome: &Outcome, verdict: Verdict) {
+        let name = &self.destination.name;
+        let error = outcome.error.as_deref().unwrap_or("no answer");
+        match verdict {
+            Verdict::Delivered => {}
+            Verdict::Retry { at_ms } => {
+                if let Some(unsaid) = self.failures.admit(&format!("{name} retry")) {
+                    let retry_in = hookgate_core::human_duration((at_ms - self.store.now_ms()).max(0) as u64);
+                    tracing::warn!(
+                        event = %claim.id, destination = %name, attempt = claim.attempt, unsaid,
+                        "attempt failed, retrying in {retry_in}: {error}"
+                    );
+                }
+            }
+            Verdict::Dead => {
+                if let Some(unsaid) = self.failures.admit(&format!("{name} dead")) {
+                    tracing::warn!(
+                        event = %claim.id, destination = %name, attempts = claim.round_attempt, unsaid,
+                        "event is dead, its attempts spent (replay it once the app is fixed: hookgate replay {}): {error}",
+                        claim.id
+                    );
+                }
+            }
+        }
     }
 }
 

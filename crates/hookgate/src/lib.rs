@@ -19,6 +19,7 @@ pub mod dispatch;
 mod faults;
 mod housekeeping;
 mod http;
+mod loud;
 pub mod metrics;
 pub mod receiver;
 mod serve;

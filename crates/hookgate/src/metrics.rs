@@ -17,6 +17,7 @@ pub const DELIVERED: &str = "hookgate_deliveries_delivered_total";
 pub const RETRIED: &str = "hookgate_deliveries_retried_total";
 pub const DEAD: &str = "hookgate_deliveries_dead_total";
 pub const QUEUE_DEPTH: &str = "hookgate_queue_depth";
+pub const PAUSED: &str = "hookgate_destination_paused";
 pub const ACK_SECONDS: &str = "hookgate_ack_seconds";
 pub const DELIVERY_SECONDS: &str = "hookgate_delivery_seconds";
 
@@ -77,6 +78,10 @@ fn describe() {
     metrics::describe_counter!(DELIVERED, "Deliveries answered 2xx, by destination.");
     metrics::describe_counter!(RETRIED, "Failed attempts with a retry scheduled, by destination.");
     metrics::describe_counter!(DEAD, "Events that exhausted their attempts, by destination.");
+    metrics::describe_gauge!(
+        PAUSED,
+        "1 while a destination is paused (every instance's view, from the store), else 0."
+    );
     metrics::describe_gauge!(QUEUE_DEPTH, "Events pending or delivering, by source and state (read at scrape time).");
     metrics::describe_histogram!(
         ACK_SECONDS,

@@ -137,6 +137,7 @@ fn start(store: ScriptedStore, work: Duration, grace: Duration) -> Running {
         shutdown_grace: grace,
         faults: Arc::default(),
         live: Arc::new(crate::steering::Live::new("app", None)),
+        failures: Arc::default(),
     };
     let (stop, stopping) = watch::channel(false);
     let task = tokio::spawn(dispatcher.run(stopping));

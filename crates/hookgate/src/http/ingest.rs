@@ -47,7 +47,12 @@ pub async fn receive(
     let held = match body::read(&state.body, &headers, body).await {
         Ok(held) => held,
         Err(BodyError::TooLarge) => {
-            reject(source, "too_large");
+            reject(
+                &state,
+                source,
+                "too_large",
+                &format!("the body is over server.max_body ({} bytes)", state.body.max_bytes),
+            );
             return Err(ApiError::PayloadTooLarge(state.body.max_bytes));
         }
         Err(BodyError::Busy(unread)) => {
@@ -56,11 +61,16 @@ pub async fn receive(
             return Err(ApiError::Busy("too many request bodies in memory"));
         }
         Err(BodyError::Timeout) => {
-            reject(source, "body_timeout");
+            reject(
+                &state,
+                source,
+                "body_timeout",
+                &format!("the body did not arrive within server.body_timeout ({:?})", state.body.timeout),
+            );
             return Err(ApiError::BodyTimeout(state.body.timeout));
         }
         Err(BodyError::Unreadable(detail)) => {
-            reject(source, "unreadable_body");
+            reject(&state, source, "unreadable_body", &detail);
             return Err(ApiError::BadRequest(format!("the request body could not be read: {detail}")));
         }
     };
@@ -72,9 +82,7 @@ pub async fn receive(
     let query = query.unwrap_or_default();
 
     if let Err(error) = verify(source, &headers, &body, &query, now_ms() / 1_000).await {
-        reject(source, error.reason());
-        // Counted in the metric; a line each would let anyone fill the log.
-        tracing::debug!(source = %source.name, reason = error.reason(), "signature rejected");
+        reject(&state, source, error.reason(), &format!("{error}{}", hint(&error)));
         return Err(ApiError::Unauthorized(format!("{}: {error}", error.reason())));
     }
     if let Some(challenge) = source.scheme.handshake(&body) {
@@ -173,7 +181,7 @@ pub async fn challenge(
     if let Some((token_param, expected)) = &challenge.token {
         let given = param(token_param).unwrap_or_default();
         if !expected.matches(&given) {
-            reject(source, "bad_challenge_token");
+            reject(&state, source, "bad_challenge_token", &format!("{token_param} does not match challenge.token"));
             return Err(ApiError::Unauthorized(format!("bad_credentials: {token_param} does not match")));
         }
     }
@@ -209,8 +217,27 @@ fn render_keys(source: &Source, headers: &Headers, body: &[u8], query: &[u8]) ->
     Keys { dedupe, order, coalesce, warnings }
 }
 
-fn reject(source: &Source, reason: &'static str) {
+/// A refused request: counted, and told at WARN (at most a line per source
+/// every few seconds, with how many went unsaid: a sender with the wrong
+/// secret is loud, but cannot fill the log). Neither the body nor a secret is logged.
+fn reject(state: &HttpState, source: &Source, reason: &'static str, detail: &str) {
     ::metrics::counter!(metrics::REJECTED, "source" => source.name.clone(), "reason" => reason).increment(1);
+    if let Some(unsaid) = state.refusals.admit(&source.name) {
+        tracing::warn!(source = %source.name, reason, unsaid, "request refused: {detail}");
+    }
+}
+
+/// What to look at, for the refusals a configuration causes.
+fn hint(error: &hookgate_verify::VerifyError) -> &'static str {
+    use hookgate_verify::VerifyError;
+    match error {
+        VerifyError::BadSignature | VerifyError::BadCredentials => {
+            " (is verify.secret the sender's current secret for this endpoint?)"
+        }
+        VerifyError::StaleTimestamp => " (the sender's clock or ours is off, or the request was replayed late)",
+        VerifyError::MissingHeader(_) => " (is this source's verify.scheme the one the sender signs with?)",
+        _ => "",
+    }
 }
 
 /// A request answered 503 to shed load (`inflight_bytes`, `storage_queue`).

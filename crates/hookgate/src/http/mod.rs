@@ -24,6 +24,7 @@ use hookgate_store::{Store, StoreError};
 use crate::api::ErrorBody;
 use crate::config::Source;
 use crate::faults::FaultLog;
+use crate::loud::LoudLog;
 use crate::stats::StatsCache;
 use crate::wake::Waker;
 
@@ -45,6 +46,8 @@ pub struct HttpState {
     pub faults: Arc<FaultLog>,
     /// …and by `/readyz`, in a log of its own.
     pub readiness: Arc<FaultLog>,
+    /// Refused requests, told at WARN a line per source every few seconds.
+    pub refusals: LoudLog,
 }
 
 /// A configured destination, and its dispatcher's live state.

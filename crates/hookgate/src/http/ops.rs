@@ -51,5 +51,12 @@ pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
                 .set(count as f64);
         }
     }
+    // Pauses too, from the store: a pause made on another instance, or before a restart, shows.
+    if let Ok(Ok(paused)) = tokio::time::timeout(READY_WAIT, state.store.paused()).await {
+        for destination in &state.destinations {
+            let value = if paused.contains(&destination.name) { 1.0 } else { 0.0 };
+            ::metrics::gauge!(metrics::PAUSED, "destination" => destination.name.clone()).set(value);
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::handle().render()).into_response()
 }

@@ -10,6 +10,7 @@ mod console;
 mod crash;
 mod delivery;
 mod edge;
+mod first_hour;
 mod forwarding;
 mod fuzz;
 mod ingest;
