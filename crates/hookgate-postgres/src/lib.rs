@@ -212,6 +212,12 @@ impl PostgresStore {
         if mode == tls::Mode::Prefer {
             warn_if_plaintext(&client, &config).await;
         }
+        if let Ok(row) = client.query_one("SELECT current_database(), current_schema()", &[]).await
+            && let (database, Some(schema)) = (row.get::<_, String>(0), row.get::<_, Option<String>>(1))
+            && let Some(warning) = shared_database(&database, &schema)
+        {
+            tracing::warn!("{warning}");
+        }
         schema::migrate(&mut client).await.map_err(ConnectError::Migrate)?;
         drop(client);
 
@@ -294,6 +300,36 @@ pub fn check_url(url: &str) -> Result<(), String> {
     configure(url).map(drop).map_err(|e| match e {
         ConnectError::Tls(problem) => problem,
         other => other.to_string(),
+    })
+}
+
+/// What `hookgate check` says of a PostgreSQL URL: it connects (so a wrong
+/// password, a missing database or a TLS problem shows before `serve`), and
+/// says where hookgate's tables would be and what migrations would run.
+pub async fn inspect(url: &str) -> Result<String, ConnectError> {
+    let (config, _) = configure(url)?;
+    let client = connect_one(url).await?;
+    let row = client
+        .query_one("SELECT current_database(), current_schema()", &[])
+        .await
+        .map_err(|e| ConnectError::Connect(describe(&e)))?;
+    let (database, schema): (String, Option<String>) = (row.get(0), row.get(1));
+    let version = schema::inspect(&client).await.map_err(|e| ConnectError::Connect(describe(&e)))?;
+    let schema = schema.unwrap_or_else(|| "(none: search_path names no schema that exists)".into());
+    let mut said = format!("PostgreSQL at {}, database {database}, schema {schema}: {version}", server_name(&config));
+    if let Some(warning) = shared_database(&database, &schema) {
+        said.push_str(&format!("\n  warning: {warning}"));
+    }
+    Ok(said)
+}
+
+/// A newcomer's URL often names the `postgres` database, which every tool
+/// shares: hookgate's tables would land in its `public` schema.
+fn shared_database(database: &str, schema: &str) -> Option<String> {
+    (database == "postgres" && schema == "public").then(|| {
+        "hookgate's tables would be in the shared database postgres (schema public): make a database for \
+         hookgate (createdb hookgate) and name it in storage.url"
+            .to_owned()
     })
 }
 

@@ -7,6 +7,13 @@ use tokio_postgres::Client;
 /// Advisory lock key held while migrating ("hookgate" in ASCII, as a number).
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6761_7465;
 
+/// What each migration does, for the log line that says it ran.
+const NAMES: &[&str] = &[
+    "events, dedupe keys, attempts and paused destinations",
+    "rate-limit buckets",
+    "early, unthrottled autovacuum of events",
+];
+
 const MIGRATIONS: &[&str] = &[
     // 1: events, dedupe keys, attempts. Keys and headers are bytea: bytes (NUL
     // and non-UTF-8 included), which text cannot hold.
@@ -105,6 +112,8 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+const _: () = assert!(NAMES.len() == MIGRATIONS.len(), "a name for every migration");
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     #[error(
@@ -143,6 +152,18 @@ async fn apply(client: &mut Client) -> Result<(), MigrateError> {
         tx.execute("DELETE FROM hookgate_version", &[]).await?;
         tx.execute("INSERT INTO hookgate_version (version) VALUES ($1)", &[&(n as i32 + 1)]).await?;
         tx.commit().await?;
+        tracing::info!(version = n + 1, "schema migrated: {}", NAMES.get(n).copied().unwrap_or("(unnamed)"));
     }
     Ok(())
+}
+
+/// Where the schema the connection sees stands, read without changing it.
+pub async fn inspect(client: &Client) -> Result<hookgate_store::SchemaVersion, tokio_postgres::Error> {
+    let exists = client.query_one("SELECT to_regclass('hookgate_version') IS NOT NULL", &[]).await?;
+    let at = if exists.get::<_, bool>(0) {
+        client.query_opt("SELECT version FROM hookgate_version", &[]).await?.map_or(0, |row| row.get::<_, i32>(0))
+    } else {
+        0
+    };
+    Ok(hookgate_store::SchemaVersion { at: at.max(0) as usize, latest: MIGRATIONS.len() })
 }

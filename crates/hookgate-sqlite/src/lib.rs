@@ -27,7 +27,7 @@ use hookgate_store::{
     Store, StoreError, Verdict,
 };
 use rusqlite::{Connection, OpenFlags};
-pub use schema::MigrateError;
+pub use schema::{MigrateError, inspect};
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{mpsc, oneshot};
 

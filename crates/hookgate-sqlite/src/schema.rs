@@ -9,6 +9,9 @@ use rusqlite::Connection;
 /// format (text keys and headers) this version does not read.
 const APPLICATION_ID: i64 = 0x686f_6f6b;
 
+/// What each migration does, for the log line that says it ran.
+const NAMES: &[&str] = &["events, dedupe keys and attempts"];
+
 const MIGRATIONS: &[&str] = &[
     // 1: events, dedupe keys, attempts. Keys and headers are BLOBs: they are
     // bytes (NUL and non-UTF-8 included), compared byte for byte.
@@ -80,6 +83,8 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
+const _: () = assert!(NAMES.len() == MIGRATIONS.len(), "a name for every migration");
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     #[error(
@@ -108,6 +113,19 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
         tx.pragma_update(None, "user_version", n + 1)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.commit()?;
+        tracing::info!(version = n + 1, "schema migrated: {}", NAMES.get(n).copied().unwrap_or("(unnamed)"));
     }
     Ok(())
+}
+
+/// Where the database at `path` stands, read without changing it (nor
+/// creating it): what `hookgate check` reports.
+pub fn inspect(path: &std::path::Path) -> rusqlite::Result<hookgate_store::SchemaVersion> {
+    let latest = MIGRATIONS.len();
+    if !path.exists() {
+        return Ok(hookgate_store::SchemaVersion { at: 0, latest });
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let at: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    Ok(hookgate_store::SchemaVersion { at, latest })
 }

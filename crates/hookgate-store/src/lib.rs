@@ -202,6 +202,33 @@ impl FromStr for Cursor {
     }
 }
 
+/// Where a database's schema stands against this hookgate's migrations:
+/// what `hookgate check` says before `serve` would migrate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaVersion {
+    /// The version the database is at (0: no hookgate tables yet).
+    pub at: usize,
+    /// The version this hookgate migrates to.
+    pub latest: usize,
+}
+
+impl fmt::Display for SchemaVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.at, self.latest) {
+            (0, 1) => write!(f, "no hookgate tables yet: migration 1 will run at start"),
+            (0, latest) => write!(f, "no hookgate tables yet: migrations 1-{latest} will run at start"),
+            (at, latest) if at == latest => write!(f, "schema at version {at}, up to date"),
+            (at, latest) if at + 1 == latest => {
+                write!(f, "schema at version {at}: migration {latest} will run at start")
+            }
+            (at, latest) if at < latest => {
+                write!(f, "schema at version {at}: migrations {}-{latest} will run at start", at + 1)
+            }
+            (at, latest) => write!(f, "schema at version {at}, made by a newer hookgate (this one knows {latest})"),
+        }
+    }
+}
+
 /// One row of [`Store::stats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateCount {

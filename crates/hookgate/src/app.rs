@@ -54,6 +54,27 @@ pub async fn open_store(storage: &Storage) -> Result<Arc<dyn Store>, ServeError>
     }
 }
 
+/// What `hookgate check` says of the storage, having looked at it without
+/// changing it: where the tables are and what migrations `serve` would run;
+/// or why it cannot be reached (the server's own message).
+pub async fn inspect_storage(storage: &Storage) -> Result<String, String> {
+    match storage {
+        Storage::Sqlite { path, .. } => {
+            let version = hookgate_sqlite::inspect(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let exists = if path.exists() { "" } else { " (to be created)" };
+            Ok(format!("SQLite {}{exists}: {version}", path.display()))
+        }
+        Storage::Postgres { url, .. } => {
+            // A stalled server must not hang `check`.
+            let inspect = hookgate_postgres::inspect(url.expose());
+            match tokio::time::timeout(std::time::Duration::from_secs(10), inspect).await {
+                Ok(said) => said.map_err(|e| e.to_string().replace(url.expose(), "the URL")),
+                Err(_) => Err("PostgreSQL did not answer within 10 s".into()),
+            }
+        }
+    }
+}
+
 /// A running hookgate: what `serve` runs until a signal, and what tests start on port 0.
 pub struct Server {
     addr: SocketAddr,

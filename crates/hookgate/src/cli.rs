@@ -20,8 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve(ConfigArg),
-    /// Validate a config: exit 0, or exit 2 with one line per problem.
-    Check(ConfigArg),
+    /// Validate a config: exit 0, or exit 2 with one line per problem. Also
+    /// connects to the storage (PostgreSQL) and says what migrations would run.
+    Check(CheckArg),
     /// Zero set-up: hookgate, a slow app and a duplicate-bursting sender, in one process.
     Demo,
     /// Look at stored events (admin API client).
@@ -81,6 +82,15 @@ pub struct ConfigArg {
     /// Defaults to $HOOKGATE_CONFIG, then ./hookgate.toml.
     #[arg(long, env = "HOOKGATE_CONFIG", default_value = crate::config::DEFAULT_CONFIG_FILE)]
     pub config: PathBuf,
+}
+
+#[derive(Args)]
+pub struct CheckArg {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Do not connect to the storage: check the file only.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Subcommand)]

@@ -29,24 +29,40 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> ExitCode {
     match command {
-        Command::Check(arg) => match Config::load(&arg.config, &Env::from_process()) {
-            Ok(config) => {
-                println!(
-                    "{}: ok ({} sources, {} destinations)",
-                    arg.config.display(),
-                    config.sources.len(),
-                    config.destinations.len()
-                );
-                for destination in &config.destinations {
-                    println!("  destination {}: {}", destination.name, destination.retry_schedule());
+        Command::Check(arg) => {
+            let path = &arg.config.config;
+            let config = match Config::load(path, &Env::from_process()) {
+                Ok(config) => config,
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    return ExitCode::from(USAGE_OR_CONFIG);
                 }
-                ExitCode::SUCCESS
+            };
+            println!(
+                "{}: the file is valid ({} sources, {} destinations)",
+                path.display(),
+                config.sources.len(),
+                config.destinations.len()
+            );
+            for destination in &config.destinations {
+                println!("  destination {}: {}", destination.name, destination.retry_schedule());
             }
-            Err(problems) => {
-                eprintln!("{problems}");
-                ExitCode::from(USAGE_OR_CONFIG)
+            if arg.offline {
+                println!("ok (storage not checked: --offline)");
+                return ExitCode::SUCCESS;
             }
-        },
+            match hookgate::app::inspect_storage(&config.storage).await {
+                Ok(said) => {
+                    println!("  storage: {said}");
+                    println!("ok");
+                    ExitCode::SUCCESS
+                }
+                Err(problem) => {
+                    eprintln!("storage.url: {problem} (hookgate check --offline checks the file alone)");
+                    ExitCode::from(USAGE_OR_CONFIG)
+                }
+            }
+        }
         Command::Serve(arg) => {
             init_logs("hookgate=info,hookgate_sqlite=info");
             let config = match Config::load(&arg.config, &Env::from_process()) {

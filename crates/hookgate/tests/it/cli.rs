@@ -287,3 +287,57 @@ fn init_prints_a_config_that_check_accepts() {
     let unset = hookgate().args(["check", "--config"]).arg(&path).env_remove("HOOKGATE_ADMIN_TOKEN").output().unwrap();
     assert_eq!(unset.status.code(), Some(2), "the token it names must be set");
 }
+
+/// `check` connects to PostgreSQL: it says where the tables would be and
+/// what migrations would run, and a missing database is named by the
+/// server's own message (it said "db error"), before `serve` would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connects_and_says_what_migrations_would_run() {
+    let Some(url) = postgres_schema_url().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    let receiver = receiver(always_ok()).await;
+    std::fs::write(&path, config_text(&receiver.url(), &dir.path().join("x.db"), "")).unwrap();
+    let check = |url: String| {
+        let path = path.clone();
+        let out = hookgate().args(["check", "--config"]).arg(&path).env("HOOKGATE_STORAGE__URL", url).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, said, _) = check(url.clone());
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("database postgres, schema hg_it_") && said.contains("no hookgate tables yet: migrations 1-"),
+        "{said}"
+    );
+
+    // serve migrates, and says so; then check finds the schema up to date.
+    let config = dir.path().join("pg.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&format!("sqlite://{}", dir.path().join("x.db").display()), &url);
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("serve.log");
+    let gateway = Gateway::start_logging(&config, &log);
+    let gateway = gateway.healthy(&reqwest::Client::new()).await;
+    gateway.terminate();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("schema migrated") && logged.contains("version=1"), "{logged}");
+    let (code, said, _) = check(url.clone());
+    assert_eq!(code, Some(0));
+    assert!(said.contains("up to date"), "{said}");
+
+    let missing = url.replacen("/postgres", "/hookgate_no_such_database", 1);
+    let (code, said, problem) = check(missing);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(problem.starts_with("storage.url: cannot connect to PostgreSQL: FATAL (3D000): database \"hookgate_no_such_database\" does not exist"), "{problem}");
+    let closed = format!("postgres://hookgate:hunter2-s3cret@127.0.0.1:{}/db", free_port());
+    let (code, said, problem) = check(closed);
+    assert_eq!(code, Some(2));
+    assert!(problem.contains("cannot connect") && !format!("{said}{problem}").contains("hunter2-s3cret"), "{problem}");
+    let offline = hookgate().args(["check", "--offline", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(offline.status.code(), Some(0), "the file alone");
+}

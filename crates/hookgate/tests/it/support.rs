@@ -219,20 +219,20 @@ impl Gateway {
     }
 
     pub fn start_on(config: &std::path::Path, port: u16) -> Gateway {
-        Gateway::spawn(config, port, std::process::Stdio::inherit())
+        Gateway::spawn(config, port, std::process::Stdio::inherit(), "warn")
     }
 
-    /// Its log (stderr) written to `log`, for a test to read.
+    /// Its log (stderr, at INFO) written to `log`, for a test to read.
     pub fn start_logging(config: &std::path::Path, log: &std::path::Path) -> Gateway {
-        Gateway::spawn(config, free_port(), std::fs::File::create(log).unwrap().into())
+        Gateway::spawn(config, free_port(), std::fs::File::create(log).unwrap().into(), "info")
     }
 
-    fn spawn(config: &std::path::Path, port: u16, stderr: std::process::Stdio) -> Gateway {
+    fn spawn(config: &std::path::Path, port: u16, stderr: std::process::Stdio, level: &str) -> Gateway {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(["serve", "--config"])
             .arg(config)
             .env("HOOKGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
