@@ -105,7 +105,8 @@ pub enum EventsCommand {
         order_key: Option<String>,
         #[arg(long)]
         dedupe_key: Option<String>,
-        /// Received at or after: RFC 3339 (2026-11-29T10:00:00Z) or ms since the epoch.
+        /// Received at or after: a duration back from now (30m, 1h, 7d), RFC 3339
+        /// (2026-11-29T10:00:00Z) or ms since the epoch.
         #[arg(long)]
         since: Option<String>,
         /// Received before.
@@ -128,9 +129,16 @@ pub enum EventsCommand {
 
 #[derive(Args)]
 pub struct ApiArgs {
-    #[arg(long, env = "HOOKGATE_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// A file holding the admin token (prefer this or $HOOKGATE_ADMIN_TOKEN).
+    /// hookgate's address. Default: $HOOKGATE_URL, else the config's
+    /// `server.listen`, else http://127.0.0.1:8080.
+    #[arg(long, env = "HOOKGATE_URL")]
+    pub url: Option<String>,
+    /// The server's config, read for its address and admin token when they
+    /// are not given otherwise. Default: $HOOKGATE_CONFIG, else ./hookgate.toml if there is one.
+    #[arg(long, env = "HOOKGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A file holding the admin token, alone or as a line
+    /// `HOOKGATE_ADMIN_TOKEN=…` (the systemd unit's environment file works).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// The admin token. Visible to every user of this machine in the process
@@ -142,22 +150,97 @@ pub struct ApiArgs {
     pub json: bool,
 }
 
+/// Where an admin token came from, to say which one was refused.
+#[derive(Debug, Clone)]
+enum TokenFrom {
+    File(PathBuf),
+    Flag,
+    Environment,
+    Config(PathBuf),
+}
+
+impl std::fmt::Display for TokenFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenFrom::File(path) => write!(f, "--token-file {}", path.display()),
+            TokenFrom::Flag => f.write_str("--token"),
+            TokenFrom::Environment => f.write_str("$HOOKGATE_ADMIN_TOKEN"),
+            TokenFrom::Config(path) => write!(f, "admin.token of {}", path.display()),
+        }
+    }
+}
+
+/// The server to talk to, and with what token.
+struct Target {
+    url: String,
+    token: Option<(String, TokenFrom)>,
+}
+
+/// The token in a token file: the whole file, or the value of its
+/// `HOOKGATE_ADMIN_TOKEN=` line (an environment file: `export` and quotes allowed).
+fn token_in(text: &str) -> String {
+    for line in text.lines() {
+        let line = line.trim();
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        if let Some(value) = line.strip_prefix("HOOKGATE_ADMIN_TOKEN=") {
+            let value = value.trim();
+            let quoted = value.len() >= 2
+                && ((value.starts_with('"') && value.ends_with('"'))
+                    || (value.starts_with('\'') && value.ends_with('\'')));
+            return if quoted { value[1..value.len() - 1].to_owned() } else { value.to_owned() };
+        }
+    }
+    text.trim().to_owned()
+}
+
 impl ApiArgs {
-    /// The admin token: `--token-file`, then `--token` (with a warning), then `$HOOKGATE_ADMIN_TOKEN`.
-    fn token(&self) -> Result<Option<String>, ClientError> {
-        if let Some(path) = &self.token_file {
+    /// The URL and token: `--url` or $HOOKGATE_URL, else the config's; the
+    /// token from `--token-file`, `--token` (with a warning),
+    /// $HOOKGATE_ADMIN_TOKEN, else the config's `admin.token`.
+    fn target(&self) -> Result<Target, ClientError> {
+        let settings = self.settings()?;
+        let url = self
+            .url
+            .clone()
+            .or_else(|| settings.as_ref().and_then(|(_, s)| s.url.clone()))
+            .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+        let token = if let Some(path) = &self.token_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| ClientError::TokenFile(format!("{}: {e}", path.display())))?;
-            return Ok(Some(text.trim().to_owned()));
-        }
-        if let Some(token) = &self.token {
+            Some((token_in(&text), TokenFrom::File(path.clone())))
+        } else if let Some(token) = &self.token {
             eprintln!(
                 "hookgate: warning: --token is visible to every user of this machine (ps); \
                  use --token-file or $HOOKGATE_ADMIN_TOKEN"
             );
-            return Ok(Some(token.clone()));
+            Some((token.clone(), TokenFrom::Flag))
+        } else if let Some(token) = std::env::var("HOOKGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
+            Some((token, TokenFrom::Environment))
+        } else {
+            match settings {
+                Some((path, crate::config::ClientSettings { token: Some(Ok(token)), .. })) => {
+                    Some((token.expose().to_owned(), TokenFrom::Config(path)))
+                }
+                Some((path, crate::config::ClientSettings { token: Some(Err(problem)), .. })) => {
+                    return Err(ClientError::Config(format!("{}: admin.token: {problem}", path.display())));
+                }
+                _ => None,
+            }
+        };
+        Ok(Target { url, token })
+    }
+
+    /// The server's config, when one is named or `./hookgate.toml` is there.
+    fn settings(&self) -> Result<Option<(PathBuf, crate::config::ClientSettings)>, ClientError> {
+        let env = crate::config::Env::from_process();
+        let (path, named) = match &self.config {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from(crate::config::DEFAULT_CONFIG_FILE), false),
+        };
+        if !named && !path.exists() {
+            return Ok(None);
         }
-        Ok(std::env::var("HOOKGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()))
+        crate::config::ClientSettings::read(&path, &env).map(|s| Some((path, s))).map_err(ClientError::Config)
     }
 }
 
@@ -173,6 +256,10 @@ pub enum ClientError {
     Unexpected(String),
     #[error("cannot read the token file {0}")]
     TokenFile(String),
+    #[error("cannot read the config: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl ApiArgs {
@@ -192,24 +279,33 @@ impl ApiArgs {
         query: &[(&str, Option<String>)],
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
-        let base = self.url.trim_end_matches('/');
-        let url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|_| ClientError::BadUrl(self.url.clone()))?;
+        let target = self.target()?;
+        let base = target.url.trim_end_matches('/');
+        let url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|_| ClientError::BadUrl(target.url.clone()))?;
         let query: Vec<(&str, String)> = query.iter().filter_map(|(k, v)| Some((*k, v.clone()?))).collect();
         let mut request = reqwest::Client::new().request(method, url).query(&query);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        if let Some(token) = self.token()? {
+        if let Some((token, _)) = &target.token {
             request = request.bearer_auth(token);
         }
-        let unreachable = |source| ClientError::Unreachable { url: self.url.clone(), source };
+        let unreachable = |source| ClientError::Unreachable { url: target.url.clone(), source };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let body = response.bytes().await.map_err(unreachable)?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&body)
+            let mut message = serde_json::from_slice::<ErrorBody>(&body)
                 .map(|e| e.error)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_owned());
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                message.push_str(&match &target.token {
+                    None => " (no admin token was given: set HOOKGATE_ADMIN_TOKEN, or pass --token-file FILE, \
+                              or --config FILE naming the server's config)"
+                        .to_owned(),
+                    Some((_, from)) => format!(" (the token from {from} was refused: is it the server's admin.token?)"),
+                });
+            }
             return Err(ClientError::Refused { status: status.as_u16(), message });
         }
         serde_json::from_slice(&body).map_err(|e| ClientError::Unexpected(e.to_string()))
@@ -242,6 +338,51 @@ fn print_json<T: serde::Serialize>(value: &T) {
     println!("{}", serde_json::to_string_pretty(value).expect("API types serialize"));
 }
 
+/// This machine's offset from UTC, read once at start while the process has
+/// one thread (reading it later is refused as unsound): [`init_local_time`].
+static LOCAL_OFFSET: std::sync::OnceLock<time::UtcOffset> = std::sync::OnceLock::new();
+
+/// Call before any thread starts, for local times in what the CLI prints.
+pub fn init_local_time() {
+    let _ = LOCAL_OFFSET.set(time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC));
+}
+
+/// A stored time as an operator reads it: local, with its offset, and its age.
+fn when(at_ms: i64) -> String {
+    let offset = LOCAL_OFFSET.get().copied().unwrap_or(time::UtcOffset::UTC);
+    let format = time::format_description::parse_borrowed::<1>(
+        "[year]-[month]-[day] [hour]:[minute]:[second] [offset_hour sign:mandatory]:[offset_minute]",
+    )
+    .expect("a valid format");
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(at_ms as i128 * 1_000_000)
+        .map(|t| t.to_offset(offset))
+        .ok()
+        .and_then(|t| t.format(&format).ok());
+    match at {
+        Some(at) => format!("{at} ({})", ago(at_ms)),
+        None => format!("{at_ms} ms since the epoch"),
+    }
+}
+
+/// A time filter as typed: a duration back from now (`1h`, `30m`, `7d`), or
+/// what the API takes (RFC 3339, ms since the epoch), passed on as it is.
+fn time_filter(name: &str, text: Option<String>) -> Result<Option<String>, ClientError> {
+    let Some(text) = text else { return Ok(None) };
+    if text.bytes().next().is_some_and(|b| b.is_ascii_digit()) && !text.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(back) = crate::config::parse_duration(&text) {
+            let at = crate::clock::now_ms() - back.as_millis().min(i64::MAX as u128) as i64;
+            return Ok(Some(at.to_string()));
+        }
+        if !text.contains('T') {
+            return Err(ClientError::Usage(format!(
+                "--{name} {text:?}: expected a duration back from now (30m, 1h, 7d), a time like \
+                 2026-11-29T10:00:00Z, or ms since the epoch"
+            )));
+        }
+    }
+    Ok(Some(text))
+}
+
 fn ago(at_ms: i64) -> String {
     let seconds = (crate::clock::now_ms() - at_ms).max(0) / 1_000;
     match seconds {
@@ -255,6 +396,7 @@ fn ago(at_ms: i64) -> String {
 pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
     match command {
         EventsCommand::List { source, state, order_key, dedupe_key, since, until, limit, cursor, api } => {
+            let (since, until) = (time_filter("since", since)?, time_filter("until", until)?);
             let query = [
                 ("source", source),
                 ("state", state),
@@ -295,10 +437,76 @@ pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
         }
         EventsCommand::Show { id, api } => {
             let event: EventView = api.call(reqwest::Method::GET, &format!("/api/events/{id}"), &[]).await?;
-            print_json(&event);
+            if api.json {
+                print_json(&event);
+            } else {
+                print!("{}", show(&event));
+            }
         }
     }
     Ok(())
+}
+
+/// Bytes of a body `events show` prints; `--json` has it all.
+const SHOWN_BODY_BYTES: usize = 4_096;
+
+/// One event as a person reads it: its state and keys, each attempt, what the sender sent.
+fn show(event: &EventView) -> String {
+    use std::fmt::Write;
+    let e = &event.summary;
+    let mut out = String::new();
+    let mut row = |label: &str, value: String| {
+        let _ = writeln!(out, "  {label:<14}{value}");
+    };
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    row("state", e.state.to_string());
+    row("source", format!("{} -> destination {}", e.source, e.destination));
+    row("received", when(e.received_at_ms));
+    row("updated", when(e.updated_at_ms));
+    if let Some(next) = e.next_attempt_at_ms {
+        row("next attempt", when(next));
+    }
+    row("sender's id", format!("{} (dedupe key)", dash(&e.dedupe_key)));
+    row("order key", dash(&e.order_key));
+    row("coalesce key", dash(&e.coalesce_key));
+    row("copies", format!("{} more arrived and were dropped", e.duplicates));
+    if let Some(by) = &e.superseded_by {
+        row("superseded by", by.clone());
+    }
+    for warning in &e.warnings {
+        row("warning", warning.clone());
+    }
+    let mut text = format!("{}\n{out}", e.id);
+    let _ = writeln!(text, "attempts ({})", event.attempts.len());
+    for a in &event.attempts {
+        let status = a.status.map_or("no answer".into(), |s| s.to_string());
+        let error = a.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default();
+        let _ = writeln!(text, "  #{:<3} {}  {status}  {} ms{error}", a.attempt, when(a.started_at_ms), a.duration_ms);
+    }
+    let _ = writeln!(text, "headers ({})", event.headers.len());
+    for (name, value) in &event.headers {
+        let _ = writeln!(text, "  {name}: {value}");
+    }
+    match (&event.body, &event.body_base64) {
+        (Some(body), _) => {
+            let _ = writeln!(text, "body ({} bytes)", body.len());
+            let mut cut = body.len().min(SHOWN_BODY_BYTES);
+            while !body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let _ = writeln!(text, "  {}", body[..cut].replace('\n', "\n  "));
+            if cut < body.len() {
+                let _ = writeln!(text, "  … {} more bytes (--json shows them all)", body.len() - cut);
+            }
+        }
+        (None, Some(base64)) => {
+            let _ = writeln!(text, "body (not UTF-8; base64 with --json: {} characters)", base64.len());
+        }
+        (None, None) => {
+            let _ = writeln!(text, "body (empty)");
+        }
+    }
+    text
 }
 
 pub async fn replay(id: Option<String>, filter: ReplayFilter, api: ApiArgs) -> Result<(), ClientError> {
@@ -312,6 +520,11 @@ pub async fn replay(id: Option<String>, filter: ReplayFilter, api: ApiArgs) -> R
             }
         }
         None => {
+            let filter = ReplayFilter {
+                since: time_filter("since", filter.since)?,
+                until: time_filter("until", filter.until)?,
+                ..filter
+            };
             let body = serde_json::to_value(&filter).expect("a filter serializes");
             let answer: BulkReplayed = api.send(reqwest::Method::POST, "/api/replay", &[], Some(body)).await?;
             if api.json {

@@ -20,6 +20,7 @@ const RUNTIME: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on bad usage, as clap does
+    cli::init_local_time(); // before the runtime's threads: reading the offset later is refused
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(RUNTIME, &format!("cannot start the async runtime: {e}")),
@@ -138,6 +139,7 @@ fn init_secrets() -> [(&'static str, &'static str); 2] {
 fn done(result: Result<(), cli::ClientError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ cli::ClientError::Usage(_)) => fail(USAGE_OR_CONFIG, &e.to_string()),
         Err(e) => fail(RUNTIME, &e.to_string()),
     }
 }

@@ -217,5 +217,38 @@ impl Config {
     }
 }
 
+/// What an admin command (`events`, `replay`, `destinations`, `send`) reads
+/// of a server's config: the URL it serves on and its admin token. Read
+/// leniently: a problem elsewhere in the file (a sender's secret not set in
+/// the operator's shell) must not stop the CLI from finding the server.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSettings {
+    /// `http://` + `server.listen`, with an unspecified address (0.0.0.0,
+    /// `::`) replaced by loopback.
+    pub url: Option<String>,
+    /// `admin.token`, resolved (`env:`, `file:`), or why it could not be.
+    pub token: Option<Result<Secret, String>>,
+}
+
+impl ClientSettings {
+    pub fn read(path: &Path, env: &Env) -> Result<ClientSettings, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| format!("{}: {e}", path.display()))?;
+        env.overlay(&mut table)?;
+        let field = |section: &str, key: &str| {
+            table.get(section).and_then(|s| s.get(key)).and_then(toml::Value::as_str).map(str::to_owned)
+        };
+        let listen = field("server", "listen").unwrap_or_else(|| defaults::LISTEN.to_owned());
+        let url = listen.parse::<SocketAddr>().ok().map(|mut addr| {
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+            }
+            format!("http://{addr}")
+        });
+        let token = field("admin", "token").map(|text| validate::resolve_secret(&text, env));
+        Ok(ClientSettings { url, token })
+    }
+}
+
 #[cfg(test)]
 mod tests;

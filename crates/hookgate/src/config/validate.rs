@@ -74,70 +74,9 @@ impl Checker<'_> {
         }
     }
 
-    /// A secret is `env:NAME` (read from the environment), `file:/path` (read
-    /// from a file, its trailing newline trimmed: Docker secrets, systemd
-    /// credentials) or a literal; never empty.
+    /// A secret: see [`resolve_secret`].
     fn secret(&mut self, key: &str, text: &str) -> Option<Secret> {
-        if let Some(path) = text.strip_prefix("file:") {
-            return self.secret_file(key, path);
-        }
-        let secret = match text.strip_prefix("env:") {
-            Some(name) => match self.env.get(name) {
-                Some(value) if !value.is_empty() => Secret::new(value),
-                Some(_) => {
-                    self.problem(key, format!("environment variable {name} is empty"));
-                    return None;
-                }
-                None => {
-                    self.problem(key, format!("environment variable {name} is not set"));
-                    return None;
-                }
-            },
-            None if text.is_empty() => {
-                self.problem(key, "must not be empty");
-                return None;
-            }
-            None => Secret::new(text),
-        };
-        Some(secret)
-    }
-
-    fn secret_file(&mut self, key: &str, path: &str) -> Option<Secret> {
-        // `file:${CREDENTIALS_DIRECTORY}/token`: systemd gives the directory in the environment.
-        let path = match path.strip_prefix("${CREDENTIALS_DIRECTORY}") {
-            Some(rest) => match self.env.get("CREDENTIALS_DIRECTORY") {
-                Some(dir) => format!("{dir}{rest}"),
-                None => {
-                    self.problem(key, "CREDENTIALS_DIRECTORY is not set (systemd sets it with LoadCredential=)");
-                    return None;
-                }
-            },
-            None => path.to_owned(),
-        };
-        if path.is_empty() {
-            self.problem(key, "file: needs a path, e.g. file:/run/secrets/hookgate_admin_token");
-            return None;
-        }
-        match std::fs::read(&path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                // An editor or `echo` ends the file with a newline; it is not part of the secret.
-                Ok(text) => match text.trim_end_matches(['\n', '\r']) {
-                    "" => {
-                        self.problem(key, format!("the file {path} is empty"));
-                        None
-                    }
-                    secret => Some(Secret::new(secret)),
-                },
-                Err(_) => {
-                    self.problem(key, format!("the file {path} is not UTF-8 text"));
-                    None
-                }
-            },
-            Err(error) => {
-                self.problem(key, format!("cannot read the file {path}: {error}"));
-                None
-            }
-        }
+        resolve_secret(text, self.env).map_err(|problem| self.problem(key, problem)).ok()
     }
 
     /// A secret that guards access: also at least [`MIN_SECRET_BYTES`] long.
@@ -148,6 +87,46 @@ impl Checker<'_> {
             return None;
         }
         Some(secret)
+    }
+}
+
+/// A secret is `env:NAME` (read from the environment), `file:/path` (read
+/// from a file, its trailing newline trimmed: Docker secrets, systemd
+/// credentials, with `${CREDENTIALS_DIRECTORY}` expanded) or a literal; never
+/// empty. The problem, when there is one, says what to fix.
+pub fn resolve_secret(text: &str, env: &Env) -> Result<Secret, String> {
+    if let Some(path) = text.strip_prefix("file:") {
+        return secret_file(path, env);
+    }
+    match text.strip_prefix("env:") {
+        Some(name) => match env.get(name) {
+            Some(value) if !value.is_empty() => Ok(Secret::new(value)),
+            Some(_) => Err(format!("environment variable {name} is empty")),
+            None => Err(format!("environment variable {name} is not set")),
+        },
+        None if text.is_empty() => Err("must not be empty".into()),
+        None => Ok(Secret::new(text)),
+    }
+}
+
+fn secret_file(path: &str, env: &Env) -> Result<Secret, String> {
+    // `file:${CREDENTIALS_DIRECTORY}/token`: systemd gives the directory in the environment.
+    let path = match path.strip_prefix("${CREDENTIALS_DIRECTORY}") {
+        Some(rest) => match env.get("CREDENTIALS_DIRECTORY") {
+            Some(dir) => format!("{dir}{rest}"),
+            None => return Err("CREDENTIALS_DIRECTORY is not set (systemd sets it with LoadCredential=)".into()),
+        },
+        None => path.to_owned(),
+    };
+    if path.is_empty() {
+        return Err("file: needs a path, e.g. file:/run/secrets/hookgate_admin_token".into());
+    }
+    let bytes = std::fs::read(&path).map_err(|error| format!("cannot read the file {path}: {error}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("the file {path} is not UTF-8 text"))?;
+    // An editor or `echo` ends the file with a newline; it is not part of the secret.
+    match text.trim_end_matches(['\n', '\r']) {
+        "" => Err(format!("the file {path} is empty")),
+        secret => Ok(Secret::new(secret)),
     }
 }
 

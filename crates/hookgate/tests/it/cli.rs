@@ -72,9 +72,35 @@ async fn events_and_replay_commands_use_the_admin_api() {
     assert!(list.status.success());
     let listing = String::from_utf8(list.stdout).unwrap();
     assert!(listing.contains(&id) && listing.contains("delivered"), "{listing}");
-    let show = run(vec!["events".into(), "show".into(), id.clone()]).await.unwrap();
+    let show = run(vec!["events".into(), "show".into(), id.clone(), "--json".into()]).await.unwrap();
     let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(shown["attempts"].as_array().unwrap().len(), 1);
+    // For a person: local times with their age, each attempt, the body as sent.
+    let show = run(vec!["events".into(), "show".into(), id.clone()]).await.unwrap();
+    let shown = String::from_utf8(show.stdout).unwrap();
+    assert!(shown.starts_with(&format!("{id}\n")), "{shown}");
+    assert!(shown.contains("  state         delivered\n"), "{shown}");
+    assert!(shown.contains("  sender's id   cli-1 (dedupe key)"), "{shown}");
+    let received = shown.lines().find(|l| l.trim_start().starts_with("received")).unwrap();
+    // "2026-12-06 02:11:49 +00:00 (0s ago)", not milliseconds since the epoch.
+    let shape: String = received.trim_start_matches(|c: char| !c.is_ascii_digit()).chars().take(26).collect();
+    let digits_at = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 21, 22, 24, 25];
+    assert!(
+        shape.len() == 26 && digits_at.iter().all(|&i| shape.as_bytes()[i].is_ascii_digit()),
+        "a local time: {received}"
+    );
+    assert!(received.ends_with(" ago)"), "and its age: {received}");
+    assert!(shown.contains("attempts (1)\n  #1") && shown.contains("  200  "), "{shown}");
+    assert!(shown.contains("body (27 bytes)\n  {\"id\":\"cli-1\",\"object\":\"o\"}"), "{shown}");
+    // Durations for --since, as the tables print ages.
+    let recent = run(vec!["events".into(), "list".into(), "--since".into(), "1h".into()]).await.unwrap();
+    assert!(String::from_utf8(recent.stdout).unwrap().contains(&id), "received within the hour");
+    let future =
+        run(vec!["events".into(), "list".into(), "--until".into(), "1h".into(), "--json".into()]).await.unwrap();
+    let page: hookgate::api::EventPage = serde_json::from_slice(&future.stdout).unwrap();
+    assert!(page.events.is_empty(), "nothing received before an hour ago");
+    let bad = run(vec!["events".into(), "list".into(), "--since".into(), "1 fortnight".into()]).await.unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
     let replay = run(vec!["replay".into(), id.clone()]).await.unwrap();
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
     receiver.wait_for(Duration::from_secs(5), "the replay", |r| r.len() == 2).await;
@@ -87,8 +113,105 @@ async fn events_and_replay_commands_use_the_admin_api() {
     .await
     .unwrap();
     assert_eq!(unauthorized.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&unauthorized.stderr).contains("401"));
+    let said = String::from_utf8_lossy(&unauthorized.stderr);
+    assert!(said.contains("401") && said.contains("the token from --token was refused"), "{said}");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = tokio::task::spawn_blocking({
+        let (url, dir) = (app.url(""), dir.path().to_owned());
+        move || {
+            hookgate()
+                .args(["events", "list", "--url", &url])
+                .current_dir(dir)
+                .env_remove("HOOKGATE_ADMIN_TOKEN")
+                .env_remove("HOOKGATE_CONFIG")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(said.contains("no admin token was given: set HOOKGATE_ADMIN_TOKEN"), "names the variable: {said}");
     app.stop().await;
+}
+
+/// The CLI finds the server and its token in the server's own config (as
+/// `serve` does: --config, $HOOKGATE_CONFIG, ./hookgate.toml), and reads a
+/// systemd environment file as a token file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_the_servers_config_and_env_files() {
+    let receiver = receiver(always_ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("hookgate.toml");
+    let text = config_text(&receiver.url(), &dir.path().join("hookgate.db"), "")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"0.0.0.0:{port}\""))
+        .replace(&format!("token = \"{ADMIN_TOKEN}\""), "token = \"env:ADMIN_FOR_TEST\"");
+    std::fs::write(&config, &text).unwrap();
+    let http = reqwest::Client::new();
+    let gateway = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("ADMIN_FOR_TEST", ADMIN_TOKEN)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let gateway = KillOnDrop(gateway);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let run = |args: &'static [&'static str], cwd: std::path::PathBuf, envs: Vec<(&'static str, String)>| {
+        tokio::task::spawn_blocking(move || {
+            let mut command = hookgate();
+            command.args(args).current_dir(cwd).env_remove("HOOKGATE_URL").env_remove("HOOKGATE_ADMIN_TOKEN");
+            command.env_remove("HOOKGATE_CONFIG").envs(envs);
+            command.output().unwrap()
+        })
+    };
+    // ./hookgate.toml, as serve would read it: 0.0.0.0 is reached on loopback, env: resolved.
+    let here = run(&["destinations", "list"], dir.path().to_owned(), vec![("ADMIN_FOR_TEST", ADMIN_TOKEN.into())]);
+    let here = here.await.unwrap();
+    assert!(here.status.success(), "{}", String::from_utf8_lossy(&here.stderr));
+    assert!(String::from_utf8_lossy(&here.stdout).contains("running"));
+    // --config from elsewhere; a token the config cannot resolve says why.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let named = run(
+        &["destinations", "list"],
+        elsewhere.path().to_owned(),
+        vec![("HOOKGATE_CONFIG", config.display().to_string())],
+    );
+    let named = named.await.unwrap();
+    let said = String::from_utf8_lossy(&named.stderr);
+    assert!(said.contains("admin.token: environment variable ADMIN_FOR_TEST is not set"), "{said}");
+    // The systemd unit's environment file as a token file.
+    let env_file = dir.path().join("env");
+    std::fs::write(&env_file, format!("# hookgate\nHOOKGATE_LOG=info\nHOOKGATE_ADMIN_TOKEN=\"{ADMIN_TOKEN}\"\n"))
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let with_file = tokio::task::spawn_blocking(move || {
+        hookgate()
+            .args(["destinations", "list", "--url", &url, "--token-file"])
+            .arg(&env_file)
+            .env_remove("HOOKGATE_ADMIN_TOKEN")
+            .env_remove("HOOKGATE_CONFIG")
+            .output()
+            .unwrap()
+    });
+    let with_file = with_file.await.unwrap();
+    assert!(with_file.status.success(), "{}", String::from_utf8_lossy(&with_file.stderr));
+    drop(gateway);
+}
+
+/// A child process killed and reaped when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The README's first command: the demo runs the seed scenario and exits 0
