@@ -12,6 +12,7 @@ mod generic;
 mod github;
 mod mac;
 mod presets;
+pub mod sample;
 mod scheme;
 mod shopify;
 pub mod signing;

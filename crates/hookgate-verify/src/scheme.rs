@@ -273,6 +273,25 @@ impl FromStr for SchemeName {
 }
 
 impl Scheme {
+    /// The scheme's name as `verify.scheme` takes it.
+    pub fn name(&self) -> SchemeName {
+        match self {
+            Scheme::None => SchemeName::None,
+            Scheme::Stripe => SchemeName::Stripe,
+            Scheme::Github => SchemeName::Github,
+            Scheme::Shopify => SchemeName::Shopify,
+            Scheme::StandardWebhooks(HeaderFamily::Webhook) => SchemeName::StandardWebhooks,
+            Scheme::StandardWebhooks(HeaderFamily::Svix) => SchemeName::Svix,
+            Scheme::Acuity => SchemeName::Acuity,
+            Scheme::Slack => SchemeName::Slack,
+            Scheme::Twilio { .. } => SchemeName::Twilio,
+            Scheme::Hmac(GenericHmac { algorithm: HashAlgorithm::Sha256, .. }) => SchemeName::HmacSha256,
+            Scheme::Hmac(GenericHmac { algorithm: HashAlgorithm::Sha512, .. }) => SchemeName::HmacSha512,
+            Scheme::Basic { .. } => SchemeName::Basic,
+            Scheme::Token(_) => SchemeName::Token,
+        }
+    }
+
     /// Whether the scheme signs a timestamp, so `tolerance` applies.
     pub fn is_timestamped(&self) -> bool {
         match self {

@@ -92,7 +92,7 @@ pub enum HeaderFamily {
 }
 
 impl HeaderFamily {
-    fn names(self) -> [&'static str; 3] {
+    pub fn names(self) -> [&'static str; 3] {
         match self {
             HeaderFamily::Webhook => ["webhook-id", "webhook-timestamp", "webhook-signature"],
             HeaderFamily::Svix => ["svix-id", "svix-timestamp", "svix-signature"],

@@ -55,6 +55,24 @@ pub enum Command {
     },
     /// Print a starting config: every key, its default, what it does.
     Init,
+    /// Sign a test event as a source's sender would, post it to hookgate, and
+    /// print the answer: the first signed event, in one command.
+    Send(SendArgs),
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// The source to send to (its `name` in the config).
+    #[arg(long)]
+    pub source: String,
+    /// The body to send ("-": standard input). Default: the sender's usual kind of test event.
+    #[arg(long, value_name = "FILE")]
+    pub body: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// hookgate's address. Default: $HOOKGATE_URL, else the config's `server.listen`.
+    #[arg(long, env = "HOOKGATE_URL")]
+    pub url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -507,6 +525,58 @@ fn show(event: &EventView) -> String {
         }
     }
     text
+}
+
+/// `hookgate send`: the whole config is read (the source's secret is needed
+/// to sign), so a problem in it is reported as `check` would.
+pub async fn send(args: SendArgs) -> Result<(), ClientError> {
+    let env = crate::config::Env::from_process();
+    let config = crate::config::Config::load(&args.config.config, &env)
+        .map_err(|problems| ClientError::Config(format!("{}:\n{problems}", args.config.config.display())))?;
+    let Some(source) = config.sources.iter().find(|s| s.name == args.source) else {
+        let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        return Err(ClientError::Usage(format!("no source {:?}; the config has: {}", args.source, names.join(", "))));
+    };
+    let body = match &args.body {
+        None => None,
+        Some(path) if path.as_os_str() == "-" => {
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                .map_err(|e| ClientError::Usage(format!("cannot read the body from standard input: {e}")))?;
+            Some(body)
+        }
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| ClientError::Usage(format!("--body {}: {e}", path.display())))?)
+        }
+    };
+    let nonce = format!("{:08x}", rand::random::<u32>());
+    let now = crate::clock::now_ms() / 1_000;
+    let request = hookgate_verify::sample::sample(&source.scheme, source.secrets.first(), body, now, &nonce)
+        .map_err(|problem| ClientError::Usage(format!("source {}: {problem}", source.name)))?;
+    let base = args.url.unwrap_or_else(|| crate::config::local_url(config.listen));
+    let mut url = format!("{}/in/{}", base.trim_end_matches('/'), source.name);
+    if !request.query.is_empty() {
+        url = format!("{url}?{}", request.query);
+    }
+    let parsed = reqwest::Url::parse(&url).map_err(|_| ClientError::BadUrl(base.clone()))?;
+    let mut post = reqwest::Client::new().post(parsed).body(request.body);
+    for (name, value) in &request.headers {
+        post = post.header(name, value);
+    }
+    println!("POST {} (signed as the {} sender would)", url.split('?').next().unwrap_or(&url), source.scheme.name());
+    let response = post.send().await.map_err(|source| ClientError::Unreachable { url: base.clone(), source })?;
+    let status = response.status();
+    let answer = response.text().await.map_err(|source| ClientError::Unreachable { url: base.clone(), source })?;
+    println!("{} {}", status.as_u16(), answer.trim());
+    if !status.is_success() {
+        return Err(ClientError::Refused { status: status.as_u16(), message: answer.trim().to_owned() });
+    }
+    if let Ok(accepted) = serde_json::from_str::<serde_json::Value>(&answer)
+        && let Some(id) = accepted["id"].as_str()
+    {
+        println!("see it: hookgate events show {id}");
+    }
+    Ok(())
 }
 
 pub async fn replay(id: Option<String>, filter: ReplayFilter, api: ApiArgs) -> Result<(), ClientError> {

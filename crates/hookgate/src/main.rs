@@ -118,6 +118,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Events { command } => done(cli::events(command).await),
         Command::Replay { id, filter, api } => done(cli::replay(id, filter, api).await),
         Command::Destinations { command } => done(cli::destinations(command).await),
+        Command::Send(args) => done(cli::send(args).await),
         Command::Init => {
             print!("{}", hookgate::config::STARTING_CONFIG);
             // Beside the file (on stderr, so `init > hookgate.toml` keeps it out): what the defaults mean.

@@ -239,15 +239,19 @@ impl ClientSettings {
             table.get(section).and_then(|s| s.get(key)).and_then(toml::Value::as_str).map(str::to_owned)
         };
         let listen = field("server", "listen").unwrap_or_else(|| defaults::LISTEN.to_owned());
-        let url = listen.parse::<SocketAddr>().ok().map(|mut addr| {
-            if addr.ip().is_unspecified() {
-                addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
-            }
-            format!("http://{addr}")
-        });
+        let url = listen.parse::<SocketAddr>().ok().map(local_url);
         let token = field("admin", "token").map(|text| validate::resolve_secret(&text, env));
         Ok(ClientSettings { url, token })
     }
+}
+
+/// The URL this machine reaches a server listening on `listen` at: an
+/// unspecified address (0.0.0.0, `::`) is reached on loopback.
+pub fn local_url(mut listen: SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        listen.set_ip(if listen.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    format!("http://{listen}")
 }
 
 #[cfg(test)]

@@ -114,3 +114,49 @@ async fn refusals_failures_and_pauses_are_loud_but_never_flood() {
     let metrics = http.get(format!("{}/metrics", gateway.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("hookgate_destination_paused{destination=\"app\"} 0"), "{metrics}");
 }
+
+/// `hookgate send` signs a test event as each source's sender would; the
+/// gateway verifies and stores it, and the app receives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_signs_a_first_event_as_the_sender_would() {
+    let receiver = receiver(always_ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("hookgate.toml");
+    let text = config_text(&receiver.url(), &dir.path().join("hookgate.db"), "")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    std::fs::write(&config, text).unwrap();
+    let http = reqwest::Client::new();
+    let gateway = Gateway::start_on(&config, port).healthy(&http).await;
+    let body = dir.path().join("mine.json");
+    std::fs::write(&body, r#"{"id":"evt_mine","object":"event","data":{"object":{"id":"cus_7"}}}"#).unwrap();
+    let send = |args: Vec<String>| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"));
+            command.arg("send").args(args).arg("--config").arg(config).env_remove("HOOKGATE_URL");
+            command.output().unwrap()
+        })
+    };
+    for source in ["stripe", "acuity", "swh", "plain"] {
+        let out = send(vec!["--source".into(), source.into()]).await.unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{source}: {said}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(said.contains(&format!("POST http://127.0.0.1:{port}/in/{source}")), "{said}");
+        assert!(said.contains("200 {\"id\":\"evt_") && said.contains("\"status\":\"accepted\""), "{said}");
+        assert!(said.contains("see it: hookgate events show evt_"), "{said}");
+    }
+    let mine = send(vec!["--source".into(), "stripe".into(), "--body".into(), body.display().to_string()]);
+    let mine = mine.await.unwrap();
+    assert!(mine.status.success(), "{}", String::from_utf8_lossy(&mine.stderr));
+    receiver.wait_for(Duration::from_secs(10), "the five sent", |r| r.len() == 5).await;
+    assert!(receiver.received().iter().any(|r| r.body.starts_with(br#"{"id":"evt_mine""#)), "the given body, as it is");
+    let again = send(vec!["--source".into(), "stripe".into(), "--body".into(), body.display().to_string()]);
+    let again = String::from_utf8(again.await.unwrap().stdout).unwrap();
+    assert!(again.contains("\"status\":\"duplicate\""), "the same Stripe id again: {again}");
+    let nowhere = send(vec!["--source".into(), "nope".into()]).await.unwrap();
+    assert_eq!(nowhere.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&nowhere.stderr);
+    assert!(said.contains("no source \"nope\"; the config has: stripe, acuity, plain, swh"), "{said}");
+    drop(gateway);
+}
