@@ -134,7 +134,7 @@ mod tests {
             let request = sample(&scheme, Some(&secret), None, now, "n1").unwrap();
             let headers: Headers = request.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
             let signed = Signed { headers: &headers, body: &request.body, query: request.query.as_bytes(), now };
-            assert_eq!(verify(&scheme, &[secret.clone()], 300, &signed), Ok(()), "{name}");
+            assert_eq!(verify(&scheme, std::slice::from_ref(&secret), 300, &signed), Ok(()), "{name}");
             if name != SchemeName::None {
                 let wrong = Secret::new("another-secret-0123456789");
                 assert!(verify(&scheme, &[wrong], 300, &signed).is_err(), "{name}: bound to its secret");
