@@ -3,6 +3,8 @@
 # hookgate: build with `docker build -t hookgate .` from the repository root.
 # Runtime: non-root (uid 10001), SQLite under the /var/lib/hookgate volume,
 # config at /etc/hookgate/hookgate.toml (mount it read-only), port 8080.
+# Destinations: inside the container 127.0.0.1 is the container itself; name
+# the app by its Compose service (http://app:8000/…) or host.docker.internal.
 
 # The workspace's rust-version (Cargo.toml) or newer.
 ARG RUST_VERSION=1.94
