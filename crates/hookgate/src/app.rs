@@ -192,7 +192,11 @@ impl Server {
     pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), ServeError> {
         signal.await;
         tracing::info!("shutting down: finishing deliveries in flight");
-        self.stop().await
+        let stopped = self.stop().await;
+        if stopped.is_ok() {
+            tracing::info!("stopped");
+        }
+        stopped
     }
 }
 

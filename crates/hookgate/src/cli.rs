@@ -402,13 +402,14 @@ fn time_filter(name: &str, text: Option<String>) -> Result<Option<String>, Clien
 }
 
 fn ago(at_ms: i64) -> String {
-    let seconds = (crate::clock::now_ms() - at_ms).max(0) / 1_000;
-    match seconds {
-        0..60 => format!("{seconds}s ago"),
-        60..3_600 => format!("{}m ago", seconds / 60),
-        3_600..86_400 => format!("{}h ago", seconds / 3_600),
-        _ => format!("{}d ago", seconds / 86_400),
-    }
+    let seconds = (crate::clock::now_ms() - at_ms) / 1_000;
+    let span = |s: i64| match s {
+        0..60 => format!("{s}s"),
+        60..3_600 => format!("{}m", s / 60),
+        3_600..86_400 => format!("{}h", s / 3_600),
+        _ => format!("{}d", s / 86_400),
+    };
+    if seconds < 0 { format!("in {}", span(-seconds)) } else { format!("{} ago", span(seconds)) }
 }
 
 pub async fn events(command: EventsCommand) -> Result<(), ClientError> {

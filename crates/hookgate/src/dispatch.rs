@@ -238,17 +238,17 @@ impl<D> Dispatcher<D> {
                 if let Some(unsaid) = self.failures.admit(&format!("{name} retry")) {
                     let retry_in = hookgate_core::human_duration((at_ms - self.store.now_ms()).max(0) as u64);
                     tracing::warn!(
-                        event = %claim.id, destination = %name, attempt = claim.attempt, unsaid,
-                        "attempt failed, retrying in {retry_in}: {error}"
+                        event = %claim.id, destination = %name, attempt = claim.attempt,
+                        "attempt failed, retrying in {retry_in}: {error}{}", crate::loud::and_more(unsaid)
                     );
                 }
             }
             Verdict::Dead => {
                 if let Some(unsaid) = self.failures.admit(&format!("{name} dead")) {
                     tracing::warn!(
-                        event = %claim.id, destination = %name, attempts = claim.round_attempt, unsaid,
-                        "event is dead, its attempts spent (replay it once the app is fixed: hookgate replay {}): {error}",
-                        claim.id
+                        event = %claim.id, destination = %name, attempts = claim.round_attempt,
+                        "event is dead, its attempts spent (replay it once the app is fixed: hookgate replay {}): {error}{}",
+                        claim.id, crate::loud::and_more(unsaid)
                     );
                 }
             }

@@ -59,6 +59,15 @@ impl LoudLog {
     }
 }
 
+/// What a line says of the lines left unsaid before it: nothing when there
+/// were none, else " (and 12 more like it since the last line)".
+pub fn and_more(unsaid: u64) -> String {
+    match unsaid {
+        0 => String::new(),
+        n => format!(" (and {n} more like it since the last line)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,7 +100,7 @@ pub struct Destination {
 }
 
 impl Destination {
-    /// How long this destination's retries last, for `check` and `init`:
+    /// How long this destination's retries last (and how it signs), for `check` and `init`:
     /// "retries for 26 h 41 m at the least (20 attempts, 10 s doubling to 6 h; at most 53 h 22 m)".
     pub fn retry_schedule(&self) -> String {
         let (shortest, longest) = self.retry.span_ms();
@@ -108,8 +108,12 @@ impl Destination {
         if self.retry.max_attempts == 1 {
             return "no retries (max_attempts = 1): a failed attempt is dead".into();
         }
+        let signed = match &self.signer {
+            Some(signer) => format!("signs each attempt as {}", signer.format()),
+            None => "unsigned (no signing_secret)".to_owned(),
+        };
         format!(
-            "retries for {} at the least ({} attempts, {} doubling to {}; at most {}), then the event is dead",
+            "retries for {} at the least ({} attempts, {} doubling to {}; at most {}), then the event is dead; {signed}",
             human(shortest),
             self.retry.max_attempts,
             human(self.retry.initial_ms),

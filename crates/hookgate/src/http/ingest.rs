@@ -223,7 +223,7 @@ fn render_keys(source: &Source, headers: &Headers, body: &[u8], query: &[u8]) ->
 fn reject(state: &HttpState, source: &Source, reason: &'static str, detail: &str) {
     ::metrics::counter!(metrics::REJECTED, "source" => source.name.clone(), "reason" => reason).increment(1);
     if let Some(unsaid) = state.refusals.admit(&source.name) {
-        tracing::warn!(source = %source.name, reason, unsaid, "request refused: {detail}");
+        tracing::warn!(source = %source.name, reason, "request refused: {detail}{}", crate::loud::and_more(unsaid));
     }
 }
 
