@@ -15,10 +15,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::clock::now_ms;
+use crate::clock::{Clock, StoreClock, now_ms};
 use crate::config::{Config, Storage};
 use crate::deliver::Client;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, LEASE_MARGIN_MS, random_jitter};
 use crate::faults::FaultLog;
 use crate::housekeeping;
 use crate::http::{self, BodyLimits, DestinationInfo, HttpState};
@@ -95,7 +95,9 @@ impl Server {
         store: Arc<dyn Store>,
     ) -> Result<Server, ServeError> {
         let addr = listener.local_addr()?;
-        let client = Client::new()?;
+        // One clock for the whole server: the store's (see `clock`).
+        let clock: Arc<dyn Clock> = Arc::new(StoreClock(store.clone()));
+        let client = Client::new(clock.clone())?;
         crate::metrics::handle();
         crate::metrics::start_upkeep();
         let (shutdown, stopping) = watch::channel(false);
@@ -111,6 +113,9 @@ impl Server {
         for destination in &config.destinations {
             let dispatcher = Dispatcher {
                 store: store.clone(),
+                clock: clock.clone(),
+                jitter: random_jitter(),
+                lease_margin_ms: LEASE_MARGIN_MS,
                 destination: Arc::new(destination.clone()),
                 client: client.clone(),
                 wake: waker.notified_by(&destination.name).expect("a waker per destination"),
@@ -121,7 +126,7 @@ impl Server {
             };
             workers.push(tokio::spawn(dispatcher.run(stopping.clone())));
         }
-        workers.push(tokio::spawn(housekeeping::run(store.clone(), config.retention, stopping.clone())));
+        workers.push(tokio::spawn(housekeeping::run(store.clone(), clock.clone(), config.retention, stopping.clone())));
 
         say_paused(store.as_ref(), &config).await;
         // Work stored by other instances (PostgreSQL) wakes our dispatchers too.
@@ -152,6 +157,7 @@ impl Server {
                 budget: Arc::new(Semaphore::new(config.limits.max_inflight_bytes)),
             },
             store,
+            clock,
             waker,
             stats: StatsCache::default(),
             faults,

@@ -3,13 +3,16 @@
 //! the dispatcher's decision.
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use hookgate_core::headers::header_text;
 use hookgate_store::Claim;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::clock;
+use crate::clock::{self, Clock};
 use crate::config::Destination;
 
 /// Bytes of a failed response kept for the attempt's error text.
@@ -43,6 +46,8 @@ pub trait Deliver: Clone + Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// `webhook-timestamp` and `Retry-After` dates are read against it.
+    clock: Arc<dyn Clock>,
 }
 
 impl Deliver for Client {
@@ -52,7 +57,7 @@ impl Deliver for Client {
 }
 
 impl Client {
-    pub fn new() -> Result<Self, reqwest::Error> {
+    pub fn new(clock: Arc<dyn Clock>) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             // A redirect would send the event somewhere nobody configured.
             .redirect(reqwest::redirect::Policy::none())
@@ -61,12 +66,12 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Client { http })
+        Ok(Client { http, clock })
     }
 
     async fn send(&self, destination: &Destination, claim: &Claim) -> Outcome {
         let started = Instant::now();
-        let now_ms = clock::now_ms();
+        let now_ms = self.clock.now_ms();
         let request = self
             .http
             .post(destination.url.clone())

@@ -4,6 +4,13 @@
 //! stored or replayed, an attempt ended) or until the store says something
 //! falls due, and never longer than [`POLL_MS`], so a wake-up lost to another
 //! instance or a clock jump costs at most that.
+//!
+//! Everything it reads from outside comes through a seam, so the simulation
+//! (`tests/simulation`) runs this very code on virtual time: the time from
+//! its [`Clock`], the jitter from its [`Jitter`], attempts through [`Deliver`],
+//! the store through [`Store`]; timers are tokio's; every `select!` is
+//! `biased` (tokio would otherwise pick a ready branch at random), so one
+//! seed gives one history.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +19,7 @@ use hookgate_store::{Attempt, Claim, Store, Verdict};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::clock::Clock;
 use crate::config::Destination;
 use crate::deliver::{Deliver, Outcome};
 use crate::faults::FaultLog;
@@ -30,9 +38,23 @@ pub const LEASE_MARGIN_MS: i64 = 5_000;
 /// Pause after a storage error before the dispatcher tries again.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
+/// A uniform random number in `[0, 1)` for each retry's jitter: `rand`'s in
+/// production, a seeded one in the simulation.
+pub type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// `rand`'s jitter.
+pub fn random_jitter() -> Jitter {
+    Arc::new(rand::random::<f64>)
+}
+
 #[derive(Clone)]
 pub struct Dispatcher<D> {
     pub store: Arc<dyn Store>,
+    /// Stored times (claims, outcomes, due times) on the store's clock.
+    pub clock: Arc<dyn Clock>,
+    pub jitter: Jitter,
+    /// A lease beyond the destination's timeout ([`LEASE_MARGIN_MS`]).
+    pub lease_margin_ms: i64,
     pub destination: Arc<Destination>,
     pub client: D,
     pub wake: Arc<Notify>,
@@ -50,7 +72,7 @@ pub struct Dispatcher<D> {
 impl<D: Deliver> Dispatcher<D> {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.destination.concurrency));
-        let lease_ms = self.destination.timeout.as_millis() as i64 + LEASE_MARGIN_MS;
+        let lease_ms = self.destination.timeout.as_millis() as i64 + self.lease_margin_ms;
         let mut in_flight = JoinSet::new();
         while !*shutdown.borrow() {
             // A finished attempt's task keeps its memory (the size of the whole
@@ -68,19 +90,21 @@ impl<D: Deliver> Dispatcher<D> {
                 // The breaker is open, or the rate limit is spent: wait it out (or
                 // for an attempt to end, or the stop), without looking at the store.
                 tokio::select! {
-                    _ = tokio::time::sleep(held) => {}
-                    Some(_) = in_flight.join_next() => {}
+                    biased;
                     _ = shutdown.changed() => {}
+                    Some(_) = in_flight.join_next() => {}
+                    _ = tokio::time::sleep(held) => {}
                 }
                 continue;
             }
             let mut claimed = 0;
             if wanted > 0 {
                 // A stalled store must not hold up a stop: the claim races the shutdown.
-                let claim = self.store.claim(&self.destination.name, self.store.now_ms(), wanted, lease_ms);
+                let claim = self.store.claim(&self.destination.name, self.clock.now_ms(), wanted, lease_ms);
                 let claimed_now = tokio::select! {
-                    claimed = claim => claimed,
+                    biased;
                     _ = shutdown.changed() => break,
+                    claimed = claim => claimed,
                 };
                 if claimed_now.as_ref().map_or(true, Vec::is_empty) {
                     self.live.breaker.unused_probe();
@@ -107,8 +131,9 @@ impl<D: Deliver> Dispatcher<D> {
                     Err(error) => {
                         self.faults.failed(&format!("claiming for {}: {error}", self.destination.name));
                         tokio::select! {
-                            _ = tokio::time::sleep(STORE_RETRY) => {}
+                            biased;
                             _ = shutdown.changed() => {}
+                            _ = tokio::time::sleep(STORE_RETRY) => {}
                         }
                         continue;
                     }
@@ -122,17 +147,19 @@ impl<D: Deliver> Dispatcher<D> {
             let idle = wanted > 0 && claimed == 0;
             let wait = if idle {
                 tokio::select! {
-                    wait = self.until_next_due() => wait,
+                    biased;
                     _ = shutdown.changed() => break,
+                    wait = self.until_next_due() => wait,
                 }
             } else {
                 Duration::from_millis(POLL_MS)
             };
             tokio::select! {
+                biased;
+                _ = shutdown.changed() => {}
+                Some(_) = in_flight.join_next() => {}
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
-                Some(_) = in_flight.join_next() => {}
-                _ = shutdown.changed() => {}
             }
         }
         let drain = async { while in_flight.join_next().await.is_some() {} };
@@ -149,14 +176,14 @@ impl<D: Deliver> Dispatcher<D> {
         if free == 0 {
             return Ok((0, None));
         }
-        let (admitted, reopens) = self.live.breaker.admit(free, std::time::Instant::now());
+        let (admitted, reopens) = self.live.breaker.admit(free, tokio::time::Instant::now());
         if admitted == 0 {
             // Open: until the cooldown ends. Half open with the probe out: until it ends.
             return Ok((0, Some(reopens.unwrap_or(Duration::from_millis(POLL_MS)))));
         }
         let Some(rate) = self.destination.rate_limit else { return Ok((admitted, None)) };
         let tokens =
-            self.store.take_tokens(&self.destination.name, rate.per_second, admitted as u32, self.store.now_ms()).await;
+            self.store.take_tokens(&self.destination.name, rate.per_second, admitted as u32, self.clock.now_ms()).await;
         match tokens {
             Ok(0) => {
                 self.live.breaker.unused_probe();
@@ -173,22 +200,22 @@ impl<D: Deliver> Dispatcher<D> {
     }
 
     async fn until_next_due(&self) -> Duration {
-        let now = self.store.now_ms();
+        let now = self.clock.now_ms();
         let due = self.store.next_due(&self.destination.name, now).await.ok().flatten();
         let ms = due.map_or(POLL_MS, |at| (at - now).clamp(0, POLL_MS as i64) as u64);
         Duration::from_millis(ms)
     }
 
     async fn deliver(self, claim: Claim, _slot: OwnedSemaphorePermit) {
-        let started_at_ms = self.store.now_ms();
+        let started_at_ms = self.clock.now_ms();
         let outcome = self.client.attempt(&self.destination, &claim).await;
-        let ended = std::time::Instant::now();
+        let ended = tokio::time::Instant::now();
         self.live.breaker.record(app_failed(&outcome), ended);
         self.live.recent.record(self.live.second(ended), outcome.delivered(), outcome.duration);
         let name = self.destination.name.clone();
         ::metrics::histogram!(metrics::DELIVERY_SECONDS, "destination" => name.clone())
             .record(outcome.duration.as_secs_f64());
-        let verdict = decide(&self.destination, &claim, &outcome, self.store.now_ms(), rand::random());
+        let verdict = decide(&self.destination, &claim, &outcome, self.clock.now_ms(), (self.jitter)());
         let counter = match verdict {
             Verdict::Delivered => metrics::DELIVERED,
             Verdict::Retry { .. } => metrics::RETRIED,
@@ -207,7 +234,7 @@ impl<D: Deliver> Dispatcher<D> {
         // until its lease ends and is delivered again: keep trying.
         let mut pause = Duration::from_millis(50);
         loop {
-            match self.store.finish(&claim.id, attempt.clone(), verdict, self.store.now_ms()).await {
+            match self.store.finish(&claim.id, attempt.clone(), verdict, self.clock.now_ms()).await {
                 Ok(true) => break,
                 Ok(false) => {
                     tracing::warn!(event = %claim.id, "lease lost before the outcome was recorded; it will be delivered again");
@@ -236,7 +263,7 @@ impl<D> Dispatcher<D> {
             Verdict::Delivered => {}
             Verdict::Retry { at_ms } => {
                 if let Some(unsaid) = self.failures.admit(&format!("{name} retry")) {
-                    let retry_in = hookgate_core::human_duration((at_ms - self.store.now_ms()).max(0) as u64);
+                    let retry_in = hookgate_core::human_duration((at_ms - self.clock.now_ms()).max(0) as u64);
                     tracing::warn!(
                         event = %claim.id, destination = %name, attempt = claim.attempt,
                         "attempt failed, retrying in {retry_in}: {error}{}", crate::loud::and_more(unsaid)

@@ -10,6 +10,7 @@ use std::time::Duration;
 use hookgate_store::Store;
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::config::Retention;
 
 /// Events deleted per statement: small enough that the SQLite writer or a
@@ -23,18 +24,19 @@ const BETWEEN_BATCHES: Duration = Duration::from_millis(5);
 /// How often expired dedupe keys are forgotten.
 const DEDUPE_EVERY: Duration = Duration::from_secs(60);
 
-pub async fn run(store: Arc<dyn Store>, retention: Retention, mut stop: watch::Receiver<bool>) {
+pub async fn run(store: Arc<dyn Store>, clock: Arc<dyn Clock>, retention: Retention, mut stop: watch::Receiver<bool>) {
     // Often enough that a short retention is kept to within half of itself, at most every 30 s.
     let shortest = retention.by_state().iter().map(|(_, keep)| *keep).min().unwrap_or(Duration::from_secs(60));
     let every = (shortest / 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
     let mut since_dedupe = Duration::ZERO;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            biased;
             _ = stop.wait_for(|stop| *stop) => return,
+            _ = tokio::time::sleep(every) => {}
         }
         for (state, keep) in retention.by_state() {
-            let before = store.now_ms() - keep.as_millis() as i64;
+            let before = clock.now_ms() - keep.as_millis() as i64;
             let purged = in_batches(&stop, || store.purge_finished(state, before, BATCH)).await;
             match purged {
                 Ok(0) => {}
@@ -45,7 +47,7 @@ pub async fn run(store: Arc<dyn Store>, retention: Retention, mut stop: watch::R
         since_dedupe += every;
         if since_dedupe >= DEDUPE_EVERY {
             since_dedupe = Duration::ZERO;
-            match in_batches(&stop, || store.purge_expired_dedupe(store.now_ms(), BATCH)).await {
+            match in_batches(&stop, || store.purge_expired_dedupe(clock.now_ms(), BATCH)).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::debug!(purged, "forgot expired dedupe keys"),
                 Err(error) => tracing::warn!(%error, "forgetting dedupe keys failed; trying again next round"),

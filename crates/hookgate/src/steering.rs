@@ -9,7 +9,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's: a paused test runtime (the simulation) moves it; the breaker runs on virtual time there.
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 

@@ -2,7 +2,7 @@
 //! which [`Notify`]. Ingest, replay, finished attempts and other instances
 //! (PostgreSQL `NOTIFY`) all wake through a [`Waker`].
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use hookgate_store::Wake;
@@ -10,7 +10,8 @@ use tokio::sync::Notify;
 
 #[derive(Clone, Default)]
 pub struct Waker {
-    dispatchers: Arc<HashMap<String, Arc<Notify>>>,
+    /// Ordered: `Wake::All` wakes them in one order, run after run (the simulation replays by seed).
+    dispatchers: Arc<BTreeMap<String, Arc<Notify>>>,
 }
 
 impl Waker {

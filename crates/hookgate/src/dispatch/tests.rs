@@ -107,6 +107,15 @@ fn claim() -> Claim {
     }
 }
 
+/// The store's clock on virtual time: it moves as the paused runtime does.
+struct Virtual(Instant);
+
+impl Clock for Virtual {
+    fn now_ms(&self) -> i64 {
+        1_800_000_000_000 + self.0.elapsed().as_millis() as i64
+    }
+}
+
 struct Running {
     store: Arc<ScriptedStore>,
     wake: Arc<Notify>,
@@ -131,6 +140,9 @@ fn start(store: ScriptedStore, work: Duration, grace: Duration) -> Running {
     };
     let dispatcher = Dispatcher {
         store: store.clone(),
+        clock: Arc::new(Virtual(Instant::now())),
+        jitter: Arc::new(|| 0.5),
+        lease_margin_ms: LEASE_MARGIN_MS,
         destination: Arc::new(destination),
         client: App { work },
         wake: wake.clone(),

@@ -192,7 +192,7 @@ async fn show(State(state): State<Arc<HttpState>>, Path(id): Path<String>) -> Re
 ))]
 async fn replay_one(State(state): State<Arc<HttpState>>, Path(id): Path<String>) -> Result<Json<Replayed>, ApiError> {
     let event_id = event_id(&id)?;
-    if !state.store.replay(&event_id, state.store.now_ms()).await? {
+    if !state.store.replay(&event_id, state.clock.now_ms()).await? {
         return match state.store.get(&event_id).await? {
             None => Err(ApiError::NotFound(format!("no event {id:?}"))),
             Some(d) => Err(ApiError::BadRequest(format!(
@@ -277,7 +277,7 @@ async fn replay_many(
     let mut replayed = 0;
     // Listed newest first: replay oldest first.
     for id in matching.iter().rev() {
-        if state.store.replay(id, state.store.now_ms()).await? {
+        if state.store.replay(id, state.clock.now_ms()).await? {
             replayed += 1;
         }
     }
@@ -310,7 +310,7 @@ async fn destinations(State(state): State<Arc<HttpState>>) -> Result<Json<Destin
     let paused = state.store.paused().await?;
     let snapshot = state.stats.get(&state.store).await;
     let counts = snapshot.as_ref().map(|s| s.counts.as_slice()).unwrap_or_default();
-    let now = std::time::Instant::now();
+    let now = tokio::time::Instant::now();
     let destinations = state
         .destinations
         .iter()

@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 
 use super::body::{self, BodyError};
 use super::{ApiError, HttpState};
-use crate::clock::now_ms;
 use crate::config::Source;
 use crate::metrics;
 use crate::wake::Wake;
@@ -76,12 +75,11 @@ pub async fn receive(
     };
     let body = held.bytes.clone();
     let headers = as_received(&headers);
-    // Stored times are on the store's clock; a signature's timestamp is
-    // judged against ours, as the sender's clock is judged by everyone else's.
-    let received_at_ms = state.store.now_ms();
+    // One clock (the store's): the time stored, and the one a sender's signed timestamp is judged against.
+    let received_at_ms = state.clock.now_ms();
     let query = query.unwrap_or_default();
 
-    if let Err(error) = verify(source, &headers, &body, &query, now_ms() / 1_000).await {
+    if let Err(error) = verify(source, &headers, &body, &query, received_at_ms / 1_000).await {
         reject(&state, source, error.reason(), &format!("{error}{}", hint(&error)));
         return Err(ApiError::Unauthorized(format!("{}: {error}", error.reason())));
     }

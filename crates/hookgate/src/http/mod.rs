@@ -22,6 +22,7 @@ use hookgate_core::Secret;
 use hookgate_store::{Store, StoreError};
 
 use crate::api::ErrorBody;
+use crate::clock::Clock;
 use crate::config::Source;
 use crate::faults::FaultLog;
 use crate::loud::LoudLog;
@@ -39,6 +40,8 @@ pub struct HttpState {
     pub admin_token: Option<Secret>,
     pub body: BodyLimits,
     pub store: Arc<dyn Store>,
+    /// The server's one clock (`crate::clock`): stored times, and a sender's signed timestamp judged against it.
+    pub clock: Arc<dyn Clock>,
     pub waker: Waker,
     /// Counts by source and state, refreshed in the background.
     pub stats: StatsCache,
