@@ -17,6 +17,13 @@ impl EventId {
         EventId(format!("{PREFIX}{}", uuid::Uuid::now_v7().simple()))
     }
 
+    /// The id of an event arriving at `unix_ms`, from given random bits: the
+    /// same inputs make the same id (the simulation replays by seed).
+    pub fn from_parts(unix_ms: u64, random: [u8; 10]) -> Self {
+        let uuid = uuid::Builder::from_unix_timestamp_millis(unix_ms, &random).into_uuid();
+        EventId(format!("{PREFIX}{}", uuid.simple()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

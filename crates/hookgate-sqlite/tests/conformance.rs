@@ -46,3 +46,22 @@ async fn reopening_after_a_crash_redelivers_once_the_lease_ends() {
     let again = store.claim("app", T0 + 5_000, 10, 5_000).await.unwrap();
     assert_eq!((again[0].id.clone(), again[0].attempt), (id, 2));
 }
+
+/// The same random operations on the reference model (`MemStore`) and on
+/// SQLite give the same answers, every one.
+mod differential {
+    use hookgate_store::MemStore;
+    use hookgate_store::conformance::differential::{ops, transcript};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+        #[test]
+        fn sqlite_answers_as_the_model_does(ops in ops(60)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let model = runtime.block_on(transcript(&MemStore::on_system_clock(), &ops));
+            let sqlite = runtime.block_on(transcript(&super::fresh(), &ops));
+            prop_assert_eq!(model, sqlite);
+        }
+    }
+}

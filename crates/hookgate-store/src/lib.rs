@@ -25,8 +25,11 @@ use bytes::Bytes;
 use hookgate_core::{EventId, Headers, Key, State};
 
 pub mod codec;
-#[cfg(feature = "conformance")]
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod mem;
+
+pub use mem::MemStore;
 
 /// Listing pages hold this many events at most, whatever the caller asks.
 pub const MAX_PAGE: usize = 500;

@@ -5,6 +5,7 @@
 //! state change the store makes against [`State::can_become`].
 
 mod audit;
+pub mod differential;
 mod ingest;
 mod queue;
 mod read;

@@ -1,0 +1,205 @@
+//! The differential test: random sequences of operations — key collisions,
+//! claims at any time, stale outcomes, replays, pauses, retention — run on
+//! [`MemStore`](crate::MemStore) and on a real backend, every answer written
+//! to a transcript, the two transcripts compared. The conformance suite pins
+//! the cases someone thought of; this finds the ones nobody did, and keeps
+//! the reference model and the SQL saying the same thing.
+
+use std::fmt::Write;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// One call on a store. Indexes (`event`, `claim`) pick among the events
+/// ingested and the claims made so far, modulo their number.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Ingest {
+        source: u8,
+        dedupe: Option<u8>,
+        order: Option<u8>,
+        coalesce: Option<u8>,
+        destination: u8,
+    },
+    Claim {
+        destination: u8,
+        limit: usize,
+        lease_ms: i64,
+    },
+    /// The outcome of a claim made earlier: `stale` sends an attempt number
+    /// that is not the claim's (a fencing check); a late outcome happens by
+    /// itself when the claim's lease ended and the event was claimed again.
+    Finish {
+        claim: usize,
+        verdict: u8,
+        retry_in_ms: i64,
+        stale: bool,
+    },
+    Replay {
+        event: usize,
+    },
+    Advance {
+        ms: i64,
+    },
+    Pause {
+        destination: u8,
+        paused: bool,
+    },
+    NextDue {
+        destination: u8,
+    },
+    Get {
+        event: usize,
+    },
+    List {
+        source: Option<u8>,
+        state: Option<u8>,
+        order: Option<u8>,
+        limit: usize,
+    },
+    Stats,
+    PurgeFinished {
+        state: u8,
+        older_than_ms: i64,
+        limit: usize,
+    },
+    PurgeDedupe {
+        limit: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let small = || proptest::option::of(0u8..3);
+    prop_oneof![
+        6 => (0u8..2, small(), small(), small(), 0u8..2).prop_map(|(source, dedupe, order, coalesce, destination)| {
+            Op::Ingest { source, dedupe, order, coalesce, destination }
+        }),
+        5 => (0u8..2, 1usize..5, prop_oneof![Just(1_000i64), Just(30_000)])
+            .prop_map(|(destination, limit, lease_ms)| Op::Claim { destination, limit, lease_ms }),
+        5 => (any::<usize>(), 0u8..3, 0i64..5_000, proptest::bool::weighted(0.1))
+            .prop_map(|(claim, verdict, retry_in_ms, stale)| Op::Finish { claim, verdict, retry_in_ms, stale }),
+        1 => any::<usize>().prop_map(|event| Op::Replay { event }),
+        3 => prop_oneof![Just(0i64), 1i64..2_000, Just(30_000)].prop_map(|ms| Op::Advance { ms }),
+        1 => (0u8..2, any::<bool>()).prop_map(|(destination, paused)| Op::Pause { destination, paused }),
+        1 => (0u8..2).prop_map(|destination| Op::NextDue { destination }),
+        2 => any::<usize>().prop_map(|event| Op::Get { event }),
+        1 => (proptest::option::of(0u8..2), proptest::option::of(0u8..5), small(), 1usize..6)
+            .prop_map(|(source, state, order, limit)| Op::List { source, state, order, limit }),
+        1 => Just(Op::Stats),
+        1 => (2u8..5, 0i64..60_000, 1usize..4)
+            .prop_map(|(state, older_than_ms, limit)| Op::PurgeFinished { state, older_than_ms, limit }),
+        1 => (1usize..4).prop_map(|limit| Op::PurgeDedupe { limit }),
+    ]
+}
+
+/// Sequences of up to `len` operations.
+pub fn ops(len: usize) -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(op(), 1..len)
+}
+
+fn destination(n: u8) -> String {
+    if n == 0 { DEST.to_owned() } else { format!("dest{n}") }
+}
+
+/// Run `ops` on `store` from an empty start; every answer, one line each.
+pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
+    let mut out = String::new();
+    let mut now = T0;
+    let mut events: Vec<EventId> = Vec::new();
+    let mut claims: Vec<crate::Claim> = Vec::new();
+    for (n, op) in ops.iter().enumerate() {
+        let _ = write!(out, "{n} {op:?} -> ");
+        let said = match op {
+            Op::Ingest { source, dedupe, order, coalesce, destination: d } => {
+                let mut random = [0u8; 10];
+                random[..8].copy_from_slice(&(n as u64).to_be_bytes());
+                let new = NewEvent {
+                    id: EventId::from_parts(now as u64, random),
+                    source: format!("src{source}"),
+                    destination: destination(*d),
+                    dedupe_key: dedupe.map(|k| key(&format!("d{k}"))),
+                    dedupe_window_ms: 10_000,
+                    order_key: order.map(|k| key(&format!("o{k}"))),
+                    coalesce_key: coalesce.map(|k| key(&format!("c{k}"))),
+                    ..event("src", now)
+                };
+                let answer = store.ingest(new.clone()).await;
+                if matches!(answer, Ok(Ingested::Accepted { .. })) {
+                    events.push(new.id);
+                }
+                format!("{answer:?}")
+            }
+            Op::Claim { destination: d, limit, lease_ms } => {
+                match store.claim(&destination(*d), now, *limit, *lease_ms).await {
+                    Ok(mut got) => {
+                        got.sort_by(|a, b| a.id.cmp(&b.id));
+                        let shown: Vec<String> =
+                            got.iter().map(|c| format!("{}#{}/{}", c.id, c.attempt, c.round_attempt)).collect();
+                        claims.extend(got);
+                        format!("{shown:?}")
+                    }
+                    Err(error) => format!("error {error}"),
+                }
+            }
+            Op::Finish { claim, verdict, retry_in_ms, stale } => match claims.get(claim % claims.len().max(1)) {
+                None => "no claim yet".to_owned(),
+                Some(c) => {
+                    let verdict = match verdict {
+                        0 => Verdict::Delivered,
+                        1 => Verdict::Retry { at_ms: now + retry_in_ms },
+                        _ => Verdict::Dead,
+                    };
+                    let attempt = if *stale { c.attempt + 7 } else { c.attempt };
+                    let record =
+                        Attempt { attempt, started_at_ms: now, duration_ms: 3, status: Some(500), error: None };
+                    format!("{:?}", store.finish(&c.id, record, verdict, now).await)
+                }
+            },
+            Op::Replay { event } => match events.get(event % events.len().max(1)) {
+                None => "no event yet".to_owned(),
+                Some(id) => format!("{:?}", store.replay(id, now).await),
+            },
+            Op::Advance { ms } => {
+                now += ms;
+                format!("now {now}")
+            }
+            Op::Pause { destination: d, paused } => format!("{:?}", store.set_paused(&destination(*d), *paused).await),
+            Op::NextDue { destination: d } => format!("{:?}", store.next_due(&destination(*d), now).await),
+            Op::Get { event } => match events.get(event % events.len().max(1)) {
+                None => "no event yet".to_owned(),
+                Some(id) => format!("{:?}", store.get(id).await.map(|d| d.map(|d| (d.record, d.attempts)))),
+            },
+            Op::List { source, state, order, limit } => {
+                let filter = ListFilter {
+                    source: source.map(|s| format!("src{s}")),
+                    state: state.map(|s| State::ALL[s as usize]),
+                    order_key: order.map(|k| key(&format!("o{k}"))),
+                    limit: *limit,
+                    ..Default::default()
+                };
+                match store.list(&filter).await {
+                    Ok(page) => {
+                        let ids: Vec<_> = page.events.iter().map(|e| (e.id.clone(), e.state)).collect();
+                        format!("{ids:?} more {}", page.next_cursor.is_some())
+                    }
+                    Err(error) => format!("error {error}"),
+                }
+            }
+            Op::Stats => match store.stats().await {
+                Ok(mut counts) => {
+                    counts.sort_by(|a, b| (&a.source, a.state).cmp(&(&b.source, b.state)));
+                    format!("{counts:?}")
+                }
+                Err(error) => format!("error {error}"),
+            },
+            Op::PurgeFinished { state, older_than_ms, limit } => {
+                let state = State::ALL[*state as usize];
+                format!("{:?}", store.purge_finished(state, now - older_than_ms, *limit).await)
+            }
+            Op::PurgeDedupe { limit } => format!("{:?}", store.purge_expired_dedupe(now, *limit).await),
+        };
+        let _ = writeln!(out, "{said}");
+    }
+    out
+}
