@@ -176,6 +176,32 @@ const DEDUPE: &str = "INSERT INTO dedupe AS d (source, key, event_id, expires_at
      ON CONFLICT (source, key) DO UPDATE SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
      WHERE d.expires_at <= $5";
 
+/// The arrays `STORE` takes, by name (`crate::named`): the statement says
+/// `$order_keys`, the binding `("order_keys", &order)`, and both are numbered
+/// from this list.
+const STORE_ARRAYS: [&str; 14] = [
+    "ord",
+    "ids",
+    "sources",
+    "destinations",
+    "received",
+    "headers",
+    "bodies",
+    "dedupe_keys",
+    "order_keys",
+    "coalesce_keys",
+    "warnings",
+    "copies",
+    "held_sources",
+    "held_keys",
+];
+
+/// `STORE` with its names numbered, once.
+fn store_statement() -> &'static str {
+    static NUMBERED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NUMBERED.get_or_init(|| crate::named::numbered(STORE, &STORE_ARRAYS))
+}
+
 /// Everything else, set-based, seeing `DEDUPE`'s work: which events won their
 /// key, supersede the waiting events their coalesce keys name (in queues this
 /// batch holds the lock of), store the winners, count the copies. One row per
@@ -184,8 +210,9 @@ const DEDUPE: &str = "INSERT INTO dedupe AS d (source, key, event_id, expires_at
 const STORE: &str = "WITH input AS (
         SELECT i.*, d.event_id AS holder,
                (i.dedupe_key IS NULL OR d.event_id IS NULL OR d.event_id = i.id) AS won
-        FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bytea[], $7::bytea[],
-                    $8::bytea[], $9::bytea[], $10::bytea[], $11::text[], $12::int[])
+        FROM unnest($ord::bigint[], $ids::text[], $sources::text[], $destinations::text[], $received::bigint[],
+                    $headers::bytea[], $bodies::bytea[], $dedupe_keys::bytea[], $order_keys::bytea[],
+                    $coalesce_keys::bytea[], $warnings::text[], $copies::int[])
              AS i(ord, id, source, destination, now, headers, body, dedupe_key, order_key, coalesce_key, warnings,
                   copies)
         LEFT JOIN dedupe d ON d.source = i.source AND d.key = i.dedupe_key
@@ -197,7 +224,7 @@ const STORE: &str = "WITH input AS (
         FROM stored WHERE coalesce_key IS NOT NULL
         WINDOW w AS (PARTITION BY source, coalesce_key ORDER BY ord)
      ), held AS (
-        SELECT * FROM unnest($13::text[], $14::bytea[]) AS h(source, order_key)
+        SELECT * FROM unnest($held_sources::text[], $held_keys::bytea[]) AS h(source, order_key)
      ), superseded AS (
         UPDATE events e
            SET state = 'superseded', superseded_by = s.id, updated_at = s.now, due_at = NULL, head = false
@@ -303,26 +330,29 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
     let (held_sources, held_keys): (Vec<&str>, Vec<&[u8]>) =
         queues.iter().map(|(source, key)| (source.as_str(), key.as_slice())).unzip();
 
-    let store_params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
-        &ord,
-        &ids,
-        &sources,
-        &destinations,
-        &received,
-        &headers,
-        &bodies,
-        &dedupe,
-        &order,
-        &coalesce,
-        &warnings,
-        &copies,
-        &held_sources,
-        &held_keys,
-    ];
+    let store_params = crate::named::by_name(
+        &STORE_ARRAYS,
+        &[
+            ("ord", &ord),
+            ("ids", &ids),
+            ("sources", &sources),
+            ("destinations", &destinations),
+            ("received", &received),
+            ("headers", &headers),
+            ("bodies", &bodies),
+            ("dedupe_keys", &dedupe),
+            ("order_keys", &order),
+            ("coalesce_keys", &coalesce),
+            ("warnings", &warnings),
+            ("copies", &copies),
+            ("held_sources", &held_sources),
+            ("held_keys", &held_keys),
+        ],
+    );
     let (lock, dedupe_statement, store, promote) = futures_util::try_join!(
         client.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
         client.prepare_cached(DEDUPE),
-        client.prepare_cached(STORE),
+        client.prepare_cached(store_statement()),
         client.prepare_cached(crate::PROMOTE),
     )?;
     let promote_after = vec![0i64; held_keys.len()];
@@ -343,7 +373,7 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
                 client.execute(&dedupe_statement, &params).await
             }
         },
-        client.query(&store, &store_params),
+        client.query(&store, &store_params[..]),
         async {
             // The heads of superseded events hand their queues on (`STORE` chose
             // the batch's heads seeing them still waiting).
@@ -391,4 +421,17 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
             answer => answer.clone(),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every array `STORE` names is bound, and every one bound is named.
+    #[test]
+    fn the_store_statement_numbers_every_array_it_names() {
+        let numbered = super::store_statement();
+        assert!(
+            numbered.contains("unnest($1::bigint[], $2::text[]")
+                && numbered.contains("unnest($13::text[], $14::bytea[])")
+        );
+    }
 }

@@ -26,6 +26,7 @@
 
 mod clock;
 mod ingest;
+mod named;
 mod notify;
 mod outcome;
 mod read;
@@ -548,9 +549,19 @@ impl Store for PostgresStore {
         }
         if !unread.is_empty() {
             // Leased, so their queues wait; but no attempt is made, so none is counted.
+            // The claims above are committed and leased whatever happens here: failing
+            // the call would strand them in `delivering` for a whole lease and spend an
+            // attempt of each (their next claim would be their second). If the give-back
+            // fails, the unreadable rows keep one attempt too many, and say so.
             let given_back =
                 client.execute("UPDATE events SET attempts = attempts - 1 WHERE rid = ANY($1)", &[&unread]).await;
-            given_back.map_err(unavailable)?;
+            if let Err(error) = given_back {
+                tracing::error!(
+                    rids = ?unread,
+                    error = %describe(&error),
+                    "could not give back the attempt counted for unreadable rows; they keep one too many"
+                );
+            }
         }
         Ok(claims)
     }

@@ -46,3 +46,34 @@ async fn an_unreadable_row_holds_its_queue_and_no_other() {
     let listed: Vec<_> = listed.iter().map(|record| &record.id).collect();
     assert_eq!(listed, [&ids[3], &ids[2], &ids[1]], "a list leaves out the row it cannot read, and goes on");
 }
+
+/// The attempt counted for an unreadable row is given back by a second
+/// statement. When that fails, the claims already committed are still
+/// returned: they were leased, and dropping them left readable events in
+/// `delivering` for a whole lease, then delivered as attempt 2 (with
+/// `max_attempts = 2`, one real failure would have killed them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_give_back_drops_no_claim() {
+    let Some(url) = fresh_schema_url().await else { return };
+    let store = PostgresStore::connect(&url, 4).await.unwrap();
+    let mut ids = Vec::new();
+    for key in ["bad-id", "good-1", "good-2"] {
+        let new = NewEvent { order_key: Some(key.into()), ..event("src", T0) };
+        let Ingested::Accepted { id, .. } = store.ingest(new).await.unwrap() else { panic!() };
+        ids.push(id);
+    }
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.execute("UPDATE events SET id = 'evt_edited_by_hand' WHERE id = $1", &[&ids[0].as_str()]).await.unwrap();
+    // The give-back (attempts 1 -> 0) is refused; claims (0 -> 1) are not.
+    client
+        .batch_execute("ALTER TABLE events ADD CONSTRAINT no_give_back CHECK (attempts >= 1) NOT VALID")
+        .await
+        .unwrap();
+    let claimed = store.claim(DEST, T0, 10, 60_000).await.expect("the claim stands though the give-back failed");
+    let mut claimed: Vec<_> = claimed.iter().map(|c| (c.id.clone(), c.attempt)).collect();
+    claimed.sort();
+    let mut expected = vec![(ids[1].clone(), 1), (ids[2].clone(), 1)];
+    expected.sort();
+    assert_eq!(claimed, expected, "both readable events, each on its first attempt");
+}
