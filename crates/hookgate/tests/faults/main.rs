@@ -1,11 +1,13 @@
 //! The fault suite: hookgate under load while things break — processes
 //! killed, the database restarted or frozen, the disk full, the destination
-//! misbehaving — judged by one checker (`checker.rs`) over the whole history
+//! misbehaving — judged by one checker (`hookgate::checker`, the simulation's too) over the whole history
 //! of each run. The cases that kill, restart, freeze or fill run one at a
 //! time and only with `HOOKGATE_FAULT_SUITE=1` (`.ci/run` sets it); the
 //! checker's own tests and the destination's misbehaviour always run.
 
-mod checker;
+// The one checker, shared with the simulation.
+use hookgate::checker;
+
 mod destination;
 mod disk;
 mod kills;
