@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::clock::{Clock, StoreClock, now_ms};
 use crate::config::{Config, Storage};
 use crate::deliver::Client;
-use crate::dispatch::{Dispatcher, LEASE_MARGIN_MS, random_jitter};
+use crate::dispatch::Dispatcher;
 use crate::faults::FaultLog;
 use crate::housekeeping;
 use crate::http::{self, BodyLimits, DestinationInfo, HttpState};
@@ -111,19 +111,11 @@ impl Server {
             .collect();
         let mut workers = Vec::new();
         for destination in &config.destinations {
-            let dispatcher = Dispatcher {
-                store: store.clone(),
-                clock: clock.clone(),
-                jitter: random_jitter(),
-                lease_margin_ms: LEASE_MARGIN_MS,
-                destination: Arc::new(destination.clone()),
-                client: client.clone(),
-                wake: waker.notified_by(&destination.name).expect("a waker per destination"),
-                shutdown_grace: config.limits.shutdown_grace,
-                faults: Arc::new(FaultLog::new(format!("delivery to {}", destination.name))),
-                live: live.get(&destination.name).expect("live state per destination").clone(),
-                failures: Arc::default(),
-            };
+            let wake = waker.notified_by(&destination.name).expect("a waker per destination");
+            let mut dispatcher =
+                Dispatcher::new(store.clone(), clock.clone(), Arc::new(destination.clone()), client.clone(), wake);
+            dispatcher.shutdown_grace = config.limits.shutdown_grace;
+            dispatcher.live = live.get(&destination.name).expect("live state per destination").clone();
             workers.push(tokio::spawn(dispatcher.run(stopping.clone())));
         }
         workers.push(tokio::spawn(housekeeping::run(store.clone(), clock.clone(), config.retention, stopping.clone())));

@@ -11,9 +11,9 @@
 //! - **overlap**: two deliveries of one order key in the app's hands at once;
 //! - **out of order**: of two events of one order key, the one sent after the
 //!   other's ack had its first delivery first;
-//! - **lost update**: an acknowledged event of a coalesce key that no later
-//!   delivery of the key covers (the app must always see a delivery that
-//!   started after the last event's ack).
+//! - **lost update**: an acknowledged event superseded by coalescing whose
+//!   line of successors (`superseded_by`, to the last) ends in no delivery:
+//!   the app must always see a delivery that started after the last update.
 //!
 //! Its own tests feed it bad histories, one promise broken each.
 
@@ -64,9 +64,12 @@ pub struct History {
     pub send_slack: Duration,
     /// hookgate ids the store reports dead: ended, though never delivered.
     pub dead: BTreeSet<String>,
-    /// hookgate ids the store reports superseded: ended by coalescing (the
-    /// lost-update check says whether a later delivery covers them).
-    pub superseded: BTreeSet<String>,
+    /// hookgate ids the store reports superseded, and by which id: ended by
+    /// coalescing (the lost-update check follows each to its last successor).
+    pub superseded: BTreeMap<String, String>,
+    /// hookgate ids an operator replayed, and when first: a replay goes to the
+    /// back of its queue, so its deliveries are not held to the original order.
+    pub replayed: BTreeMap<String, Instant>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -95,7 +98,7 @@ pub fn check(history: &History) -> Findings {
         if let Some((id, _)) = &sent.acked
             && !delivered_ids.contains(id.as_str())
             && !history.dead.contains(id)
-            && !history.superseded.contains(id)
+            && !history.superseded.contains_key(id)
         {
             findings.lost.push(format!("{} ({id})", sent.key));
         }
@@ -125,7 +128,7 @@ pub fn check(history: &History) -> Findings {
         }
         findings.out_of_order.extend(out_of_order(history, order_key, &deliveries));
     }
-    findings.lost_updates = lost_updates(history, &sent_by_key);
+    findings.lost_updates = lost_updates(history, &delivered_ids);
     findings
 }
 
@@ -157,7 +160,10 @@ fn duplicated(history: &History) -> Vec<String> {
 fn out_of_order(history: &History, order_key: &str, deliveries: &[&Delivery]) -> Vec<String> {
     let mut first: BTreeMap<&str, usize> = BTreeMap::new();
     for (n, d) in deliveries.iter().enumerate() {
-        first.entry(d.webhook_id.as_str()).or_insert(n);
+        let replayed = history.replayed.get(d.webhook_id.as_str()).is_some_and(|at| *at <= d.started);
+        if !replayed {
+            first.entry(d.webhook_id.as_str()).or_insert(n);
+        }
     }
     // Acknowledged events of the key that were delivered at all, in ack order.
     let mut acked: Vec<(Instant, Option<Instant>, &str, usize)> = history
@@ -177,7 +183,8 @@ fn out_of_order(history: &History, order_key: &str, deliveries: &[&Delivery]) ->
         // The events acknowledged before this one was sent (all before it, when sends are serial).
         let before = match sent_at {
             None => n,
-            Some(sent_at) => acked[..n].partition_point(|(at, ..)| at <= sent_at),
+            // Strictly before: of an ack and a send at one instant, either may have come first.
+            Some(sent_at) => acked[..n].partition_point(|(at, ..)| at < sent_at),
         };
         if before > 0 {
             let (their_place, their_id) = latest[before - 1];
@@ -191,33 +198,23 @@ fn out_of_order(history: &History, order_key: &str, deliveries: &[&Delivery]) ->
     found
 }
 
-/// Every acknowledged event of a coalesce key must be covered: a delivery
-/// (2xx) of an event of the same key that started at or after its ack, or
-/// the key's last event dead (its attempts spent: nothing more is owed).
-fn lost_updates(history: &History, sent_by_key: &BTreeMap<&str, &Sent>) -> Vec<String> {
-    let mut by_coalesce_key: BTreeMap<&str, Vec<&Sent>> = BTreeMap::new();
-    for s in history.sent.iter().filter(|s| s.acked.is_some()) {
-        if let Some(key) = &s.coalesce_key {
-            by_coalesce_key.entry(key.as_str()).or_default().push(s);
-        }
-    }
+/// Every acknowledged event superseded by coalescing must be covered: its
+/// successors (each `superseded_by` the next) end in one delivered or dead.
+fn lost_updates(history: &History, delivered: &BTreeSet<&str>) -> Vec<String> {
     let mut found = Vec::new();
-    for (coalesce_key, mut events) in by_coalesce_key {
-        events.sort_by_key(|s| s.acked.as_ref().map(|(_, at)| *at));
-        let last_started = history
-            .deliveries
-            .iter()
-            .filter(|d| d.delivered)
-            .filter(|d| sent_by_key.get(d.key.as_str()).and_then(|s| s.coalesce_key.as_deref()) == Some(coalesce_key))
-            .map(|d| d.started)
-            .max();
-        let last_dead = events.last().and_then(|s| s.acked.as_ref()).is_some_and(|(id, _)| history.dead.contains(id));
-        for event in &events {
-            let (id, acked_at) = event.acked.as_ref().expect("acked events only");
-            let covered = last_started.is_some_and(|at| at >= *acked_at) || last_dead || history.dead.contains(id);
-            if !covered {
-                found.push(format!("{coalesce_key}: {} ({id}) acknowledged after the last delivery", event.key));
+    for sent in &history.sent {
+        let Some((id, _)) = &sent.acked else { continue };
+        let Some(mut last) = history.superseded.get(id) else { continue };
+        let mut hops = 0;
+        while let Some(next) = history.superseded.get(last) {
+            last = next;
+            hops += 1;
+            if hops > history.superseded.len() {
+                break; // a circle: reported below, since it ends nowhere
             }
+        }
+        if !delivered.contains(last.as_str()) && !history.dead.contains(last) {
+            found.push(format!("{} ({id}) superseded, and its last successor {last} was never delivered", sent.key));
         }
     }
     found
@@ -332,6 +329,18 @@ mod tests {
     }
 
     #[test]
+    fn a_replayed_event_is_not_held_to_the_original_order() {
+        let t = Clock(Instant::now());
+        let mut history = clean_history(&t);
+        // a1 was never delivered (superseded, say), then replayed: it goes after a2.
+        history.deliveries[0].started = t.at(31);
+        history.deliveries[0].finished = t.at(40);
+        assert!(!check(&history).out_of_order.is_empty());
+        history.replayed.insert("evt_a1".into(), t.at(30));
+        assert!(check(&history).clean(), "{:?}", check(&history));
+    }
+
+    #[test]
     fn a_duplicate_needs_a_fault_to_excuse_it() {
         let t = Clock(Instant::now());
         let mut history = clean_history(&t);
@@ -359,13 +368,15 @@ mod tests {
         let mut history = History {
             sent: vec![thin("c1", 0), thin("c2", 5), thin("c3", 30)],
             deliveries: vec![delivery("c2", "7", t.at(10), t.at(20))],
-            superseded: ["evt_c1".to_owned(), "evt_c3".to_owned()].into(),
+            superseded: [("evt_c1".to_owned(), "evt_c2".to_owned()), ("evt_c3".to_owned(), "evt_c4".to_owned())].into(),
             ..History::default()
         };
-        // c3 came after c2's delivery started, and was superseded, yet nothing delivered after it.
-        assert_eq!(check(&history).lost_updates, vec!["changed:7: c3 (evt_c3) acknowledged after the last delivery"]);
-        history.deliveries.push(delivery("c3", "7", t.at(31), t.at(40)));
-        history.superseded.remove("evt_c3");
-        assert!(check(&history).clean(), "{:?}", check(&history));
+        // c3 was superseded by c4, which no one delivered.
+        assert_eq!(
+            check(&history).lost_updates,
+            vec!["c3 (evt_c3) superseded, and its last successor evt_c4 was never delivered"]
+        );
+        history.dead.insert("evt_c4".into());
+        assert!(check(&history).clean(), "a dead successor ends the line: {:?}", check(&history));
     }
 }

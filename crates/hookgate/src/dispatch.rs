@@ -35,6 +35,11 @@ const CLAIM_BATCH: usize = 256;
 /// outcome. Short, because after a crash the event waits for the lease to end
 /// (the cut-off attempt may still be running in the app until its timeout).
 pub const LEASE_MARGIN_MS: i64 = 5_000;
+/// How far an instance's clock may be from the store's (PostgreSQL: the
+/// database's, which each instance measures its offset to every 30 s) for
+/// the leases to hold: half of [`LEASE_MARGIN_MS`] covers twice it (the
+/// claimer's error and the judge's). Beyond it, an instance warns.
+pub const MAX_CLOCK_ERROR_MS: i64 = 1_000;
 /// Pause after a storage error before the dispatcher tries again.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
@@ -70,6 +75,31 @@ pub struct Dispatcher<D> {
 }
 
 impl<D: Deliver> Dispatcher<D> {
+    /// A dispatcher for `destination` with the production defaults: `rand`'s
+    /// jitter, [`LEASE_MARGIN_MS`], a 30 s grace, its own breaker; the fields
+    /// are public for the assembly (`app`) and the simulation to change.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        destination: Arc<Destination>,
+        client: D,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Dispatcher {
+            faults: Arc::new(FaultLog::new(format!("delivery to {}", destination.name))),
+            live: Arc::new(Live::new(&destination.name, destination.circuit_breaker)),
+            store,
+            clock,
+            jitter: random_jitter(),
+            lease_margin_ms: LEASE_MARGIN_MS,
+            destination,
+            client,
+            wake,
+            shutdown_grace: Duration::from_secs(30),
+            failures: Arc::default(),
+        }
+    }
+
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.destination.concurrency));
         let lease_ms = self.destination.timeout.as_millis() as i64 + self.lease_margin_ms;
@@ -100,6 +130,7 @@ impl<D: Deliver> Dispatcher<D> {
             let mut claimed = 0;
             if wanted > 0 {
                 // A stalled store must not hold up a stop: the claim races the shutdown.
+                let asked = tokio::time::Instant::now();
                 let claim = self.store.claim(&self.destination.name, self.clock.now_ms(), wanted, lease_ms);
                 let claimed_now = tokio::select! {
                     biased;
@@ -123,9 +154,13 @@ impl<D: Deliver> Dispatcher<D> {
                     Ok(claims) => {
                         self.faults.ok();
                         claimed = claims.len();
+                        let late = self.too_late(asked.elapsed());
                         for claim in claims {
                             let slot = slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
-                            in_flight.spawn(self.clone().deliver(claim, slot));
+                            match late {
+                                None => in_flight.spawn(self.clone().deliver(claim, slot)),
+                                Some(took) => in_flight.spawn(self.clone().give_up(claim, took, slot)),
+                            };
                         }
                     }
                     Err(error) => {
@@ -199,6 +234,47 @@ impl<D: Deliver> Dispatcher<D> {
         }
     }
 
+    /// Whether a claim that took `took` to come back may still be delivered.
+    /// Its lease was counted from the moment it was asked for (on this
+    /// instance's clock); an attempt started now may run for the whole
+    /// timeout. Half the lease's margin is what time in transit may take:
+    /// the other half covers the clocks of the instances that judge the lease
+    /// (each within [`MAX_CLOCK_ERROR_MS`] of the store's). A claim answered
+    /// later than that — a store that stalled before or after applying it —
+    /// may already be someone else's by the time its attempt ends: two
+    /// deliveries of one order key at once (the simulation found it).
+    /// Measured on the monotonic clock, which no jump moves.
+    fn too_late(&self, took: Duration) -> Option<Duration> {
+        let budget = Duration::from_millis((self.lease_margin_ms / 2).max(0) as u64);
+        (took > budget).then_some(took)
+    }
+
+    /// A claim that came back too late to deliver within its lease: given
+    /// back at once, if it is still ours (a fenced outcome otherwise), so the
+    /// event is due again now rather than when the lease ends. The attempt
+    /// the claim counted stays counted, with its reason on record.
+    async fn give_up(self, claim: Claim, took: Duration, _slot: OwnedSemaphorePermit) {
+        let now = self.clock.now_ms();
+        if let Some(unsaid) = self.failures.admit(&format!("{} late", self.destination.name)) {
+            tracing::warn!(
+                event = %claim.id, destination = %self.destination.name,
+                "a claim came back {} after it was asked, too late to deliver within its lease: given back{}",
+                hookgate_core::human_duration(took.as_millis() as u64), crate::loud::and_more(unsaid)
+            );
+        }
+        let attempt = Attempt {
+            attempt: claim.attempt,
+            started_at_ms: now,
+            duration_ms: 0,
+            status: None,
+            error: Some(format!(
+                "not attempted: the store answered the claim {} late, too late to deliver within the lease",
+                hookgate_core::human_duration(took.as_millis() as u64)
+            )),
+        };
+        self.record(&claim, attempt, Verdict::Retry { at_ms: now }).await;
+    }
+
     async fn until_next_due(&self) -> Duration {
         let now = self.clock.now_ms();
         let due = self.store.next_due(&self.destination.name, now).await.ok().flatten();
@@ -230,8 +306,12 @@ impl<D: Deliver> Dispatcher<D> {
             status: outcome.status,
             error: outcome.error,
         };
-        // The outcome must reach the store, or the event stays `delivering`
-        // until its lease ends and is delivered again: keep trying.
+        self.record(&claim, attempt, verdict).await;
+    }
+
+    /// The outcome must reach the store, or the event stays `delivering`
+    /// until its lease ends and is delivered again: keep trying.
+    async fn record(&self, claim: &Claim, attempt: Attempt, verdict: Verdict) {
         let mut pause = Duration::from_millis(50);
         loop {
             match self.store.finish(&claim.id, attempt.clone(), verdict, self.clock.now_ms()).await {
