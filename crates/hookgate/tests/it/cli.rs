@@ -453,7 +453,10 @@ async fn check_connects_and_says_what_migrations_would_run() {
     assert_eq!(code, Some(0));
     assert!(said.contains("up to date"), "{said}");
 
-    let missing = url.replacen("/postgres", "/hookgate_no_such_database", 1);
+    // The same server, another database: the path's last segment replaced (the options after `?` kept).
+    let (base, options) = url.split_once('?').unwrap_or((&url, ""));
+    let (server, _) = base.rsplit_once('/').unwrap();
+    let missing = format!("{server}/hookgate_no_such_database?{options}");
     let (code, said, problem) = check(missing);
     assert_eq!(code, Some(2), "{said}");
     assert!(problem.starts_with("storage.url: cannot connect to PostgreSQL: FATAL (3D000): database \"hookgate_no_such_database\" does not exist"), "{problem}");
