@@ -58,6 +58,59 @@ impl fmt::Debug for EventId {
     }
 }
 
+/// hookgate's id for one delivery of an event to one destination: `dlv_` +
+/// a UUIDv7 in hex. Sent as `hookgate-delivery-id` (the event's
+/// `webhook-id` stays the event's: an app dedupes on that).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId(String);
+
+const DELIVERY_PREFIX: &str = "dlv_";
+
+impl DeliveryId {
+    pub fn generate() -> Self {
+        DeliveryId(format!("{DELIVERY_PREFIX}{}", uuid::Uuid::now_v7().simple()))
+    }
+
+    /// From a time and given random bits: the same inputs make the same id.
+    pub fn from_parts(unix_ms: u64, random: [u8; 10]) -> Self {
+        let uuid = uuid::Builder::from_unix_timestamp_millis(unix_ms, &random).into_uuid();
+        DeliveryId(format!("{DELIVERY_PREFIX}{}", uuid.simple()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("not a delivery id (expected dlv_ followed by 32 hex digits): {0:?}")]
+pub struct ParseDeliveryIdError(String);
+
+impl FromStr for DeliveryId {
+    type Err = ParseDeliveryIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex = s.strip_prefix(DELIVERY_PREFIX).ok_or_else(|| ParseDeliveryIdError(s.to_owned()))?;
+        if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(DeliveryId(s.to_ascii_lowercase()))
+        } else {
+            Err(ParseDeliveryIdError(s.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +121,14 @@ mod tests {
         let b = EventId::generate();
         assert_eq!(a.as_str().parse::<EventId>().unwrap(), a);
         assert!(a < b, "{a} should sort before {b}");
+    }
+
+    #[test]
+    fn delivery_ids_round_trip_and_are_not_event_ids() {
+        let d = DeliveryId::generate();
+        assert_eq!(d.as_str().parse::<DeliveryId>().unwrap(), d);
+        assert!(d.as_str().parse::<EventId>().is_err());
+        assert!(EventId::generate().as_str().parse::<DeliveryId>().is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! make a UUIDv7.
 
 mod backoff;
+pub mod filter;
 pub mod headers;
 mod id;
 mod key;
@@ -15,9 +16,10 @@ pub mod template;
 pub mod urlencoded;
 
 pub use backoff::{RetryPolicy, human_duration};
+pub use filter::{Filter, FilterError, Glob};
 pub use headers::{Headers, NotText};
-pub use id::{EventId, ParseEventIdError};
+pub use id::{DeliveryId, EventId, ParseDeliveryIdError, ParseEventIdError};
 pub use key::Key;
 pub use secret::Secret;
-pub use state::{ParseStateError, State};
+pub use state::{EventState, ParseEventStateError, ParseStateError, State};
 pub use template::{Missing, RequestView, Template, TemplateError};

@@ -76,6 +76,108 @@ impl FromStr for State {
     }
 }
 
+/// An event's state, as one word, summarising its deliveries' (one per
+/// matched route). For an event with one delivery it is that delivery's
+/// state, as before routes existed. With several: `delivering` if any is,
+/// else `pending` if any is (still owed a delivery), else `dead` if any died
+/// (an operator has something to replay), else `delivered` if any was, else
+/// `superseded`; `unrouted` when no route matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventState {
+    Pending,
+    Delivering,
+    Delivered,
+    Dead,
+    Superseded,
+    /// Stored, no route matched: nothing to deliver (the reasons are on the event; reroute it).
+    Unrouted,
+}
+
+impl EventState {
+    /// Delivery states by how much they say of an event, most first: an
+    /// event's state is that of its deliveries' highest (still owed, then
+    /// owed again soon, then failed for good, then delivered, then superseded).
+    pub const RANKED: [State; 5] =
+        [State::Delivering, State::Pending, State::Dead, State::Delivered, State::Superseded];
+
+    pub const ALL: [EventState; 6] = [
+        EventState::Pending,
+        EventState::Delivering,
+        EventState::Delivered,
+        EventState::Dead,
+        EventState::Superseded,
+        EventState::Unrouted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Unrouted => "unrouted",
+            other => other.delivery_state().expect("a delivery state").as_str(),
+        }
+    }
+
+    /// The delivery state of the same name (`unrouted` has none).
+    pub fn delivery_state(self) -> Option<State> {
+        match self {
+            EventState::Pending => Some(State::Pending),
+            EventState::Delivering => Some(State::Delivering),
+            EventState::Delivered => Some(State::Delivered),
+            EventState::Dead => Some(State::Dead),
+            EventState::Superseded => Some(State::Superseded),
+            EventState::Unrouted => None,
+        }
+    }
+
+    /// The summary of an event's deliveries' states (see the type's doc).
+    pub fn of(deliveries: impl IntoIterator<Item = State>) -> EventState {
+        let mut top: Option<usize> = None;
+        for state in deliveries {
+            let rank = Self::RANKED.iter().position(|s| *s == state).expect("every state is ranked");
+            top = Some(top.map_or(rank, |top| top.min(rank)));
+        }
+        match top {
+            None => EventState::Unrouted,
+            Some(rank) => Self::RANKED[rank].into(),
+        }
+    }
+
+    /// Still owed a delivery.
+    pub fn is_active(self) -> bool {
+        matches!(self, EventState::Pending | EventState::Delivering)
+    }
+}
+
+impl From<State> for EventState {
+    fn from(state: State) -> Self {
+        match state {
+            State::Pending => EventState::Pending,
+            State::Delivering => EventState::Delivering,
+            State::Delivered => EventState::Delivered,
+            State::Dead => EventState::Dead,
+            State::Superseded => EventState::Superseded,
+        }
+    }
+}
+
+impl fmt::Display for EventState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown state {0:?} (expected pending, delivering, delivered, dead, superseded or unrouted)")]
+pub struct ParseEventStateError(String);
+
+impl FromStr for EventState {
+    type Err = ParseEventStateError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventState::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| ParseEventStateError(s.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +208,23 @@ mod tests {
             for to in State::ALL {
                 assert_eq!(from.can_become(to), drawn.contains(&(from, to)), "{from} -> {to}");
             }
+        }
+    }
+
+    #[test]
+    fn an_events_state_summarises_its_deliveries() {
+        use State::*;
+        assert_eq!(EventState::of([]), EventState::Unrouted);
+        for state in State::ALL {
+            assert_eq!(EventState::of([state]).delivery_state(), Some(state), "one delivery: its own state");
+        }
+        assert_eq!(EventState::of([Delivered, Pending, Dead]), EventState::Pending);
+        assert_eq!(EventState::of([Pending, Delivering]), EventState::Delivering);
+        assert_eq!(EventState::of([Delivered, Dead, Superseded]), EventState::Dead);
+        assert_eq!(EventState::of([Delivered, Superseded]), EventState::Delivered);
+        for state in EventState::ALL {
+            assert_eq!(state.as_str().parse::<EventState>(), Ok(state));
+            assert_eq!(serde_json::to_string(&state).unwrap(), format!("\"{state}\""));
         }
     }
 

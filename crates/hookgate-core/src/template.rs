@@ -177,6 +177,26 @@ impl<'a> RequestView<'a> {
         RequestView { headers, body, query, json_ignore, json: OnceCell::new() }
     }
 
+    /// The JSON value at `path`, for a filter (`None`: missing, null, or not JSON).
+    pub(crate) fn json_value(&self, path: &[String]) -> Option<&Value> {
+        lookup(self.json().ok()?, path)
+    }
+
+    /// A form field's value as text, for a filter.
+    pub(crate) fn form_text(&self, name: &str) -> Option<String> {
+        urlencoded::find(self.body, name.as_bytes()).map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    /// A header's value as text, for a filter.
+    pub(crate) fn header_text(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// A query parameter's value as text, for a filter.
+    pub(crate) fn query_text(&self, name: &str) -> Option<String> {
+        urlencoded::find(self.query, name.as_bytes()).map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
     fn json(&self) -> Result<&Value, Missing> {
         self.json
             .get_or_init(|| serde_json::from_slice(self.body).ok())

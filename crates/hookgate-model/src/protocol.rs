@@ -1,5 +1,10 @@
-//! The delivery protocol as a model: every interleaving of a few events,
-//! two instances and the store, with time as part of the state.
+//! The delivery protocol as a model: every interleaving of a few
+//! deliveries, one or two instances (each with a dispatcher per
+//! destination) and the store, with time as part of the state.
+//!
+//! A row is a delivery: an event to one destination. Rows marked `together`
+//! with the next are one event's deliveries, stored in one step. A queue is
+//! (destination, order key); coalescing is per destination.
 //!
 //! What is modelled, each as the code does it:
 //! - **the store** (`MemStore`'s rules): ingest with coalescing (only
@@ -18,9 +23,10 @@
 //!   and restart, clocks off by up to `max_skew` ticks (each start a
 //!   combination; clocks that jump are the simulation's to sample).
 //!
-//! The properties: one event of an order key in the app's hands at once,
-//! one `delivering` event per order key in the store, first deliveries in
-//! storage order; and "sometimes" properties that prove the interesting
+//! The properties, per queue: one delivery in the app's hands at once, one
+//! `delivering` row in the store, first deliveries in storage order, and
+//! its first active delivery is its head (no queue waits behind another
+//! destination's); and "sometimes" properties that prove the interesting
 //! cases are reached (a re-claim while an attempt is out, a fenced outcome, a
 //! supersede, a late claim given back), so a property that holds does not
 //! hold only because nothing happened.
@@ -36,18 +42,26 @@ pub struct Bugs {
     pub no_lease_margin: bool,
     /// Deliver a claim however late its answer came (the bug the simulation found).
     pub deliver_late_claims: bool,
+    /// A queue is (order key) alone, whatever the destination: one
+    /// destination's delivery can be the head another's waits behind.
+    pub shared_queues: bool,
 }
 
-/// One event of the workload, ingested in this order.
+/// One delivery of the workload, stored in this order.
 #[derive(Debug, Clone, Copy)]
 pub struct Event {
     pub order_key: Option<u8>,
     pub coalesce_key: Option<u8>,
+    pub destination: u8,
+    /// Stored in the same step as the next row: one event's deliveries.
+    pub together: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct Protocol {
     pub instances: u8,
+    /// Each instance runs a dispatcher per destination.
+    pub destinations: u8,
     pub events: Vec<Event>,
     /// Ticks an attempt may take.
     pub timeout: i16,
@@ -115,6 +129,8 @@ pub enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Call {
     pub instance: u8,
+    /// Whose dispatcher made it.
+    pub destination: u8,
     /// True time it was asked.
     pub asked: u8,
     /// Its instance crashed: nothing it answers is used.
@@ -178,7 +194,8 @@ impl Representative for State {
 pub enum Action {
     Tick,
     Ingest(u8),
-    Ask(u8),
+    /// An instance's dispatcher for a destination asks for a claim.
+    Ask(u8, u8),
     Apply(usize),
     Answer(usize),
     AppOk(usize),
@@ -198,13 +215,20 @@ impl Protocol {
         i16::from(state.now) + state.skew[usize::from(instance)]
     }
 
-    /// The first active event of a queue becomes its head.
-    fn promote(&self, rows: &mut [Row], key: u8) {
-        let first = (0..rows.len())
-            .filter(|&e| self.events[e].order_key == Some(key) && rows[e].state.active())
-            .min_by_key(|&e| rows[e].seq);
-        if let Some(e) = first {
-            rows[e].head = true;
+    /// Whether two rows are in one queue, as this store (bugs and all) sees it.
+    fn same_queue(&self, a: usize, b: usize) -> bool {
+        let (a, b) = (&self.events[a], &self.events[b]);
+        a.order_key.is_some()
+            && a.order_key == b.order_key
+            && (a.destination == b.destination || self.bugs.shared_queues)
+    }
+
+    /// The first active row of `e`'s queue becomes its head.
+    fn promote(&self, rows: &mut [Row], e: usize) {
+        let first =
+            (0..rows.len()).filter(|&f| self.same_queue(e, f) && rows[f].state.active()).min_by_key(|&f| rows[f].seq);
+        if let Some(f) = first {
+            rows[f].head = true;
         }
     }
 
@@ -217,7 +241,19 @@ impl Protocol {
         }
     }
 
+    /// Store one event: its rows from `e` on, as long as they are `together`.
     fn ingest(&self, s: &mut State, e: usize) {
+        let mut row = e;
+        loop {
+            self.store_row(s, row);
+            if !self.events[row].together || row + 1 >= self.events.len() {
+                break;
+            }
+            row += 1;
+        }
+    }
+
+    fn store_row(&self, s: &mut State, e: usize) {
         let event = self.events[e];
         let now = i16::from(s.now);
         if let Some(c) = event.coalesce_key {
@@ -225,13 +261,15 @@ impl Protocol {
                 let row = &s.rows[other];
                 let supersedes = row.state == Lifecycle::Pending
                     || (self.bugs.supersede_delivering && row.state == Lifecycle::Delivering);
-                if other != e && self.events[other].coalesce_key == Some(c) && supersedes {
+                let same =
+                    self.events[other].coalesce_key == Some(c) && self.events[other].destination == event.destination;
+                if other != e && same && supersedes {
                     let row = &mut s.rows[other];
                     row.state = Lifecycle::Superseded;
                     row.head = false;
                     s.happened = Happened::Superseded;
-                    if let Some(k) = self.events[other].order_key.filter(|k| Some(*k) != event.order_key) {
-                        self.promote(&mut s.rows, k);
+                    if !self.same_queue(other, e) {
+                        self.promote(&mut s.rows, other);
                     }
                 }
             }
@@ -245,16 +283,20 @@ impl Protocol {
             seq: s.next_seq,
         };
         s.next_seq += 1;
-        if let Some(k) = event.order_key {
-            self.promote(&mut s.rows, k);
+        if event.order_key.is_some() {
+            self.promote(&mut s.rows, e);
         }
     }
 
     fn apply_claim(&self, s: &mut State, n: usize, clock: i16) {
+        let destination = s.calls[n].destination;
         let candidate = (0..s.rows.len())
             .filter(|&e| {
                 let row = &s.rows[e];
-                row.state.active() && (row.head || self.bugs.ignore_head) && row.due <= clock
+                self.events[e].destination == destination
+                    && row.state.active()
+                    && (row.head || self.bugs.ignore_head)
+                    && row.due <= clock
             })
             .min_by_key(|&e| (s.rows[e].due, s.rows[e].seq));
         let Some(e) = candidate else {
@@ -302,10 +344,8 @@ impl Protocol {
             }
         }
         row.head = row.state == Lifecycle::Pending;
-        if !row.state.active()
-            && let Some(k) = self.events[e].order_key
-        {
-            self.promote(&mut s.rows, k);
+        if !row.state.active() && self.events[e].order_key.is_some() {
+            self.promote(&mut s.rows, e);
         }
     }
 
@@ -318,29 +358,44 @@ impl Protocol {
         row.head = self.events[e].order_key.is_none();
         s.next_seq += 1;
         s.replayed[e] = true;
-        if let Some(k) = self.events[e].order_key {
-            self.promote(&mut s.rows, k);
+        if self.events[e].order_key.is_some() {
+            self.promote(&mut s.rows, e);
         }
     }
 
-    /// Whether an event stored before `f` on its order key, never replayed,
-    /// is still owed its first delivery (as `f` gets its own).
-    fn owed_before(&self, s: &State, f: usize) -> bool {
-        let Some(key) = self.events[f].order_key else { return false };
-        (0..f)
-            .any(|e| self.events[e].order_key == Some(key) && !s.replayed[e] && !s.sent[e] && s.rows[e].state.active())
+    /// The queue a row is in, truly: (destination, order key).
+    fn queue(&self, e: usize) -> Option<(u8, u8)> {
+        self.events[e].order_key.map(|k| (self.events[e].destination, k))
     }
 
-    /// The order keys of events in the app's hands.
-    fn in_hands(&self, state: &State) -> Vec<u8> {
+    /// Whether a row stored before `f` in its queue, never replayed, is
+    /// still owed its first delivery (as `f` gets its own).
+    fn owed_before(&self, s: &State, f: usize) -> bool {
+        let Some(queue) = self.queue(f) else { return false };
+        (0..f).any(|e| self.queue(e) == Some(queue) && !s.replayed[e] && !s.sent[e] && s.rows[e].state.active())
+    }
+
+    /// The queues of deliveries in the app's hands.
+    fn in_hands(&self, state: &State) -> Vec<(u8, u8)> {
         state
             .calls
             .iter()
             .filter_map(|c| match c.phase {
-                Phase::Sent { event, .. } => self.events[usize::from(event)].order_key,
+                Phase::Sent { event, .. } => self.queue(usize::from(event)),
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether every queue with active deliveries has its first one, alone, as its head.
+    fn heads_hold(&self, s: &State) -> bool {
+        let queues: std::collections::BTreeSet<(u8, u8)> = (0..s.rows.len()).filter_map(|e| self.queue(e)).collect();
+        queues.into_iter().all(|queue| {
+            let active: Vec<usize> =
+                (0..s.rows.len()).filter(|&e| self.queue(e) == Some(queue) && s.rows[e].state.active()).collect();
+            let first = active.iter().copied().min_by_key(|&e| s.rows[e].seq);
+            active.iter().all(|&e| s.rows[e].head == (Some(e) == first))
+        })
     }
 }
 
@@ -383,14 +438,17 @@ impl Model for Protocol {
         if let Some(e) = s.rows.iter().position(|r| r.state == Lifecycle::Unstored) {
             actions.push(Action::Ingest(e as u8));
         }
-        // A claim asked while nothing is stored or owed finds nothing, however long it stalls.
-        let owed = s.rows.iter().any(|r| r.state.active());
         for i in 0..self.instances {
-            let busy = s.calls.iter().any(|c| c.instance == i && !c.orphan);
-            if !busy && owed {
-                actions.push(Action::Ask(i));
+            for d in 0..self.destinations.max(1) {
+                // A claim asked while nothing is owed to the destination finds nothing, however long it stalls.
+                let owed = (0..s.rows.len()).any(|e| self.events[e].destination == d && s.rows[e].state.active());
+                let busy = s.calls.iter().any(|c| c.instance == i && c.destination == d && !c.orphan);
+                if !busy && owed {
+                    actions.push(Action::Ask(i, d));
+                }
             }
             // A crash matters to what the instance has in flight; an idle one's is nothing.
+            let busy = s.calls.iter().any(|c| c.instance == i && !c.orphan);
             if s.crashes_left > 0 && busy {
                 actions.push(Action::Crash(i));
             }
@@ -425,9 +483,10 @@ impl Model for Protocol {
         match action {
             Action::Tick => s.now += 1,
             Action::Ingest(e) => self.ingest(&mut s, usize::from(e)),
-            Action::Ask(i) => {
+            Action::Ask(i, destination) => {
                 let clock = self.clock(&s, i);
-                s.calls.push(Call { instance: i, asked: s.now, orphan: false, phase: Phase::Asked { clock } });
+                let phase = Phase::Asked { clock };
+                s.calls.push(Call { instance: i, destination, asked: s.now, orphan: false, phase });
             }
             Action::Apply(n) => {
                 let Phase::Asked { clock } = s.calls[n].phase else { return None };
@@ -491,20 +550,23 @@ impl Model for Protocol {
 
     fn properties(&self) -> Vec<Property<Self>> {
         vec![
-            Property::always("one event of an order key in the app's hands at once", |model: &Protocol, s: &State| {
+            Property::always("one delivery of a queue in the app's hands at once", |model: &Protocol, s: &State| {
                 let mut keys = model.in_hands(s);
                 keys.sort();
                 keys.windows(2).all(|pair| pair[0] != pair[1])
             }),
-            Property::always("one delivering event per order key in the store", |model: &Protocol, s: &State| {
-                let mut keys: Vec<u8> = (0..s.rows.len())
+            Property::always("one delivering row per queue in the store", |model: &Protocol, s: &State| {
+                let mut keys: Vec<(u8, u8)> = (0..s.rows.len())
                     .filter(|&e| s.rows[e].state == Lifecycle::Delivering)
-                    .filter_map(|e| model.events[e].order_key)
+                    .filter_map(|e| model.queue(e))
                     .collect();
                 keys.sort();
                 keys.windows(2).all(|pair| pair[0] != pair[1])
             }),
-            Property::always("first deliveries in storage order, per order key", |_, s: &State| !s.out_of_order),
+            Property::always("first deliveries in storage order, per queue", |_, s: &State| !s.out_of_order),
+            Property::always("each queue's first active delivery is its head, alone", |model: &Protocol, s: &State| {
+                model.heads_hold(s)
+            }),
             Property::sometimes("an event claimed again while an earlier attempt of it is out", |_, s: &State| {
                 s.happened == Happened::ReclaimedInFlight
             }),

@@ -2,9 +2,10 @@
 //! protocol's rules, holds every guarantee and, across the worlds, reaches
 //! every interesting case; with each bug planted, a guarantee fails in one of
 //! them (the checker can see it). Each world is sized to be checked
-//! exhaustively in seconds: a crash, a replay, skewed clocks and three events
-//! at once would be hundreds of millions of states, so each world stresses
-//! one of them (the simulation combines them all, sampled).
+//! exhaustively in seconds: a crash, a replay, skewed clocks, two
+//! destinations and three events at once would be hundreds of millions of
+//! states, so each world stresses one of them (the simulation combines them
+//! all, sampled).
 
 use std::collections::BTreeSet;
 
@@ -14,12 +15,20 @@ use stateright::{Checker, Expectation, HasDiscoveries, Model};
 
 /// Thin events coalesce on key 0 (the first supersedes nothing; the last may
 /// supersede the first, handing its queue on to the one between).
-const THIN: Event = Event { order_key: Some(0), coalesce_key: Some(0) };
-const PLAIN: Event = Event { order_key: Some(0), coalesce_key: None };
+const THIN: Event = Event { order_key: Some(0), coalesce_key: Some(0), destination: 0, together: false };
+const PLAIN: Event = Event { order_key: Some(0), coalesce_key: None, destination: 0, together: false };
+
+/// One event to two destinations: the first coalesces its deliveries, the
+/// second (whose route has no coalesce key) gets every one; same order key.
+const TO_BOTH: [Event; 2] = [
+    Event { order_key: Some(0), coalesce_key: Some(0), destination: 0, together: true },
+    Event { order_key: Some(0), coalesce_key: None, destination: 1, together: false },
+];
 
 fn base(events: Vec<Event>, bugs: Bugs) -> Protocol {
     Protocol {
         instances: 2,
+        destinations: 1,
         events,
         timeout: 1,
         margin: 2,
@@ -51,6 +60,11 @@ fn worlds(bugs: Bugs) -> Vec<(&'static str, Protocol)> {
         ),
         ("a crash mid-delivery", Protocol { crashes: 1, ..base(vec![THIN, PLAIN], bugs) }),
         ("a replay", Protocol { replays: 1, horizon: 6, ..base(vec![THIN, THIN], bugs) }),
+        (
+            // Two events, each to both destinations: queues, claims and coalescing per destination.
+            "two destinations, coalescing at one",
+            Protocol { instances: 1, destinations: 2, horizon: 4, ..base([TO_BOTH, TO_BOTH].concat(), bugs) },
+        ),
     ]
 }
 
@@ -91,6 +105,7 @@ fn each_planted_bug_breaks_a_guarantee() {
         ("supersede a delivering event", Bugs { supersede_delivering: true, ..Bugs::default() }),
         ("no lease margin", Bugs { no_lease_margin: true, ..Bugs::default() }),
         ("deliver a claim however late it came back", Bugs { deliver_late_claims: true, ..Bugs::default() }),
+        ("one queue per key, whatever the destination", Bugs { shared_queues: true, ..Bugs::default() }),
     ];
     for (bug, bugs) in planted {
         let broken = worlds(bugs).into_iter().find_map(|(world, model)| {
@@ -155,5 +170,5 @@ fn clocks_further_off_than_the_margin_allows_break_the_leases() {
         ..base(vec![PLAIN, PLAIN], Bugs::default())
     };
     let checker = model.checker().threads(2).finish_when(HasDiscoveries::AnyFailures).spawn_bfs().join();
-    checker.assert_any_discovery("one event of an order key in the app's hands at once");
+    checker.assert_any_discovery("one delivery of a queue in the app's hands at once");
 }

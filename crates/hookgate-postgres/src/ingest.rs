@@ -2,10 +2,10 @@
 //! transaction, and each step of it is one set-based statement over the
 //! whole batch (arrays unnested server-side), not one per event. A batch:
 //! finds the queues its coalesce keys reach; takes the advisory locks of all
-//! its queues (order keys), dedupe and coalesce keys, in one sorted order;
-//! claims its dedupe keys; stores the winners (choosing heads) and
-//! supersedes what they coalesce; hands on the queues whose heads were
-//! superseded; commits; then announces the
+//! its queues ((destination, source, order key)), dedupe and coalesce keys,
+//! in one sorted order; claims its dedupe keys; stores the winning events,
+//! then their deliveries (choosing heads), superseding what they coalesce;
+//! hands on the queues whose heads were superseded; commits; then announces the
 //! destinations with new work (see `notify.rs`). The statements after the
 //! first are pipelined: one round trip. Batches run in lanes ([`Lanes`]),
 //! one in flight per lane, so one commit's round trip does not stall the next.
@@ -19,7 +19,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use deadpool_postgres::Pool;
-use hookgate_store::{Ingested, NewEvent, Result, codec, parse_id};
+use hookgate_store::{Ingested, NewDelivery, NewEvent, Result, codec, parse_id};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::notify::Notifier;
@@ -89,7 +89,7 @@ async fn lane(pool: Pool, mut queue: mpsc::Receiver<Pending>, notifier: Notifier
             .iter()
             .zip(&outcomes)
             .filter(|(_, outcome)| matches!(outcome, Ok(Ingested::Accepted { .. })))
-            .map(|(event, _)| event.destination.as_str())
+            .flat_map(|(event, _)| event.deliveries.iter().map(|d| d.destination.as_str()))
             .collect();
         destinations.into_iter().for_each(|d| notifier.work_for(d));
         for (pending, outcome) in batch.into_iter().zip(outcomes) {
@@ -163,12 +163,12 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// The queues of waiting events a batch's coalesce keys would supersede: their
-/// locks are taken too, so their heads can be handed on.
-const QUEUES_OF_COALESCED: &str = "SELECT DISTINCT e.source, e.order_key
-     FROM unnest($1::text[], $2::bytea[]) AS k(source, coalesce_key)
-     JOIN events e ON e.source = k.source AND e.coalesce_key = k.coalesce_key
-     WHERE e.state = 'pending' AND e.order_key IS NOT NULL";
+/// The queues of waiting deliveries a batch's coalesce keys would supersede:
+/// their locks are taken too, so their heads can be handed on.
+const QUEUES_OF_COALESCED: &str = "SELECT DISTINCT d.destination, d.source, d.order_key
+     FROM unnest($1::text[], $2::text[], $3::bytea[]) AS k(destination, source, coalesce_key)
+     JOIN deliveries d ON d.destination = k.destination AND d.source = k.source AND d.coalesce_key = k.coalesce_key
+     WHERE d.state = 'pending' AND d.order_key IS NOT NULL";
 
 /// Claim each dedupe key, or take over an expired one; a live key is left alone.
 const DEDUPE: &str = "INSERT INTO dedupe AS d (source, key, event_id, expires_at)
@@ -179,21 +179,32 @@ const DEDUPE: &str = "INSERT INTO dedupe AS d (source, key, event_id, expires_at
 /// The arrays `STORE` takes, by name (`crate::named`): the statement says
 /// `$order_keys`, the binding `("order_keys", &order)`, and both are numbered
 /// from this list.
-const STORE_ARRAYS: [&str; 14] = [
+const STORE_ARRAYS: [&str; 25] = [
     "ord",
     "ids",
     "sources",
-    "destinations",
     "received",
     "headers",
     "bodies",
     "dedupe_keys",
     "order_keys",
     "coalesce_keys",
+    "event_types",
     "warnings",
+    "routings",
+    "traces",
     "copies",
+    "unrouted",
+    "d_ord",
+    "d_ids",
+    "d_destinations",
+    "d_routes",
+    "d_order_keys",
+    "d_coalesce_keys",
+    "held_destinations",
     "held_sources",
     "held_keys",
+    "d_place",
 ];
 
 /// `STORE` with its names numbered, once.
@@ -203,60 +214,80 @@ fn store_statement() -> &'static str {
 }
 
 /// Everything else, set-based, seeing `DEDUPE`'s work: which events won their
-/// key, supersede the waiting events their coalesce keys name (in queues this
-/// batch holds the lock of), store the winners, count the copies. One row per
-/// event sent: its place, whether it was stored, its id or its original's, and
-/// how many events it superseded.
+/// key; store the winners (written once, never updated); then their
+/// deliveries, each supersedes the waiting deliveries its destination,
+/// source and coalesce key name (in queues this batch holds the lock of),
+/// and is stored last in its queue (choosing heads); count the copies. One
+/// row per event sent: its place, whether it was stored, its id or its
+/// original's, and how many deliveries it superseded.
 const STORE: &str = "WITH input AS (
         SELECT i.*, d.event_id AS holder,
                (i.dedupe_key IS NULL OR d.event_id IS NULL OR d.event_id = i.id) AS won
-        FROM unnest($ord::bigint[], $ids::text[], $sources::text[], $destinations::text[], $received::bigint[],
-                    $headers::bytea[], $bodies::bytea[], $dedupe_keys::bytea[], $order_keys::bytea[],
-                    $coalesce_keys::bytea[], $warnings::text[], $copies::int[])
-             AS i(ord, id, source, destination, now, headers, body, dedupe_key, order_key, coalesce_key, warnings,
-                  copies)
+        FROM unnest($ord::bigint[], $ids::text[], $sources::text[], $received::bigint[], $headers::bytea[],
+                    $bodies::bytea[], $dedupe_keys::bytea[], $order_keys::bytea[], $coalesce_keys::bytea[],
+                    $event_types::text[], $warnings::text[], $routings::text[], $traces::text[], $copies::int[],
+                    $unrouted::smallint[])
+             AS i(ord, id, source, now, headers, body, dedupe_key, order_key, coalesce_key, event_type, warnings,
+                  routing, trace, copies, unrouted)
         LEFT JOIN dedupe d ON d.source = i.source AND d.key = i.dedupe_key
      ), stored AS (
         SELECT * FROM input WHERE won
+     ), events_stored AS (
+        INSERT INTO events (id, source, received_at, headers, body, dedupe_key, order_key, coalesce_key,
+                            event_type, warnings, routing, trace, unrouted)
+        SELECT id, source, now, headers, body, dedupe_key, order_key, coalesce_key, event_type, warnings,
+               routing, trace, unrouted
+        FROM stored
+        RETURNING rid, id
+     ), wanted AS (
+        -- The deliveries of the events stored, each with its event's place, time and id.
+        SELECT w.*, s.source, s.now, s.id AS event_id
+        FROM unnest($d_ord::bigint[], $d_ids::text[], $d_destinations::text[], $d_routes::text[],
+                    $d_order_keys::bytea[], $d_coalesce_keys::bytea[], $d_place::bigint[])
+             AS w(ord, id, destination, route, order_key, coalesce_key, place)
+        JOIN stored s ON s.ord = w.ord
      ), chain AS (
-        -- Within the batch, each event of a coalesce key supersedes the one before it.
-        SELECT id, lead(id) OVER w AS superseded_by, row_number() OVER w AS nth
-        FROM stored WHERE coalesce_key IS NOT NULL
-        WINDOW w AS (PARTITION BY source, coalesce_key ORDER BY ord)
+        -- Within the batch, each delivery of a coalesce key supersedes the one before it.
+        SELECT id, lead(event_id) OVER w AS superseded_by, row_number() OVER w AS nth
+        FROM wanted WHERE coalesce_key IS NOT NULL
+        WINDOW w AS (PARTITION BY destination, source, coalesce_key ORDER BY ord)
      ), held AS (
-        SELECT * FROM unnest($held_sources::text[], $held_keys::bytea[]) AS h(source, order_key)
+        SELECT * FROM unnest($held_destinations::text[], $held_sources::text[], $held_keys::bytea[])
+             AS h(destination, source, order_key)
      ), superseded AS (
-        UPDATE events e
-           SET state = 'superseded', superseded_by = s.id, updated_at = s.now, due_at = NULL, head = false
-          FROM chain c JOIN stored s ON s.id = c.id
-         WHERE c.nth = 1 AND e.source = s.source AND e.coalesce_key = s.coalesce_key AND e.state = 'pending'
-           AND (e.order_key IS NULL
-                OR EXISTS (SELECT 1 FROM held h WHERE h.source = e.source AND h.order_key = e.order_key))
-        RETURNING s.id AS by_id
+        UPDATE deliveries e
+           SET state = 'superseded', superseded_by = s.event_id, updated_at = s.now, due_at = NULL, head = false
+          FROM chain c JOIN wanted s ON s.id = c.id
+         WHERE c.nth = 1 AND e.destination = s.destination AND e.source = s.source
+           AND e.coalesce_key = s.coalesce_key AND e.state = 'pending'
+           AND (e.order_key IS NULL OR EXISTS (SELECT 1 FROM held h WHERE h.destination = e.destination
+                                                AND h.source = e.source AND h.order_key = e.order_key))
+        RETURNING s.event_id AS by_id
      ), base AS MATERIALIZED (
-        SELECT nextval('events_seq') * 1024 AS seq
+        SELECT nextval('deliveries_seq') * 1048576 AS seq
      ), waiting AS (
-        -- The stored events left pending, each with its place among the batch's own in its queue.
-        SELECT s.id, row_number() OVER (PARTITION BY s.source, s.order_key ORDER BY s.ord) AS place
-        FROM stored s LEFT JOIN chain c ON c.id = s.id
+        -- The new deliveries left pending, each with its place among the batch's own in its queue.
+        SELECT s.id, row_number() OVER (PARTITION BY s.destination, s.source, s.order_key ORDER BY s.ord) AS place
+        FROM wanted s LEFT JOIN chain c ON c.id = s.id
         WHERE c.superseded_by IS NULL
      ), inserted AS (
-        INSERT INTO events (id, seq, source, destination, state, received_at, updated_at, headers, body,
-                            dedupe_key, order_key, coalesce_key, warnings, due_at, superseded_by, head)
-        SELECT s.id, base.seq + s.ord, s.source, s.destination,
-               CASE WHEN w.id IS NULL THEN 'superseded' ELSE 'pending' END,
-               s.now, s.now, s.headers, s.body, s.dedupe_key, s.order_key, s.coalesce_key, s.warnings,
+        INSERT INTO deliveries (id, event_rid, source, destination, route, order_key, coalesce_key, seq, state,
+                                updated_at, due_at, superseded_by, head)
+        SELECT s.id, ev.rid, s.source, s.destination, s.route, s.order_key, s.coalesce_key, base.seq + s.place,
+               CASE WHEN w.id IS NULL THEN 'superseded' ELSE 'pending' END, s.now,
                CASE WHEN w.id IS NOT NULL THEN s.now END, c.superseded_by,
                -- A head: without an order key, or first of the batch's in a queue with no
-               -- active event (the queue's lock is held: no one else changes that meanwhile).
+               -- active delivery (the queue's lock is held: no one else changes that meanwhile).
                w.id IS NOT NULL AND (s.order_key IS NULL OR (w.place = 1 AND busy.rid IS NULL))
-        FROM stored s LEFT JOIN chain c ON c.id = s.id LEFT JOIN waiting w ON w.id = s.id CROSS JOIN base
-        -- One index probe per event (LIMIT keeps it a per-row lookup, never a scan of every queue).
-        -- From the queue's newest end: its oldest entries are those of delivered events,
+        FROM wanted s JOIN events_stored ev ON ev.id = s.event_id
+        LEFT JOIN chain c ON c.id = s.id LEFT JOIN waiting w ON w.id = s.id CROSS JOIN base
+        -- One index probe per delivery (LIMIT keeps it a per-row lookup, never a scan of every queue).
+        -- From the queue's newest end: its oldest entries are those of delivered rows,
         -- dead until vacuum comes by.
         LEFT JOIN LATERAL (
-            SELECT f.rid FROM events f
-            WHERE f.source = s.source AND f.order_key = s.order_key AND f.state IN ('pending', 'delivering')
+            SELECT f.rid FROM deliveries f
+            WHERE f.destination = s.destination AND f.source = s.source AND f.order_key = s.order_key
+              AND f.state IN ('pending', 'delivering')
             ORDER BY f.seq DESC LIMIT 1
         ) busy ON true
      ), counted AS (
@@ -271,39 +302,52 @@ const STORE: &str = "WITH input AS (
         ON CONFLICT (event_id) DO UPDATE SET n = n.n + EXCLUDED.n
      )
      SELECT i.ord, i.won, CASE WHEN i.won THEN i.id ELSE i.holder END,
-            (SELECT COUNT(*) FROM superseded s WHERE s.by_id = i.id) + CASE WHEN c.nth > 1 THEN 1 ELSE 0 END
-     FROM input i LEFT JOIN chain c ON c.id = i.id";
+            (SELECT COUNT(*) FROM superseded s WHERE s.by_id = i.id)
+            + (SELECT COUNT(*) FROM chain c JOIN wanted w ON w.id = c.id WHERE w.event_id = i.id AND c.nth > 1)
+     FROM input i";
 
 async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, BatchError> {
     let plan = Plan::new(events);
     let client = pool.get().await.map_err(|e| BatchError::Connection(crate::explain(&e)))?;
+    let sent = &plan.sent;
+    // Every delivery sent, with its event's place in `sent` and its own place in the
+    // batch (its queue position within the batch: `seq` grows in batch order per queue).
+    let deliveries: Vec<(i64, &NewDelivery)> =
+        sent.iter().enumerate().flat_map(|(n, (e, _))| e.deliveries.iter().map(move |d| (n as i64, d))).collect();
 
-    // The queues this batch changes: its own, and those of the events it may supersede.
-    let mut queues: BTreeSet<(String, Vec<u8>)> = plan
-        .sent
+    // The queues this batch changes: its own, and those of the deliveries it may supersede.
+    let mut queues: BTreeSet<(String, String, Vec<u8>)> = deliveries
         .iter()
-        .filter_map(|(e, _)| e.order_key.as_ref().map(|k| (e.source.clone(), k.as_bytes().to_vec())))
+        .filter_map(|(n, d)| {
+            let source = &sent[*n as usize].0.source;
+            d.order_key.as_ref().map(|k| (d.destination.clone(), source.clone(), k.as_bytes().to_vec()))
+        })
         .collect();
-    let coalescing: Vec<&NewEvent> = plan.sent.iter().map(|(e, _)| *e).filter(|e| e.coalesce_key.is_some()).collect();
+    let coalescing: Vec<&(i64, &NewDelivery)> = deliveries.iter().filter(|(_, d)| d.coalesce_key.is_some()).collect();
     if !coalescing.is_empty() {
-        let sources: Vec<&str> = coalescing.iter().map(|e| e.source.as_str()).collect();
+        let destinations: Vec<&str> = coalescing.iter().map(|(_, d)| d.destination.as_str()).collect();
+        let sources: Vec<&str> = coalescing.iter().map(|(n, _)| sent[*n as usize].0.source.as_str()).collect();
         let keys: Vec<&[u8]> =
-            coalescing.iter().filter_map(|e| e.coalesce_key.as_ref().map(|k| k.as_bytes())).collect();
+            coalescing.iter().filter_map(|(_, d)| d.coalesce_key.as_ref().map(|k| k.as_bytes())).collect();
         // Read before the transaction, without locks: a queue that gains a waiting
-        // event of the key meanwhile is not locked, and its event is not superseded.
+        // delivery of the key meanwhile is not locked, and its delivery is not superseded.
         let statement = client.prepare_cached(QUEUES_OF_COALESCED).await?;
-        for row in client.query(&statement, &[&sources, &keys]).await? {
-            queues.insert((row.get(0), row.get(1)));
+        for row in client.query(&statement, &[&destinations, &sources, &keys]).await? {
+            queues.insert((row.get(0), row.get(1), row.get(2)));
         }
     }
-    let mut locks: BTreeSet<i64> = queues.iter().map(|(source, key)| lock_key("o", source, key)).collect();
-    for (e, _) in &plan.sent {
-        locks.extend(e.dedupe_key.as_ref().map(|k| lock_key("d", &e.source, k.as_bytes())));
-        locks.extend(e.coalesce_key.as_ref().map(|k| lock_key("c", &e.source, k.as_bytes())));
+    let mut locks: BTreeSet<i64> =
+        queues.iter().map(|(destination, source, key)| lock_key("o", &[destination, source], key)).collect();
+    for (e, _) in sent {
+        locks.extend(e.dedupe_key.as_ref().map(|k| lock_key("d", &[&e.source], k.as_bytes())));
+    }
+    for (n, d) in &coalescing {
+        let source = &sent[*n as usize].0.source;
+        locks.extend(d.coalesce_key.as_ref().map(|k| lock_key("c", &[&d.destination, source], k.as_bytes())));
     }
     let locks: Vec<i64> = locks.into_iter().collect();
 
-    let deduped: Vec<&(&NewEvent, i32)> = plan.sent.iter().filter(|(e, _)| e.dedupe_key.is_some()).collect();
+    let deduped: Vec<&(&NewEvent, i32)> = sent.iter().filter(|(e, _)| e.dedupe_key.is_some()).collect();
     let dedupe_sources: Vec<&str> = deduped.iter().map(|(e, _)| e.source.as_str()).collect();
     let dedupe_keys: Vec<&[u8]> =
         deduped.iter().filter_map(|(e, _)| e.dedupe_key.as_ref().map(|k| k.as_bytes())).collect();
@@ -311,13 +355,11 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
     let dedupe_expiry: Vec<i64> =
         deduped.iter().map(|(e, _)| e.received_at_ms.saturating_add(e.dedupe_window_ms)).collect();
     // A key is taken over when it expired before the earliest event of the batch arrived.
-    let now = plan.sent.iter().map(|(e, _)| e.received_at_ms).min().unwrap_or_default();
+    let now = sent.iter().map(|(e, _)| e.received_at_ms).min().unwrap_or_default();
 
-    let sent = &plan.sent;
     let ord: Vec<i64> = (0..sent.len() as i64).collect();
     let ids: Vec<&str> = sent.iter().map(|(e, _)| e.id.as_str()).collect();
     let sources: Vec<&str> = sent.iter().map(|(e, _)| e.source.as_str()).collect();
-    let destinations: Vec<&str> = sent.iter().map(|(e, _)| e.destination.as_str()).collect();
     let received: Vec<i64> = sent.iter().map(|(e, _)| e.received_at_ms).collect();
     let headers: Vec<Vec<u8>> = sent.iter().map(|(e, _)| codec::encode_headers(&e.headers)).collect();
     let bodies: Vec<&[u8]> = sent.iter().map(|(e, _)| &e.body[..]).collect();
@@ -325,10 +367,24 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
     let dedupe: Vec<Option<Vec<u8>>> = sent.iter().map(|(e, _)| key(&e.dedupe_key)).collect();
     let order: Vec<Option<Vec<u8>>> = sent.iter().map(|(e, _)| key(&e.order_key)).collect();
     let coalesce: Vec<Option<Vec<u8>>> = sent.iter().map(|(e, _)| key(&e.coalesce_key)).collect();
+    let event_types: Vec<Option<&str>> = sent.iter().map(|(e, _)| e.event_type.as_deref()).collect();
     let warnings: Vec<Option<String>> = sent.iter().map(|(e, _)| codec::encode_warnings(&e.warnings)).collect();
+    let routings: Vec<String> = sent.iter().map(|(e, _)| codec::encode_routing(&e.routing)).collect();
+    let traces: Vec<Option<&str>> = sent.iter().map(|(e, _)| e.trace.as_deref()).collect();
     let copies: Vec<i32> = sent.iter().map(|(_, n)| *n).collect();
-    let (held_sources, held_keys): (Vec<&str>, Vec<&[u8]>) =
-        queues.iter().map(|(source, key)| (source.as_str(), key.as_slice())).unzip();
+    let unrouted: Vec<i16> = sent.iter().map(|(e, _)| i16::from(e.deliveries.is_empty())).collect();
+    let d_ord: Vec<i64> = deliveries.iter().map(|(n, _)| *n).collect();
+    // Places below the 2^20 a batch's positions are spaced by (`STORE`'s `base`).
+    debug_assert!(deliveries.len() < 1 << 20, "a batch's deliveries fit its queue positions");
+    let d_place: Vec<i64> = (0..deliveries.len() as i64).collect();
+    let d_ids: Vec<&str> = deliveries.iter().map(|(_, d)| d.id.as_str()).collect();
+    let d_destinations: Vec<&str> = deliveries.iter().map(|(_, d)| d.destination.as_str()).collect();
+    let d_routes: Vec<&str> = deliveries.iter().map(|(_, d)| d.route.as_str()).collect();
+    let d_order_keys: Vec<Option<Vec<u8>>> = deliveries.iter().map(|(_, d)| key(&d.order_key)).collect();
+    let d_coalesce_keys: Vec<Option<Vec<u8>>> = deliveries.iter().map(|(_, d)| key(&d.coalesce_key)).collect();
+    let held_destinations: Vec<&str> = queues.iter().map(|(d, _, _)| d.as_str()).collect();
+    let held_sources: Vec<&str> = queues.iter().map(|(_, s, _)| s.as_str()).collect();
+    let held_keys: Vec<&[u8]> = queues.iter().map(|(_, _, k)| k.as_slice()).collect();
 
     let store_params = crate::named::by_name(
         &STORE_ARRAYS,
@@ -336,17 +392,28 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
             ("ord", &ord),
             ("ids", &ids),
             ("sources", &sources),
-            ("destinations", &destinations),
             ("received", &received),
             ("headers", &headers),
             ("bodies", &bodies),
             ("dedupe_keys", &dedupe),
             ("order_keys", &order),
             ("coalesce_keys", &coalesce),
+            ("event_types", &event_types),
             ("warnings", &warnings),
+            ("routings", &routings),
+            ("traces", &traces),
             ("copies", &copies),
+            ("unrouted", &unrouted),
+            ("d_ord", &d_ord),
+            ("d_ids", &d_ids),
+            ("d_destinations", &d_destinations),
+            ("d_routes", &d_routes),
+            ("d_order_keys", &d_order_keys),
+            ("d_coalesce_keys", &d_coalesce_keys),
+            ("held_destinations", &held_destinations),
             ("held_sources", &held_sources),
             ("held_keys", &held_keys),
+            ("d_place", &d_place),
         ],
     );
     let (lock, dedupe_statement, store, promote) = futures_util::try_join!(
@@ -357,10 +424,10 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
     )?;
     let promote_after = vec![0i64; held_keys.len()];
     // One round trip: BEGIN, the locks (unnest keeps the array's sorted order),
-    // the dedupe keys, the events, the heads of the queues coalescing reached,
-    // COMMIT, sent back to back; so the locks are held for the statements'
-    // time, not for round trips. After a statement fails the rest are refused
-    // and COMMIT ends the transaction as a rollback.
+    // the dedupe keys, the events and deliveries, the heads of the queues
+    // coalescing reached, COMMIT, sent back to back; so the locks are held for
+    // the statements' time, not for round trips. After a statement fails the
+    // rest are refused and COMMIT ends the transaction as a rollback.
     let pipeline = futures_util::try_join!(
         client.batch_execute("BEGIN"),
         async { if locks.is_empty() { Ok(0) } else { client.execute(&lock, &[&locks]).await } },
@@ -375,12 +442,12 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
         },
         client.query(&store, &store_params[..]),
         async {
-            // The heads of superseded events hand their queues on (`STORE` chose
+            // The heads of superseded deliveries hand their queues on (`STORE` chose
             // the batch's heads seeing them still waiting).
             if coalescing.is_empty() {
                 Ok(0)
             } else {
-                client.execute(&promote, &[&held_sources, &held_keys, &promote_after]).await
+                client.execute(&promote, &[&held_destinations, &held_sources, &held_keys, &promote_after]).await
             }
         },
         client.batch_execute("COMMIT"),
@@ -431,7 +498,7 @@ mod tests {
         let numbered = super::store_statement();
         assert!(
             numbered.contains("unnest($1::bigint[], $2::text[]")
-                && numbered.contains("unnest($13::text[], $14::bytea[])")
+                && numbered.contains("unnest($22::text[], $23::text[], $24::bytea[])")
         );
     }
 }

@@ -4,14 +4,17 @@
 //! * **Dedupe**: `INSERT … ON CONFLICT … DO UPDATE … WHERE expired` on the
 //!   `dedupe` primary key, under the key's advisory lock: concurrent copies
 //!   on any instances see one winner.
-//! * **Order**: each queue's position (`seq`) is drawn while the batch holds a
-//!   transaction advisory lock on its order key, so per key, `seq` order is
-//!   commit order. Each queue's first active event carries `head`; the flag
-//!   moves only under the queue's lock (ingest, an outcome that finishes an
-//!   event, a replay), and a claim looks at heads only (`FOR UPDATE SKIP
+//! * **Order**: a queue is (destination, source, order key); each delivery's
+//!   position in it (`seq`) is drawn while the batch holds a transaction
+//!   advisory lock on the queue, so per queue, `seq` order is commit order.
+//!   Each queue's first active delivery carries `head`; the flag moves only
+//!   under the queue's lock (ingest, an outcome that finishes a delivery, a
+//!   replay, a reroute), and a claim looks at heads only (`FOR UPDATE SKIP
 //!   LOCKED`), so it costs the same however deep the queues behind them. The
-//!   partial unique index `events_one_in_flight` makes a second in-flight
-//!   delivery of one key impossible whatever the queries do.
+//!   partial unique index `deliveries_one_in_flight` makes a second in-flight
+//!   delivery of one queue impossible whatever the queries do.
+//! * **Events are written once**: the body lives in `events`, never updated;
+//!   what moves is a small `deliveries` row.
 //! * **Durability**: `synchronous_commit` as the server has it (on by
 //!   default); an ingest is answered after its batch's `COMMIT` returns.
 //! * **Group commit**: waiting ingests are batched into one transaction,
@@ -39,10 +42,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
-use hookgate_core::{EventId, State};
+use hookgate_core::{DeliveryId, EventId, State};
 use hookgate_store::{
-    ADMISSION_WAIT, Attempt, Bucket, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, RemoteWake, Result,
-    StateCount, Store, StoreError, Verdict, Wake, codec, parse_id,
+    ADMISSION_WAIT, Attempt, Bucket, Claim, DeliveryFilter, DeliveryPage, EventDetail, Ingested, ListFilter,
+    NewDelivery, NewEvent, Page, RemoteWake, Result, RouteVerdict, StateCount, Store, StoreError, Verdict, Wake, codec,
+    parse_delivery_id, parse_id,
 };
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
@@ -334,6 +338,15 @@ fn shared_database(database: &str, schema: &str) -> Option<String> {
     })
 }
 
+/// Apply hookgate's migrations up to `version` only, to the schema `url`
+/// names: a database as an older hookgate left it, for the tests of what
+/// a newer one makes of it.
+#[doc(hidden)]
+pub async fn migrate_up_to(url: &str, version: usize) -> Result<(), ConnectError> {
+    let mut client = connect_one(url).await?;
+    schema::apply_up_to(&mut client, version).await.map_err(ConnectError::Migrate)
+}
+
 /// One connection with `url`'s TLS settings, outside any store (the bench
 /// makes and drops its schema with it).
 pub async fn connect_one(url: &str) -> Result<tokio_postgres::Client, ConnectError> {
@@ -409,26 +422,26 @@ pub(crate) async fn end_transaction(client: &tokio_postgres::Client) {
     }
 }
 
-/// Make the first active event of each queue given (`$1` sources, `$2` order
-/// keys) its head, if it is not already; `$3` is, per queue, a position no
-/// active event comes before (the position of the head that was to leave,
-/// or 0). Run under those queues' locks, after whatever changed their
-/// active events.
+/// Make the first active delivery of each queue given (`$1` destinations,
+/// `$2` sources, `$3` order keys) its head, if it is not already; `$4` is,
+/// per queue, a position no active delivery comes before (the position of
+/// the head that was to leave, or 0). Run under those queues' locks, after
+/// whatever changed their active deliveries.
 ///
 /// The bound is inclusive: when the head did not leave after all (a late
-/// outcome whose claim had expired: the event was claimed again), it is
-/// still the first active event and already the head, and nothing moves.
-/// Starting after it would have made the next event a second head, claimed
+/// outcome whose claim had expired: the delivery was claimed again), it is
+/// still the first active one and already the head, and nothing moves.
+/// Starting after it would have made the next one a second head, claimed
 /// beside it or delivered before its retry. The bound matters too: a
-/// queue's index entries begin with those of the events it delivered, dead
+/// queue's index entries begin with those of the deliveries it made, dead
 /// until vacuum comes by, and a probe from the start of the queue would
 /// step over all of them every time.
-pub(crate) const PROMOTE: &str = "UPDATE events e SET head = true
-     FROM unnest($1::text[], $2::bytea[], $3::bigint[]) AS k(source, order_key, after)
+pub(crate) const PROMOTE: &str = "UPDATE deliveries e SET head = true
+     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[]) AS k(destination, source, order_key, after)
      CROSS JOIN LATERAL (
-        SELECT f.rid FROM events f
-        WHERE f.source = k.source AND f.order_key = k.order_key AND f.seq >= k.after
-          AND f.state IN ('pending', 'delivering')
+        SELECT f.rid FROM deliveries f
+        WHERE f.destination = k.destination AND f.source = k.source AND f.order_key = k.order_key
+          AND f.seq >= k.after AND f.state IN ('pending', 'delivering')
         ORDER BY f.seq LIMIT 1
      ) first
      WHERE e.rid = first.rid AND NOT e.head";
@@ -443,56 +456,142 @@ pub const INDEXED_PLANS: &str =
     "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c plan_cache_mode=force_generic_plan";
 
 /// Claim up to `$3` due heads of destination `$1`'s queues at `$2`, leasing
-/// them until `$4`. The walk is over the heads index only (`events_due`):
-/// however many events wait behind a head in flight, a claim never looks at
-/// them. Rows another claimer holds are skipped, never waited for.
+/// them until `$4`. The walk is over the heads index only (`deliveries_due`):
+/// however many deliveries wait behind a head in flight, a claim never looks
+/// at them. Rows another claimer holds are skipped, never waited for. Each
+/// is joined to its event for what is sent.
 pub const CLAIM: &str = "WITH picked AS (
-        SELECT e.rid FROM events e
-        WHERE e.destination = $1 AND e.head AND e.state IN ('pending', 'delivering') AND e.due_at <= $2
+        SELECT d.rid FROM deliveries d
+        WHERE d.destination = $1 AND d.head AND d.state IN ('pending', 'delivering') AND d.due_at <= $2
           AND NOT EXISTS (SELECT 1 FROM paused_destinations p WHERE p.name = $1)
-        ORDER BY e.due_at, e.seq
+        ORDER BY d.due_at, d.seq
         LIMIT $3
-        FOR UPDATE SKIP LOCKED
+        FOR UPDATE OF d SKIP LOCKED
      )
-     UPDATE events e
-        SET state = 'delivering', attempts = e.attempts + 1, due_at = $4, updated_at = $2
-       FROM picked WHERE e.rid = picked.rid
-     RETURNING e.id, e.source, e.order_key, e.received_at, e.headers, e.body, e.attempts, e.round_base, e.seq, e.rid";
+     UPDATE deliveries d
+        SET state = 'delivering', attempts = d.attempts + 1, due_at = $4, updated_at = $2
+       FROM picked, events e WHERE d.rid = picked.rid AND e.rid = d.event_rid
+     RETURNING d.id, e.id, d.source, d.route, d.order_key, e.received_at, e.headers, e.body, d.attempts,
+               d.round_base, d.seq, d.rid, e.trace";
 
 /// A claimed row (`CLAIM`'s columns) as the claim it becomes.
 fn read_claim(row: &tokio_postgres::Row, destination: &str) -> Result<Claim> {
-    let attempts: i32 = row.get(6);
-    let round_base: i32 = row.get(7);
+    let attempts: i32 = row.get(8);
+    let round_base: i32 = row.get(9);
     let round_attempt = attempts.checked_sub(round_base).and_then(|n| u32::try_from(n).ok());
     let (Ok(attempt), Some(round_attempt)) = (u32::try_from(attempts), round_attempt) else {
         return Err(StoreError::Corrupt(format!("attempts {attempts}, round_base {round_base}")));
     };
     Ok(Claim {
-        id: parse_id(row.get(0))?,
-        source: row.get(1),
+        delivery: parse_delivery_id(row.get(0))?,
+        id: parse_id(row.get(1))?,
+        source: row.get(2),
         destination: destination.to_owned(),
-        order_key: row.get::<_, Option<Vec<u8>>>(2).map(Into::into),
-        received_at_ms: row.get(3),
-        headers: codec::decode_headers(row.get(4))?,
-        body: row.get::<_, Vec<u8>>(5).into(),
+        route: row.get(3),
+        order_key: row.get::<_, Option<Vec<u8>>>(4).map(Into::into),
+        received_at_ms: row.get(5),
+        headers: codec::decode_headers(row.get(6))?,
+        body: row.get::<_, Vec<u8>>(7).into(),
         attempt,
         round_attempt,
+        trace: row.get(12),
     })
 }
 
-/// The 64-bit advisory lock key of a queue (`kind` "o", the order key), a
-/// dedupe key ("d") or a coalesce key ("c") of a source. Collisions only make
-/// two unrelated keys wait for each other.
-pub fn lock_key(kind: &str, source: &str, key: &[u8]) -> i64 {
+/// The 64-bit advisory lock key of a queue (`kind` "o", `scope` its
+/// destination and source, `key` its order key), a dedupe key ("d", of a
+/// source) or a coalesce key ("c", of a destination and source). Collisions
+/// only make two unrelated keys wait for each other.
+pub fn lock_key(kind: &str, scope: &[&str], key: &[u8]) -> i64 {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(kind.as_bytes())
-        .chain_update([0])
-        .chain_update(source.as_bytes())
-        .chain_update([0])
-        .chain_update(key)
-        .finalize();
+    let mut digest = Sha256::new().chain_update(kind.as_bytes()).chain_update([0]);
+    for part in scope {
+        digest = digest.chain_update(part.as_bytes()).chain_update([0]);
+    }
+    let digest = digest.chain_update(key).finalize();
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// Whether this transaction has retention's turn: one instance at a time
+/// does retention (the others skip the round, not fail).
+async fn retention_turn(tx: &deadpool_postgres::Transaction<'_>) -> Result<bool> {
+    let row = tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETENTION_LOCK]).await.map_err(unavailable)?;
+    Ok(row.get(0))
+}
+
+/// Delete those of `events` (row ids) left with no delivery, and their
+/// duplicate counts. Each is locked first, then looked at in a statement of
+/// its own (a fresh snapshot): a reroute that added a delivery to one
+/// (holding its row) has then committed, and its delivery is seen.
+async fn delete_bare_events(tx: &deadpool_postgres::Transaction<'_>, events: &[i64]) -> Result<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    tx.execute("SELECT 1 FROM events WHERE rid = ANY($1) ORDER BY rid FOR UPDATE", &[&events])
+        .await
+        .map_err(unavailable)?;
+    let deleted = tx
+        .execute(
+            "WITH gone AS (
+                DELETE FROM events e WHERE e.rid = ANY($1)
+                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_rid = e.rid)
+                RETURNING e.id
+             ), counts_gone AS (
+                DELETE FROM event_duplicates WHERE event_id IN (SELECT id FROM gone)
+             )
+             SELECT 1 FROM gone",
+            &[&events],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(deleted)
+}
+
+impl PostgresStore {
+    /// A finished delivery at the back of its queue again, due now, its
+    /// attempts counted afresh; false for an active one. Like an ingest, its
+    /// new queue position is drawn under the queue's lock.
+    async fn replay_row(&self, rid: i64, now_ms: i64) -> Result<bool> {
+        let mut client = self.durable.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let Some(row) = tx
+            .query_opt("SELECT destination, source, order_key FROM deliveries WHERE rid = $1", &[&rid])
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(false);
+        };
+        let (destination, source, order_key): (String, String, Option<Vec<u8>>) = (row.get(0), row.get(1), row.get(2));
+        if let Some(order_key) = &order_key {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key("o", &[&destination, &source], order_key)])
+                .await
+                .map_err(unavailable)?;
+        }
+        // Last in its queue (a head only if the queue is otherwise empty).
+        let changed = tx
+            .execute(
+                "UPDATE deliveries SET state = 'pending', seq = nextval('deliveries_seq') * 1048576,
+                        round_base = attempts, due_at = $1, superseded_by = NULL, updated_at = $1,
+                        head = order_key IS NULL
+                 WHERE rid = $2 AND state IN ('delivered', 'dead', 'superseded')",
+                &[&now_ms, &rid],
+            )
+            .await
+            .map_err(unavailable)?;
+        if let (1, Some(order_key)) = (changed, &order_key) {
+            tx.execute(
+                PROMOTE,
+                &[&vec![destination.as_str()], &vec![source.as_str()], &vec![order_key.as_slice()], &vec![0i64]],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        if changed == 1 {
+            self.notifier.work_for(&destination);
+        }
+        Ok(changed == 1)
+    }
 }
 
 #[async_trait]
@@ -534,14 +633,14 @@ impl Store for PostgresStore {
             }
         };
         let mut claims = Vec::with_capacity(rows.len());
-        let mut ordered: Vec<_> = rows.iter().map(|r| (r.get::<_, i64>(8), r)).collect();
+        let mut ordered: Vec<_> = rows.iter().map(|r| (r.get::<_, i64>(10), r)).collect();
         ordered.sort_by_key(|(seq, _)| *seq);
         let mut unread = Vec::new();
         for (_, row) in ordered {
             match read_claim(row, destination) {
                 Ok(claim) => claims.push(claim),
                 Err(error) => {
-                    let rid: i64 = row.get(9);
+                    let rid: i64 = row.get(11);
                     hookgate_store::unreadable_row(rid, &error);
                     unread.push(rid);
                 }
@@ -554,7 +653,7 @@ impl Store for PostgresStore {
             // attempt of each (their next claim would be their second). If the give-back
             // fails, the unreadable rows keep one attempt too many, and say so.
             let given_back =
-                client.execute("UPDATE events SET attempts = attempts - 1 WHERE rid = ANY($1)", &[&unread]).await;
+                client.execute("UPDATE deliveries SET attempts = attempts - 1 WHERE rid = ANY($1)", &[&unread]).await;
             if let Err(error) = given_back {
                 tracing::error!(
                     rids = ?unread,
@@ -566,10 +665,11 @@ impl Store for PostgresStore {
         Ok(claims)
     }
 
-    async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
+    async fn finish(&self, delivery: &DeliveryId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
         let (state, due_at) = verdict.next_state();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let outcome = outcome::Outcome { id: id.clone(), attempt, state: state.as_str(), due_at, now_ms, reply };
+        let outcome =
+            outcome::Outcome { delivery: delivery.clone(), attempt, state: state.as_str(), due_at, now_ms, reply };
         self.outcomes
             .send(outcome)
             .await
@@ -577,43 +677,117 @@ impl Store for PostgresStore {
         answer.await.map_err(|_| StoreError::Unavailable("the outcome batcher has stopped".into()))?
     }
 
-    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {
+    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<u64> {
+        let client = self.reader().await?;
+        let rids: Vec<i64> = client
+            .query(
+                "SELECT d.rid FROM deliveries d JOIN events e ON e.rid = d.event_rid WHERE e.id = $1 ORDER BY d.rid",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        drop(client);
+        let mut replayed = 0;
+        for rid in rids {
+            replayed += u64::from(self.replay_row(rid, now_ms).await?);
+        }
+        Ok(replayed)
+    }
+
+    async fn replay_delivery(&self, delivery: &DeliveryId, now_ms: i64) -> Result<bool> {
+        let rid: Option<i64> = self
+            .reader()
+            .await?
+            .query_opt("SELECT rid FROM deliveries WHERE id = $1", &[&delivery.as_str()])
+            .await
+            .map_err(unavailable)?
+            .map(|row| row.get(0));
+        match rid {
+            Some(rid) => self.replay_row(rid, now_ms).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn reroute(
+        &self,
+        id: &EventId,
+        routing: Vec<RouteVerdict>,
+        deliveries: Vec<NewDelivery>,
+        now_ms: i64,
+    ) -> Result<Option<u64>> {
         let mut client = self.durable.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
+        // The event's row locked first: retention deletes an event only after
+        // locking it and seeing it has no delivery left (`purge_finished`).
         let Some(row) = tx
-            .query_opt("SELECT source, order_key, destination FROM events WHERE id = $1", &[&id.as_str()])
+            .query_opt("SELECT rid, source FROM events WHERE id = $1 FOR UPDATE", &[&id.as_str()])
             .await
             .map_err(unavailable)?
         else {
-            return Ok(false);
+            return Ok(None);
         };
-        let (source, order_key, destination): (String, Option<Vec<u8>>, String) = (row.get(0), row.get(1), row.get(2));
-        if let Some(order_key) = &order_key {
-            // Like an ingest: the new queue position is drawn under the queue's lock.
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key("o", &source, order_key)])
-                .await
-                .map_err(unavailable)?;
-        }
-        // Last in its queue (a head only if the queue is otherwise empty).
-        let changed = tx
-            .execute(
-                "UPDATE events SET state = 'pending', seq = nextval('events_seq') * 1024, round_base = attempts,
-                        due_at = $1, superseded_by = NULL, updated_at = $1, head = order_key IS NULL
-                 WHERE id = $2 AND state IN ('delivered', 'dead', 'superseded')",
-                &[&now_ms, &id.as_str()],
+        let (event_rid, source): (i64, String) = (row.get(0), row.get(1));
+        let has: Vec<String> = tx
+            .query("SELECT destination FROM deliveries WHERE event_rid = $1", &[&event_rid])
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let added: Vec<&NewDelivery> = deliveries.iter().filter(|d| !has.contains(&d.destination)).collect();
+        let mut locks: Vec<i64> = added
+            .iter()
+            .filter_map(|d| d.order_key.as_ref().map(|k| lock_key("o", &[&d.destination, &source], k.as_bytes())))
+            .collect();
+        locks.sort_unstable();
+        locks.dedup();
+        tx.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", &[&locks])
+            .await
+            .map_err(unavailable)?;
+        for delivery in &added {
+            // Last in its queue, no coalescing (an old event must not supersede a newer one's delivery).
+            let order_key = delivery.order_key.as_ref().map(|k| k.as_bytes());
+            tx.execute(
+                "INSERT INTO deliveries (id, event_rid, source, destination, route, order_key, coalesce_key, seq,
+                                         state, updated_at, due_at, head)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, nextval('deliveries_seq') * 1048576, 'pending', $8, $8,
+                         $6::bytea IS NULL)",
+                &[
+                    &delivery.id.as_str(),
+                    &event_rid,
+                    &source,
+                    &delivery.destination,
+                    &delivery.route,
+                    &order_key,
+                    &delivery.coalesce_key.as_ref().map(|k| k.as_bytes()),
+                    &now_ms,
+                ],
             )
             .await
             .map_err(unavailable)?;
-        if let (1, Some(order_key)) = (changed, &order_key) {
-            tx.execute(PROMOTE, &[&vec![source.as_str()], &vec![order_key.as_slice()], &vec![0i64]])
+            if let Some(order_key) = order_key {
+                tx.execute(
+                    PROMOTE,
+                    &[&vec![delivery.destination.as_str()], &vec![source.as_str()], &vec![order_key], &vec![0i64]],
+                )
                 .await
                 .map_err(unavailable)?;
+            }
         }
+        tx.execute(
+            "UPDATE events SET routing = $1, unrouted = CASE WHEN $2 THEN unrouted ELSE 0 END WHERE rid = $3",
+            &[&codec::encode_routing(&routing), &added.is_empty(), &event_rid],
+        )
+        .await
+        .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
-        if changed == 1 {
-            self.notifier.work_for(&destination);
+        for delivery in &added {
+            self.notifier.work_for(&delivery.destination);
         }
-        Ok(changed == 1)
+        Ok(Some(added.len() as u64))
     }
 
     async fn purge_expired_dedupe(&self, now_ms: i64, limit: usize) -> Result<u64> {
@@ -632,43 +806,59 @@ impl Store for PostgresStore {
     async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
-        // One instance at a time does retention (the others skip the round, not fail);
-        // SKIP LOCKED leaves alone any row a replay or a read holds.
-        let ours: bool =
-            tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETENTION_LOCK]).await.map_err(unavailable)?.get(0);
-        if !ours {
+        if !retention_turn(&tx).await? {
             return Ok(0);
         }
-        let statement = tx
-            .prepare_cached(
+        // SKIP LOCKED leaves alone any row a replay or a read holds.
+        let gone: Vec<i64> = tx
+            .query(
                 "WITH gone AS (
-                    DELETE FROM events WHERE rid IN (
-                        SELECT rid FROM events WHERE state = $1 AND updated_at < $2
-                        ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-                    RETURNING id
+                    DELETE FROM deliveries WHERE rid IN (
+                        SELECT rid FROM deliveries WHERE state = $1 AND updated_at < $2
+                        ORDER BY event_rid, rid LIMIT $3 FOR UPDATE SKIP LOCKED)
+                    RETURNING rid, event_rid
                  ), attempts_gone AS (
-                    DELETE FROM attempts WHERE event_id IN (SELECT id FROM gone)
-                 ), counts_gone AS (
-                    DELETE FROM event_duplicates WHERE event_id IN (SELECT id FROM gone)
+                    DELETE FROM attempts WHERE delivery_rid IN (SELECT rid FROM gone)
                  )
-                 SELECT COUNT(*) FROM gone",
+                 SELECT event_rid FROM gone",
+                &[&state.as_str(), &before_ms, &(limit as i64)],
             )
             .await
-            .map_err(unavailable)?;
-        let purged: i64 = tx
-            .query_one(&statement, &[&state.as_str(), &before_ms, &(limit as i64)])
+            .map_err(unavailable)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        delete_bare_events(&tx, &gone).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(gone.len() as u64)
+    }
+
+    async fn purge_unrouted(&self, before_ms: i64, limit: usize) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        if !retention_turn(&tx).await? {
+            return Ok(0);
+        }
+        let candidates: Vec<i64> = tx
+            .query(
+                "SELECT rid FROM events WHERE unrouted = 1 AND received_at < $1 ORDER BY rid LIMIT $2",
+                &[&before_ms, &(limit as i64)],
+            )
             .await
             .map_err(unavailable)?
-            .get(0);
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let purged = delete_bare_events(&tx, &candidates).await?;
         tx.commit().await.map_err(unavailable)?;
-        Ok(purged as u64)
+        Ok(purged)
     }
 
     async fn next_due(&self, destination: &str, now_ms: i64) -> Result<Option<i64>> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
-                "SELECT MIN(due_at) FROM events
+                "SELECT MIN(due_at) FROM deliveries
                  WHERE destination = $1 AND head AND state IN ('pending', 'delivering') AND due_at > $2
                    AND NOT EXISTS (SELECT 1 FROM paused_destinations p WHERE p.name = $1)",
             )
@@ -682,8 +872,16 @@ impl Store for PostgresStore {
         read::get(&*self.reader().await?, id).await
     }
 
+    async fn get_delivery(&self, delivery: &DeliveryId) -> Result<Option<hookgate_store::DeliveryRecord>> {
+        read::get_delivery(&*self.reader().await?, delivery).await
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Page> {
         read::list(&*self.reader().await?, filter).await
+    }
+
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<DeliveryPage> {
+        read::list_deliveries(&*self.reader().await?, filter).await
     }
 
     async fn stats(&self) -> Result<Vec<StateCount>> {

@@ -4,15 +4,15 @@
 //! instead of one per delivery.
 //! A batch the database refuses is recorded again one outcome at a time, so
 //! one bad row never leaves the others unrecorded (and redelivered forever).
-//! Replies are matched by (event, attempt): two attempts of one event in one
-//! batch (a late one whose lease ended, and the current one) each hear
-//! whether *their* claim moved the event.
+//! Replies are matched by (delivery, attempt): two attempts of one delivery
+//! in one batch (a late one whose lease ended, and the current one) each
+//! hear whether *their* claim moved the delivery.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use hookgate_core::EventId;
+use hookgate_core::DeliveryId;
 use hookgate_store::{Attempt, Result};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -26,12 +26,12 @@ const CONCURRENT_BATCHES: usize = 2;
 const QUEUE_CAPACITY: usize = 4_096;
 
 pub struct Outcome {
-    pub id: EventId,
+    pub delivery: DeliveryId,
     pub attempt: Attempt,
     pub state: &'static str,
     pub due_at: Option<i64>,
     pub now_ms: i64,
-    /// Whether the event moved (its claim was still current).
+    /// Whether the delivery moved (its claim was still current).
     pub reply: oneshot::Sender<Result<bool>>,
 }
 
@@ -62,7 +62,7 @@ async fn collect(pool: Pool, mut queue: mpsc::Receiver<Outcome>, slots: Arc<Sema
                         match record(&pool, std::slice::from_ref(&outcome)).await {
                             Ok(moved) => reply(vec![outcome], &moved),
                             Err(error) => {
-                                tracing::error!(event = %outcome.id, %error, "the database refused an outcome");
+                                tracing::error!(delivery = %outcome.delivery, %error, "the database refused an outcome");
                                 let _ = outcome.reply.send(Err(error.into_store_error()));
                             }
                         }
@@ -81,40 +81,44 @@ async fn collect(pool: Pool, mut queue: mpsc::Receiver<Outcome>, slots: Arc<Sema
 
 fn reply(batch: Vec<Outcome>, moved: &HashSet<(String, i32)>) {
     for outcome in batch {
-        let key = (outcome.id.as_str().to_owned(), outcome.attempt.attempt as i32);
+        let key = (outcome.delivery.as_str().to_owned(), outcome.attempt.attempt as i32);
         let _ = outcome.reply.send(Ok(moved.contains(&key)));
     }
 }
 
 /// One transaction: record every attempt (whether or not its claim is still
-/// current), move each event whose claim is, and hand on the head of each
-/// queue an event left (delivered or dead). That last part runs under the
-/// queues' advisory locks, as ingest's does: an ingest deciding that its
-/// event is not a head (it saw this one still active) and this outcome
-/// looking for the next head (not seeing that uncommitted event) must not
-/// interleave, or the queue would stall with no head. Returns the (id,
-/// attempt) pairs that moved their event.
+/// current; with its delivery, so one retention deleted records nothing),
+/// move each delivery whose claim is, and hand on the head of each queue a
+/// delivery left (delivered or dead). That last part runs under the queues'
+/// advisory locks, as ingest's does: an ingest deciding that its delivery
+/// is not a head (it saw this one still active) and this outcome looking
+/// for the next head (not seeing that uncommitted delivery) must not
+/// interleave, or the queue would stall with no head. Returns the
+/// (delivery, attempt) pairs that moved their delivery.
 async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>, BatchError> {
     let client = pool.get().await.map_err(|e| BatchError::Connection(crate::explain(&e)))?;
-    let leaving: Vec<&str> = batch.iter().filter(|o| !is_active(o.state)).map(|o| o.id.as_str()).collect();
+    let leaving: Vec<&str> = batch.iter().filter(|o| !is_active(o.state)).map(|o| o.delivery.as_str()).collect();
     // The queues that may need a new head, each with the position its next head comes after.
-    let mut queues: BTreeMap<(String, Vec<u8>), i64> = BTreeMap::new();
+    let mut queues: BTreeMap<(String, String, Vec<u8>), i64> = BTreeMap::new();
     if !leaving.is_empty() {
-        // Read before the transaction: an event's queue and position do not change while it is delivering.
+        // Read before the transaction: a delivery's queue and position do not change while it is delivering.
         let statement = client
             .prepare_cached(
-                "SELECT source, order_key, seq FROM events WHERE id = ANY($1::text[]) AND order_key IS NOT NULL",
+                "SELECT destination, source, order_key, seq FROM deliveries
+                 WHERE id = ANY($1::text[]) AND order_key IS NOT NULL",
             )
             .await?;
         for row in client.query(&statement, &[&leaving]).await? {
-            let after = queues.entry((row.get(0), row.get(1))).or_insert(i64::MAX);
-            *after = (*after).min(row.get(2));
+            let after = queues.entry((row.get(0), row.get(1), row.get(2))).or_insert(i64::MAX);
+            *after = (*after).min(row.get(3));
         }
     }
-    let locks: BTreeSet<i64> = queues.keys().map(|(source, key)| lock_key("o", source, key)).collect();
+    let locks: BTreeSet<i64> =
+        queues.keys().map(|(destination, source, key)| lock_key("o", &[destination, source], key)).collect();
     let locks: Vec<i64> = locks.into_iter().collect();
-    let held_sources: Vec<&str> = queues.keys().map(|(source, _)| source.as_str()).collect();
-    let held_keys: Vec<&[u8]> = queues.keys().map(|(_, key)| key.as_slice()).collect();
+    let held_destinations: Vec<&str> = queues.keys().map(|(destination, _, _)| destination.as_str()).collect();
+    let held_sources: Vec<&str> = queues.keys().map(|(_, source, _)| source.as_str()).collect();
+    let held_keys: Vec<&[u8]> = queues.keys().map(|(_, _, key)| key.as_slice()).collect();
     let after: Vec<i64> = queues.values().copied().collect();
 
     let (lock, statement, promote) = futures_util::try_join!(
@@ -122,14 +126,15 @@ async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>
         client.prepare_cached(
             "WITH input AS (
                 SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::int[], $6::text[],
-                                     $7::text[], $8::bigint[], $9::bigint[])
-                    AS t(id, attempt, started_at, duration_ms, status, error, state, due_at, now_ms)
+                                     $7::text[], $8::bigint[], $9::bigint[], $10::bytea[])
+                    AS t(id, attempt, started_at, duration_ms, status, error, state, due_at, now_ms, response)
              ), recorded AS (
-                INSERT INTO attempts (event_id, attempt, started_at, duration_ms, status, error)
-                SELECT id, attempt, started_at, duration_ms, status, error FROM input
+                INSERT INTO attempts (delivery_rid, attempt, started_at, duration_ms, status, error, response)
+                SELECT d.rid, i.attempt, i.started_at, i.duration_ms, i.status, i.error, i.response
+                FROM input i JOIN deliveries d ON d.id = i.id
                 ON CONFLICT DO NOTHING
              )
-             UPDATE events e
+             UPDATE deliveries e
                 SET state = input.state, due_at = input.due_at, updated_at = input.now_ms,
                     head = e.head AND input.state IN ('pending', 'delivering')
              FROM input
@@ -138,7 +143,7 @@ async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>
         ),
         client.prepare_cached(crate::PROMOTE),
     )?;
-    let ids: Vec<&str> = batch.iter().map(|o| o.id.as_str()).collect();
+    let ids: Vec<&str> = batch.iter().map(|o| o.delivery.as_str()).collect();
     let attempts: Vec<i32> = batch.iter().map(|o| o.attempt.attempt as i32).collect();
     let started: Vec<i64> = batch.iter().map(|o| o.attempt.started_at_ms).collect();
     let durations: Vec<i64> = batch.iter().map(|o| o.attempt.duration_ms).collect();
@@ -149,8 +154,9 @@ async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>
     let states: Vec<&str> = batch.iter().map(|o| o.state).collect();
     let due: Vec<Option<i64>> = batch.iter().map(|o| o.due_at).collect();
     let now: Vec<i64> = batch.iter().map(|o| o.now_ms).collect();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
-        [&ids, &attempts, &started, &durations, &statuses, &errors, &states, &due, &now];
+    let responses: Vec<Option<&[u8]>> = batch.iter().map(|o| o.attempt.response.as_deref()).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] =
+        [&ids, &attempts, &started, &durations, &statuses, &errors, &states, &due, &now, &responses];
     // One round trip, BEGIN to COMMIT (as ingest's, see there): the locks
     // (sorted), the outcomes, the heads.
     let pipeline = futures_util::try_join!(
@@ -158,7 +164,11 @@ async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>
         async { if locks.is_empty() { Ok(0) } else { client.execute(&lock, &[&locks]).await } },
         client.query(&statement, &params),
         async {
-            if queues.is_empty() { Ok(0) } else { client.execute(&promote, &[&held_sources, &held_keys, &after]).await }
+            if queues.is_empty() {
+                Ok(0)
+            } else {
+                client.execute(&promote, &[&held_destinations, &held_sources, &held_keys, &after]).await
+            }
         },
         client.batch_execute("COMMIT"),
     );

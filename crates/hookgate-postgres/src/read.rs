@@ -1,112 +1,213 @@
 //! Read queries: single statements on a pooled connection.
 
 use deadpool_postgres::ClientWrapper as Client;
-use hookgate_core::{EventId, State};
+use hookgate_core::EventId;
+use hookgate_store::query::{self, Param, Placeholder};
 use hookgate_store::{
-    Attempt, EventDetail, ListFilter, Page, RawRecord, Result, StateCount, StoreError, codec, page_limit,
+    Attempt, Cursor, DeliveryDetail, DeliveryFilter, DeliveryPage, DeliveryRecord, EventDetail, ListFilter, Page,
+    RawDelivery, RawRecord, Result, RouteVerdict, StateCount, StoreError, codec, page_of,
 };
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use crate::unavailable;
 
-/// The columns a [`RawRecord`] is read from, in its order; `e` is `events`
-/// joined with its duplicate count `d`.
-const RECORD_COLUMNS: &str = "e.rid, e.id, e.source, e.destination, e.state, e.received_at, e.updated_at, \
-     e.dedupe_key, e.order_key, e.coalesce_key, e.warnings, COALESCE(d.n, 0), e.attempts, e.due_at, e.superseded_by";
-/// What [`RECORD_COLUMNS`] reads from.
-const RECORD_FROM: &str = "events e LEFT JOIN event_duplicates d ON d.event_id = e.id";
+/// The event columns (`query::EVENT_COLUMNS`) but for the duplicate count,
+/// which lives apart from the event row (`event_duplicates`).
+fn event_columns() -> String {
+    query::EVENT_COLUMNS
+        .replace("e.duplicates", "COALESCE((SELECT n FROM event_duplicates x WHERE x.event_id = e.id), 0)")
+}
 
-fn record(row: &Row) -> RawRecord {
-    RawRecord {
-        row: row.get(0),
-        id: row.get(1),
-        source: row.get(2),
-        destination: row.get(3),
-        state: row.get(4),
-        received_at: row.get(5),
-        updated_at: row.get(6),
-        dedupe_key: row.get(7),
-        order_key: row.get(8),
-        coalesce_key: row.get(9),
-        warnings: row.get(10),
-        duplicates: row.get(11),
-        attempts: row.get::<_, i32>(12).into(),
-        due_at: row.get(13),
-        superseded_by: row.get(14),
-    }
+fn record(row: &Row) -> Result<RawRecord> {
+    let corrupt = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+    Ok(RawRecord {
+        row: row.try_get(0).map_err(corrupt)?,
+        id: row.try_get(1).map_err(corrupt)?,
+        source: row.try_get(2).map_err(corrupt)?,
+        received_at: row.try_get(3).map_err(corrupt)?,
+        dedupe_key: row.try_get(4).map_err(corrupt)?,
+        order_key: row.try_get(5).map_err(corrupt)?,
+        coalesce_key: row.try_get(6).map_err(corrupt)?,
+        event_type: row.try_get(7).map_err(corrupt)?,
+        warnings: row.try_get(8).map_err(corrupt)?,
+        duplicates: row.try_get(9).map_err(corrupt)?,
+    })
+}
+
+fn delivery(row: &Row) -> Result<RawDelivery> {
+    let corrupt = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+    Ok(RawDelivery {
+        row: row.try_get(0).map_err(corrupt)?,
+        id: row.try_get(1).map_err(corrupt)?,
+        event_row: row.try_get(2).map_err(corrupt)?,
+        event: row.try_get(3).map_err(corrupt)?,
+        source: row.try_get(4).map_err(corrupt)?,
+        destination: row.try_get(5).map_err(corrupt)?,
+        route: row.try_get(6).map_err(corrupt)?,
+        state: row.try_get(7).map_err(corrupt)?,
+        order_key: row.try_get(8).map_err(corrupt)?,
+        coalesce_key: row.try_get(9).map_err(corrupt)?,
+        received_at: row.try_get(10).map_err(corrupt)?,
+        updated_at: row.try_get(11).map_err(corrupt)?,
+        attempts: row.try_get::<_, i32>(12).map_err(corrupt)?.into(),
+        due_at: row.try_get(13).map_err(corrupt)?,
+        superseded_by: row.try_get(14).map_err(corrupt)?,
+    })
+}
+
+/// The values of a query's parameters, typed as PostgreSQL is told they are.
+fn bound(params: &[Param]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    params
+        .iter()
+        .map(|p| -> Box<dyn ToSql + Sync + Send> {
+            match p {
+                Param::Int(n) => Box::new(*n),
+                Param::Text(text) => Box::new(text.clone()),
+                Param::Bytes(bytes) => Box::new(bytes.clone()),
+            }
+        })
+        .collect()
+}
+
+async fn run(c: &Client, sql: &str, params: &[Param]) -> Result<Vec<Row>> {
+    let statement = c.prepare_cached(sql).await.map_err(unavailable)?;
+    let values = bound(params);
+    let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect();
+    c.query(&statement, &refs).await.map_err(unavailable)
+}
+
+/// The deliveries of each event given (row ids), each event's in the order
+/// they were made: (its event's row, its own row, the delivery).
+async fn deliveries_of(c: &Client, events: &[i64]) -> Result<Vec<(i64, i64, Result<DeliveryRecord>)>> {
+    let sql = format!(
+        "SELECT {} FROM deliveries d JOIN events e ON e.rid = d.event_rid WHERE d.event_rid = ANY($1) ORDER BY d.rid",
+        query::DELIVERY_COLUMNS
+    );
+    let statement = c.prepare_cached(&sql).await.map_err(unavailable)?;
+    let rows = c.query(&statement, &[&events]).await.map_err(unavailable)?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get::<_, i64>(2), row.get::<_, i64>(0), delivery(row).and_then(RawDelivery::parse)))
+        .collect())
 }
 
 pub async fn get(c: &Client, id: &EventId) -> Result<Option<EventDetail>> {
-    let statement = c
-        .prepare_cached(&format!("SELECT {RECORD_COLUMNS}, e.headers, e.body FROM {RECORD_FROM} WHERE e.id = $1"))
-        .await
-        .map_err(unavailable)?;
+    let sql =
+        format!("SELECT {}, e.headers, e.body, e.trace, e.routing FROM events e WHERE e.id = $1", event_columns());
+    let statement = c.prepare_cached(&sql).await.map_err(unavailable)?;
     let Some(row) = c.query_opt(&statement, &[&id.as_str()]).await.map_err(unavailable)? else {
         return Ok(None);
     };
-    let attempts = c
-        .query(
-            "SELECT attempt, started_at, duration_ms, status, error FROM attempts WHERE event_id = $1 ORDER BY attempt",
-            &[&id.as_str()],
+    let raw = record(&row)?;
+    let mut rids = Vec::new();
+    let mut records = Vec::new();
+    for (_, rid, delivery) in deliveries_of(c, &[raw.row]).await? {
+        rids.push(rid);
+        records.push(delivery?);
+    }
+    let statement = c
+        .prepare_cached(
+            "SELECT a.delivery_rid, a.attempt, a.started_at, a.duration_ms, a.status, a.error, a.response
+             FROM attempts a JOIN deliveries d ON d.rid = a.delivery_rid
+             WHERE d.event_rid = $1 ORDER BY a.delivery_rid, a.attempt",
         )
         .await
-        .map_err(unavailable)?
+        .map_err(unavailable)?;
+    let attempts = c.query(&statement, &[&raw.row]).await.map_err(unavailable)?;
+    let deliveries = records
         .iter()
-        .map(|r| Attempt {
-            attempt: r.get::<_, i32>(0) as u32,
-            started_at_ms: r.get(1),
-            duration_ms: r.get(2),
-            status: r.get::<_, Option<i32>>(3).map(|s| s as u16),
-            error: r.get(4),
+        .zip(&rids)
+        .map(|(record, rid)| {
+            let attempts = attempts
+                .iter()
+                .filter(|a| a.get::<_, i64>(0) == *rid)
+                .map(|r| Attempt {
+                    attempt: r.get::<_, i32>(1) as u32,
+                    started_at_ms: r.get(2),
+                    duration_ms: r.get(3),
+                    status: r.get::<_, Option<i32>>(4).map(|s| s as u16),
+                    error: r.get(5),
+                    response: r.get::<_, Option<Vec<u8>>>(6).map(Into::into),
+                })
+                .collect();
+            DeliveryDetail { record: record.clone(), attempts }
         })
         .collect();
     Ok(Some(EventDetail {
-        record: record(&row).parse()?,
-        headers: codec::decode_headers(row.get(15))?,
-        body: row.get::<_, Vec<u8>>(16).into(),
-        attempts,
+        routing: RouteVerdict::stored(row.get::<_, Option<&str>>(13), &records)?,
+        record: raw.parse(&records)?,
+        headers: codec::decode_headers(row.get(10))?,
+        body: row.get::<_, Vec<u8>>(11).into(),
+        trace: row.get(12),
+        deliveries,
     }))
 }
 
+pub async fn get_delivery(c: &Client, id: &hookgate_core::DeliveryId) -> Result<Option<DeliveryRecord>> {
+    let sql = format!(
+        "SELECT {} FROM deliveries d JOIN events e ON e.rid = d.event_rid WHERE d.id = $1",
+        query::DELIVERY_COLUMNS
+    );
+    let statement = c.prepare_cached(&sql).await.map_err(unavailable)?;
+    let row = c.query_opt(&statement, &[&id.as_str()]).await.map_err(unavailable)?;
+    row.map(|row| delivery(&row).and_then(RawDelivery::parse)).transpose()
+}
+
 pub async fn list(c: &Client, filter: &ListFilter) -> Result<Page> {
-    let limit = page_limit(filter);
-    let statement = c
-        .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM {RECORD_FROM}
-             WHERE ($1::text IS NULL OR e.source = $1) AND ($2::text IS NULL OR e.state = $2)
-               AND ($3::bytea IS NULL OR e.order_key = $3) AND ($4::bigint IS NULL OR e.rid < $4)
-               AND ($6::bytea IS NULL OR e.dedupe_key = $6)
-               AND ($7::bigint IS NULL OR e.received_at >= $7) AND ($8::bigint IS NULL OR e.received_at < $8)
-             ORDER BY e.rid DESC LIMIT $5"
-        ))
-        .await
-        .map_err(unavailable)?;
-    let rows = c
-        .query(
-            &statement,
-            &[
-                &filter.source,
-                &filter.state.map(State::as_str),
-                &filter.order_key.as_ref().map(|k| k.as_bytes()),
-                &filter.cursor.map(|c| c.row()),
-                &(limit as i64 + 1),
-                &filter.dedupe_key.as_ref().map(|k| k.as_bytes()),
-                &filter.since_ms,
-                &filter.until_ms,
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
-    hookgate_store::page(rows.iter().map(record).collect(), limit)
+    let q = query::events(filter, Placeholder::Dollar);
+    let sql = q.sql.replacen(query::EVENT_COLUMNS, &event_columns(), 1);
+    let rows = run(c, &sql, &q.params).await?;
+    let raws: Vec<(Cursor, Result<RawRecord>)> =
+        rows.iter().map(|row| (Cursor::before_row(row.get(0)), record(row))).collect();
+    let rids: Vec<i64> = raws.iter().filter_map(|(_, r)| r.as_ref().ok().map(|r| r.row)).collect();
+    let mut by_event: std::collections::HashMap<i64, Vec<Result<DeliveryRecord>>> = Default::default();
+    for (event, _, delivery) in deliveries_of(c, &rids).await? {
+        by_event.entry(event).or_default().push(delivery);
+    }
+    let parsed = raws
+        .into_iter()
+        .map(|(at, raw)| {
+            let record = raw.and_then(|raw| {
+                let deliveries: Vec<DeliveryRecord> =
+                    by_event.remove(&raw.row).unwrap_or_default().into_iter().collect::<Result<_>>()?;
+                raw.parse(&deliveries)
+            });
+            (at, record)
+        })
+        .collect();
+    let (events, next_cursor) = page_of(parsed, q.limit);
+    Ok(Page { events, next_cursor })
+}
+
+pub async fn list_deliveries(c: &Client, filter: &DeliveryFilter) -> Result<DeliveryPage> {
+    let q = query::deliveries(filter, Placeholder::Dollar);
+    let rows = run(c, &q.sql, &q.params).await?;
+    let parsed = rows
+        .iter()
+        .map(|row| {
+            let at = Cursor::before_pair(row.get(2), row.get(0));
+            (at, delivery(row).and_then(RawDelivery::parse))
+        })
+        .collect();
+    let (deliveries, next_cursor) = page_of(parsed, q.limit);
+    Ok(DeliveryPage { deliveries, next_cursor })
 }
 
 pub async fn stats(c: &Client) -> Result<Vec<StateCount>> {
-    let rows =
-        c.query("SELECT source, state, COUNT(*) FROM events GROUP BY source, state", &[]).await.map_err(unavailable)?;
+    let rows = c
+        .query(
+            "SELECT source, destination, state, COUNT(*) FROM deliveries GROUP BY source, destination, state
+             UNION ALL
+             SELECT source, '', 'unrouted', COUNT(*) FROM events WHERE unrouted = 1 GROUP BY source",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
     rows.iter()
         .map(|r| {
-            let state = r.get::<_, String>(1).parse().map_err(|e| StoreError::Corrupt(format!("state: {e}")))?;
-            Ok(StateCount { source: r.get(0), state, count: r.get::<_, i64>(2) as u64 })
+            let state = r.get::<_, String>(2).parse().map_err(|e| StoreError::Corrupt(format!("state: {e}")))?;
+            Ok(StateCount { source: r.get(0), destination: r.get(1), state, count: r.get::<_, i64>(3) as u64 })
         })
         .collect()
 }

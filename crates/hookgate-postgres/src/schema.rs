@@ -12,6 +12,7 @@ const NAMES: &[&str] = &[
     "events, dedupe keys, attempts and paused destinations",
     "rate-limit buckets",
     "early, unthrottled autovacuum of events",
+    "routes: immutable events, one delivery row per destination (each event so far became one delivery)",
 ];
 
 const MIGRATIONS: &[&str] = &[
@@ -110,6 +111,90 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
                             autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0.02);
     "#,
+    // 4: routes. The event row is written once (body, headers, keys, each
+    // route's verdict); what moves lives in a small delivery row per (event,
+    // destination), so a state change writes a new version of ~150 bytes,
+    // never of the body. A queue is (destination, source, order key).
+    // In place: every event becomes one delivery to its destination (the
+    // delivery keeps the event's row id, queue position, state, attempts and
+    // lease; its id is the event's with the `dlv_` prefix), then the event's
+    // moving columns are dropped (an instant change of the catalog: no body is
+    // copied). Attempts are re-keyed by delivery, and those whose event is
+    // gone (a late outcome after retention) are deleted with it.
+    r#"
+    ALTER SEQUENCE events_seq RENAME TO deliveries_seq;
+    CREATE TABLE deliveries (
+        rid           BIGSERIAL PRIMARY KEY,
+        id            TEXT NOT NULL UNIQUE,
+        event_rid     BIGINT NOT NULL,
+        source        TEXT NOT NULL,
+        destination   TEXT NOT NULL,
+        route         TEXT NOT NULL,
+        order_key     BYTEA,
+        coalesce_key  BYTEA,
+        -- Queue position: per queue, the order of commits (see the ingest lock).
+        -- A batch draws one value of deliveries_seq and numbers its deliveries under
+        -- it: value * 2^20 + place (schema 3's were value * 1024 + place, all below).
+        seq           BIGINT NOT NULL,
+        state         TEXT NOT NULL,
+        updated_at    BIGINT NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        round_base    INTEGER NOT NULL DEFAULT 0,
+        -- pending: when the next attempt is due; delivering: when the lease ends.
+        due_at        BIGINT,
+        superseded_by TEXT,
+        -- First among the active deliveries of its queue (always, without an
+        -- order key): the only ones a claim looks at. Changed only under the
+        -- queue's advisory lock.
+        head          BOOLEAN NOT NULL DEFAULT false
+    ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
+            autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0.02);
+    INSERT INTO deliveries (rid, id, event_rid, source, destination, route, order_key, coalesce_key, seq, state,
+                            updated_at, attempts, round_base, due_at, superseded_by, head)
+    SELECT rid, 'dlv_' || substr(id, 5), rid, source, destination, source || '->' || destination, order_key,
+           coalesce_key, seq, state, updated_at, attempts, round_base, due_at, superseded_by, head
+    FROM events;
+    SELECT setval(pg_get_serial_sequence('deliveries', 'rid'), GREATEST((SELECT MAX(rid) FROM deliveries), 1));
+
+    CREATE INDEX deliveries_event ON deliveries (event_rid);
+    -- Listings by state (and events by their summary), by destination, by order key; by event, newest first.
+    CREATE INDEX deliveries_state ON deliveries (state, event_rid, rid);
+    CREATE INDEX deliveries_destination ON deliveries (destination, event_rid, rid);
+    CREATE INDEX deliveries_order_key ON deliveries (order_key, event_rid, rid) WHERE order_key IS NOT NULL;
+    CREATE INDEX deliveries_due ON deliveries (destination, due_at, seq) WHERE head AND state IN ('pending', 'delivering');
+    -- Finding the next head of a queue.
+    CREATE INDEX deliveries_queue ON deliveries (destination, source, order_key, seq)
+        WHERE state IN ('pending', 'delivering');
+    CREATE INDEX deliveries_coalesce ON deliveries (destination, source, coalesce_key)
+        WHERE state = 'pending' AND coalesce_key IS NOT NULL;
+    -- The database itself refuses a second in-flight delivery of one queue,
+    -- whichever instance tries: the last line of defence behind the claim query.
+    CREATE UNIQUE INDEX deliveries_one_in_flight ON deliveries (destination, source, order_key)
+        WHERE state = 'delivering';
+
+    ALTER TABLE attempts ADD COLUMN delivery_rid BIGINT, ADD COLUMN response BYTEA;
+    UPDATE attempts a SET delivery_rid = e.rid FROM events e WHERE e.id = a.event_id;
+    DELETE FROM attempts WHERE delivery_rid IS NULL;
+    ALTER TABLE attempts DROP CONSTRAINT attempts_pkey;
+    ALTER TABLE attempts DROP COLUMN event_id;
+    ALTER TABLE attempts ALTER COLUMN delivery_rid SET NOT NULL;
+    ALTER TABLE attempts ADD PRIMARY KEY (delivery_rid, attempt);
+
+    -- The indexes on the moving columns go with them.
+    ALTER TABLE events DROP COLUMN seq, DROP COLUMN destination, DROP COLUMN state, DROP COLUMN updated_at,
+        DROP COLUMN attempts, DROP COLUMN round_base, DROP COLUMN due_at, DROP COLUMN superseded_by,
+        DROP COLUMN head;
+    ALTER TABLE events ADD COLUMN event_type TEXT, ADD COLUMN routing TEXT, ADD COLUMN trace TEXT,
+        ADD COLUMN unrouted SMALLINT NOT NULL DEFAULT 0;
+    -- A migrated event's routing stays NULL: read as the one route it took (`RouteVerdict::before_routes`).
+    -- Events are immutable now: no update leaves room to use, so pack them.
+    ALTER TABLE events SET (fillfactor = 100);
+    CREATE INDEX events_source ON events (source, rid);
+    CREATE INDEX events_order_key ON events (order_key, rid) WHERE order_key IS NOT NULL;
+    CREATE INDEX events_dedupe_key ON events (dedupe_key, rid) WHERE dedupe_key IS NOT NULL;
+    CREATE INDEX events_received ON events (received_at);
+    CREATE INDEX events_unrouted ON events (rid) WHERE unrouted = 1;
+    "#,
 ];
 
 const _: () = assert!(NAMES.len() == MIGRATIONS.len(), "a name for every migration");
@@ -135,6 +220,11 @@ pub async fn migrate(client: &mut Client) -> Result<(), MigrateError> {
 }
 
 async fn apply(client: &mut Client) -> Result<(), MigrateError> {
+    apply_up_to(client, MIGRATIONS.len()).await
+}
+
+/// The migrations up to `version` only: a schema as an older hookgate left it (tests).
+pub async fn apply_up_to(client: &mut Client, version: usize) -> Result<(), MigrateError> {
     let legacy = client.query_one("SELECT to_regclass('hookgate_schema') IS NOT NULL", &[]).await?;
     if legacy.get::<_, bool>(0) {
         return Err(MigrateError::PreRelease);
@@ -146,7 +236,7 @@ async fn apply(client: &mut Client) -> Result<(), MigrateError> {
     if current > MIGRATIONS.len() {
         return Err(MigrateError::Newer { found: current, known: MIGRATIONS.len() });
     }
-    for (n, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (n, sql) in MIGRATIONS.iter().enumerate().take(version).skip(current) {
         let tx = client.transaction().await?;
         tx.batch_execute(sql).await?;
         tx.execute("DELETE FROM hookgate_version", &[]).await?;

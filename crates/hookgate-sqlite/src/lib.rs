@@ -7,7 +7,7 @@
 //! One process owns a database file: [`SqliteStore::open`] takes an exclusive
 //! lock on `<file>.lock` and refuses to open a file another process holds.
 //! That is what makes crash recovery simple and safe (every `delivering`
-//! event at open belongs to a dead process). Many instances use PostgreSQL.
+//! delivery at open belongs to a dead process). Many instances use PostgreSQL.
 
 mod read;
 mod schema;
@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use hookgate_core::{EventId, State};
+use hookgate_core::{DeliveryId, EventId, State};
 use hookgate_store::{
-    ADMISSION_WAIT, Attempt, Bucket, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, Result, StateCount,
-    Store, StoreError, Verdict,
+    ADMISSION_WAIT, Attempt, Bucket, Claim, DeliveryFilter, DeliveryPage, EventDetail, Ingested, ListFilter,
+    NewDelivery, NewEvent, Page, Result, RouteVerdict, StateCount, Store, StoreError, Verdict,
 };
 use rusqlite::{Connection, OpenFlags};
 pub use schema::{MigrateError, inspect};
@@ -90,7 +90,7 @@ pub enum OpenError {
 
 impl SqliteStore {
     /// Open (creating if needed) the database at `path`, migrate it, recover
-    /// events cut off by a crash, and start the writer thread.
+    /// deliveries cut off by a crash, and start the writer thread.
     pub fn open(path: impl AsRef<Path>, now_ms: i64) -> Result<Self, OpenError> {
         Self::open_with(path, now_ms, Options::default())
     }
@@ -115,7 +115,7 @@ impl SqliteStore {
         schema::migrate(&mut conn).map_err(|source| OpenError::Schema { path: shown.clone(), source })?;
         let recovered = write::recover(&mut conn, now_ms).map_err(sqlite)?;
         if recovered > 0 {
-            tracing::warn!(recovered, "events cut off mid-delivery by a stop are due again");
+            tracing::warn!(recovered, "deliveries cut off by a stop are due again once their leases end");
         }
         let readers = (0..READERS)
             .map(|_| open_reader(&path).map(Mutex::new))
@@ -277,14 +277,30 @@ impl Store for SqliteStore {
         self.send(|reply| Command::Claim { destination, now_ms, limit, lease_ms, reply }).await
     }
 
-    async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
-        let id = id.clone();
-        self.send(|reply| Command::Finish { id, attempt, verdict, now_ms, reply }).await
+    async fn finish(&self, delivery: &DeliveryId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
+        let delivery = delivery.clone();
+        self.send(|reply| Command::Finish { delivery, attempt, verdict, now_ms, reply }).await
     }
 
-    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {
+    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<u64> {
         let id = id.clone();
         self.send(|reply| Command::Replay { id, now_ms, reply }).await
+    }
+
+    async fn replay_delivery(&self, delivery: &DeliveryId, now_ms: i64) -> Result<bool> {
+        let delivery = delivery.clone();
+        self.send(|reply| Command::ReplayDelivery { delivery, now_ms, reply }).await
+    }
+
+    async fn reroute(
+        &self,
+        id: &EventId,
+        routing: Vec<RouteVerdict>,
+        deliveries: Vec<NewDelivery>,
+        now_ms: i64,
+    ) -> Result<Option<u64>> {
+        let id = id.clone();
+        self.send(|reply| Command::Reroute { id, routing, deliveries, now_ms, reply }).await
     }
 
     async fn purge_expired_dedupe(&self, now_ms: i64, limit: usize) -> Result<u64> {
@@ -293,6 +309,10 @@ impl Store for SqliteStore {
 
     async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64> {
         self.send(|reply| Command::PurgeFinished { state, before_ms, limit, reply }).await
+    }
+
+    async fn purge_unrouted(&self, before_ms: i64, limit: usize) -> Result<u64> {
+        self.send(|reply| Command::PurgeUnrouted { before_ms, limit, reply }).await
     }
 
     async fn next_due(&self, destination: &str, now_ms: i64) -> Result<Option<i64>> {
@@ -311,9 +331,19 @@ impl Store for SqliteStore {
         self.read(move |c| read::get(c, &id)).await
     }
 
+    async fn get_delivery(&self, delivery: &DeliveryId) -> Result<Option<hookgate_store::DeliveryRecord>> {
+        let delivery = delivery.clone();
+        self.read(move |c| read::get_delivery(c, &delivery)).await
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Page> {
         let filter = filter.clone();
         self.read(move |c| read::list(c, &filter)).await
+    }
+
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<DeliveryPage> {
+        let filter = filter.clone();
+        self.read(move |c| read::list_deliveries(c, &filter)).await
     }
 
     async fn stats(&self) -> Result<Vec<StateCount>> {

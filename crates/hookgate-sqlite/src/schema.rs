@@ -10,7 +10,10 @@ use rusqlite::Connection;
 const APPLICATION_ID: i64 = 0x686f_6f6b;
 
 /// What each migration does, for the log line that says it ran.
-const NAMES: &[&str] = &["events, dedupe keys and attempts"];
+const NAMES: &[&str] = &[
+    "events, dedupe keys and attempts",
+    "routes: immutable events, one delivery row per destination (each event so far became one delivery)",
+];
 
 const MIGRATIONS: &[&str] = &[
     // 1: events, dedupe keys, attempts. Keys and headers are BLOBs: they are
@@ -81,6 +84,117 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (event_id, attempt)
     ) WITHOUT ROWID;
     ",
+    // 2: routes. The event row is written once (body, headers, keys, each
+    // route's verdict); what moves lives in a small delivery row per
+    // (event, destination), so a state change never rewrites the body. A
+    // queue is (destination, source, order key). Every event so far becomes
+    // one delivery to its destination, keeping its row id (its delivery's
+    // id is its own with the `dlv_` prefix), queue position, state, attempts
+    // and lease; attempts are re-keyed by delivery. Every filter a listing
+    // offers has an index (`read_plans` in the tests pins which).
+    "
+    ALTER TABLE events RENAME TO events_v1;
+    ALTER TABLE attempts RENAME TO attempts_v1;
+    DROP INDEX events_due;
+    DROP INDEX events_order;
+    DROP INDEX events_coalesce;
+    DROP INDEX events_state;
+
+    CREATE TABLE events (
+        rid             INTEGER PRIMARY KEY,
+        id              TEXT NOT NULL UNIQUE,
+        source          TEXT NOT NULL,
+        received_at     INTEGER NOT NULL,
+        headers         BLOB NOT NULL,
+        body            BLOB NOT NULL,
+        dedupe_key      BLOB,
+        -- The source's keys (each delivery carries the ones its queue uses).
+        order_key       BLOB,
+        coalesce_key    BLOB,
+        event_type      TEXT,
+        warnings        TEXT,
+        -- Each route's verdict: JSON text.
+        routing         TEXT,
+        trace           TEXT,
+        duplicates      INTEGER NOT NULL DEFAULT 0,
+        -- 1 while the event has no delivery (no route matched it).
+        unrouted        INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX events_source ON events(source);
+    CREATE INDEX events_order_key ON events(order_key) WHERE order_key IS NOT NULL;
+    CREATE INDEX events_dedupe_key ON events(dedupe_key) WHERE dedupe_key IS NOT NULL;
+    CREATE INDEX events_received ON events(received_at);
+    CREATE INDEX events_unrouted ON events(unrouted) WHERE unrouted = 1;
+
+    CREATE TABLE deliveries (
+        rid             INTEGER PRIMARY KEY,
+        id              TEXT NOT NULL UNIQUE,
+        event_rid       INTEGER NOT NULL,
+        source          TEXT NOT NULL,
+        destination     TEXT NOT NULL,
+        route           TEXT NOT NULL,
+        order_key       BLOB,
+        coalesce_key    BLOB,
+        -- Queue position: storage order, renewed by a replay.
+        seq             INTEGER NOT NULL,
+        state           TEXT NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        -- attempts at the last replay; attempts - round_base is what max_attempts counts.
+        round_base      INTEGER NOT NULL DEFAULT 0,
+        -- pending: when the next attempt is due; delivering: when the lease ends.
+        due_at          INTEGER,
+        -- 1 for the first active delivery of its (destination, source, order
+        -- key) queue, and for every active one without an order key: only
+        -- heads are claimed.
+        head            INTEGER NOT NULL DEFAULT 0,
+        superseded_by   TEXT
+    );
+    -- An event's deliveries; listings by event.
+    CREATE INDEX deliveries_event ON deliveries(event_rid);
+    -- Listings by state (and events by their summary), by destination, by order key.
+    CREATE INDEX deliveries_state ON deliveries(state, event_rid);
+    CREATE INDEX deliveries_destination ON deliveries(destination, event_rid);
+    CREATE INDEX deliveries_order_key ON deliveries(order_key, event_rid) WHERE order_key IS NOT NULL;
+    -- The dispatcher's scan: claimable heads of one destination, soonest due first.
+    -- Deliveries blocked behind a head are not in it, so a long queue costs nothing to scan.
+    CREATE INDEX deliveries_due ON deliveries(destination, due_at, seq)
+        WHERE head = 1 AND state IN ('pending', 'delivering');
+    -- Finding the next head of a queue.
+    CREATE INDEX deliveries_queue ON deliveries(destination, source, order_key, seq)
+        WHERE state IN ('pending', 'delivering');
+    CREATE INDEX deliveries_coalesce ON deliveries(destination, source, coalesce_key)
+        WHERE state = 'pending' AND coalesce_key IS NOT NULL;
+
+    CREATE TABLE attempts (
+        delivery_rid    INTEGER NOT NULL,
+        attempt         INTEGER NOT NULL,
+        started_at      INTEGER NOT NULL,
+        duration_ms     INTEGER NOT NULL,
+        status          INTEGER,
+        error           TEXT,
+        -- The first bytes of the answer, when kept ([storage] keep_response).
+        response        BLOB,
+        PRIMARY KEY (delivery_rid, attempt)
+    ) WITHOUT ROWID;
+
+    -- A migrated event's routing stays NULL: read as the one route it took (`RouteVerdict::before_routes`).
+    INSERT INTO events (rid, id, source, received_at, headers, body, dedupe_key, order_key, coalesce_key,
+                        warnings, duplicates, unrouted)
+    SELECT rid, id, source, received_at, headers, body, dedupe_key, order_key, coalesce_key, warnings,
+           duplicates, 0
+    FROM events_v1;
+    INSERT INTO deliveries (rid, id, event_rid, source, destination, route, order_key, coalesce_key, seq, state,
+                            updated_at, attempts, round_base, due_at, head, superseded_by)
+    SELECT rid, 'dlv_' || substr(id, 5), rid, source, destination, source || '->' || destination, order_key,
+           coalesce_key, seq, state, updated_at, attempts, round_base, due_at, head, superseded_by
+    FROM events_v1;
+    INSERT INTO attempts (delivery_rid, attempt, started_at, duration_ms, status, error)
+    SELECT e.rid, a.attempt, a.started_at, a.duration_ms, a.status, a.error
+    FROM attempts_v1 a JOIN events_v1 e ON e.id = a.event_id;
+    DROP TABLE attempts_v1;
+    DROP TABLE events_v1;
+    ",
 ];
 
 const _: () = assert!(NAMES.len() == MIGRATIONS.len(), "a name for every migration");
@@ -128,4 +242,115 @@ pub fn inspect(path: &std::path::Path) -> rusqlite::Result<hookgate_store::Schem
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let at: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     Ok(hookgate_store::SchemaVersion { at, latest })
+}
+
+#[cfg(test)]
+mod tests {
+    use hookgate_core::State;
+    use hookgate_store::conformance::{T0, event};
+
+    use super::*;
+    use crate::SqliteStore;
+
+    /// Apply the migrations up to `version` only: a database as an older hookgate left it.
+    fn migrate_to(conn: &mut Connection, version: usize) {
+        for (n, sql) in MIGRATIONS.iter().enumerate().take(version) {
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(sql).unwrap();
+            tx.pragma_update(None, "user_version", n + 1).unwrap();
+            tx.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+            tx.commit().unwrap();
+        }
+    }
+
+    /// One event as schema 1's ingest and outcomes left it (the columns its
+    /// INSERT and UPDATEs wrote), with its attempts.
+    #[allow(clippy::too_many_arguments)]
+    fn v1_event(
+        c: &Connection,
+        seq: i64,
+        destination: &str,
+        order_key: Option<&str>,
+        dedupe_key: &str,
+        state: &str,
+        attempts: u32,
+        due_at: Option<i64>,
+        head: bool,
+    ) -> String {
+        let new = event("stripe", T0 + seq);
+        c.execute(
+            "INSERT INTO events (id, seq, source, destination, state, received_at, updated_at, headers, body,
+                                 dedupe_key, order_key, coalesce_key, warnings, attempts, due_at, head)
+             VALUES (?1, ?2, 'stripe', ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10, ?11, ?12)",
+            rusqlite::params![
+                new.id.as_str(),
+                seq,
+                destination,
+                state,
+                T0 + seq,
+                hookgate_store::codec::encode_headers(&new.headers),
+                format!("{{\"seq\":{seq}}}").as_bytes(),
+                dedupe_key.as_bytes(),
+                order_key.map(str::as_bytes),
+                attempts,
+                due_at,
+                head,
+            ],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO dedupe (source, key, event_id, expires_at) VALUES ('stripe', ?1, ?2, ?3)",
+            rusqlite::params![dedupe_key.as_bytes(), new.id.as_str(), T0 + 86_400_000],
+        )
+        .unwrap();
+        // An attempt in flight has no row yet: its outcome writes it.
+        let recorded = if state == "delivering" { attempts - 1 } else { attempts };
+        for attempt in 1..=recorded {
+            c.execute(
+                "INSERT INTO attempts (event_id, attempt, started_at, duration_ms, status, error)
+                 VALUES (?1, ?2, ?3, 5, 500, NULL)",
+                rusqlite::params![new.id.as_str(), attempt, T0 + seq],
+            )
+            .unwrap();
+        }
+        new.id.as_str().to_owned()
+    }
+
+    /// A database made by schema 1 — delivered, dead and pending events, an
+    /// order key's queue with its head in flight when the process stopped, a
+    /// paused destination, dedupe keys — opens under schema 2 with nothing
+    /// lost (`conformance::migrated` says what that means).
+    #[tokio::test]
+    async fn a_schema_1_database_migrates_in_place_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.db");
+        let ids = {
+            let mut c = Connection::open(&path).unwrap();
+            migrate_to(&mut c, 1);
+            let ids = [
+                v1_event(&c, 1, "app", None, "d1", "delivered", 1, None, false),
+                v1_event(&c, 2, "app", None, "d2", "dead", 3, None, false),
+                // The queue of cus_1: its head was in flight when hookgate stopped, two wait behind it.
+                v1_event(&c, 3, "app", Some("cus_1"), "d3", "delivering", 2, Some(T0 + 30_000), true),
+                v1_event(&c, 4, "app", Some("cus_1"), "d4", "pending", 0, Some(T0 + 4), false),
+                v1_event(&c, 5, "app", Some("cus_1"), "d5", "pending", 0, Some(T0 + 5), false),
+                v1_event(&c, 6, "crm", None, "d6", "pending", 0, Some(T0 + 6), true),
+            ];
+            c.execute("INSERT INTO paused (destination) VALUES ('crm')", []).unwrap();
+            ids.map(|id| id.parse::<hookgate_core::EventId>().unwrap())
+        };
+
+        let store = SqliteStore::open(&path, T0 + 10).unwrap();
+        let at = inspect(&path).unwrap();
+        assert_eq!((at.at, at.latest), (2, 2));
+        let expected = [
+            (State::Delivered, 1),
+            (State::Dead, 3),
+            (State::Pending, 2), // recovered at open: the cut-off attempt recorded, due when its lease ends
+            (State::Pending, 0),
+            (State::Pending, 0),
+            (State::Pending, 0),
+        ];
+        hookgate_store::conformance::migrated::before_routes_lost_nothing(&store, &ids, expected).await;
+    }
 }

@@ -1,13 +1,18 @@
 //! The SQL of each write command, run by the writer thread inside the
 //! batch's transaction (each in a savepoint of its own).
+//!
+//! Queue positions are drawn from `seq`, which only grows (gaps are harmless).
 
-use hookgate_core::{EventId, State};
-use hookgate_store::{Attempt, Claim, Ingested, NewEvent, Result, StoreError, Verdict, codec, parse_id};
+use hookgate_core::{DeliveryId, EventId, State};
+use hookgate_store::{
+    Attempt, Claim, Ingested, NewDelivery, NewEvent, Result, RouteVerdict, StoreError, Verdict, codec,
+    parse_delivery_id, parse_id,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::db_error;
 
-pub fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
+pub fn ingest(c: &Connection, event: &NewEvent, seq: &mut i64) -> Result<Ingested> {
     let now = event.received_at_ms;
     if let Some(key) = &event.dedupe_key {
         // One statement decides: a new key inserts, an expired key is taken
@@ -45,69 +50,117 @@ pub fn ingest(c: &Connection, event: &NewEvent, seq: i64) -> Result<Ingested> {
             return Ok(Ingested::Duplicate { original: parse_id(&original)? });
         }
     }
-    let mut superseded = 0;
-    if let Some(key) = &event.coalesce_key {
-        let orphaned: Vec<Option<Vec<u8>>> = c
-            .prepare_cached(
-                "UPDATE events SET state = 'superseded', superseded_by = ?1, updated_at = ?2, due_at = NULL, head = 0
-                 WHERE source = ?3 AND coalesce_key = ?4 AND state = 'pending'
-                 RETURNING order_key",
+    let event_rid: i64 = c
+        .prepare_cached(
+            "INSERT INTO events (id, source, received_at, headers, body, dedupe_key, order_key, coalesce_key,
+                                 event_type, warnings, routing, trace, unrouted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             RETURNING rid",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    event.id.as_str(),
+                    event.source,
+                    now,
+                    codec::encode_headers(&event.headers),
+                    &event.body[..],
+                    event.dedupe_key.as_ref().map(|k| k.as_bytes()),
+                    event.order_key.as_ref().map(|k| k.as_bytes()),
+                    event.coalesce_key.as_ref().map(|k| k.as_bytes()),
+                    event.event_type,
+                    codec::encode_warnings(&event.warnings),
+                    codec::encode_routing(&event.routing),
+                    event.trace,
+                    event.deliveries.is_empty(),
+                ],
+                |r| r.get(0),
             )
-            .and_then(|mut s| {
-                s.query_map(params![event.id.as_str(), now, event.source, key.as_bytes()], |r| r.get(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .map_err(db_error)?;
-        superseded = orphaned.len() as u64;
-        // A superseded head hands its queue on, whatever the new event's order key.
-        let mut keys: Vec<Vec<u8>> = orphaned.into_iter().flatten().collect();
-        keys.sort();
-        keys.dedup();
-        let own = event.order_key.as_ref().map(|k| k.as_bytes());
-        for order_key in keys.iter().filter(|k| Some(k.as_slice()) != own) {
-            promote(c, &event.source, order_key)?;
+        })
+        .map_err(db_error)?;
+    let mut superseded = 0;
+    for delivery in &event.deliveries {
+        if let Some(key) = &delivery.coalesce_key {
+            superseded += coalesce(c, &event.id, &event.source, delivery, key.as_bytes(), now)?;
         }
-    }
-    c.prepare_cached(
-        "INSERT INTO events (id, seq, source, destination, state, received_at, updated_at, headers, body,
-                             dedupe_key, order_key, coalesce_key, warnings, due_at, head)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?5, ?12)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            event.id.as_str(),
-            seq,
-            event.source,
-            event.destination,
-            now,
-            codec::encode_headers(&event.headers),
-            &event.body[..],
-            event.dedupe_key.as_ref().map(|k| k.as_bytes()),
-            event.order_key.as_ref().map(|k| k.as_bytes()),
-            event.coalesce_key.as_ref().map(|k| k.as_bytes()),
-            codec::encode_warnings(&event.warnings),
-            event.order_key.is_none(),
-        ])
-    })
-    .map_err(db_error)?;
-    if let Some(order_key) = &event.order_key {
-        // The new event, or the one after a superseded head, may now lead its queue.
-        promote(c, &event.source, order_key.as_bytes())?;
+        add_delivery(c, event_rid, &event.source, delivery, seq, now)?;
     }
     Ok(Ingested::Accepted { id: event.id.clone(), superseded })
 }
 
-/// Make the first active event of an order key's queue its head (if it is
-/// not already). Called wherever the queue's active set changes.
-fn promote(c: &Connection, source: &str, order_key: &[u8]) -> Result<()> {
+/// Supersede the pending deliveries of `delivery`'s destination, source and
+/// coalesce key; a superseded head hands its queue on.
+fn coalesce(c: &Connection, by: &EventId, source: &str, delivery: &NewDelivery, key: &[u8], now: i64) -> Result<u64> {
+    let orphaned: Vec<Option<Vec<u8>>> = c
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'superseded', superseded_by = ?1, updated_at = ?2, due_at = NULL, head = 0
+             WHERE destination = ?3 AND source = ?4 AND coalesce_key = ?5 AND state = 'pending'
+             RETURNING order_key",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![by.as_str(), now, delivery.destination, source, key], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db_error)?;
+    let superseded = orphaned.len() as u64;
+    let mut keys: Vec<Vec<u8>> = orphaned.into_iter().flatten().collect();
+    keys.sort();
+    keys.dedup();
+    let own = delivery.order_key.as_ref().map(|k| k.as_bytes());
+    for order_key in keys.iter().filter(|k| Some(k.as_slice()) != own) {
+        promote(c, &delivery.destination, source, order_key)?;
+    }
+    Ok(superseded)
+}
+
+/// A new delivery at the end of its queue, due at `now`.
+fn add_delivery(
+    c: &Connection,
+    event_rid: i64,
+    source: &str,
+    delivery: &NewDelivery,
+    seq: &mut i64,
+    now: i64,
+) -> Result<()> {
+    *seq += 1;
     c.prepare_cached(
-        "UPDATE events SET head = 1
-         WHERE rid = (SELECT rid FROM events
-                      WHERE source = ?1 AND order_key = ?2 AND state IN ('pending', 'delivering')
+        "INSERT INTO deliveries (id, event_rid, source, destination, route, order_key, coalesce_key, seq, state,
+                                 updated_at, due_at, head)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?10)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            delivery.id.as_str(),
+            event_rid,
+            source,
+            delivery.destination,
+            delivery.route,
+            delivery.order_key.as_ref().map(|k| k.as_bytes()),
+            delivery.coalesce_key.as_ref().map(|k| k.as_bytes()),
+            *seq,
+            now,
+            delivery.order_key.is_none(),
+        ])
+    })
+    .map_err(db_error)?;
+    if let Some(order_key) = &delivery.order_key {
+        // The new delivery may lead its queue.
+        promote(c, &delivery.destination, source, order_key.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Make the first active delivery of a queue its head (if it is not
+/// already). Called wherever the queue's active set changes.
+fn promote(c: &Connection, destination: &str, source: &str, order_key: &[u8]) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE deliveries SET head = 1
+         WHERE rid = (SELECT rid FROM deliveries
+                      WHERE destination = ?1 AND source = ?2 AND order_key = ?3 AND state IN ('pending', 'delivering')
                       ORDER BY seq LIMIT 1)
            AND head = 0",
     )
-    .and_then(|mut s| s.execute(params![source, order_key]))
+    .and_then(|mut s| s.execute(params![destination, source, order_key]))
     .map_err(db_error)?;
     Ok(())
 }
@@ -128,11 +181,13 @@ pub fn is_paused(c: &Connection, destination: &str) -> Result<bool> {
 }
 
 /// Due heads of a destination's queues, soonest first (`?1` destination, `?2`
-/// now, `?3` limit): a walk of the heads index, never of the events behind them.
-const CLAIMABLE: &str = "SELECT rid, id, source, order_key, received_at, headers, body, attempts, round_base
-     FROM events
-     WHERE destination = ?1 AND head = 1 AND state IN ('pending', 'delivering') AND due_at <= ?2
-     ORDER BY due_at, seq
+/// now, `?3` limit): a walk of the heads index, never of the deliveries
+/// behind them; each joined to its event for what is sent.
+const CLAIMABLE: &str = "SELECT d.rid, d.id, e.id, d.source, d.route, d.order_key, e.received_at, e.headers, e.body,
+            d.attempts, d.round_base, e.trace
+     FROM deliveries d JOIN events e ON e.rid = d.event_rid
+     WHERE d.destination = ?1 AND d.head = 1 AND d.state IN ('pending', 'delivering') AND d.due_at <= ?2
+     ORDER BY d.due_at, d.seq
      LIMIT ?3";
 
 pub fn claim(c: &Connection, destination: &str, now: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
@@ -153,7 +208,7 @@ pub fn claim(c: &Connection, destination: &str, now: i64, limit: usize, lease_ms
     // but not counted as an attempt: none is made.
     let mut update = c
         .prepare_cached(
-            "UPDATE events SET state = 'delivering', attempts = attempts + ?4, due_at = ?1, updated_at = ?2
+            "UPDATE deliveries SET state = 'delivering', attempts = attempts + ?4, due_at = ?1, updated_at = ?2
              WHERE rid = ?3",
         )
         .map_err(db_error)?;
@@ -172,95 +227,172 @@ pub fn claim(c: &Connection, destination: &str, now: i64, limit: usize, lease_ms
 /// A claimable row as the claim it becomes (its attempt counted).
 fn read_claim(r: &rusqlite::Row, destination: &str) -> Result<Claim> {
     let corrupt = |e: rusqlite::Error| StoreError::Corrupt(e.to_string());
-    let attempts = r.get::<_, u32>(7).map_err(corrupt)?;
-    let round_base = r.get::<_, u32>(8).map_err(corrupt)?;
+    let attempts = r.get::<_, u32>(9).map_err(corrupt)?;
+    let round_base = r.get::<_, u32>(10).map_err(corrupt)?;
     let attempt = attempts.checked_add(1).ok_or_else(|| StoreError::Corrupt(format!("attempts {attempts}")))?;
     Ok(Claim {
-        id: parse_id(&r.get::<_, String>(1).map_err(corrupt)?)?,
-        source: r.get(2).map_err(corrupt)?,
+        delivery: parse_delivery_id(&r.get::<_, String>(1).map_err(corrupt)?)?,
+        id: parse_id(&r.get::<_, String>(2).map_err(corrupt)?)?,
+        source: r.get(3).map_err(corrupt)?,
         destination: destination.to_owned(),
-        order_key: r.get::<_, Option<Vec<u8>>>(3).map_err(corrupt)?.map(Into::into),
-        received_at_ms: r.get(4).map_err(corrupt)?,
-        headers: codec::decode_headers(&r.get::<_, Vec<u8>>(5).map_err(corrupt)?)?,
-        body: r.get::<_, Vec<u8>>(6).map_err(corrupt)?.into(),
+        route: r.get(4).map_err(corrupt)?,
+        order_key: r.get::<_, Option<Vec<u8>>>(5).map_err(corrupt)?.map(Into::into),
+        received_at_ms: r.get(6).map_err(corrupt)?,
+        headers: codec::decode_headers(&r.get::<_, Vec<u8>>(7).map_err(corrupt)?)?,
+        body: r.get::<_, Vec<u8>>(8).map_err(corrupt)?.into(),
         attempt,
         round_attempt: attempt
             .checked_sub(round_base)
             .ok_or_else(|| StoreError::Corrupt(format!("round_base {round_base} above attempts {attempts}")))?,
+        trace: r.get(11).map_err(corrupt)?,
     })
 }
 
-pub fn finish(c: &Connection, id: &EventId, attempt: &Attempt, verdict: Verdict, now: i64) -> Result<bool> {
-    // The attempt happened whether or not the claim is still ours: record it.
+pub fn finish(c: &Connection, delivery: &DeliveryId, attempt: &Attempt, verdict: Verdict, now: i64) -> Result<bool> {
+    // The attempt happened whether or not the claim is still ours: record it
+    // (with its delivery: one retention deleted is not recorded at all).
     c.prepare_cached(
-        "INSERT OR IGNORE INTO attempts (event_id, attempt, started_at, duration_ms, status, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR IGNORE INTO attempts (delivery_rid, attempt, started_at, duration_ms, status, error, response)
+         SELECT rid, ?2, ?3, ?4, ?5, ?6, ?7 FROM deliveries WHERE id = ?1",
     )
     .and_then(|mut s| {
         s.execute(params![
-            id.as_str(),
+            delivery.as_str(),
             attempt.attempt,
             attempt.started_at_ms,
             attempt.duration_ms,
             attempt.status,
-            attempt.error
+            attempt.error,
+            attempt.response.as_deref(),
         ])
     })
     .map_err(db_error)?;
     let (state, due_at) = verdict.next_state();
-    // A retried event stays its queue's head; a finished one hands the head on.
-    let moved: Option<(String, Option<Vec<u8>>)> = c
+    // A retried delivery stays its queue's head; a finished one hands the head on.
+    let moved: Option<(String, String, Option<Vec<u8>>)> = c
         .prepare_cached(
-            "UPDATE events SET state = ?1, due_at = ?2, updated_at = ?3, head = (?1 = 'pending')
+            "UPDATE deliveries SET state = ?1, due_at = ?2, updated_at = ?3, head = (?1 = 'pending')
              WHERE id = ?4 AND state = 'delivering' AND attempts = ?5
-             RETURNING source, order_key",
+             RETURNING destination, source, order_key",
         )
         .and_then(|mut s| {
-            s.query_row(params![state.as_str(), due_at, now, id.as_str(), attempt.attempt], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+            s.query_row(params![state.as_str(), due_at, now, delivery.as_str(), attempt.attempt], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .optional()
         })
         .map_err(db_error)?;
     match &moved {
-        Some((source, Some(order_key))) if state != State::Pending => promote(c, source, order_key)?,
+        Some((destination, source, Some(order_key))) if state != State::Pending => {
+            promote(c, destination, source, order_key)?
+        }
         _ => {}
     }
     Ok(moved.is_some())
 }
 
-pub fn replay(c: &Connection, id: &EventId, seq: i64, now: i64) -> Result<bool> {
-    let moved: Option<(String, Option<Vec<u8>>)> = c
+/// A finished delivery at the back of its queue again (a new `seq`), due
+/// now, its attempts counted afresh for `max_attempts`; false for an active one.
+fn replay_row(c: &Connection, rid: i64, seq: &mut i64, now: i64) -> Result<bool> {
+    *seq += 1;
+    let moved: Option<(String, String, Option<Vec<u8>>)> = c
         .prepare_cached(
-            "UPDATE events SET state = 'pending', seq = ?1, round_base = attempts, due_at = ?2,
-                               superseded_by = NULL, updated_at = ?2, head = (order_key IS NULL)
-             WHERE id = ?3 AND state IN ('delivered', 'dead', 'superseded')
-             RETURNING source, order_key",
+            "UPDATE deliveries SET state = 'pending', seq = ?1, round_base = attempts, due_at = ?2,
+                                   superseded_by = NULL, updated_at = ?2, head = (order_key IS NULL)
+             WHERE rid = ?3 AND state IN ('delivered', 'dead', 'superseded')
+             RETURNING destination, source, order_key",
         )
-        .and_then(|mut s| s.query_row(params![seq, now, id.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .and_then(|mut s| s.query_row(params![*seq, now, rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
         .map_err(db_error)?;
-    if let Some((source, Some(order_key))) = &moved {
-        promote(c, source, order_key)?;
+    if let Some((destination, source, Some(order_key))) = &moved {
+        promote(c, destination, source, order_key)?;
     }
     Ok(moved.is_some())
 }
 
+/// The row ids of an event's deliveries, in the order they were made.
+fn deliveries_of(c: &Connection, event_rid: i64) -> Result<Vec<i64>> {
+    c.prepare_cached("SELECT rid FROM deliveries WHERE event_rid = ?1 ORDER BY rid")
+        .and_then(|mut s| s.query_map([event_rid], |r| r.get(0))?.collect::<rusqlite::Result<Vec<i64>>>())
+        .map_err(db_error)
+}
+
+fn event_rid(c: &Connection, id: &EventId) -> Result<Option<i64>> {
+    c.prepare_cached("SELECT rid FROM events WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+        .map_err(db_error)
+}
+
+pub fn replay(c: &Connection, id: &EventId, seq: &mut i64, now: i64) -> Result<u64> {
+    let Some(event_rid) = event_rid(c, id)? else { return Ok(0) };
+    let mut replayed = 0;
+    for rid in deliveries_of(c, event_rid)? {
+        replayed += u64::from(replay_row(c, rid, seq, now)?);
+    }
+    Ok(replayed)
+}
+
+pub fn replay_delivery(c: &Connection, delivery: &DeliveryId, seq: &mut i64, now: i64) -> Result<bool> {
+    let rid: Option<i64> = c
+        .prepare_cached("SELECT rid FROM deliveries WHERE id = ?1")
+        .and_then(|mut s| s.query_row([delivery.as_str()], |r| r.get(0)).optional())
+        .map_err(db_error)?;
+    match rid {
+        Some(rid) => replay_row(c, rid, seq, now),
+        None => Ok(false),
+    }
+}
+
+/// New verdicts, and the deliveries to destinations the event has none for,
+/// at the end of their queues. No coalescing: an old event must not
+/// supersede a newer one's delivery.
+pub fn reroute(
+    c: &Connection,
+    id: &EventId,
+    routing: &[RouteVerdict],
+    deliveries: &[NewDelivery],
+    seq: &mut i64,
+    now: i64,
+) -> Result<Option<u64>> {
+    let Some(event_rid) = event_rid(c, id)? else { return Ok(None) };
+    let (source, has): (String, Vec<String>) = {
+        let source: String = c
+            .prepare_cached("SELECT source FROM events WHERE rid = ?1")
+            .and_then(|mut s| s.query_row([event_rid], |r| r.get(0)))
+            .map_err(db_error)?;
+        let has = c
+            .prepare_cached("SELECT destination FROM deliveries WHERE event_rid = ?1")
+            .and_then(|mut s| s.query_map([event_rid], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(db_error)?;
+        (source, has)
+    };
+    let mut added = 0;
+    for delivery in deliveries.iter().filter(|d| !has.contains(&d.destination)) {
+        add_delivery(c, event_rid, &source, delivery, seq, now)?;
+        added += 1;
+    }
+    c.prepare_cached("UPDATE events SET routing = ?1, unrouted = unrouted AND ?2 WHERE rid = ?3")
+        .and_then(|mut s| s.execute(params![codec::encode_routing(routing), added == 0, event_rid]))
+        .map_err(db_error)?;
+    Ok(Some(added))
+}
+
 /// At open, before any dispatcher runs: this process holds the database's
-/// lock, so every `delivering` event belonged to a process that stopped. Each
-/// is due again when its lease ends, not at once: the app may still be working
-/// on the cut-off attempt until its timeout, and the order key must never see
-/// two deliveries at once. The cut-off attempt is recorded as such.
+/// lock, so every `delivering` delivery belonged to a process that stopped.
+/// Each is due again when its lease ends, not at once: the app may still be
+/// working on the cut-off attempt until its timeout, and the queue must never
+/// see two deliveries at once. The cut-off attempt is recorded as such.
 pub fn recover(conn: &mut Connection, now: i64) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
     tx.execute(
-        "INSERT OR IGNORE INTO attempts (event_id, attempt, started_at, duration_ms, status, error)
-         SELECT id, attempts, updated_at, ?1 - updated_at, NULL, 'interrupted: hookgate stopped during the attempt'
-         FROM events WHERE state = 'delivering'",
+        "INSERT OR IGNORE INTO attempts (delivery_rid, attempt, started_at, duration_ms, status, error)
+         SELECT rid, attempts, updated_at, ?1 - updated_at, NULL, 'interrupted: hookgate stopped during the attempt'
+         FROM deliveries WHERE state = 'delivering'",
         [now],
     )?;
-    // due_at holds the lease's end while delivering: it stays the time the event is due.
+    // due_at holds the lease's end while delivering: it stays the time the delivery is due.
     let recovered =
-        tx.execute("UPDATE events SET state = 'pending', updated_at = ?1 WHERE state = 'delivering'", [now])?;
+        tx.execute("UPDATE deliveries SET state = 'pending', updated_at = ?1 WHERE state = 'delivering'", [now])?;
     tx.commit()?;
     Ok(recovered)
 }
@@ -276,30 +408,48 @@ pub fn purge_dedupe(c: &Connection, now: i64, limit: usize) -> Result<u64> {
     .map_err(db_error)
 }
 
-/// Retention: one small batch of finished events, oldest first, and their attempts.
+/// Retention: one small batch of finished deliveries, oldest event first,
+/// with their attempts, and each event left with none.
 pub fn purge_finished(c: &Connection, state: State, before: i64, limit: usize) -> Result<u64> {
-    debug_assert!(!state.is_active(), "only finished events are purged");
-    let ids: Vec<String> = c
+    debug_assert!(!state.is_active(), "only finished deliveries are purged");
+    let gone: Vec<(i64, i64)> = c
         .prepare_cached(
-            "DELETE FROM events WHERE rid IN (
-                 SELECT rid FROM events WHERE state = ?1 AND updated_at < ?2 ORDER BY updated_at LIMIT ?3)
-             RETURNING id",
+            "DELETE FROM deliveries WHERE rid IN (
+                 SELECT rid FROM deliveries WHERE state = ?1 AND updated_at < ?2 ORDER BY event_rid, rid LIMIT ?3)
+             RETURNING rid, event_rid",
         )
         .and_then(|mut s| {
-            s.query_map(params![state.as_str(), before, limit as i64], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()
+            s.query_map(params![state.as_str(), before, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db_error)?;
-    let mut attempts = c.prepare_cached("DELETE FROM attempts WHERE event_id = ?1").map_err(db_error)?;
-    for id in &ids {
-        attempts.execute([id]).map_err(db_error)?;
+    let mut attempts = c.prepare_cached("DELETE FROM attempts WHERE delivery_rid = ?1").map_err(db_error)?;
+    let mut event = c
+        .prepare_cached(
+            "DELETE FROM events WHERE rid = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_rid = ?1)",
+        )
+        .map_err(db_error)?;
+    for (rid, event_rid) in &gone {
+        attempts.execute([rid]).map_err(db_error)?;
+        event.execute([event_rid]).map_err(db_error)?;
     }
-    Ok(ids.len() as u64)
+    Ok(gone.len() as u64)
+}
+
+/// Retention of unrouted events: one small batch, oldest first.
+pub fn purge_unrouted(c: &Connection, before: i64, limit: usize) -> Result<u64> {
+    c.prepare_cached(
+        "DELETE FROM events WHERE rid IN (
+             SELECT rid FROM events WHERE unrouted = 1 AND received_at < ?1 ORDER BY rid LIMIT ?2)",
+    )
+    .and_then(|mut s| s.execute(params![before, limit as i64]))
+    .map(|n| n as u64)
+    .map_err(db_error)
 }
 
 #[cfg(test)]
 mod tests {
-    use hookgate_store::conformance::{DEST, T0, event};
+    use hookgate_store::conformance::{DEST, T0, event, to};
     use rusqlite::StatementStatus;
 
     use super::*;
@@ -312,55 +462,62 @@ mod tests {
         scan.get_status(StatementStatus::VmStep)
     }
 
-    /// Ten thousand events blocked behind a head in flight cost a claim
-    /// nothing: it walks heads only (the deep-backlog case of few order keys).
+    /// Ten thousand deliveries blocked behind a head in flight cost a claim
+    /// nothing: it walks heads only (the deep-backlog case of few order
+    /// keys); nor do ten thousand due deliveries to another destination.
     #[test]
     fn a_claim_costs_the_same_however_deep_the_blocked_backlog() {
         let mut c = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&mut c).unwrap();
         let mut seq = 0;
-        let mut add = |c: &Connection| {
-            seq += 1;
-            let mut new = event("src", T0);
+        let mut add = |c: &Connection, destination: &str| {
+            let mut new = to(destination, event("src", T0));
             new.order_key = Some("tenant-1".into());
-            assert!(matches!(ingest(c, &new, seq), Ok(Ingested::Accepted { .. })));
+            new.deliveries[0].order_key = new.order_key.clone();
+            assert!(matches!(ingest(c, &new, &mut seq), Ok(Ingested::Accepted { .. })));
         };
-        add(&c);
+        add(&c, DEST);
         assert_eq!(claim(&c, DEST, T0, 10, 60_000).unwrap().len(), 1);
         let shallow = claim_steps(&c);
         for _ in 0..10_000 {
-            add(&c);
+            add(&c, DEST);
+            add(&c, "another");
         }
         let deep = claim_steps(&c);
-        assert!(deep <= shallow, "a claim took {deep} steps with 10,000 blocked events, {shallow} with none");
-        eprintln!("claim scan: {shallow} VM steps with no blocked events, {deep} with 10,000");
+        assert!(deep <= shallow, "a claim took {deep} steps with 10,000 blocked deliveries, {shallow} with none");
+        eprintln!("claim scan: {shallow} VM steps with no blocked deliveries, {deep} with 10,000");
     }
 
     /// Rows hookgate cannot read (a bad id, text where bytes belong, bad
-    /// headers) are held with their order keys' queues, their attempts not
-    /// counted; they do not fail the claim of everything else.
+    /// headers) are held with their queues, their attempts not counted; they
+    /// do not fail the claim of everything else.
     #[test]
     fn an_unreadable_row_holds_its_queue_and_no_other() {
         let mut c = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&mut c).unwrap();
-        let keyed = |key: &str| NewEvent { order_key: Some(key.into()), ..event("src", T0) };
+        let keyed = |key: &str| {
+            let mut new = to(DEST, NewEvent { order_key: Some(key.into()), ..event("src", T0) });
+            new.deliveries[0].order_key = new.order_key.clone();
+            new
+        };
         let mut good = None;
-        for (seq, key) in ["bad-id", "bad-type", "good", "bad-id", "bad-headers"].into_iter().enumerate() {
-            let Ok(Ingested::Accepted { id, .. }) = ingest(&c, &keyed(key), seq as i64 + 1) else { panic!() };
+        let mut seq = 0;
+        for key in ["bad-id", "bad-type", "good", "bad-id", "bad-headers"] {
+            let Ok(Ingested::Accepted { id, .. }) = ingest(&c, &keyed(key), &mut seq) else { panic!() };
             if key == "good" {
                 good = Some(id);
             }
         }
         c.execute_batch(
-            "UPDATE events SET id = 'evt_edited_by_hand' WHERE seq = 1;
-             UPDATE events SET body = 'text where bytes belong' WHERE seq = 2;
-             UPDATE events SET headers = x'ff' WHERE seq = 5;",
+            "UPDATE deliveries SET id = 'dlv_edited_by_hand' WHERE seq = 1;
+             UPDATE events SET body = 'text where bytes belong' WHERE rid = 2;
+             UPDATE events SET headers = x'ff' WHERE rid = 5;",
         )
         .unwrap();
         let claimed = claim(&c, DEST, T0, 10, 60_000).unwrap();
         assert_eq!(claimed.iter().map(|claim| &claim.id).collect::<Vec<_>>(), [good.as_ref().unwrap()]);
         let held: Vec<(i64, String, i64)> = c
-            .prepare("SELECT seq, state, attempts FROM events WHERE seq != 3 ORDER BY seq")
+            .prepare("SELECT seq, state, attempts FROM deliveries WHERE seq != 3 ORDER BY seq")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
@@ -368,8 +525,9 @@ mod tests {
             .unwrap();
         let expected = [(1, "delivering"), (2, "delivering"), (4, "pending"), (5, "delivering")]
             .map(|(seq, state)| (seq, state.to_owned(), 0));
-        assert_eq!(held, expected, "the unreadable rows are leased, not attempted; the event behind one waits");
+        assert_eq!(held, expected, "the unreadable rows are leased, not attempted; the delivery behind one waits");
         assert!(claim(&c, DEST, T0 + 1, 10, 60_000).unwrap().is_empty(), "nothing else is due");
+        c.execute("UPDATE events SET id = 'evt_edited_by_hand' WHERE rid = 1", []).unwrap();
         let filter = hookgate_store::ListFilter { limit: 10, ..Default::default() };
         let listed = crate::read::list(&c, &filter).unwrap();
         assert_eq!(listed.events.len(), 4, "a list leaves out the row it cannot read (the bad id) and shows the rest");

@@ -20,14 +20,16 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hookgate_core::{EventId, State};
-use hookgate_store::{Attempt, Claim, Ingested, NewEvent, Result, StoreError, Verdict};
+use hookgate_core::{DeliveryId, EventId, State};
+use hookgate_store::{Attempt, Claim, Ingested, NewDelivery, NewEvent, Result, RouteVerdict, StoreError, Verdict};
 use rusqlite::{Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db_error;
 use crate::space::Reserve;
-use crate::write::{claim, finish, ingest, purge_dedupe, purge_finished, replay, set_paused};
+use crate::write::{
+    claim, finish, ingest, purge_dedupe, purge_finished, purge_unrouted, replay, replay_delivery, reroute, set_paused,
+};
 
 /// Commands per transaction, at most: bounds the latency one commit adds to
 /// the first request of a batch, and the memory a batch holds.
@@ -52,7 +54,7 @@ pub enum Command {
         reply: Reply<Vec<Claim>>,
     },
     Finish {
-        id: EventId,
+        delivery: DeliveryId,
         attempt: Attempt,
         verdict: Verdict,
         now_ms: i64,
@@ -61,7 +63,19 @@ pub enum Command {
     Replay {
         id: EventId,
         now_ms: i64,
+        reply: Reply<u64>,
+    },
+    ReplayDelivery {
+        delivery: DeliveryId,
+        now_ms: i64,
         reply: Reply<bool>,
+    },
+    Reroute {
+        id: EventId,
+        routing: Vec<RouteVerdict>,
+        deliveries: Vec<NewDelivery>,
+        now_ms: i64,
+        reply: Reply<Option<u64>>,
     },
     Purge {
         now_ms: i64,
@@ -70,6 +84,11 @@ pub enum Command {
     },
     PurgeFinished {
         state: State,
+        before_ms: i64,
+        limit: usize,
+        reply: Reply<u64>,
+    },
+    PurgeUnrouted {
         before_ms: i64,
         limit: usize,
         reply: Reply<u64>,
@@ -95,6 +114,7 @@ enum Done {
     Claims(Result<Vec<Claim>>),
     Moved(Result<bool>),
     Count(Result<u64>),
+    Added(Result<Option<u64>>),
     Unit(Result<()>),
 }
 
@@ -105,6 +125,7 @@ impl Done {
             Done::Claims(r) => r.is_err(),
             Done::Moved(r) => r.is_err(),
             Done::Count(r) => r.is_err(),
+            Done::Added(r) => r.is_err(),
             Done::Unit(r) => r.is_err(),
         }
     }
@@ -115,30 +136,23 @@ impl Command {
     /// positions are drawn from `seq`; they only grow (gaps are harmless).
     fn run(&self, c: &Connection, seq: &mut i64) -> Done {
         match self {
-            Command::Ingest(event, _) => {
-                let result = ingest(c, event, *seq);
-                if matches!(result, Ok(Ingested::Accepted { .. })) {
-                    *seq += 1;
-                }
-                Done::Ingested(result)
-            }
+            Command::Ingest(event, _) => Done::Ingested(ingest(c, event, seq)),
             Command::Claim { destination, now_ms, limit, lease_ms, .. } => {
                 Done::Claims(claim(c, destination, *now_ms, *limit, *lease_ms))
             }
-            Command::Finish { id, attempt, verdict, now_ms, .. } => {
-                Done::Moved(finish(c, id, attempt, *verdict, *now_ms))
+            Command::Finish { delivery, attempt, verdict, now_ms, .. } => {
+                Done::Moved(finish(c, delivery, attempt, *verdict, *now_ms))
             }
-            Command::Replay { id, now_ms, .. } => {
-                let result = replay(c, id, *seq, *now_ms);
-                if matches!(result, Ok(true)) {
-                    *seq += 1;
-                }
-                Done::Moved(result)
+            Command::Replay { id, now_ms, .. } => Done::Count(replay(c, id, seq, *now_ms)),
+            Command::ReplayDelivery { delivery, now_ms, .. } => Done::Moved(replay_delivery(c, delivery, seq, *now_ms)),
+            Command::Reroute { id, routing, deliveries, now_ms, .. } => {
+                Done::Added(reroute(c, id, routing, deliveries, seq, *now_ms))
             }
             Command::Purge { now_ms, limit, .. } => Done::Count(purge_dedupe(c, *now_ms, *limit)),
             Command::PurgeFinished { state, before_ms, limit, .. } => {
                 Done::Count(purge_finished(c, *state, *before_ms, *limit))
             }
+            Command::PurgeUnrouted { before_ms, limit, .. } => Done::Count(purge_unrouted(c, *before_ms, *limit)),
             Command::SetPaused { destination, paused, .. } => Done::Unit(set_paused(c, destination, *paused)),
             Command::Probe { now_ms, .. } => Done::Unit(
                 c.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?1)", [now_ms])
@@ -159,8 +173,15 @@ impl Command {
         match (self, done) {
             (Command::Ingest(_, reply), Done::Ingested(r)) => send(reply, r),
             (Command::Claim { reply, .. }, Done::Claims(r)) => send(reply, r),
-            (Command::Finish { reply, .. } | Command::Replay { reply, .. }, Done::Moved(r)) => send(reply, r),
-            (Command::Purge { reply, .. } | Command::PurgeFinished { reply, .. }, Done::Count(r)) => send(reply, r),
+            (Command::Finish { reply, .. } | Command::ReplayDelivery { reply, .. }, Done::Moved(r)) => send(reply, r),
+            (
+                Command::Replay { reply, .. }
+                | Command::Purge { reply, .. }
+                | Command::PurgeFinished { reply, .. }
+                | Command::PurgeUnrouted { reply, .. },
+                Done::Count(r),
+            ) => send(reply, r),
+            (Command::Reroute { reply, .. }, Done::Added(r)) => send(reply, r),
             (Command::SetPaused { reply, .. } | Command::Probe { reply, .. }, Done::Unit(r)) => send(reply, r),
             #[cfg(test)]
             (Command::Sql(_, reply), Done::Unit(r)) => send(reply, r),
@@ -181,8 +202,12 @@ impl Command {
         match self {
             Command::Ingest(_, reply) => send(reply, error),
             Command::Claim { reply, .. } => send(reply, error),
-            Command::Finish { reply, .. } | Command::Replay { reply, .. } => send(reply, error),
-            Command::Purge { reply, .. } | Command::PurgeFinished { reply, .. } => send(reply, error),
+            Command::Finish { reply, .. } | Command::ReplayDelivery { reply, .. } => send(reply, error),
+            Command::Replay { reply, .. }
+            | Command::Purge { reply, .. }
+            | Command::PurgeFinished { reply, .. }
+            | Command::PurgeUnrouted { reply, .. } => send(reply, error),
+            Command::Reroute { reply, .. } => send(reply, error),
             Command::SetPaused { reply, .. } | Command::Probe { reply, .. } => send(reply, error),
             #[cfg(test)]
             Command::Sql(_, reply) => send(reply, error),
@@ -203,8 +228,8 @@ pub struct Writer {
     /// Whether the last batch failed to commit (a full disk, an I/O error):
     /// readiness then probes with a write instead of trusting a read.
     failing: Arc<AtomicBool>,
-    /// The next queue position; positions only grow, gaps are harmless.
-    next_seq: i64,
+    /// The last queue position drawn; positions only grow, gaps are harmless.
+    last_seq: i64,
     reserve: Reserve,
     /// Why ingest is refused for want of disk, while it is: told when it begins and ends.
     short: Option<String>,
@@ -217,9 +242,9 @@ const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Writer {
     pub fn new(conn: Connection, failing: Arc<AtomicBool>, reserve: Reserve) -> rusqlite::Result<Self> {
-        let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
+        let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM deliveries", [], |r| r.get(0))?;
         let refused = (0, 0, std::time::Instant::now());
-        Ok(Writer { conn, failing, next_seq: last.unwrap_or(0) + 1, reserve, short: None, refused })
+        Ok(Writer { conn, failing, last_seq: last.unwrap_or(0), reserve, short: None, refused })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Command>) {
@@ -291,7 +316,7 @@ impl Writer {
 
     /// The batch in one transaction, no savepoints: the common path.
     fn whole(&mut self, commands: &[Command]) -> std::result::Result<Vec<Done>, Whole> {
-        let mut seq = self.next_seq;
+        let mut seq = self.last_seq;
         let tx = self.conn.transaction().map_err(|e| Whole::Failed(e.to_string()))?;
         let mut dones = Vec::with_capacity(commands.len());
         for command in commands {
@@ -305,7 +330,7 @@ impl Writer {
             dones.push(done);
         }
         tx.commit().map_err(|e| Whole::Failed(format!("commit failed: {e}")))?;
-        self.next_seq = seq;
+        self.last_seq = seq;
         Ok(dones)
     }
 
@@ -313,7 +338,7 @@ impl Writer {
     /// fails is rolled back alone. SQLite rolling the whole transaction back
     /// under us fails the batch as one, with nothing run after it.
     fn isolated(&mut self, commands: &[Command]) -> std::result::Result<Vec<Done>, String> {
-        let mut seq = self.next_seq;
+        let mut seq = self.last_seq;
         let mut tx = self.conn.transaction().map_err(|e| e.to_string())?;
         let mut dones = Vec::with_capacity(commands.len());
         for command in commands {
@@ -323,7 +348,7 @@ impl Writer {
             }
         }
         tx.commit().map_err(|e| format!("commit failed: {e}"))?;
-        self.next_seq = seq;
+        self.last_seq = seq;
         Ok(dones)
     }
 }
@@ -334,8 +359,12 @@ fn in_savepoint(tx: &mut Transaction<'_>, command: &Command, seq: &mut i64) -> D
         match command {
             Command::Ingest(..) => Done::Ingested(Err(e)),
             Command::Claim { .. } => Done::Claims(Err(e)),
-            Command::Finish { .. } | Command::Replay { .. } => Done::Moved(Err(e)),
-            Command::Purge { .. } | Command::PurgeFinished { .. } => Done::Count(Err(e)),
+            Command::Finish { .. } | Command::ReplayDelivery { .. } => Done::Moved(Err(e)),
+            Command::Replay { .. }
+            | Command::Purge { .. }
+            | Command::PurgeFinished { .. }
+            | Command::PurgeUnrouted { .. } => Done::Count(Err(e)),
+            Command::Reroute { .. } => Done::Added(Err(e)),
             _ => Done::Unit(Err(e)),
         }
     };

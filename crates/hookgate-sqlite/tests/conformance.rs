@@ -25,7 +25,7 @@ fn a_second_process_cannot_open_the_same_file() {
 async fn reopening_after_a_crash_redelivers_once_the_lease_ends() {
     use hookgate_store::{
         Store,
-        conformance::{T0, event},
+        conformance::{T0, event, routed},
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hookgate.db");
@@ -33,15 +33,16 @@ async fn reopening_after_a_crash_redelivers_once_the_lease_ends() {
     let mut new = event("src", T0);
     new.order_key = Some("K".into());
     let id = new.id.clone();
-    store.ingest(new).await.unwrap();
+    store.ingest(routed(new)).await.unwrap();
     assert_eq!(store.claim("app", T0, 10, 5_000).await.unwrap().len(), 1);
     drop(store); // the process "dies" with the event in flight
 
     let store = SqliteStore::open(&path, T0 + 1_000).unwrap();
     let detail = store.get(&id).await.unwrap().unwrap();
-    assert_eq!(detail.record.state, hookgate_core::State::Pending);
-    assert_eq!(detail.attempts.len(), 1, "the cut-off attempt is on record");
-    assert!(detail.attempts[0].error.as_deref().unwrap().starts_with("interrupted"));
+    assert_eq!(detail.record.state, hookgate_core::EventState::Pending);
+    let attempts = &detail.deliveries[0].attempts;
+    assert_eq!(attempts.len(), 1, "the cut-off attempt is on record");
+    assert!(attempts[0].error.as_deref().unwrap().starts_with("interrupted"));
     assert!(store.claim("app", T0 + 4_999, 10, 5_000).await.unwrap().is_empty(), "not before the lease ends");
     let again = store.claim("app", T0 + 5_000, 10, 5_000).await.unwrap();
     assert_eq!((again[0].id.clone(), again[0].attempt), (id, 2));

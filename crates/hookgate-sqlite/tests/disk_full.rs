@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hookgate_sqlite::{Options, SqliteStore};
-use hookgate_store::conformance::{DEST, T0, event};
-use hookgate_store::{Attempt, Ingested, Store, StoreError, Verdict};
+use hookgate_store::conformance::{DEST, T0, event, routed};
+use hookgate_store::{Ingested, Store, StoreError, Verdict};
 
 struct SmallDisk {
     dir: tempfile::TempDir,
@@ -66,7 +66,7 @@ async fn a_full_disk_never_misreports_a_batch() {
             .map(|_| {
                 let (store, body) = (store.clone(), body.clone());
                 tokio::spawn(async move {
-                    let mut new = event("src", T0);
+                    let mut new = routed(event("src", T0));
                     new.body = body;
                     let id = new.id.clone();
                     (id, store.ingest(new).await)
@@ -100,7 +100,7 @@ async fn a_full_disk_never_misreports_a_batch() {
     // Room again: the same store recovers, without a restart.
     disk.grow("64m");
     assert!(ready_within(true).await, "ready again once writes work");
-    let during = event("src", T0);
+    let during = routed(event("src", T0));
     assert!(matches!(store.ingest(during).await, Ok(Ingested::Accepted { .. })), "ingest works again");
     drop(store);
 
@@ -111,7 +111,7 @@ async fn a_full_disk_never_misreports_a_batch() {
     for id in &refused {
         assert!(store.get(id).await.unwrap().is_none(), "{id} was answered failed but was stored");
     }
-    let after = event("src", T0);
+    let after = routed(event("src", T0));
     assert!(matches!(store.ingest(after).await, Ok(Ingested::Accepted { .. })), "works again with room");
     eprintln!("{} stored, {} refused on a full disk", accepted.len(), refused.len());
 }
@@ -124,11 +124,11 @@ async fn ingest_stops_at_the_room_kept_and_deliveries_go_on() {
     };
     let path: PathBuf = disk.path().join("hookgate.db");
     let store = SqliteStore::open_with(&path, T0, Options { min_free: 12 << 20 }).unwrap();
-    assert!(matches!(store.ingest(event("src", T0)).await, Ok(Ingested::Accepted { .. })));
+    assert!(matches!(store.ingest(routed(event("src", T0))).await, Ok(Ingested::Accepted { .. })));
     let body = Bytes::from(vec![b'x'; 64 * 1024]);
     let mut stored = 1;
     let refusal = loop {
-        let mut next = event("src", T0);
+        let mut next = routed(event("src", T0));
         next.body = body.clone();
         match store.ingest(next).await {
             Ok(Ingested::Accepted { .. }) => stored += 1,
@@ -143,14 +143,13 @@ async fn ingest_stops_at_the_room_kept_and_deliveries_go_on() {
     // What is already in: claimed and delivered in the room kept.
     for _ in 0..3 {
         let claim = store.claim(DEST, T0, 1, 30_000).await.expect("claims go on").pop().expect("one due");
-        let attempt =
-            Attempt { attempt: claim.attempt, started_at_ms: T0, duration_ms: 1, status: Some(200), error: None };
-        assert!(store.finish(&claim.id, attempt, Verdict::Delivered, T0).await.unwrap(), "outcomes go on");
+        let attempt = hookgate_store::conformance::ok_attempt(claim.attempt, T0);
+        assert!(store.finish(&claim.delivery, attempt, Verdict::Delivered, T0).await.unwrap(), "outcomes go on");
     }
 
     // Room again (an operator grew the volume): ingest and readiness are back, no restart.
     disk.grow("64m");
     store.ping().await.expect("ready with room");
-    assert!(matches!(store.ingest(event("src", T0)).await, Ok(Ingested::Accepted { .. })));
+    assert!(matches!(store.ingest(routed(event("src", T0))).await, Ok(Ingested::Accepted { .. })));
     eprintln!("{stored} stored before ingest stopped at the reserve");
 }

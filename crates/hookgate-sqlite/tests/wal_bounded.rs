@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hookgate_sqlite::SqliteStore;
 use hookgate_store::Store;
-use hookgate_store::conformance::{T0, event};
+use hookgate_store::conformance::{T0, event, routed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_wal_stays_bounded_under_writes_that_never_pause() {
@@ -28,7 +28,7 @@ async fn the_wal_stays_bounded_under_writes_that_never_pause() {
                 let mut e = event("src", T0);
                 e.body = body.clone();
                 e.order_key = Some(format!("{writer}-{}", n % 7).into());
-                store.ingest(e).await.unwrap();
+                store.ingest(routed(e)).await.unwrap();
             }
         });
     }

@@ -64,6 +64,18 @@ pub fn decode_warnings(text: Option<&str>) -> Result<Vec<String>> {
     }
 }
 
+/// Each route's verdict on an event, kept with it: JSON text we wrote.
+pub fn encode_routing(routing: &[crate::RouteVerdict]) -> String {
+    serde_json::to_string(routing).expect("verdicts serialize")
+}
+
+pub fn decode_routing(text: Option<&str>) -> Result<Vec<crate::RouteVerdict>> {
+    match text {
+        Some(text) => serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("routing: {e}"))),
+        None => Ok(Vec::new()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

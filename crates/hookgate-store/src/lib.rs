@@ -2,19 +2,26 @@
 //! instances) implements [`Store`] and must pass the [`conformance`] suite,
 //! which is where the guarantees are pinned down:
 //!
-//! * dedupe and enqueue happen in one transaction inside the store;
+//! * an event is stored once, immutable: what the sender sent, its keys, and
+//!   each route's verdict; with it, in the same transaction, one **delivery**
+//!   per matched route (destination), each with its own lifecycle;
+//! * dedupe happens once per source, before routing, in that transaction;
 //! * a 2xx is only answered after [`Store::ingest`] returns, and it returns
 //!   only after the write is durable (committed and fsync'd);
-//! * at most one event per (source, order key) is `delivering`, and the next
-//!   one is claimed only when the one before it is delivered, dead or
-//!   superseded (FIFO by storage order);
-//! * a claim is a lease: an expired lease makes the event claimable again;
+//! * a **queue** is (destination, source, order key): at most one delivery
+//!   of a queue is `delivering`, and the next one is claimed only when the one
+//!   before it is delivered, dead or superseded (FIFO by storage order);
+//!   queues of different destinations never wait for each other;
+//! * coalescing supersedes the `pending` deliveries of the same destination,
+//!   source and coalesce key;
+//! * a claim is a lease: an expired lease makes the delivery claimable again,
+//!   and the attempt number fences a late outcome;
 //! * every state change is one that [`State::can_become`] allows (the suite
-//!   watches every event through every call and checks).
+//!   watches every delivery through every call and checks).
 //!
 //! Times are milliseconds since the Unix epoch, passed in by the caller, so
 //! the rules are tested without sleeping. What is the same for every backend
-//! and is not SQL (record parsing, the header codec, cursors, page size) lives
+//! and is not SQL (record parsing, the codecs, cursors, page size) lives
 //! here, so a backend writes only its statements.
 
 use std::fmt;
@@ -22,16 +29,18 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hookgate_core::{EventId, Headers, Key, State};
+use hookgate_core::{DeliveryId, EventId, EventState, Headers, Key, State};
+use serde::{Deserialize, Serialize};
 
 pub mod codec;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod mem;
+pub mod query;
 
 pub use mem::MemStore;
 
-/// Listing pages hold this many events at most, whatever the caller asks.
+/// Listing pages hold this many rows at most, whatever the caller asks.
 pub const MAX_PAGE: usize = 500;
 
 /// How long an ingest waits for room in a backend's queue before it is
@@ -39,12 +48,12 @@ pub const MAX_PAGE: usize = 500;
 /// disk or database is better told to retry than left holding a connection.
 pub const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// An event to store, with its keys already rendered by the ingest path.
+/// An event to store, with its keys rendered and its routes decided by the
+/// ingest path.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: EventId,
     pub source: String,
-    pub destination: String,
     pub received_at_ms: i64,
     /// What the sender sent, minus what ingest removed (hop-by-hop headers, credentials).
     pub headers: Headers,
@@ -52,38 +61,99 @@ pub struct NewEvent {
     pub dedupe_key: Option<Key>,
     /// How long the dedupe key is remembered.
     pub dedupe_window_ms: i64,
+    /// The source's own keys: shown with the event and listed by. Each
+    /// delivery carries the keys its queue uses (a route may override them).
     pub order_key: Option<Key>,
     pub coalesce_key: Option<Key>,
+    /// What kind of event the sender says it is (`event_type` template).
+    pub event_type: Option<String>,
     /// Why a key template could not be rendered, if one could not.
     pub warnings: Vec<String>,
+    /// Each route of the source: matched or not, and why.
+    pub routing: Vec<RouteVerdict>,
+    /// One per matched route; none: the event is stored unrouted.
+    pub deliveries: Vec<NewDelivery>,
+    /// The event's trace context (W3C `traceparent`), continued by every attempt.
+    pub trace: Option<String>,
+}
+
+/// One delivery of a new event: to one destination, by one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub id: DeliveryId,
+    pub destination: String,
+    pub route: String,
+    /// The queue's key at that destination (the route's own, or the source's).
+    pub order_key: Option<Key>,
+    pub coalesce_key: Option<Key>,
+}
+
+/// What one route said of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteVerdict {
+    pub route: String,
+    pub destination: String,
+    pub matched: bool,
+    /// Why it matched ("matched") or not: the first failing condition.
+    pub reason: String,
+}
+
+impl RouteVerdict {
+    /// What an event stored before routes existed (its routing never
+    /// written) was routed by: one route per delivery it was given, its
+    /// source's destination, named as its default route is.
+    pub fn before_routes(deliveries: &[DeliveryRecord]) -> Vec<RouteVerdict> {
+        deliveries
+            .iter()
+            .map(|d| RouteVerdict {
+                route: d.route.clone(),
+                destination: d.destination.clone(),
+                matched: true,
+                reason: "routed to its source's destination before routes existed".into(),
+            })
+            .collect()
+    }
+
+    /// The routing an event's row holds: `None` is an event from before routes.
+    pub fn stored(text: Option<&str>, deliveries: &[DeliveryRecord]) -> Result<Vec<RouteVerdict>> {
+        match text {
+            Some(_) => codec::decode_routing(text),
+            None => Ok(RouteVerdict::before_routes(deliveries)),
+        }
+    }
 }
 
 /// What [`Store::ingest`] did with an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingested {
-    /// Stored as a new event; `superseded` pending events were coalesced into it.
+    /// Stored as a new event; `superseded` pending deliveries were coalesced into its.
     Accepted { id: EventId, superseded: u64 },
     /// The dedupe key was seen within its window: nothing new was stored.
     Duplicate { original: EventId },
 }
 
-/// An event claimed for one delivery attempt.
+/// A delivery claimed for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
+    pub delivery: DeliveryId,
+    /// The event's id: `webhook-id`, the same on every attempt and replay.
     pub id: EventId,
     pub source: String,
     pub destination: String,
+    pub route: String,
     pub order_key: Option<Key>,
     pub received_at_ms: i64,
     pub headers: Headers,
     pub body: Bytes,
-    /// This attempt's number, 1-based, counted over the event's whole life
+    /// This attempt's number, 1-based, counted over the delivery's whole life
     /// (replays included). It is also the claim's fencing token:
-    /// [`Store::finish`] only moves the event while it is current.
+    /// [`Store::finish`] only moves the delivery while it is current.
     pub attempt: u32,
-    /// The attempt's number since the event was stored or last replayed:
+    /// The attempt's number since the delivery was made or last replayed:
     /// what the retry policy's `max_attempts` counts.
     pub round_attempt: u32,
+    /// The event's trace context.
+    pub trace: Option<String>,
 }
 
 /// One delivery attempt, as recorded.
@@ -95,9 +165,11 @@ pub struct Attempt {
     /// The HTTP status, when the destination answered at all.
     pub status: Option<u16>,
     pub error: Option<String>,
+    /// The first bytes of the destination's answer, 2xx included (`[storage] keep_response`).
+    pub response: Option<Bytes>,
 }
 
-/// What happens to an event after an attempt.
+/// What happens to a delivery after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Delivered,
@@ -106,7 +178,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The state the event moves to, and when it is next due (a retry only).
+    /// The state the delivery moves to, and when it is next due (a retry only).
     pub fn next_state(self) -> (State, Option<i64>) {
         match self {
             Verdict::Delivered => (State::Delivered, None),
@@ -121,26 +193,60 @@ impl Verdict {
 pub struct EventRecord {
     pub id: EventId,
     pub source: String,
-    pub destination: String,
-    pub state: State,
+    /// Its deliveries' states in a word ([`EventState::of`]).
+    pub state: EventState,
     pub received_at_ms: i64,
+    /// The last time any of its deliveries changed (its arrival, if none did).
     pub updated_at_ms: i64,
     pub dedupe_key: Option<Key>,
     pub order_key: Option<Key>,
     pub coalesce_key: Option<Key>,
+    pub event_type: Option<String>,
     pub warnings: Vec<String>,
     pub duplicates: u64,
+    /// Attempts of all its deliveries.
+    pub attempts: u32,
+    /// When its next pending delivery is due.
+    pub next_attempt_at_ms: Option<i64>,
+    /// The event that superseded one of its deliveries, if one did.
+    pub superseded_by: Option<EventId>,
+    /// Its deliveries' destinations, in route order.
+    pub destinations: Vec<String>,
+}
+
+/// One delivery's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub id: DeliveryId,
+    pub event: EventId,
+    pub source: String,
+    pub destination: String,
+    pub route: String,
+    pub state: State,
+    pub order_key: Option<Key>,
+    pub coalesce_key: Option<Key>,
+    pub received_at_ms: i64,
+    pub updated_at_ms: i64,
     pub attempts: u32,
     pub next_attempt_at_ms: Option<i64>,
     pub superseded_by: Option<EventId>,
 }
 
-/// Everything known about one event: its metadata, what the sender sent, and every attempt.
+/// Everything known about one event: its metadata, what the sender sent,
+/// each route's verdict, and each delivery with every attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventDetail {
     pub record: EventRecord,
     pub headers: Headers,
     pub body: Bytes,
+    pub trace: Option<String>,
+    pub routing: Vec<RouteVerdict>,
+    pub deliveries: Vec<DeliveryDetail>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryDetail {
+    pub record: DeliveryRecord,
     pub attempts: Vec<Attempt>,
 }
 
@@ -148,9 +254,12 @@ pub struct EventDetail {
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub source: Option<String>,
-    pub state: Option<State>,
+    /// The event's state in a word (its deliveries' summary).
+    pub state: Option<EventState>,
     pub order_key: Option<Key>,
     pub dedupe_key: Option<Key>,
+    /// Events with a delivery to this destination.
+    pub destination: Option<String>,
     /// Received at or after this (ms since the epoch).
     pub since_ms: Option<i64>,
     /// Received before this.
@@ -161,32 +270,72 @@ pub struct ListFilter {
     pub cursor: Option<Cursor>,
 }
 
+/// Filters for [`Store::list_deliveries`]; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub destination: Option<String>,
+    pub state: Option<State>,
+    pub source: Option<String>,
+    pub order_key: Option<Key>,
+    /// Its event received at or after this.
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: usize,
+    pub cursor: Option<Cursor>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Page {
     pub events: Vec<EventRecord>,
     pub next_cursor: Option<Cursor>,
 }
 
+#[derive(Debug, Clone)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<DeliveryRecord>,
+    pub next_cursor: Option<Cursor>,
+}
+
 /// Where a listing page ended. Opaque to callers (a row position inside):
 /// parsed once at the HTTP edge, so a mistyped one is the caller's error,
-/// never the store's.
+/// never the store's. An event page's is the last event's row; a delivery
+/// page's is the last delivery's event row and its own (`E.D`): deliveries
+/// are listed by their event, newest first, so one event's stay together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor(i64);
+pub struct Cursor {
+    row: i64,
+    sub: Option<i64>,
+}
 
 impl Cursor {
     /// The page continues with rows older than `row`.
     pub fn before_row(row: i64) -> Self {
-        Cursor(row)
+        Cursor { row, sub: None }
+    }
+
+    /// The page continues after (`row`, `sub`) in (`row`, `sub`) descending order.
+    pub fn before_pair(row: i64, sub: i64) -> Self {
+        Cursor { row, sub: Some(sub) }
     }
 
     pub fn row(self) -> i64 {
-        self.0
+        self.row
+    }
+
+    /// The second part of a pair cursor. Callers page on
+    /// `(row, sub) < (cursor.row(), cursor.sub())`; a one-part cursor's is
+    /// `i64::MIN`, so a delivery listing given one goes on with older events.
+    pub fn sub(self) -> i64 {
+        self.sub.unwrap_or(i64::MIN)
     }
 }
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        match self.sub {
+            None => write!(f, "{}", self.row),
+            Some(sub) => write!(f, "{}.{sub}", self.row),
+        }
     }
 }
 
@@ -198,10 +347,12 @@ impl FromStr for Cursor {
     type Err = ParseCursorError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.parse::<i64>() {
-            Ok(row) if row > 0 => Ok(Cursor(row)),
-            _ => Err(ParseCursorError(s.to_owned())),
-        }
+        let positive = |text: &str| text.parse::<i64>().ok().filter(|n| *n > 0);
+        let parsed = match s.split_once('.') {
+            None => positive(s).map(Cursor::before_row),
+            Some((row, sub)) => positive(row).zip(positive(sub)).map(|(row, sub)| Cursor::before_pair(row, sub)),
+        };
+        parsed.ok_or_else(|| ParseCursorError(s.to_owned()))
     }
 }
 
@@ -232,53 +383,92 @@ impl fmt::Display for SchemaVersion {
     }
 }
 
-/// One row of [`Store::stats`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One row of [`Store::stats`]: deliveries by source, destination and state,
+/// and unrouted events by source (destination empty, state `unrouted`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct StateCount {
     pub source: String,
-    pub state: State,
+    pub destination: String,
+    pub state: EventState,
     pub count: u64,
 }
 
-/// A listed row as a backend reads it, before its text columns are parsed:
-/// each backend fills one from its own query, and the parsing, the same for
-/// all, is here.
+/// A listed event row as a backend reads it, before its text columns are
+/// parsed: each backend fills one from its own query, and the parsing, the
+/// same for all, is here. Its deliveries' states and times come beside it.
 pub struct RawRecord {
     pub row: i64,
     pub id: String,
     pub source: String,
-    pub destination: String,
-    pub state: String,
     pub received_at: i64,
-    pub updated_at: i64,
     pub dedupe_key: Option<Vec<u8>>,
     pub order_key: Option<Vec<u8>>,
     pub coalesce_key: Option<Vec<u8>>,
+    pub event_type: Option<String>,
     pub warnings: Option<String>,
     pub duplicates: i64,
+}
+
+/// One delivery row as a backend reads it.
+pub struct RawDelivery {
+    pub row: i64,
+    pub id: String,
+    pub event_row: i64,
+    pub event: String,
+    pub source: String,
+    pub destination: String,
+    pub route: String,
+    pub state: String,
+    pub order_key: Option<Vec<u8>>,
+    pub coalesce_key: Option<Vec<u8>>,
+    pub received_at: i64,
+    pub updated_at: i64,
     pub attempts: i64,
     pub due_at: Option<i64>,
     pub superseded_by: Option<String>,
 }
 
-impl RawRecord {
-    pub fn parse(self) -> Result<EventRecord> {
+impl RawDelivery {
+    pub fn parse(self) -> Result<DeliveryRecord> {
         let state: State = self.state.parse().map_err(|e| StoreError::Corrupt(format!("state: {e}")))?;
-        Ok(EventRecord {
-            id: parse_id(&self.id)?,
+        Ok(DeliveryRecord {
+            id: parse_delivery_id(&self.id)?,
+            event: parse_id(&self.event)?,
             source: self.source,
             destination: self.destination,
+            route: self.route,
             state,
-            received_at_ms: self.received_at,
-            updated_at_ms: self.updated_at,
-            dedupe_key: self.dedupe_key.map(Key::from),
             order_key: self.order_key.map(Key::from),
             coalesce_key: self.coalesce_key.map(Key::from),
-            warnings: codec::decode_warnings(self.warnings.as_deref())?,
-            duplicates: self.duplicates.max(0) as u64,
+            received_at_ms: self.received_at,
+            updated_at_ms: self.updated_at,
             attempts: self.attempts.clamp(0, u32::MAX as i64) as u32,
             next_attempt_at_ms: if state == State::Pending { self.due_at } else { None },
             superseded_by: self.superseded_by.as_deref().map(parse_id).transpose()?,
+        })
+    }
+}
+
+impl RawRecord {
+    /// The event's record, summarising `deliveries` (its own, in route order).
+    pub fn parse(self, deliveries: &[DeliveryRecord]) -> Result<EventRecord> {
+        let next_attempt_at_ms = deliveries.iter().filter_map(|d| d.next_attempt_at_ms).min();
+        Ok(EventRecord {
+            id: parse_id(&self.id)?,
+            source: self.source,
+            state: EventState::of(deliveries.iter().map(|d| d.state)),
+            received_at_ms: self.received_at,
+            updated_at_ms: deliveries.iter().map(|d| d.updated_at_ms).max().unwrap_or(self.received_at),
+            dedupe_key: self.dedupe_key.map(Key::from),
+            order_key: self.order_key.map(Key::from),
+            coalesce_key: self.coalesce_key.map(Key::from),
+            event_type: self.event_type,
+            warnings: codec::decode_warnings(self.warnings.as_deref())?,
+            duplicates: self.duplicates.max(0) as u64,
+            attempts: deliveries.iter().map(|d| d.attempts).sum(),
+            next_attempt_at_ms,
+            superseded_by: deliveries.iter().find_map(|d| d.superseded_by.clone()),
+            destinations: deliveries.iter().map(|d| d.destination.clone()).collect(),
         })
     }
 }
@@ -287,24 +477,23 @@ impl RawRecord {
 /// row only says that another page follows. A row that cannot be read is left
 /// out with a warning (the page still moves past it), so one damaged row does
 /// not hide every page that holds it from the operator looking for it.
-pub fn page(rows: Vec<RawRecord>, limit: usize) -> Result<Page> {
+pub fn page_of<T>(rows: Vec<(Cursor, Result<T>)>, limit: usize) -> (Vec<T>, Option<Cursor>) {
     let more = rows.len() > limit;
-    let mut events = Vec::with_capacity(rows.len().min(limit));
-    let mut last_row = None;
-    for raw in rows.into_iter().take(limit) {
-        let rid = raw.row;
-        last_row = Some(rid);
-        match raw.parse() {
-            Ok(record) => events.push(record),
-            Err(error) => tracing::warn!(rid, %error, "an event row cannot be read and is left out of the list"),
+    let mut items = Vec::with_capacity(rows.len().min(limit));
+    let mut last = None;
+    for (at, parsed) in rows.into_iter().take(limit) {
+        last = Some(at);
+        match parsed {
+            Ok(item) => items.push(item),
+            Err(error) => tracing::warn!(row = %at, %error, "a row cannot be read and is left out of the list"),
         }
     }
-    Ok(Page { events, next_cursor: if more { last_row.map(Cursor::before_row) } else { None } })
+    (items, if more { last } else { None })
 }
 
 /// The page size a filter asks for, within `1..=MAX_PAGE`.
-pub fn page_limit(filter: &ListFilter) -> usize {
-    filter.limit.clamp(1, MAX_PAGE)
+pub fn clamp_limit(limit: usize) -> usize {
+    limit.clamp(1, MAX_PAGE)
 }
 
 /// An id read back from the database.
@@ -312,18 +501,22 @@ pub fn parse_id(text: &str) -> Result<EventId> {
     text.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
 }
 
-/// A claimed row that cannot be read as an event (an id, headers or a value
+pub fn parse_delivery_id(text: &str) -> Result<DeliveryId> {
+    text.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))
+}
+
+/// A claimed row that cannot be read as a delivery (an id, headers or a value
 /// of a type hookgate never writes: edited by hand, or damaged) is left out of the claim, not
 /// allowed to fail it: failing would stop every delivery of the destination.
-/// The row keeps its lease, so its order key waits (nothing is delivered out
+/// The row keeps its lease, so its queue waits (nothing is delivered out
 /// of order) until it is mended or deleted; each lease it is claimed again and
 /// said again. No attempt is made, so none is counted.
 pub fn unreadable_row(rid: i64, error: &StoreError) {
     tracing::error!(
         rid,
         %error,
-        "an event row cannot be read and is held, with its order key's queue behind it, until it is \
-         mended or deleted (rid is the row's rowid/rid); other deliveries go on"
+        "a delivery row cannot be read and is held, with its queue behind it, until it is mended or deleted \
+         (rid is the delivery's row id); other deliveries go on"
     );
 }
 
@@ -389,48 +582,72 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Dedupe, coalesce and enqueue one event, durably, in one transaction.
-    /// Backends batch concurrent calls into one commit (group commit). When
-    /// the backend's queue stays full for [`ADMISSION_WAIT`], returns
-    /// [`StoreError::Busy`] without having stored anything.
+    /// Dedupe, store the event and its deliveries, coalesce, enqueue: durably,
+    /// in one transaction. Backends batch concurrent calls into one commit
+    /// (group commit). When the backend's queue stays full for
+    /// [`ADMISSION_WAIT`], returns [`StoreError::Busy`] without having stored anything.
     async fn ingest(&self, event: NewEvent) -> Result<Ingested>;
 
-    /// Claim up to `limit` events of `destination` that are due at `now_ms`
-    /// and at the head of their order key, under a lease of `lease_ms`.
+    /// Claim up to `limit` deliveries to `destination` that are due at
+    /// `now_ms` and at the head of their queue, under a lease of `lease_ms`.
     async fn claim(&self, destination: &str, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>>;
 
-    /// Record an attempt and move the event on. Ignored (returns false) when
+    /// Record an attempt and move the delivery on. Ignored (returns false) when
     /// the claim is no longer current: its lease expired and it was re-claimed.
-    async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool>;
+    async fn finish(&self, delivery: &DeliveryId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool>;
 
-    /// The earliest time after `now_ms` at which a pending event of
+    /// The earliest time after `now_ms` at which a pending delivery to
     /// `destination` falls due, so a dispatcher can sleep until then.
     async fn next_due(&self, destination: &str, now_ms: i64) -> Result<Option<i64>>;
 
-    /// Deliver again: a finished event becomes pending at the end of its order key's queue.
-    /// Returns false for an unknown event or one that is still pending or delivering.
-    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool>;
+    /// Deliver again: every finished delivery of the event becomes pending at
+    /// the end of its queue. How many did (none for an unknown event, or one
+    /// whose deliveries are all still owed or that has none).
+    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<u64>;
+
+    /// Deliver one delivery again; false for an unknown or active one.
+    async fn replay_delivery(&self, delivery: &DeliveryId, now_ms: i64) -> Result<bool>;
+
+    /// Route an event again: its verdicts replaced by `routing`, and the
+    /// `deliveries` to destinations it has none for added (pending, at the
+    /// end of their queues). How many were added; `None` for an unknown event.
+    async fn reroute(
+        &self,
+        id: &EventId,
+        routing: Vec<RouteVerdict>,
+        deliveries: Vec<NewDelivery>,
+        now_ms: i64,
+    ) -> Result<Option<u64>>;
 
     async fn get(&self, id: &EventId) -> Result<Option<EventDetail>>;
 
+    async fn get_delivery(&self, delivery: &DeliveryId) -> Result<Option<DeliveryRecord>>;
+
     async fn list(&self, filter: &ListFilter) -> Result<Page>;
+
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<DeliveryPage>;
 
     async fn stats(&self) -> Result<Vec<StateCount>>;
 
     /// Forget dedupe keys whose window ended before `now_ms`; returns how many.
     async fn purge_expired_dedupe(&self, now_ms: i64, limit: usize) -> Result<u64>;
 
-    /// Retention: delete at most `limit` events in the finished `state`
+    /// Retention: delete at most `limit` deliveries in the finished `state`
     /// (delivered, dead or superseded) that got there before `before_ms`,
-    /// with their attempts; returns how many. Small batches: each is one
-    /// short write, so ingest never waits long behind it. Dedupe keys are not
-    /// touched (they live for their own window). On a backend shared by many
-    /// instances, concurrent calls never fail each other.
+    /// oldest event first (by the state index, which is ordered by event),
+    /// with their attempts, and each event left with no delivery; returns how
+    /// many deliveries. Small batches: each is one short write, so ingest
+    /// never waits long behind it. Dedupe keys are not touched (they live for
+    /// their own window). On a backend shared by many instances, concurrent
+    /// calls never fail each other.
     async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64>;
 
+    /// Retention of unrouted events received before `before_ms`, oldest first, as [`Self::purge_finished`].
+    async fn purge_unrouted(&self, before_ms: i64, limit: usize) -> Result<u64>;
+
     /// Pause (or resume) deliveries to `destination`: while paused, events
-    /// are still stored, but none is claimed and none falls due. Kept in the
-    /// store, so it survives restarts and holds for every instance.
+    /// are still stored, but none of its deliveries is claimed and none falls
+    /// due. Kept in the store, so it survives restarts and holds for every instance.
     async fn set_paused(&self, destination: &str, paused: bool) -> Result<()>;
 
     /// The destinations paused now.
@@ -442,7 +659,7 @@ pub trait Store: Send + Sync + 'static {
     /// across all of them.
     async fn take_tokens(&self, destination: &str, per_second: f64, want: u32, now_ms: i64) -> Result<u32>;
 
-    /// Put back `tokens` taken but not used (fewer events were due than
+    /// Put back `tokens` taken but not used (fewer deliveries were due than
     /// tokens taken), up to the bucket's capacity: a limit is what starts, not
     /// what was asked for.
     async fn give_back_tokens(&self, destination: &str, per_second: f64, tokens: u32) -> Result<()>;

@@ -7,20 +7,23 @@
 //! nothing in it is hashed (ordered maps only), so one sequence of calls
 //! always gives one sequence of answers.
 //!
-//! Each method says which statement of the SQL backends it mirrors; where the
-//! rules are subtle (promotion of a queue's head, fencing a late outcome) the
-//! comments say why, once, here.
+//! Events are stored once and never change (but for their duplicate count
+//! and, on a reroute, their verdicts); each has one delivery per matched
+//! route, which carries the lifecycle. A queue is (destination, source,
+//! order key). Where the rules are subtle (promotion of a queue's head,
+//! fencing a late outcome) the comments say why, once, here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hookgate_core::{EventId, Headers, Key, State};
+use hookgate_core::{DeliveryId, EventId, EventState, Headers, Key, State};
 
 use crate::{
-    Attempt, Bucket, Claim, Cursor, EventDetail, EventRecord, Ingested, ListFilter, NewEvent, Page, RemoteWake, Result,
-    StateCount, Store, Verdict, page_limit,
+    Attempt, Bucket, Claim, Cursor, DeliveryDetail, DeliveryFilter, DeliveryPage, DeliveryRecord, EventDetail,
+    EventRecord, Ingested, ListFilter, NewDelivery, NewEvent, Page, RemoteWake, Result, RouteVerdict, StateCount,
+    Store, Verdict, clamp_limit,
 };
 
 /// Bugs that can be planted on purpose, each breaking one rule of the
@@ -29,12 +32,25 @@ use crate::{
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Planted {
     /// `finish` applies an outcome whatever its attempt number: a late
-    /// outcome (its lease ended, the event was claimed again) moves the event.
+    /// outcome (its lease ended, the delivery was claimed again) moves it.
     pub no_fencing: bool,
-    /// `claim` takes any due active event, not only its queue's head.
+    /// `claim` takes any due active delivery, not only its queue's head.
     pub ignore_head: bool,
-    /// Coalescing supersedes `delivering` events too, not only `pending` ones.
+    /// Coalescing supersedes `delivering` deliveries too, not only `pending` ones.
     pub supersede_delivering: bool,
+    /// A queue is (source, order key), whatever the destination: one
+    /// destination's delivery can be the head another's waits behind.
+    pub one_queue_for_all_destinations: bool,
+}
+
+/// One delivery as [`MemStore::deliveries`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySnapshot {
+    pub id: DeliveryId,
+    pub event: EventId,
+    pub destination: String,
+    pub state: State,
+    pub superseded_by: Option<EventId>,
 }
 
 /// The clock a [`MemStore`] answers [`Store::now_ms`] with.
@@ -49,44 +65,70 @@ pub struct MemStore {
 #[derive(Default)]
 struct Tables {
     /// By row id, in storage order (the SQL backends' `rid`).
-    events: BTreeMap<i64, Row>,
-    by_id: BTreeMap<EventId, i64>,
+    events: BTreeMap<i64, EventRow>,
+    event_rid: BTreeMap<EventId, i64>,
+    deliveries: BTreeMap<i64, DeliveryRow>,
+    delivery_rid: BTreeMap<DeliveryId, i64>,
     /// (source, key) → (event id, expires at).
     dedupe: BTreeMap<(String, Vec<u8>), (EventId, i64)>,
-    /// (event id, attempt) → the attempt.
-    attempts: BTreeMap<(EventId, u32), Attempt>,
+    /// (delivery row, attempt) → the attempt.
+    attempts: BTreeMap<(i64, u32), Attempt>,
     paused: BTreeSet<String>,
     buckets: BTreeMap<String, Bucket>,
     next_rid: i64,
     next_seq: i64,
+    /// [`Planted::one_queue_for_all_destinations`].
+    one_queue_for_all_destinations: bool,
 }
 
 #[derive(Debug, Clone)]
-struct Row {
+struct EventRow {
     id: EventId,
-    /// Queue position: storage order, renewed by a replay.
-    seq: i64,
     source: String,
-    destination: String,
-    state: State,
     received_at: i64,
-    updated_at: i64,
     headers: Headers,
     body: Bytes,
     dedupe_key: Option<Key>,
     order_key: Option<Key>,
     coalesce_key: Option<Key>,
+    event_type: Option<String>,
     warnings: Vec<String>,
     duplicates: u64,
-    /// Attempts over the event's life; the current claim's fencing token.
+    routing: Vec<RouteVerdict>,
+    trace: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct DeliveryRow {
+    id: DeliveryId,
+    event_rid: i64,
+    source: String,
+    destination: String,
+    /// The destination as its queue's identity: its own, but with
+    /// [`Planted::one_queue_for_all_destinations`], none.
+    queue_destination: String,
+    route: String,
+    order_key: Option<Key>,
+    coalesce_key: Option<Key>,
+    /// Queue position: storage order, renewed by a replay.
+    seq: i64,
+    state: State,
+    updated_at: i64,
+    /// Attempts over the delivery's life; the current claim's fencing token.
     attempts: u32,
     /// `attempts` at the last replay.
     round_base: u32,
     /// pending: when it is due; delivering: when the lease ends.
     due_at: Option<i64>,
-    /// The first active event of its queue (always, without an order key).
+    /// The first active delivery of its queue (always, without an order key).
     head: bool,
     superseded_by: Option<EventId>,
+}
+
+impl DeliveryRow {
+    fn queue(&self) -> (String, String, Option<Key>) {
+        (self.queue_destination.clone(), self.source.clone(), self.order_key.clone())
+    }
 }
 
 impl MemStore {
@@ -97,7 +139,9 @@ impl MemStore {
 
     /// An empty store with bugs planted (the simulation's mutants).
     pub fn with_planted(now: NowMs, planted: Planted) -> MemStore {
-        MemStore { tables: Mutex::default(), now, planted }
+        let tables =
+            Tables { one_queue_for_all_destinations: planted.one_queue_for_all_destinations, ..Tables::default() };
+        MemStore { tables: Mutex::new(tables), now, planted }
     }
 
     /// An empty store on this machine's wall clock.
@@ -111,50 +155,161 @@ impl MemStore {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every event's state, in storage order: what the simulation's checker reads at the end.
-    pub fn states(&self) -> Vec<(EventId, State, Option<EventId>)> {
-        self.tables().events.values().map(|r| (r.id.clone(), r.state, r.superseded_by.clone())).collect()
+    /// Every delivery: its event, destination, state and what superseded it,
+    /// in storage order (what the simulation's checker reads at the end).
+    pub fn deliveries(&self) -> Vec<DeliverySnapshot> {
+        let t = self.tables();
+        t.deliveries
+            .values()
+            .map(|d| DeliverySnapshot {
+                id: d.id.clone(),
+                event: t.events[&d.event_rid].id.clone(),
+                destination: d.destination.clone(),
+                state: d.state,
+                superseded_by: d.superseded_by.clone(),
+            })
+            .collect()
     }
 }
 
 impl Tables {
-    fn row(&mut self, id: &EventId) -> Option<&mut Row> {
-        let rid = *self.by_id.get(id)?;
-        self.events.get_mut(&rid)
+    fn delivery(&mut self, id: &DeliveryId) -> Option<&mut DeliveryRow> {
+        let rid = *self.delivery_rid.get(id)?;
+        self.deliveries.get_mut(&rid)
     }
 
-    /// Make the first active event of a queue its head, if it is not already
-    /// (the SQL backends' `promote`). Called wherever a queue's active set
-    /// changes: ingest, an outcome that finishes the head, a supersede, a
+    /// Make the first active delivery of a queue its head, if it is not
+    /// already (the SQL backends' `promote`). Called wherever a queue's active
+    /// set changes: ingest, an outcome that finishes the head, a supersede, a
     /// replay. A late outcome changes nothing, so the head stays where it is.
-    fn promote(&mut self, source: &str, order_key: &Key) {
-        let first = self
-            .events
-            .values_mut()
-            .filter(|r| r.source == source && r.order_key.as_ref() == Some(order_key) && r.state.is_active())
-            .min_by_key(|r| r.seq);
+    fn promote(&mut self, queue: &(String, String, Option<Key>)) {
+        if queue.2.is_none() {
+            return; // no order key: every delivery is its own queue, and its own head
+        }
+        let first =
+            self.deliveries.values_mut().filter(|d| d.state.is_active() && d.queue() == *queue).min_by_key(|d| d.seq);
         if let Some(first) = first {
             first.head = true;
         }
     }
 
+    /// A new delivery at the end of its queue, due at `now`.
+    fn add_delivery(&mut self, event_rid: i64, source: &str, new: &NewDelivery, now: i64) {
+        self.next_rid += 1;
+        self.next_seq += 1;
+        let (rid, seq) = (self.next_rid, self.next_seq);
+        let row = DeliveryRow {
+            id: new.id.clone(),
+            event_rid,
+            source: source.to_owned(),
+            destination: new.destination.clone(),
+            queue_destination: if self.one_queue_for_all_destinations {
+                String::new()
+            } else {
+                new.destination.clone()
+            },
+            route: new.route.clone(),
+            order_key: new.order_key.clone(),
+            coalesce_key: new.coalesce_key.clone(),
+            seq,
+            state: State::Pending,
+            updated_at: now,
+            attempts: 0,
+            round_base: 0,
+            due_at: Some(now),
+            head: new.order_key.is_none(),
+            superseded_by: None,
+        };
+        let queue = row.queue();
+        self.delivery_rid.insert(new.id.clone(), rid);
+        self.deliveries.insert(rid, row);
+        self.promote(&queue);
+    }
+
+    fn delivery_record(&self, rid: i64) -> DeliveryRecord {
+        let d = &self.deliveries[&rid];
+        let event = &self.events[&d.event_rid];
+        DeliveryRecord {
+            id: d.id.clone(),
+            event: event.id.clone(),
+            source: d.source.clone(),
+            destination: d.destination.clone(),
+            route: d.route.clone(),
+            state: d.state,
+            order_key: d.order_key.clone(),
+            coalesce_key: d.coalesce_key.clone(),
+            received_at_ms: event.received_at,
+            updated_at_ms: d.updated_at,
+            attempts: d.attempts,
+            next_attempt_at_ms: if d.state == State::Pending { d.due_at } else { None },
+            superseded_by: d.superseded_by.clone(),
+        }
+    }
+
+    /// An event's deliveries, in the order they were made (its routes' order).
+    fn deliveries_of(&self, event_rid: i64) -> Vec<i64> {
+        self.deliveries.iter().filter(|(_, d)| d.event_rid == event_rid).map(|(rid, _)| *rid).collect()
+    }
+
     fn record(&self, rid: i64) -> EventRecord {
-        let r = &self.events[&rid];
+        let e = &self.events[&rid];
+        let deliveries: Vec<DeliveryRecord> =
+            self.deliveries_of(rid).into_iter().map(|d| self.delivery_record(d)).collect();
         EventRecord {
-            id: r.id.clone(),
-            source: r.source.clone(),
-            destination: r.destination.clone(),
-            state: r.state,
-            received_at_ms: r.received_at,
-            updated_at_ms: r.updated_at,
-            dedupe_key: r.dedupe_key.clone(),
-            order_key: r.order_key.clone(),
-            coalesce_key: r.coalesce_key.clone(),
-            warnings: r.warnings.clone(),
-            duplicates: r.duplicates,
-            attempts: r.attempts,
-            next_attempt_at_ms: if r.state == State::Pending { r.due_at } else { None },
-            superseded_by: r.superseded_by.clone(),
+            id: e.id.clone(),
+            source: e.source.clone(),
+            state: EventState::of(deliveries.iter().map(|d| d.state)),
+            received_at_ms: e.received_at,
+            updated_at_ms: deliveries.iter().map(|d| d.updated_at_ms).max().unwrap_or(e.received_at),
+            dedupe_key: e.dedupe_key.clone(),
+            order_key: e.order_key.clone(),
+            coalesce_key: e.coalesce_key.clone(),
+            event_type: e.event_type.clone(),
+            warnings: e.warnings.clone(),
+            duplicates: e.duplicates,
+            attempts: deliveries.iter().map(|d| d.attempts).sum(),
+            next_attempt_at_ms: deliveries.iter().filter_map(|d| d.next_attempt_at_ms).min(),
+            superseded_by: deliveries.iter().find_map(|d| d.superseded_by.clone()),
+            destinations: deliveries.iter().map(|d| d.destination.clone()).collect(),
+        }
+    }
+
+    fn replay_row(&mut self, rid: i64, now_ms: i64) -> bool {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let d = self.deliveries.get_mut(&rid).expect("a delivery row");
+        if d.state.is_active() {
+            return false;
+        }
+        d.state = State::Pending;
+        d.seq = seq;
+        d.round_base = d.attempts;
+        d.due_at = Some(now_ms);
+        d.superseded_by = None;
+        d.updated_at = now_ms;
+        d.head = d.order_key.is_none();
+        let queue = d.queue();
+        self.promote(&queue);
+        true
+    }
+
+    /// Delete an event, its deliveries, their attempts.
+    fn delete_event(&mut self, rid: i64) {
+        for d in self.deliveries_of(rid) {
+            self.delete_delivery(d);
+        }
+        if let Some(event) = self.events.remove(&rid) {
+            self.event_rid.remove(&event.id);
+        }
+    }
+
+    fn delete_delivery(&mut self, rid: i64) {
+        if let Some(d) = self.deliveries.remove(&rid) {
+            self.delivery_rid.remove(&d.id);
+            let attempts: Vec<_> = self.attempts.range((rid, 0)..=(rid, u32::MAX)).map(|(k, _)| *k).collect();
+            for key in attempts {
+                self.attempts.remove(&key);
+            }
         }
     }
 }
@@ -162,9 +317,10 @@ impl Tables {
 #[async_trait]
 impl Store for MemStore {
     /// Dedupe (the `dedupe` upsert: a live key answers with its original, an
-    /// expired one is taken over), coalesce (every *pending* event of the
-    /// coalesce key is superseded, and a superseded head hands its queue on),
-    /// then the new event at the end of its queue.
+    /// expired one is taken over), store the event, then each delivery:
+    /// coalescing first (every *pending* delivery of its destination, source
+    /// and coalesce key is superseded, and a superseded head hands its queue
+    /// on), then the delivery at the end of its queue.
     async fn ingest(&self, event: NewEvent) -> Result<Ingested> {
         let mut t = self.tables();
         let now = event.received_at_ms;
@@ -173,8 +329,8 @@ impl Store for MemStore {
             match t.dedupe.get(&slot) {
                 Some((original, expires_at)) if *expires_at > now => {
                     let original = original.clone();
-                    if let Some(row) = t.row(&original) {
-                        row.duplicates += 1;
+                    if let Some(rid) = t.event_rid.get(&original).copied() {
+                        t.events.get_mut(&rid).expect("an event row").duplicates += 1;
                     }
                     return Ok(Ingested::Duplicate { original });
                 }
@@ -183,66 +339,62 @@ impl Store for MemStore {
                 }
             }
         }
-        let mut superseded = 0;
-        if let Some(key) = &event.coalesce_key {
-            let supersedes = |r: &Row| {
-                r.state == State::Pending || (self.planted.supersede_delivering && r.state == State::Delivering)
-            };
-            let mut orphaned = BTreeSet::new();
-            for row in t.events.values_mut() {
-                if row.source == event.source && row.coalesce_key.as_ref() == Some(key) && supersedes(row) {
-                    row.state = State::Superseded;
-                    row.superseded_by = Some(event.id.clone());
-                    row.updated_at = now;
-                    row.due_at = None;
-                    row.head = false;
-                    superseded += 1;
-                    if let Some(order_key) = &row.order_key {
-                        orphaned.insert(order_key.clone());
-                    }
-                }
-            }
-            for order_key in orphaned.iter().filter(|k| Some(*k) != event.order_key.as_ref()) {
-                t.promote(&event.source, order_key);
-            }
-        }
         t.next_rid += 1;
-        t.next_seq += 1;
-        let (rid, seq) = (t.next_rid, t.next_seq);
-        t.by_id.insert(event.id.clone(), rid);
+        let event_rid = t.next_rid;
+        t.event_rid.insert(event.id.clone(), event_rid);
         t.events.insert(
-            rid,
-            Row {
+            event_rid,
+            EventRow {
                 id: event.id.clone(),
-                seq,
                 source: event.source.clone(),
-                destination: event.destination.clone(),
-                state: State::Pending,
                 received_at: now,
-                updated_at: now,
                 headers: event.headers,
                 body: event.body,
                 dedupe_key: event.dedupe_key,
-                order_key: event.order_key.clone(),
+                order_key: event.order_key,
                 coalesce_key: event.coalesce_key,
+                event_type: event.event_type,
                 warnings: event.warnings,
                 duplicates: 0,
-                attempts: 0,
-                round_base: 0,
-                due_at: Some(now),
-                head: event.order_key.is_none(),
-                superseded_by: None,
+                routing: event.routing,
+                trace: event.trace,
             },
         );
-        if let Some(order_key) = &event.order_key {
-            t.promote(&event.source, order_key);
+        let mut superseded = 0;
+        for new in &event.deliveries {
+            if let Some(key) = &new.coalesce_key {
+                let supersedes = |d: &DeliveryRow| {
+                    d.state == State::Pending || (self.planted.supersede_delivering && d.state == State::Delivering)
+                };
+                let mut orphaned = BTreeSet::new();
+                for d in t.deliveries.values_mut() {
+                    let same = d.destination == new.destination && d.source == event.source;
+                    if same && d.coalesce_key.as_ref() == Some(key) && supersedes(d) {
+                        d.state = State::Superseded;
+                        d.superseded_by = Some(event.id.clone());
+                        d.updated_at = now;
+                        d.due_at = None;
+                        d.head = false;
+                        superseded += 1;
+                        orphaned.insert(d.queue());
+                    }
+                }
+                let own_destination =
+                    if t.one_queue_for_all_destinations { String::new() } else { new.destination.clone() };
+                let own = (own_destination, event.source.clone(), new.order_key.clone());
+                for queue in orphaned.iter().filter(|q| **q != own) {
+                    t.promote(queue);
+                }
+            }
+            t.add_delivery(event_rid, &event.source, new, now);
         }
         Ok(Ingested::Accepted { id: event.id, superseded })
     }
 
-    /// Due heads of the destination, soonest first (`due_at`, then `seq`),
-    /// leased until `now + lease`; their attempt counted. A `delivering`
-    /// head is due again when its lease ends: the claim that held it is over.
+    /// Due heads of the destination's queues, soonest first (`due_at`, then
+    /// `seq`), leased until `now + lease`; their attempt counted. A
+    /// `delivering` head is due again when its lease ends: the claim that
+    /// held it is over.
     async fn claim(&self, destination: &str, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
         let mut t = self.tables();
         if t.paused.contains(destination) {
@@ -250,57 +402,61 @@ impl Store for MemStore {
         }
         let ignore_head = self.planted.ignore_head;
         let mut due: Vec<(i64, i64, i64)> = t
-            .events
+            .deliveries
             .iter()
-            .filter(|(_, r)| r.destination == destination && (r.head || ignore_head) && r.state.is_active())
-            .filter_map(|(rid, r)| r.due_at.filter(|at| *at <= now_ms).map(|at| (at, r.seq, *rid)))
+            .filter(|(_, d)| d.destination == destination && (d.head || ignore_head) && d.state.is_active())
+            .filter_map(|(rid, d)| d.due_at.filter(|at| *at <= now_ms).map(|at| (at, d.seq, *rid)))
             .collect();
         due.sort_unstable();
         let mut claims = Vec::new();
         for (_, _, rid) in due.into_iter().take(limit) {
-            let r = t.events.get_mut(&rid).expect("a row just listed");
-            r.state = State::Delivering;
-            r.attempts += 1;
-            r.due_at = Some(now_ms.saturating_add(lease_ms));
-            r.updated_at = now_ms;
+            let d = t.deliveries.get_mut(&rid).expect("a row just listed");
+            d.state = State::Delivering;
+            d.attempts += 1;
+            d.due_at = Some(now_ms.saturating_add(lease_ms));
+            d.updated_at = now_ms;
+            let d = d.clone();
+            let event = &t.events[&d.event_rid];
             claims.push(Claim {
-                id: r.id.clone(),
-                source: r.source.clone(),
-                destination: r.destination.clone(),
-                order_key: r.order_key.clone(),
-                received_at_ms: r.received_at,
-                headers: r.headers.clone(),
-                body: r.body.clone(),
-                attempt: r.attempts,
-                round_attempt: r.attempts - r.round_base,
+                delivery: d.id.clone(),
+                id: event.id.clone(),
+                source: d.source.clone(),
+                destination: d.destination.clone(),
+                route: d.route.clone(),
+                order_key: d.order_key.clone(),
+                received_at_ms: event.received_at,
+                headers: event.headers.clone(),
+                body: event.body.clone(),
+                attempt: d.attempts,
+                round_attempt: d.attempts - d.round_base,
+                trace: event.trace.clone(),
             });
         }
         Ok(claims)
     }
 
-    /// The attempt is recorded whatever happens (it happened); the event
+    /// The attempt is recorded whatever happens (it happened); the delivery
     /// moves only while the claim is current — `delivering`, with this
     /// attempt's number — which fences an outcome whose lease ended. A
     /// finished head hands its queue on; a retried one stays its head.
-    async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
+    async fn finish(&self, delivery: &DeliveryId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
         let mut t = self.tables();
-        t.attempts.entry((id.clone(), attempt.attempt)).or_insert_with(|| attempt.clone());
+        let Some(&rid) = t.delivery_rid.get(delivery) else { return Ok(false) };
+        t.attempts.entry((rid, attempt.attempt)).or_insert_with(|| attempt.clone());
         let (state, due_at) = verdict.next_state();
         let no_fencing = self.planted.no_fencing;
-        let Some(row) = t.row(id) else { return Ok(false) };
-        let current = row.state == State::Delivering && (row.attempts == attempt.attempt || no_fencing);
+        let d = t.delivery(delivery).expect("a delivery row");
+        let current = d.state == State::Delivering && (d.attempts == attempt.attempt || no_fencing);
         if !current {
             return Ok(false);
         }
-        row.state = state;
-        row.due_at = due_at;
-        row.updated_at = now_ms;
-        row.head = state == State::Pending;
-        let queue = (row.source.clone(), row.order_key.clone());
-        if let (source, Some(order_key)) = queue
-            && state != State::Pending
-        {
-            t.promote(&source, &order_key);
+        d.state = state;
+        d.due_at = due_at;
+        d.updated_at = now_ms;
+        d.head = state == State::Pending;
+        let queue = d.queue();
+        if state != State::Pending {
+            t.promote(&queue);
         }
         Ok(true)
     }
@@ -310,78 +466,158 @@ impl Store for MemStore {
         if t.paused.contains(destination) {
             return Ok(None);
         }
-        Ok(t.events
+        Ok(t.deliveries
             .values()
-            .filter(|r| r.destination == destination && r.head && r.state.is_active())
-            .filter_map(|r| r.due_at)
+            .filter(|d| d.destination == destination && d.head && d.state.is_active())
+            .filter_map(|d| d.due_at)
             .filter(|at| *at > now_ms)
             .min())
     }
 
-    /// A finished event goes to the back of its queue (a new `seq`), due now,
-    /// its attempts counted afresh for `max_attempts`.
-    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {
+    /// Each finished delivery goes to the back of its queue (a new `seq`), due
+    /// now, its attempts counted afresh for `max_attempts`.
+    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<u64> {
         let mut t = self.tables();
-        t.next_seq += 1;
-        let seq = t.next_seq;
-        let Some(row) = t.row(id) else { return Ok(false) };
-        if row.state.is_active() {
-            return Ok(false);
+        let Some(&event_rid) = t.event_rid.get(id) else { return Ok(0) };
+        let mut replayed = 0;
+        for rid in t.deliveries_of(event_rid) {
+            if t.replay_row(rid, now_ms) {
+                replayed += 1;
+            }
         }
-        row.state = State::Pending;
-        row.seq = seq;
-        row.round_base = row.attempts;
-        row.due_at = Some(now_ms);
-        row.superseded_by = None;
-        row.updated_at = now_ms;
-        row.head = row.order_key.is_none();
-        let queue = (row.source.clone(), row.order_key.clone());
-        if let (source, Some(order_key)) = queue {
-            t.promote(&source, &order_key);
+        Ok(replayed)
+    }
+
+    async fn replay_delivery(&self, delivery: &DeliveryId, now_ms: i64) -> Result<bool> {
+        let mut t = self.tables();
+        let Some(&rid) = t.delivery_rid.get(delivery) else { return Ok(false) };
+        Ok(t.replay_row(rid, now_ms))
+    }
+
+    /// The new deliveries go to the end of their queues, without coalescing
+    /// (an old event must not supersede a newer one's delivery).
+    async fn reroute(
+        &self,
+        id: &EventId,
+        routing: Vec<RouteVerdict>,
+        deliveries: Vec<NewDelivery>,
+        now_ms: i64,
+    ) -> Result<Option<u64>> {
+        let mut t = self.tables();
+        let Some(&event_rid) = t.event_rid.get(id) else { return Ok(None) };
+        let has: BTreeSet<String> =
+            t.deliveries_of(event_rid).into_iter().map(|rid| t.deliveries[&rid].destination.clone()).collect();
+        let event = t.events.get_mut(&event_rid).expect("an event row");
+        event.routing = routing;
+        let source = event.source.clone();
+        let mut added = 0;
+        for new in deliveries.iter().filter(|d| !has.contains(&d.destination)) {
+            t.add_delivery(event_rid, &source, new, now_ms);
+            added += 1;
         }
-        Ok(true)
+        Ok(Some(added))
     }
 
     async fn get(&self, id: &EventId) -> Result<Option<EventDetail>> {
         let t = self.tables();
-        let Some(&rid) = t.by_id.get(id) else { return Ok(None) };
-        let row = &t.events[&rid];
-        let attempts = t.attempts.range((id.clone(), 0)..=(id.clone(), u32::MAX)).map(|(_, a)| a.clone()).collect();
-        Ok(Some(EventDetail { record: t.record(rid), headers: row.headers.clone(), body: row.body.clone(), attempts }))
+        let Some(&rid) = t.event_rid.get(id) else { return Ok(None) };
+        let e = &t.events[&rid];
+        let deliveries = t
+            .deliveries_of(rid)
+            .into_iter()
+            .map(|d| DeliveryDetail {
+                record: t.delivery_record(d),
+                attempts: t.attempts.range((d, 0)..=(d, u32::MAX)).map(|(_, a)| a.clone()).collect(),
+            })
+            .collect();
+        Ok(Some(EventDetail {
+            record: t.record(rid),
+            headers: e.headers.clone(),
+            body: e.body.clone(),
+            trace: e.trace.clone(),
+            routing: e.routing.clone(),
+            deliveries,
+        }))
+    }
+
+    async fn get_delivery(&self, delivery: &DeliveryId) -> Result<Option<DeliveryRecord>> {
+        let t = self.tables();
+        Ok(t.delivery_rid.get(delivery).map(|rid| t.delivery_record(*rid)))
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Page> {
         let t = self.tables();
-        let limit = page_limit(filter);
+        let limit = clamp_limit(filter.limit);
         let below = filter.cursor.map_or(i64::MAX, Cursor::row);
-        let matching: Vec<i64> = t
-            .events
-            .range(..below)
-            .rev()
-            .filter(|(_, r)| {
-                filter.source.as_ref().is_none_or(|s| &r.source == s)
-                    && filter.state.is_none_or(|s| r.state == s)
-                    && filter.order_key.as_ref().is_none_or(|k| r.order_key.as_ref() == Some(k))
-                    && filter.dedupe_key.as_ref().is_none_or(|k| r.dedupe_key.as_ref() == Some(k))
-                    && filter.since_ms.is_none_or(|at| r.received_at >= at)
-                    && filter.until_ms.is_none_or(|at| r.received_at < at)
-            })
-            .map(|(rid, _)| *rid)
-            .take(limit + 1)
-            .collect();
+        let matching: Vec<i64> =
+            t.events
+                .range(..below)
+                .rev()
+                .filter(|(rid, e)| {
+                    filter.source.as_ref().is_none_or(|s| &e.source == s)
+                        && filter.order_key.as_ref().is_none_or(|k| e.order_key.as_ref() == Some(k))
+                        && filter.dedupe_key.as_ref().is_none_or(|k| e.dedupe_key.as_ref() == Some(k))
+                        && filter.since_ms.is_none_or(|at| e.received_at >= at)
+                        && filter.until_ms.is_none_or(|at| e.received_at < at)
+                        && filter.destination.as_ref().is_none_or(|dest| {
+                            t.deliveries_of(**rid).iter().any(|d| &t.deliveries[d].destination == dest)
+                        })
+                        && filter.state.is_none_or(|s| t.record(**rid).state == s)
+                })
+                .map(|(rid, _)| *rid)
+                .take(limit + 1)
+                .collect();
         let more = matching.len() > limit;
         let shown: Vec<i64> = matching.into_iter().take(limit).collect();
         let next_cursor = if more { shown.last().map(|rid| Cursor::before_row(*rid)) } else { None };
         Ok(Page { events: shown.into_iter().map(|rid| t.record(rid)).collect(), next_cursor })
     }
 
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<DeliveryPage> {
+        let t = self.tables();
+        let limit = clamp_limit(filter.limit);
+        let below = filter.cursor.map_or((i64::MAX, i64::MAX), |c| (c.row(), c.sub()));
+        let mut matching: Vec<(i64, i64)> = t
+            .deliveries
+            .iter()
+            .filter(|(rid, d)| {
+                let received = t.events[&d.event_rid].received_at;
+                (d.event_rid, **rid) < below
+                    && filter.destination.as_ref().is_none_or(|dest| &d.destination == dest)
+                    && filter.state.is_none_or(|s| d.state == s)
+                    && filter.source.as_ref().is_none_or(|s| &d.source == s)
+                    && filter.order_key.as_ref().is_none_or(|k| d.order_key.as_ref() == Some(k))
+                    && filter.since_ms.is_none_or(|at| received >= at)
+                    && filter.until_ms.is_none_or(|at| received < at)
+            })
+            .map(|(rid, d)| (d.event_rid, *rid))
+            .collect();
+        matching.sort_unstable_by(|a, b| b.cmp(a));
+        let more = matching.len() > limit;
+        matching.truncate(limit);
+        let next_cursor =
+            if more { matching.last().map(|(event, rid)| Cursor::before_pair(*event, *rid)) } else { None };
+        Ok(DeliveryPage {
+            deliveries: matching.into_iter().map(|(_, rid)| t.delivery_record(rid)).collect(),
+            next_cursor,
+        })
+    }
+
     async fn stats(&self) -> Result<Vec<StateCount>> {
         let t = self.tables();
-        let mut counts: BTreeMap<(String, State), u64> = BTreeMap::new();
-        for r in t.events.values() {
-            *counts.entry((r.source.clone(), r.state)).or_default() += 1;
+        let mut counts: BTreeMap<(String, String, EventState), u64> = BTreeMap::new();
+        for d in t.deliveries.values() {
+            *counts.entry((d.source.clone(), d.destination.clone(), d.state.into())).or_default() += 1;
         }
-        Ok(counts.into_iter().map(|((source, state), count)| StateCount { source, state, count }).collect())
+        for (rid, e) in &t.events {
+            if t.deliveries_of(*rid).is_empty() {
+                *counts.entry((e.source.clone(), String::new(), EventState::Unrouted)).or_default() += 1;
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((source, destination, state), count)| StateCount { source, destination, state, count })
+            .collect())
     }
 
     async fn purge_expired_dedupe(&self, now_ms: i64, limit: usize) -> Result<u64> {
@@ -397,24 +633,41 @@ impl Store for MemStore {
     }
 
     async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64> {
-        debug_assert!(!state.is_active(), "only finished events are purged");
+        debug_assert!(!state.is_active(), "only finished deliveries are purged");
         let mut t = self.tables();
+        // Oldest event first (what the SQL backends' state index is ordered by).
         let mut old: Vec<(i64, i64)> = t
-            .events
+            .deliveries
             .iter()
-            .filter(|(_, r)| r.state == state && r.updated_at < before_ms)
-            .map(|(rid, r)| (r.updated_at, *rid))
+            .filter(|(_, d)| d.state == state && d.updated_at < before_ms)
+            .map(|(rid, d)| (d.event_rid, *rid))
             .collect();
         old.sort();
         let gone: Vec<i64> = old.into_iter().take(limit).map(|(_, rid)| rid).collect();
+        let events: BTreeSet<i64> = gone.iter().map(|rid| t.deliveries[rid].event_rid).collect();
         for rid in &gone {
-            let row = t.events.remove(rid).expect("a row just listed");
-            t.by_id.remove(&row.id);
-            let attempts: Vec<_> =
-                t.attempts.range((row.id.clone(), 0)..=(row.id.clone(), u32::MAX)).map(|(k, _)| k.clone()).collect();
-            for key in attempts {
-                t.attempts.remove(&key);
+            t.delete_delivery(*rid);
+        }
+        // An event goes with its last delivery.
+        for event_rid in events {
+            if t.deliveries_of(event_rid).is_empty() {
+                t.delete_event(event_rid);
             }
+        }
+        Ok(gone.len() as u64)
+    }
+
+    async fn purge_unrouted(&self, before_ms: i64, limit: usize) -> Result<u64> {
+        let mut t = self.tables();
+        let gone: Vec<i64> = t
+            .events
+            .iter()
+            .filter(|(rid, e)| e.received_at < before_ms && t.deliveries_of(**rid).is_empty())
+            .map(|(rid, _)| *rid)
+            .take(limit)
+            .collect();
+        for rid in &gone {
+            t.delete_event(*rid);
         }
         Ok(gone.len() as u64)
     }

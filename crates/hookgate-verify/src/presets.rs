@@ -86,6 +86,19 @@ impl Preset {
             _ => None,
         }
     }
+
+    /// What kind of event it is, as the sender names it: what a route's `events` globs match.
+    pub fn event_type(self) -> Option<&'static str> {
+        match self {
+            Preset::Stripe | Preset::StandardWebhooks | Preset::Svix => Some("{json.type}"),
+            Preset::Github => Some("{header.x-github-event}"),
+            Preset::Shopify => Some("{header.x-shopify-topic}"),
+            Preset::Acuity => Some("{form.action}"),
+            Preset::Slack => Some("{json.event.type}"),
+            // Twilio names no event type in what it sends.
+            Preset::Twilio => None,
+        }
+    }
 }
 
 impl fmt::Display for Preset {
@@ -115,7 +128,8 @@ mod tests {
         for preset in Preset::ALL {
             assert_eq!(preset.as_str().parse::<Preset>(), Ok(preset));
             assert_eq!(preset.scheme().as_str().parse::<SchemeName>(), Ok(preset.scheme()));
-            for key in [preset.dedupe_key(), preset.order_key(), preset.coalesce_key()].into_iter().flatten() {
+            let keys = [preset.dedupe_key(), preset.order_key(), preset.coalesce_key(), preset.event_type()];
+            for key in keys.into_iter().flatten() {
                 assert!(key.parse::<hookgate_core::Template>().is_ok(), "{preset}: {key}");
             }
         }

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use hookgate_core::{Key, State};
-use hookgate_store::{Attempt, EventDetail, EventRecord};
+use hookgate_core::{EventState, Key, State};
+use hookgate_store::{Attempt, DeliveryDetail, DeliveryRecord, EventDetail, EventRecord, RouteVerdict};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -19,25 +19,35 @@ use utoipa::ToSchema;
 pub struct EventSummary {
     pub id: String,
     pub source: String,
+    /// Its first delivery's destination (`""` when no route took it); see `destinations`.
     pub destination: String,
-    /// pending, delivering, delivered, dead or superseded.
+    /// Every destination it has a delivery to, in route order.
+    #[serde(default)]
+    pub destinations: Vec<String>,
+    /// Its deliveries' states in a word: delivering if any is, else pending if
+    /// any is, else dead if any is, else delivered if any is, else
+    /// superseded; unrouted when it has none.
     #[schema(value_type = String)]
-    pub state: State,
+    pub state: EventState,
     pub received_at_ms: i64,
     pub updated_at_ms: i64,
     pub dedupe_key: Option<String>,
     pub order_key: Option<String>,
     pub coalesce_key: Option<String>,
+    /// What its source's `event_type` template made of it.
+    #[serde(default)]
+    pub event_type: Option<String>,
     pub warnings: Vec<String>,
     pub duplicates: u64,
-    /// Attempts over the event's life, replays included.
+    /// Attempts over the event's life, replays included, all deliveries together.
     pub attempt_count: u32,
-    /// When a pending event is next due.
+    /// When its next pending delivery is due.
     pub next_attempt_at_ms: Option<i64>,
     pub superseded_by: Option<String>,
 }
 
-/// `GET /api/events/{id}`: the event, what the sender sent, every attempt.
+/// `GET /api/events/{id}`: the event, what the sender sent, each route's
+/// verdict, each delivery with its attempts.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
     #[serde(flatten)]
@@ -50,7 +60,23 @@ pub struct EventView {
     pub body: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub body_base64: Option<String>,
+    /// Every attempt of every delivery, oldest first (each names its destination).
     pub attempts: Vec<AttemptView>,
+    /// One per route of its source: matched or not, and why.
+    #[serde(default)]
+    pub routing: Vec<RoutingView>,
+    #[serde(default)]
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// What one route said of an event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RoutingView {
+    pub route: String,
+    pub destination: String,
+    pub matched: bool,
+    /// "matched", or the first condition that failed and why.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -60,6 +86,71 @@ pub struct AttemptView {
     pub duration_ms: i64,
     pub status: Option<u16>,
     pub error: Option<String>,
+    /// The delivery it was an attempt of, and its destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+}
+
+/// One delivery: an event on its way to one destination.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliverySummary {
+    /// `hookgate-delivery-id` on each attempt.
+    pub id: String,
+    /// The event's id (`webhook-id`).
+    pub event: String,
+    pub source: String,
+    pub destination: String,
+    pub route: String,
+    /// pending, delivering, delivered, dead or superseded.
+    #[schema(value_type = String)]
+    pub state: State,
+    /// The key of its queue at the destination.
+    pub order_key: Option<String>,
+    pub coalesce_key: Option<String>,
+    /// When its event was received.
+    pub received_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub attempt_count: u32,
+    pub next_attempt_at_ms: Option<i64>,
+    pub superseded_by: Option<String>,
+}
+
+/// A delivery with its attempts (in an event's view).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryView {
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub summary: DeliverySummary,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// `GET /api/deliveries`: by event, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<DeliverySummary>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /api/deliveries/{id}/replay`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryReplayed {
+    pub id: String,
+    pub event: String,
+    /// `pending`.
+    #[schema(value_type = String)]
+    pub status: State,
+}
+
+/// `POST /api/events/{id}/reroute`: today's routes applied again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Rerouted {
+    pub id: String,
+    /// Deliveries added: to the destinations it matches now and had none for.
+    pub added: u64,
+    pub routing: Vec<RoutingView>,
 }
 
 /// `GET /api/events`: newest first.
@@ -76,10 +167,13 @@ pub struct Replayed {
     pub id: String,
     /// The event's state now: `pending`.
     #[schema(value_type = String)]
-    pub status: State,
+    pub status: EventState,
+    /// Its finished deliveries, each now pending at the back of its queue.
+    #[serde(default)]
+    pub deliveries: u64,
 }
 
-/// `POST /api/replay`: which events to deliver again. In the JSON body, or
+/// `POST /api/replay`: which deliveries to deliver again. In the JSON body, or
 /// in the query (as before the body existed). Times: RFC 3339 or
 /// milliseconds since the epoch.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams, clap::Args)]
@@ -89,6 +183,10 @@ pub struct ReplayFilter {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[arg(long)]
     pub source: Option<String>,
+    /// Only deliveries to this destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub destination: Option<String>,
     /// delivered, dead (the default) or superseded.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[arg(long)]
@@ -113,9 +211,10 @@ pub struct ReplayFilter {
 impl ReplayFilter {
     /// The fields given, by name.
     pub fn named(&self) -> Vec<&'static str> {
-        let ReplayFilter { source, state, order_key, since, until, limit } = self;
+        let ReplayFilter { source, destination, state, order_key, since, until, limit } = self;
         [
             ("source", source.is_some()),
+            ("destination", destination.is_some()),
             ("state", state.is_some()),
             ("order_key", order_key.is_some()),
             ("since", since.is_some()),
@@ -136,23 +235,30 @@ pub struct BulkReplayed {
     pub more: bool,
 }
 
-/// `GET /api/stats`: per source, how many events are in each state.
+/// `GET /api/stats`: per source, how many deliveries are in each state (an
+/// event with three deliveries counts three times: for a source with one
+/// route, events), and its events no route took (`unrouted`); per
+/// destination, its deliveries by state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct Stats {
     /// Source → state → count.
     #[schema(value_type = BTreeMap<String, BTreeMap<String, u64>>)]
-    pub sources: BTreeMap<String, BTreeMap<State, u64>>,
+    pub sources: BTreeMap<String, BTreeMap<EventState, u64>>,
+    /// Destination → state → count.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, BTreeMap<String, u64>>)]
+    pub destinations: BTreeMap<String, BTreeMap<State, u64>>,
     /// When the counts were taken (a count is shared for up to a second).
     #[serde(default)]
     pub counted_at_ms: Option<i64>,
 }
 
 impl Stats {
-    pub fn count(&self, source: &str, state: State) -> u64 {
-        self.sources.get(source).and_then(|s| s.get(&state)).copied().unwrap_or(0)
+    pub fn count(&self, source: &str, state: impl Into<EventState>) -> u64 {
+        self.sources.get(source).and_then(|s| s.get(&state.into())).copied().unwrap_or(0)
     }
 
-    /// Events still owed a delivery, over every source.
+    /// Deliveries still owed, over every source.
     pub fn active(&self) -> u64 {
         self.sources.values().flat_map(|s| s.iter()).filter(|(state, _)| state.is_active()).map(|(_, n)| n).sum()
     }
@@ -183,10 +289,13 @@ pub struct DestinationStatus {
     pub circuit: crate::steering::Circuit,
     /// `"50/s"`, when a rate limit is configured.
     pub rate_limit: Option<String>,
-    /// Events owed a delivery: pending and delivering.
+    /// Deliveries owed: pending and delivering.
     pub queue_depth: u64,
-    /// Events being delivered now.
+    /// Deliveries being made now.
     pub in_flight: u64,
+    /// Dead deliveries (its dead letters), kept until retention.
+    #[serde(default)]
+    pub dead: u64,
     pub delivered_last_minute: u64,
     /// Attempts that failed in the last minute (each retry counts).
     pub failed_last_minute: u64,
@@ -210,13 +319,15 @@ impl From<&EventRecord> for EventSummary {
         EventSummary {
             id: r.id.to_string(),
             source: r.source.clone(),
-            destination: r.destination.clone(),
+            destination: r.destinations.first().cloned().unwrap_or_default(),
+            destinations: r.destinations.clone(),
             state: r.state,
             received_at_ms: r.received_at_ms,
             updated_at_ms: r.updated_at_ms,
             dedupe_key: text(&r.dedupe_key),
             order_key: text(&r.order_key),
             coalesce_key: text(&r.coalesce_key),
+            event_type: r.event_type.clone(),
             warnings: r.warnings.clone(),
             duplicates: r.duplicates,
             attempt_count: r.attempts,
@@ -234,6 +345,48 @@ impl From<&Attempt> for AttemptView {
             duration_ms: a.duration_ms,
             status: a.status,
             error: a.error.clone(),
+            delivery: None,
+            destination: None,
+        }
+    }
+}
+
+impl From<&RouteVerdict> for RoutingView {
+    fn from(v: &RouteVerdict) -> Self {
+        RoutingView {
+            route: v.route.clone(),
+            destination: v.destination.clone(),
+            matched: v.matched,
+            reason: v.reason.clone(),
+        }
+    }
+}
+
+impl From<&DeliveryRecord> for DeliverySummary {
+    fn from(d: &DeliveryRecord) -> Self {
+        DeliverySummary {
+            id: d.id.to_string(),
+            event: d.event.to_string(),
+            source: d.source.clone(),
+            destination: d.destination.clone(),
+            route: d.route.clone(),
+            state: d.state,
+            order_key: text(&d.order_key),
+            coalesce_key: text(&d.coalesce_key),
+            received_at_ms: d.received_at_ms,
+            updated_at_ms: d.updated_at_ms,
+            attempt_count: d.attempts,
+            next_attempt_at_ms: d.next_attempt_at_ms,
+            superseded_by: d.superseded_by.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+impl From<&DeliveryDetail> for DeliveryView {
+    fn from(d: &DeliveryDetail) -> Self {
+        DeliveryView {
+            summary: DeliverySummary::from(&d.record),
+            attempts: d.attempts.iter().map(AttemptView::from).collect(),
         }
     }
 }
@@ -244,12 +397,26 @@ impl From<&EventDetail> for EventView {
             Ok(text) => (Some(text.to_owned()), None),
             Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(&d.body))),
         };
+        let mut attempts: Vec<AttemptView> = d
+            .deliveries
+            .iter()
+            .flat_map(|delivery| {
+                delivery.attempts.iter().map(|a| AttemptView {
+                    delivery: Some(delivery.record.id.to_string()),
+                    destination: Some(delivery.record.destination.clone()),
+                    ..AttemptView::from(a)
+                })
+            })
+            .collect();
+        attempts.sort_by_key(|a| a.started_at_ms);
         EventView {
             summary: EventSummary::from(&d.record),
             headers: d.headers.iter().map(|(n, v)| (n.to_owned(), String::from_utf8_lossy(v).into_owned())).collect(),
             body,
             body_base64,
-            attempts: d.attempts.iter().map(AttemptView::from).collect(),
+            attempts,
+            routing: d.routing.iter().map(RoutingView::from).collect(),
+            deliveries: d.deliveries.iter().map(DeliveryView::from).collect(),
         }
     }
 }

@@ -133,12 +133,6 @@ impl Server {
                     name: d.name.clone(),
                     url: shown_url(&d.url),
                     rate_limit: d.rate_limit,
-                    sources: config
-                        .sources
-                        .iter()
-                        .filter(|s| s.destination == d.name)
-                        .map(|s| s.name.clone())
-                        .collect(),
                     live: live[&d.name].clone(),
                 })
                 .collect(),

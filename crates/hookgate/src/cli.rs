@@ -1,13 +1,16 @@
-//! The command line. `events`, `replay` and `destinations` are clients of
-//! the admin API: they never open a store. They print a table, or the API's
-//! JSON with `--json`.
+//! The command line. `events`, `deliveries`, `replay`, `reroute` and
+//! `destinations` are clients of the admin API: they never open a store.
+//! They print a table, or the API's JSON with `--json`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 
-use crate::api::{BulkReplayed, Destinations, ErrorBody, EventPage, EventView, Paused, ReplayFilter, Replayed};
+use crate::api::{
+    BulkReplayed, DeliveryPage, DeliveryReplayed, Destinations, ErrorBody, EventPage, EventView, Paused, ReplayFilter,
+    Replayed, Rerouted,
+};
 
 #[derive(Parser)]
 #[command(name = "hookgate", version, about = "A webhook gateway: verify, dedupe, order, coalesce, deliver.")]
@@ -38,13 +41,27 @@ pub enum Command {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
-    /// Deliver events again: one by id, or every event matching the filters
-    /// (each order key's events in their original order).
+    /// Look at deliveries: a destination's queue, its dead letters (admin API client).
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+    /// Deliver again: an event (`evt_…`: each of its finished deliveries), one
+    /// delivery (`dlv_…`: to its destination only), or every delivery matching
+    /// the filters (dead ones by default; each queue's in their original order).
     Replay {
-        /// The event to replay; without it, every event matching the filters.
+        /// The event or delivery to replay; without it, every delivery matching the filters.
         id: Option<String>,
         #[command(flatten)]
         filter: ReplayFilter,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Route a stored event again by today's routes: a delivery is added to
+    /// each destination it matches now and had none for (an unrouted event,
+    /// or one stored before a route was added).
+    Reroute {
+        id: String,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -112,13 +129,45 @@ pub struct CheckArg {
 }
 
 #[derive(Subcommand)]
+pub enum DeliveriesCommand {
+    /// By event, newest first.
+    List {
+        #[arg(long)]
+        destination: Option<String>,
+        /// pending, delivering, delivered, dead or superseded.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+        /// The key of its queue at the destination.
+        #[arg(long)]
+        order_key: Option<String>,
+        /// Its event received at or after: a duration back from now (30m, 1h, 7d), RFC 3339 or ms since the epoch.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum EventsCommand {
     /// Newest first.
     List {
         #[arg(long)]
         source: Option<String>,
+        /// pending, delivering, delivered, dead, superseded (its deliveries in a word) or unrouted.
         #[arg(long)]
         state: Option<String>,
+        /// Events with a delivery to this destination.
+        #[arg(long)]
+        destination: Option<String>,
         #[arg(long)]
         order_key: Option<String>,
         #[arg(long)]
@@ -137,7 +186,7 @@ pub enum EventsCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// One event with its keys, duplicate count and every attempt.
+    /// One event with its keys, duplicate count, each route's verdict and each delivery's attempts.
     Show {
         id: String,
         #[command(flatten)]
@@ -414,11 +463,12 @@ fn ago(at_ms: i64) -> String {
 
 pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
     match command {
-        EventsCommand::List { source, state, order_key, dedupe_key, since, until, limit, cursor, api } => {
+        EventsCommand::List { source, state, destination, order_key, dedupe_key, since, until, limit, cursor, api } => {
             let (since, until) = (time_filter("since", since)?, time_filter("until", until)?);
             let query = [
                 ("source", source),
                 ("state", state),
+                ("destination", destination),
                 ("order_key", order_key),
                 ("dedupe_key", dedupe_key),
                 ("since", since),
@@ -438,6 +488,7 @@ pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
                     vec![
                         e.id.clone(),
                         e.source.clone(),
+                        if e.destinations.is_empty() { "-".into() } else { e.destinations.join(",") },
                         e.state.to_string(),
                         ago(e.received_at_ms),
                         e.duplicates.to_string(),
@@ -447,8 +498,17 @@ pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
                     ]
                 })
                 .collect();
-            let header =
-                ["ID", "SOURCE", "STATE", "RECEIVED", "DUPS", "TRIES", "SENDER'S ID (DEDUPE KEY)", "ORDER KEY"];
+            let header = [
+                "ID",
+                "SOURCE",
+                "DESTINATIONS",
+                "STATE",
+                "RECEIVED",
+                "DUPS",
+                "TRIES",
+                "SENDER'S ID (DEDUPE KEY)",
+                "ORDER KEY",
+            ];
             println!("{}", table(&header, rows));
             if let Some(next) = page.next_cursor {
                 println!("more: --cursor {next}");
@@ -479,7 +539,11 @@ fn show(event: &EventView) -> String {
     };
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     row("state", e.state.to_string());
-    row("source", format!("{} -> destination {}", e.source, e.destination));
+    let destinations = if e.destinations.is_empty() { "no route took it".into() } else { e.destinations.join(", ") };
+    row("source", format!("{} -> {destinations}", e.source));
+    if let Some(kind) = &e.event_type {
+        row("event type", kind.clone());
+    }
     row("received", when(e.received_at_ms));
     row("updated", when(e.updated_at_ms));
     if let Some(next) = e.next_attempt_at_ms {
@@ -496,11 +560,25 @@ fn show(event: &EventView) -> String {
         row("warning", warning.clone());
     }
     let mut text = format!("{}\n{out}", e.id);
-    let _ = writeln!(text, "attempts ({})", event.attempts.len());
-    for a in &event.attempts {
-        let status = a.status.map_or("no answer".into(), |s| s.to_string());
-        let error = a.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default();
-        let _ = writeln!(text, "  #{:<3} {}  {status}  {} ms{error}", a.attempt, when(a.started_at_ms), a.duration_ms);
+    let _ = writeln!(text, "routes ({})", event.routing.len());
+    for r in &event.routing {
+        let verdict = if r.matched { "matched" } else { "not matched" };
+        let why = if r.matched { String::new() } else { format!(": {}", r.reason) };
+        let _ = writeln!(text, "  {} -> {}  {verdict}{why}", r.route, r.destination);
+    }
+    for d in &event.deliveries {
+        let s = &d.summary;
+        let next = s.next_attempt_at_ms.map(|at| format!(", next attempt {}", when(at))).unwrap_or_default();
+        let _ = writeln!(text, "delivery {} to {} ({}): {}{next}", s.id, s.destination, s.route, s.state);
+        if s.order_key != e.order_key {
+            let _ = writeln!(text, "  order key {}", dash(&s.order_key));
+        }
+        for a in &d.attempts {
+            let status = a.status.map_or("no answer".into(), |s| s.to_string());
+            let error = a.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default();
+            let _ =
+                writeln!(text, "  #{:<3} {}  {status}  {} ms{error}", a.attempt, when(a.started_at_ms), a.duration_ms);
+        }
     }
     let _ = writeln!(text, "headers ({})", event.headers.len());
     for (name, value) in &event.headers {
@@ -582,12 +660,26 @@ pub async fn send(args: SendArgs) -> Result<(), ClientError> {
 
 pub async fn replay(id: Option<String>, filter: ReplayFilter, api: ApiArgs) -> Result<(), ClientError> {
     match id {
+        Some(id) if id.starts_with("dlv_") => {
+            let path = format!("/api/deliveries/{id}/replay");
+            let answer: DeliveryReplayed = api.call(reqwest::Method::POST, &path, &[]).await?;
+            if api.json {
+                print_json(&answer);
+            } else {
+                println!("{} (of {}): {}", answer.id, answer.event, answer.status);
+            }
+        }
         Some(id) => {
             let answer: Replayed = api.call(reqwest::Method::POST, &format!("/api/events/{id}/replay"), &[]).await?;
             if api.json {
                 print_json(&answer);
             } else {
-                println!("{}: {}", answer.id, answer.status);
+                let deliveries = if answer.deliveries == 1 {
+                    "1 delivery".into()
+                } else {
+                    format!("{} deliveries", answer.deliveries)
+                };
+                println!("{}: {} ({deliveries})", answer.id, answer.status);
             }
         }
         None => {
@@ -605,6 +697,62 @@ pub async fn replay(id: Option<String>, filter: ReplayFilter, api: ApiArgs) -> R
                 println!("replayed {}{more}", answer.replayed);
             }
         }
+    }
+    Ok(())
+}
+
+pub async fn reroute(id: String, api: ApiArgs) -> Result<(), ClientError> {
+    let answer: Rerouted = api.call(reqwest::Method::POST, &format!("/api/events/{id}/reroute"), &[]).await?;
+    if api.json {
+        print_json(&answer);
+        return Ok(());
+    }
+    println!("{}: {} deliveries added", answer.id, answer.added);
+    for r in &answer.routing {
+        let verdict = if r.matched { "matched".to_owned() } else { format!("not matched: {}", r.reason) };
+        println!("  {} -> {}  {verdict}", r.route, r.destination);
+    }
+    Ok(())
+}
+
+pub async fn deliveries(command: DeliveriesCommand) -> Result<(), ClientError> {
+    let DeliveriesCommand::List { destination, state, source, order_key, since, until, limit, cursor, api } = command;
+    let (since, until) = (time_filter("since", since)?, time_filter("until", until)?);
+    let query = [
+        ("destination", destination),
+        ("state", state),
+        ("source", source),
+        ("order_key", order_key),
+        ("since", since),
+        ("until", until),
+        ("limit", Some(limit.to_string())),
+        ("cursor", cursor),
+    ];
+    let page: DeliveryPage = api.call(reqwest::Method::GET, "/api/deliveries", &query).await?;
+    if api.json {
+        print_json(&page);
+        return Ok(());
+    }
+    let rows = page
+        .deliveries
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.clone(),
+                d.event.clone(),
+                d.destination.clone(),
+                d.state.to_string(),
+                ago(d.received_at_ms),
+                d.attempt_count.to_string(),
+                d.next_attempt_at_ms.map_or("-".into(), ago),
+                d.order_key.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let header = ["ID", "EVENT", "DESTINATION", "STATE", "RECEIVED", "TRIES", "NEXT", "ORDER KEY"];
+    println!("{}", table(&header, rows));
+    if let Some(next) = page.next_cursor {
+        println!("more: --cursor {next}");
     }
     Ok(())
 }

@@ -206,7 +206,9 @@ pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> H
     if let Some(signer) = &destination.signer {
         set(signer.format().header(), signer.sign(id, now_unix, &claim.body).as_bytes());
     }
+    set("hookgate-delivery-id", claim.delivery.as_str().as_bytes());
     set("hookgate-source", claim.source.as_bytes());
+    set("hookgate-route", claim.route.as_bytes());
     set("hookgate-attempt", claim.attempt.to_string().as_bytes());
     if let Some(order_key) = &claim.order_key {
         set("hookgate-order-key", order_key.as_bytes());
@@ -246,9 +248,11 @@ mod tests {
 
     fn claim() -> Claim {
         Claim {
+            delivery: hookgate_core::DeliveryId::generate(),
             id: EventId::generate(),
             source: "stripe".into(),
             destination: "app".into(),
+            route: "stripe->app".into(),
             order_key: Some("cus_1".into()),
             received_at_ms: 0,
             headers: [
@@ -265,6 +269,7 @@ mod tests {
             body: bytes::Bytes::from_static(b"{}"),
             attempt: 3,
             round_attempt: 3,
+            trace: None,
         }
     }
 
@@ -286,6 +291,8 @@ mod tests {
         assert_eq!(get("webhook-timestamp").as_deref(), Some("1700000000"));
         assert_eq!(get("hookgate-attempt").as_deref(), Some("3"));
         assert_eq!(get("hookgate-source").as_deref(), Some("stripe"));
+        assert_eq!(get("hookgate-route").as_deref(), Some("stripe->app"));
+        assert_eq!(get("hookgate-delivery-id").as_deref(), Some(claim.delivery.as_str()));
         assert_eq!(get("hookgate-order-key").as_deref(), Some("cus_1"));
         let expected = key.sign(claim.id.as_str(), 1_700_000_000, b"{}");
         assert_eq!(get("webhook-signature"), Some(expected));

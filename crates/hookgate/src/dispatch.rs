@@ -1,7 +1,7 @@
-//! One dispatcher per destination: claims due events (the store guarantees
-//! one in flight per order key, FIFO), runs up to `concurrency` attempts at
-//! once, and records each outcome. It sleeps until it is woken (an event was
-//! stored or replayed, an attempt ended) or until the store says something
+//! One dispatcher per destination: claims its due deliveries (the store
+//! guarantees one in flight per queue, FIFO), runs up to `concurrency`
+//! attempts at once, and records each outcome. It sleeps until it is woken
+//! (a delivery was stored or replayed, an attempt ended) or until the store says something
 //! falls due, and never longer than [`POLL_MS`], so a wake-up lost to another
 //! instance or a clock jump costs at most that.
 //!
@@ -257,7 +257,7 @@ impl<D: Deliver> Dispatcher<D> {
         let now = self.clock.now_ms();
         if let Some(unsaid) = self.failures.admit(&format!("{} late", self.destination.name)) {
             tracing::warn!(
-                event = %claim.id, destination = %self.destination.name,
+                event = %claim.id, delivery = %claim.delivery, destination = %self.destination.name,
                 "a claim came back {} after it was asked, too late to deliver within its lease: given back{}",
                 hookgate_core::human_duration(took.as_millis() as u64), crate::loud::and_more(unsaid)
             );
@@ -271,6 +271,7 @@ impl<D: Deliver> Dispatcher<D> {
                 "not attempted: the store answered the claim {} late, too late to deliver within the lease",
                 hookgate_core::human_duration(took.as_millis() as u64)
             )),
+            response: None,
         };
         self.record(&claim, attempt, Verdict::Retry { at_ms: now }).await;
     }
@@ -305,6 +306,7 @@ impl<D: Deliver> Dispatcher<D> {
             duration_ms: outcome.duration.as_millis() as i64,
             status: outcome.status,
             error: outcome.error,
+            response: None,
         };
         self.record(&claim, attempt, verdict).await;
     }
@@ -314,14 +316,17 @@ impl<D: Deliver> Dispatcher<D> {
     async fn record(&self, claim: &Claim, attempt: Attempt, verdict: Verdict) {
         let mut pause = Duration::from_millis(50);
         loop {
-            match self.store.finish(&claim.id, attempt.clone(), verdict, self.clock.now_ms()).await {
+            match self.store.finish(&claim.delivery, attempt.clone(), verdict, self.clock.now_ms()).await {
                 Ok(true) => break,
                 Ok(false) => {
-                    tracing::warn!(event = %claim.id, "lease lost before the outcome was recorded; it will be delivered again");
+                    tracing::warn!(
+                        event = %claim.id, delivery = %claim.delivery,
+                        "lease lost before the outcome was recorded; it will be delivered again"
+                    );
                     break;
                 }
                 Err(error) => {
-                    self.faults.failed(&format!("recording an attempt of {}: {error}", claim.id));
+                    self.faults.failed(&format!("recording an attempt of {}: {error}", claim.delivery));
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
@@ -345,7 +350,7 @@ impl<D> Dispatcher<D> {
                 if let Some(unsaid) = self.failures.admit(&format!("{name} retry")) {
                     let retry_in = hookgate_core::human_duration((at_ms - self.clock.now_ms()).max(0) as u64);
                     tracing::warn!(
-                        event = %claim.id, destination = %name, attempt = claim.attempt,
+                        event = %claim.id, delivery = %claim.delivery, destination = %name, attempt = claim.attempt,
                         "attempt failed, retrying in {retry_in}: {error}{}", crate::loud::and_more(unsaid)
                     );
                 }
@@ -353,9 +358,9 @@ impl<D> Dispatcher<D> {
             Verdict::Dead => {
                 if let Some(unsaid) = self.failures.admit(&format!("{name} dead")) {
                     tracing::warn!(
-                        event = %claim.id, destination = %name, attempts = claim.round_attempt,
-                        "event is dead, its attempts spent (replay it once the app is fixed: hookgate replay {}): {error}{}",
-                        claim.id, crate::loud::and_more(unsaid)
+                        event = %claim.id, delivery = %claim.delivery, destination = %name, attempts = claim.round_attempt,
+                        "delivery is dead, its attempts spent (replay it once the app is fixed: hookgate replay {}): {error}{}",
+                        claim.delivery, crate::loud::and_more(unsaid)
                     );
                 }
             }

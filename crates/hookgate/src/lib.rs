@@ -23,6 +23,7 @@ mod http;
 mod loud;
 pub mod metrics;
 pub mod receiver;
+pub mod routing;
 mod serve;
 mod stats;
 pub mod steering;

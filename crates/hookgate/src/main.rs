@@ -117,6 +117,8 @@ async fn run(command: Command) -> ExitCode {
         },
         Command::Events { command } => done(cli::events(command).await),
         Command::Replay { id, filter, api } => done(cli::replay(id, filter, api).await),
+        Command::Reroute { id, api } => done(cli::reroute(id, api).await),
+        Command::Deliveries { command } => done(cli::deliveries(command).await),
         Command::Destinations { command } => done(cli::destinations(command).await),
         Command::Send(args) => done(cli::send(args).await),
         Command::Init => {

@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const RECEIVED: &str = "hookgate_events_received_total";
 pub const DUPLICATES: &str = "hookgate_events_duplicate_total";
 pub const SUPERSEDED: &str = "hookgate_events_superseded_total";
+pub const UNROUTED: &str = "hookgate_events_unrouted_total";
 pub const REJECTED: &str = "hookgate_requests_rejected_total";
 pub const UNAVAILABLE: &str = "hookgate_storage_unavailable_total";
 pub const SHED: &str = "hookgate_requests_shed_total";
@@ -68,7 +69,14 @@ pub fn handle() -> &'static PrometheusHandle {
 fn describe() {
     metrics::describe_counter!(RECEIVED, "Events accepted and stored, by source.");
     metrics::describe_counter!(DUPLICATES, "Requests answered as duplicates of a stored event, by source.");
-    metrics::describe_counter!(SUPERSEDED, "Pending events superseded by a newer one with the same coalesce key.");
+    metrics::describe_counter!(
+        SUPERSEDED,
+        "Pending deliveries superseded by a newer event's with the same coalesce key, by source."
+    );
+    metrics::describe_counter!(
+        UNROUTED,
+        "Events stored that no route took (each route's reason is on the event), by source."
+    );
     metrics::describe_counter!(REJECTED, "Ingest requests refused, by source and reason.");
     metrics::describe_counter!(UNAVAILABLE, "Ingest requests answered 503 because storage failed.");
     metrics::describe_counter!(

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hookgate_core::EventId;
-use hookgate_store::conformance::{T0, event};
+use hookgate_store::conformance::{T0, event, routed};
 use hookgate_store::{Attempt, Ingested, Store, Verdict, Wake};
 
 use super::*;
@@ -29,7 +29,7 @@ async fn copies_racing_on_two_instances_store_one() {
                     let mut copy = event("stripe", T0);
                     copy.dedupe_key = Some(format!("evt_{round}").into());
                     barrier.wait().await;
-                    store.ingest(copy).await.unwrap()
+                    store.ingest(routed(copy)).await.unwrap()
                 })
             })
             .collect();
@@ -51,12 +51,13 @@ async fn copies_racing_on_two_instances_store_one() {
 async fn retention_on_two_instances_never_fails_either() {
     let (a, b) = or_skip!(pair().await);
     for _ in 0..300 {
-        a.ingest(event("src", T0)).await.unwrap();
+        a.ingest(routed(event("src", T0))).await.unwrap();
     }
     let claims = a.claim("app", T0, 500, 60_000).await.unwrap();
     for claim in &claims {
-        let attempt = Attempt { attempt: 1, started_at_ms: T0, duration_ms: 1, status: Some(200), error: None };
-        assert!(a.finish(&claim.id, attempt, Verdict::Delivered, T0 + 1).await.unwrap());
+        let attempt =
+            Attempt { attempt: 1, started_at_ms: T0, duration_ms: 1, status: Some(200), error: None, response: None };
+        assert!(a.finish(&claim.delivery, attempt, Verdict::Delivered, T0 + 1).await.unwrap());
     }
     let purge = |store: Arc<dyn Store>| async move {
         let mut purged = 0;
@@ -85,8 +86,7 @@ async fn work_stored_on_one_instance_wakes_the_other() {
     // Wake::All): store again until a wake-up for the destination arrives.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let mut new = event("src", T0);
-        new.destination = "billing".into();
+        let new = hookgate_store::conformance::to("billing", event("src", T0));
         b.ingest(new).await.unwrap();
         let wait = tokio::time::timeout(std::time::Duration::from_millis(300), async {
             while let Some(destination) = rx.recv().await {
@@ -114,7 +114,7 @@ async fn claimers_on_two_instances_keep_one_in_flight_per_key() {
         let mut new = event("src", T0);
         new.order_key = Some(key.as_str().into());
         let store = if n % 2 == 0 { &a } else { &b };
-        match store.ingest(new).await.unwrap() {
+        match store.ingest(routed(new)).await.unwrap() {
             Ingested::Accepted { id, .. } => sent.entry(key).or_default().push(id),
             other => panic!("{other:?}"),
         }
@@ -144,15 +144,9 @@ async fn claimers_on_two_instances_keep_one_in_flight_per_key() {
                         // flag a claim the store rightly grants once the outcome commits.)
                         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                         *in_flight.lock().unwrap().get_mut(&key).unwrap() -= 1;
-                        let attempt = Attempt {
-                            attempt: claim.attempt,
-                            started_at_ms: T0,
-                            duration_ms: 2,
-                            status: Some(200),
-                            error: None,
-                        };
+                        let attempt = hookgate_store::conformance::ok_attempt(claim.attempt, T0);
                         finished.lock().unwrap().push((key.clone(), claim.id.clone()));
-                        assert!(store.finish(&claim.id, attempt, Verdict::Delivered, T0).await.unwrap());
+                        assert!(store.finish(&claim.delivery, attempt, Verdict::Delivered, T0).await.unwrap());
                     }
                     if finished.lock().unwrap().len() == 40 {
                         break;

@@ -1,6 +1,6 @@
 //! An instance whose clock is wrong must not judge leases by it.
 
-use hookgate_store::conformance::event;
+use hookgate_store::conformance::{event, routed};
 use hookgate_store::{Ingested, Store};
 
 use super::*;
@@ -17,7 +17,7 @@ async fn a_clock_running_ahead_takes_no_live_lease() {
 
     let mut new = event("src", honest.now_ms());
     new.order_key = Some("K".into());
-    let Ingested::Accepted { id, .. } = honest.ingest(new).await.unwrap() else { panic!() };
+    let Ingested::Accepted { id, .. } = honest.ingest(routed(new)).await.unwrap() else { panic!() };
     let claims = honest.claim("app", honest.now_ms(), 10, 5_000).await.unwrap();
     assert_eq!(claims.len(), 1);
     // By its own clock the 5 s lease ended 5 s ago; by the database's it is live.

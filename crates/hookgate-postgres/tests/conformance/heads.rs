@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use hookgate_store::conformance::{T0, event};
-use hookgate_store::{Attempt, Store, Verdict};
+use hookgate_store::conformance::{T0, event, routed};
+use hookgate_store::{Store, Verdict};
 
 use super::*;
 
@@ -26,7 +26,7 @@ async fn queues_filled_on_one_instance_and_drained_on_another_never_stall() {
                 for n in 0..EACH {
                     let mut new = event("src", T0);
                     new.order_key = Some(if (w + n) % 2 == 0 { "even" } else { "odd" }.into());
-                    filler.ingest(new).await.unwrap();
+                    filler.ingest(routed(new)).await.unwrap();
                 }
             })
         })
@@ -37,9 +37,8 @@ async fn queues_filled_on_one_instance_and_drained_on_another_never_stall() {
         let claims = drainer.claim("app", T0, 10, 60_000).await.unwrap();
         idle = if claims.is_empty() { idle + 1 } else { 0 };
         let finishes = claims.iter().map(|claim| {
-            let attempt =
-                Attempt { attempt: claim.attempt, started_at_ms: T0, duration_ms: 1, status: Some(200), error: None };
-            drainer.finish(&claim.id, attempt, Verdict::Delivered, T0)
+            let attempt = hookgate_store::conformance::ok_attempt(claim.attempt, T0);
+            drainer.finish(&claim.delivery, attempt, Verdict::Delivered, T0)
         });
         for moved in futures_util::future::join_all(finishes).await {
             assert!(moved.unwrap());
@@ -64,22 +63,21 @@ async fn finishing_a_head_waits_for_its_queues_lock() {
     let store = Arc::new(PostgresStore::connect(&url, 4).await.unwrap());
     let mut new = event("src", T0);
     new.order_key = Some("q".into());
-    store.ingest(new).await.unwrap();
+    store.ingest(routed(new)).await.unwrap();
     let claim = store.claim("app", T0, 10, 60_000).await.unwrap().pop().unwrap();
 
     // Stand in for an ingest of queue "q" in progress: hold its lock.
     let (mut holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     let tx = holder.transaction().await.unwrap();
-    let lock = hookgate_postgres::lock_key("o", "src", b"q");
+    let lock = hookgate_postgres::lock_key("o", &[hookgate_store::conformance::DEST, "src"], b"q");
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock]).await.unwrap();
 
     let finishing = {
         let store = store.clone();
         tokio::spawn(async move {
-            let attempt =
-                Attempt { attempt: claim.attempt, started_at_ms: T0, duration_ms: 1, status: Some(200), error: None };
-            store.finish(&claim.id, attempt, Verdict::Delivered, T0).await
+            let attempt = hookgate_store::conformance::ok_attempt(claim.attempt, T0);
+            store.finish(&claim.delivery, attempt, Verdict::Delivered, T0).await
         })
     };
     // Advisory locks show in pg_locks as classid/objid halves of the key.

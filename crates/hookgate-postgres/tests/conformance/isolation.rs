@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use hookgate_store::conformance::{DEST, T0, event};
+use hookgate_store::conformance::{DEST, T0, event, routed};
 use hookgate_store::{Attempt, Ingested, Store};
 
 use super::*;
@@ -25,7 +25,7 @@ async fn a_refused_event_fails_alone_in_its_batch() {
     let ingests: Vec<_> = (0..60)
         .map(|n| {
             let store = store.clone();
-            tokio::spawn(async move { store.ingest(event(if n == 30 { "poison" } else { "src" }, T0)).await })
+            tokio::spawn(async move { store.ingest(routed(event(if n == 30 { "poison" } else { "src" }, T0))).await })
         })
         .collect();
     let mut results = Vec::new();
@@ -46,7 +46,7 @@ async fn a_refused_outcome_fails_alone_in_its_batch() {
     let Some(url) = fresh_schema_url().await else { return };
     let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, 8).await.unwrap());
     for _ in 0..40 {
-        store.ingest(event("src", T0)).await.unwrap();
+        store.ingest(routed(event("src", T0))).await.unwrap();
     }
     let claims = store.claim(DEST, T0, 100, 60_000).await.unwrap();
     assert_eq!(claims.len(), 40);
@@ -55,10 +55,11 @@ async fn a_refused_outcome_fails_alone_in_its_batch() {
         .iter()
         .enumerate()
         .map(|(n, claim)| {
-            let (store, id, attempt) = (store.clone(), claim.id.clone(), claim.attempt);
+            let (store, id, attempt) = (store.clone(), claim.delivery.clone(), claim.attempt);
             let error = (n == 20).then(|| "poison".to_owned());
             tokio::spawn(async move {
-                let attempt = Attempt { attempt, started_at_ms: T0, duration_ms: 1, status: Some(500), error };
+                let attempt =
+                    Attempt { attempt, started_at_ms: T0, duration_ms: 1, status: Some(500), error, response: None };
                 store.finish(&id, attempt, hookgate_store::Verdict::Dead, T0).await
             })
         })

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use hookgate_core::EventId;
-use hookgate_store::conformance::{T0, event};
-use hookgate_store::{Attempt, Ingested, NewEvent, Store, Verdict};
+use hookgate_store::conformance::{T0, event, routed};
+use hookgate_store::{Ingested, NewEvent, Store, Verdict};
 
 use super::*;
 
@@ -27,7 +27,7 @@ async fn duplicates_of_events_being_finished_never_deadlock() {
         for n in 0..100 {
             let mut new = event("src", T0);
             new.dedupe_key = Some(format!("r{round}-k{n}").into());
-            let Ingested::Accepted { id, .. } = a.ingest(new.clone()).await.unwrap() else { panic!() };
+            let Ingested::Accepted { id, .. } = a.ingest(routed(new.clone())).await.unwrap() else { panic!() };
             originals.push((id, new));
         }
         let claims = a.claim("app", T0, 500, 60_000).await.unwrap();
@@ -38,14 +38,8 @@ async fn duplicates_of_events_being_finished_never_deadlock() {
                 let finishes = claims.into_iter().map(|claim| {
                     let a = a.clone();
                     async move {
-                        let attempt = Attempt {
-                            attempt: claim.attempt,
-                            started_at_ms: T0,
-                            duration_ms: 1,
-                            status: Some(200),
-                            error: None,
-                        };
-                        a.finish(&claim.id, attempt, Verdict::Delivered, T0).await
+                        let attempt = hookgate_store::conformance::ok_attempt(claim.attempt, T0);
+                        a.finish(&claim.delivery, attempt, Verdict::Delivered, T0).await
                     }
                 });
                 futures_util::future::join_all(finishes).await
@@ -54,7 +48,7 @@ async fn duplicates_of_events_being_finished_never_deadlock() {
         let copies = originals.iter().rev().enumerate().map(|(n, (_, new))| {
             let store = if n % 2 == 0 { a.clone() } else { b.clone() };
             let copy = NewEvent { id: EventId::generate(), ..new.clone() };
-            async move { store.ingest(copy).await }
+            async move { store.ingest(routed(copy)).await }
         });
         let copies = futures_util::future::join_all(copies).await;
         for result in finishing.await.unwrap() {
@@ -79,17 +73,17 @@ async fn coalescing_in_opposite_orders_never_deadlocks() {
     for round in 0..20 {
         // Pending events for every key, each of its own queue, so every new one supersedes.
         for k in 0..8 {
-            a.ingest(thin(&format!("c{k}"), &format!("seed{round}-{k}"))).await.unwrap();
+            a.ingest(routed(thin(&format!("c{k}"), &format!("seed{round}-{k}")))).await.unwrap();
         }
         let forward = (0..8).map(|k| {
             let a = a.clone();
             let new = thin(&format!("c{k}"), &format!("f{round}-{k}"));
-            async move { a.ingest(new).await }
+            async move { a.ingest(routed(new)).await }
         });
         let backward = (0..8).rev().map(|k| {
             let b = b.clone();
             let new = thin(&format!("c{k}"), &format!("b{round}-{k}"));
-            async move { b.ingest(new).await }
+            async move { b.ingest(routed(new)).await }
         });
         let (f, b_) = tokio::join!(futures_util::future::join_all(forward), futures_util::future::join_all(backward));
         for result in f.into_iter().chain(b_) {

@@ -40,6 +40,7 @@ mod clock_skew;
 mod heads;
 mod isolation;
 mod lock_order;
+mod migrate;
 mod orphans;
 mod suite;
 mod unreadable;

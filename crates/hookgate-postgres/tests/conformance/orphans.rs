@@ -3,8 +3,8 @@
 //! gone, and must not leave a duplicate count for it that nothing deletes.
 
 use hookgate_core::State;
-use hookgate_store::conformance::{DEST, T0, event};
-use hookgate_store::{Attempt, Ingested, Store, Verdict};
+use hookgate_store::conformance::{DEST, T0, event, routed};
+use hookgate_store::{Ingested, Store, Verdict};
 
 use super::*;
 
@@ -14,13 +14,13 @@ async fn a_copy_of_a_deleted_event_leaves_no_duplicate_count() {
     let store = PostgresStore::connect(&url, 4).await.unwrap();
     let mut original = event("src", T0);
     original.dedupe_key = Some("evt_1".into());
-    let Ingested::Accepted { id, .. } = store.ingest(original.clone()).await.unwrap() else { panic!() };
+    assert!(matches!(store.ingest(routed(original.clone())).await.unwrap(), Ingested::Accepted { .. }));
     let claim = store.claim(DEST, T0, 1, 60_000).await.unwrap().pop().unwrap();
-    let attempt = Attempt { attempt: claim.attempt, started_at_ms: T0, duration_ms: 1, status: Some(200), error: None };
-    assert!(store.finish(&id, attempt, Verdict::Delivered, T0).await.unwrap());
+    let attempt = hookgate_store::conformance::ok_attempt(claim.attempt, T0);
+    assert!(store.finish(&claim.delivery, attempt, Verdict::Delivered, T0).await.unwrap());
     assert_eq!(store.purge_finished(State::Delivered, T0 + 1, 10).await.unwrap(), 1);
     let copy = hookgate_store::NewEvent { id: hookgate_core::EventId::generate(), ..original };
-    assert!(matches!(store.ingest(copy).await.unwrap(), Ingested::Duplicate { .. }), "the key is remembered");
+    assert!(matches!(store.ingest(routed(copy)).await.unwrap(), Ingested::Duplicate { .. }), "the key is remembered");
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     let left: i64 = client.query_one("SELECT COUNT(*) FROM event_duplicates", &[]).await.unwrap().get(0);

@@ -1,31 +1,32 @@
-//! [`Audited`]: a store wrapper that watches every event through every call
-//! and fails the test on a state change [`State::can_become`] forbids — the
-//! check that `docs/lifecycle.md` and the stores agree, whatever SQL a
+//! [`Audited`]: a store wrapper that watches every delivery through every
+//! call and fails the test on a state change [`State::can_become`] forbids —
+//! the check that `docs/lifecycle.md` and the stores agree, whatever SQL a
 //! backend writes.
 //!
 //! Between two looks with no other call running, one call made at most one
-//! move per event: it must be a legal one, and a new event must be pending.
-//! When calls overlapped, several moves may lie between two looks (or an
-//! event may be stored and superseded before anyone looks): then what is
-//! seen must be reachable by legal moves.
+//! move per delivery: it must be a legal one, and a new delivery must be
+//! pending. When calls overlapped, several moves may lie between two looks
+//! (or a delivery may be made and superseded before anyone looks): then what
+//! is seen must be reachable by legal moves.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use hookgate_core::{EventId, State};
+use hookgate_core::{DeliveryId, EventId, State};
 use tokio::sync::Mutex;
 
 use crate::{
-    Attempt, Claim, EventDetail, Ingested, ListFilter, NewEvent, Page, RemoteWake, Result, StateCount, Store, Verdict,
+    Attempt, Claim, DeliveryFilter, DeliveryPage, EventDetail, Ingested, ListFilter, NewDelivery, NewEvent, Page,
+    RemoteWake, Result, RouteVerdict, StateCount, Store, Verdict,
 };
 
 pub struct Audited<S> {
     inner: Arc<S>,
-    /// Every event's state at the last look. The lock also orders the looks,
+    /// Every delivery's state at the last look. The lock also orders the looks,
     /// so the snapshots form one history even when calls run concurrently.
-    seen: Mutex<HashMap<EventId, State>>,
+    seen: Mutex<HashMap<DeliveryId, State>>,
     /// Changing calls running now.
     running: AtomicUsize,
     /// Changing calls begun since the last look.
@@ -57,6 +58,30 @@ impl<S: Store> Audited<S> {
         }
     }
 
+    /// Deleted deliveries leave the audit's view: forget them, so their
+    /// absence is not a move; only finished ones may have gone.
+    async fn forget_deleted(&self) {
+        let mut seen = self.seen.lock().await;
+        let mut remaining = std::collections::HashSet::new();
+        let mut filter = DeliveryFilter { limit: crate::MAX_PAGE, ..Default::default() };
+        loop {
+            let page = self.inner.list_deliveries(&filter).await.expect("audit: list deliveries");
+            remaining.extend(page.deliveries.iter().map(|d| d.id.clone()));
+            match page.next_cursor {
+                Some(cursor) => filter.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        seen.retain(|id, before| {
+            remaining.contains(id) || {
+                assert!(!before.is_active(), "audit: {id} was purged while {before}");
+                false
+            }
+        });
+        drop(seen);
+        self.check().await;
+    }
+
     /// Run one changing call, then look.
     async fn changing<T>(&self, call: impl std::future::Future<Output = T>) -> T {
         self.running.fetch_add(1, Ordering::SeqCst);
@@ -67,16 +92,16 @@ impl<S: Store> Audited<S> {
         result
     }
 
-    /// Look at every event and compare with the last look. A new event must
-    /// start `pending`; a changed one must have made a legal move.
+    /// Look at every delivery and compare with the last look. A new delivery
+    /// must start `pending`; a changed one must have made a legal move.
     pub async fn check(&self) {
         let mut seen = self.seen.lock().await;
         let alone = self.running.load(Ordering::SeqCst) == 0 && self.begun.swap(0, Ordering::SeqCst) <= 1;
-        let mut filter = ListFilter { limit: crate::MAX_PAGE, ..Default::default() };
+        let mut filter = DeliveryFilter { limit: crate::MAX_PAGE, ..Default::default() };
         loop {
-            let page = self.inner.list(&filter).await.expect("audit: list");
-            for event in &page.events {
-                let (id, now) = (&event.id, event.state);
+            let page = self.inner.list_deliveries(&filter).await.expect("audit: list deliveries");
+            for delivery in &page.deliveries {
+                let (id, now) = (&delivery.id, delivery.state);
                 match seen.insert(id.clone(), now) {
                     None if alone => assert_eq!(now, State::Pending, "audit: {id} appeared as {now}, not pending"),
                     None => assert!(reachable(State::Pending, now), "audit: {id} appeared as {now}"),
@@ -108,24 +133,46 @@ impl<S: Store> Store for Audited<S> {
         self.changing(self.inner.claim(destination, now_ms, limit, lease_ms)).await
     }
 
-    async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
-        self.changing(self.inner.finish(id, attempt, verdict, now_ms)).await
+    async fn finish(&self, delivery: &DeliveryId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
+        self.changing(self.inner.finish(delivery, attempt, verdict, now_ms)).await
     }
 
     async fn next_due(&self, destination: &str, now_ms: i64) -> Result<Option<i64>> {
         self.inner.next_due(destination, now_ms).await
     }
 
-    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {
+    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<u64> {
         self.changing(self.inner.replay(id, now_ms)).await
+    }
+
+    async fn replay_delivery(&self, delivery: &DeliveryId, now_ms: i64) -> Result<bool> {
+        self.changing(self.inner.replay_delivery(delivery, now_ms)).await
+    }
+
+    async fn reroute(
+        &self,
+        id: &EventId,
+        routing: Vec<RouteVerdict>,
+        deliveries: Vec<NewDelivery>,
+        now_ms: i64,
+    ) -> Result<Option<u64>> {
+        self.changing(self.inner.reroute(id, routing, deliveries, now_ms)).await
     }
 
     async fn get(&self, id: &EventId) -> Result<Option<EventDetail>> {
         self.inner.get(id).await
     }
 
+    async fn get_delivery(&self, delivery: &DeliveryId) -> Result<Option<crate::DeliveryRecord>> {
+        self.inner.get_delivery(delivery).await
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Page> {
         self.inner.list(filter).await
+    }
+
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<DeliveryPage> {
+        self.inner.list_deliveries(filter).await
     }
 
     async fn stats(&self) -> Result<Vec<StateCount>> {
@@ -138,26 +185,13 @@ impl<S: Store> Store for Audited<S> {
 
     async fn purge_finished(&self, state: State, before_ms: i64, limit: usize) -> Result<u64> {
         let purged = self.inner.purge_finished(state, before_ms, limit).await;
-        // Deleted events leave the audit's view: forget them, so their absence is not a move.
-        let mut seen = self.seen.lock().await;
-        let mut remaining = std::collections::HashSet::new();
-        let mut filter = ListFilter { limit: crate::MAX_PAGE, ..Default::default() };
-        loop {
-            let page = self.inner.list(&filter).await.expect("audit: list");
-            remaining.extend(page.events.iter().map(|e| e.id.clone()));
-            match page.next_cursor {
-                Some(cursor) => filter.cursor = Some(cursor),
-                None => break,
-            }
-        }
-        seen.retain(|id, before| {
-            remaining.contains(id) || {
-                assert!(!before.is_active(), "audit: {id} was purged while {before}");
-                false
-            }
-        });
-        drop(seen);
-        self.check().await;
+        self.forget_deleted().await;
+        purged
+    }
+
+    async fn purge_unrouted(&self, before_ms: i64, limit: usize) -> Result<u64> {
+        let purged = self.inner.purge_unrouted(before_ms, limit).await;
+        self.forget_deleted().await;
         purged
     }
 

@@ -9,18 +9,22 @@ use std::fmt::Write;
 
 use proptest::prelude::*;
 
+use hookgate_core::DeliveryId;
+
 use super::*;
+use crate::DeliveryFilter;
 
 /// One call on a store. Indexes (`event`, `claim`) pick among the events
 /// ingested and the claims made so far, modulo their number.
 #[derive(Debug, Clone)]
 pub enum Op {
+    /// `routes`: a bit per destination the event is delivered to (none: unrouted).
     Ingest {
         source: u8,
         dedupe: Option<u8>,
         order: Option<u8>,
         coalesce: Option<u8>,
-        destination: u8,
+        routes: u8,
     },
     Claim {
         destination: u8,
@@ -29,7 +33,7 @@ pub enum Op {
     },
     /// The outcome of a claim made earlier: `stale` sends an attempt number
     /// that is not the claim's (a fencing check); a late outcome happens by
-    /// itself when the claim's lease ended and the event was claimed again.
+    /// itself when the claim's lease ended and the delivery was claimed again.
     Finish {
         claim: usize,
         verdict: u8,
@@ -37,6 +41,13 @@ pub enum Op {
         stale: bool,
     },
     Replay {
+        event: usize,
+    },
+    ReplayDelivery {
+        claim: usize,
+    },
+    /// Route an event again to every destination (those it lacks get a delivery).
+    Reroute {
         event: usize,
     },
     Advance {
@@ -52,10 +63,19 @@ pub enum Op {
     Get {
         event: usize,
     },
+    GetDelivery {
+        claim: usize,
+    },
     List {
         source: Option<u8>,
         state: Option<u8>,
         order: Option<u8>,
+        destination: Option<u8>,
+        limit: usize,
+    },
+    ListDeliveries {
+        destination: Option<u8>,
+        state: Option<u8>,
         limit: usize,
     },
     Stats,
@@ -67,29 +87,38 @@ pub enum Op {
     PurgeDedupe {
         limit: usize,
     },
+    PurgeUnrouted {
+        older_than_ms: i64,
+        limit: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let small = || proptest::option::of(0u8..3);
     prop_oneof![
-        6 => (0u8..2, small(), small(), small(), 0u8..2).prop_map(|(source, dedupe, order, coalesce, destination)| {
-            Op::Ingest { source, dedupe, order, coalesce, destination }
-        }),
+        6 => (0u8..2, small(), small(), small(), prop_oneof![Just(1u8), Just(2), Just(3), Just(0)])
+            .prop_map(|(source, dedupe, order, coalesce, routes)| Op::Ingest { source, dedupe, order, coalesce, routes }),
         5 => (0u8..2, 1usize..5, prop_oneof![Just(1_000i64), Just(30_000)])
             .prop_map(|(destination, limit, lease_ms)| Op::Claim { destination, limit, lease_ms }),
         5 => (any::<usize>(), 0u8..3, 0i64..5_000, proptest::bool::weighted(0.1))
             .prop_map(|(claim, verdict, retry_in_ms, stale)| Op::Finish { claim, verdict, retry_in_ms, stale }),
         1 => any::<usize>().prop_map(|event| Op::Replay { event }),
+        1 => any::<usize>().prop_map(|claim| Op::ReplayDelivery { claim }),
+        1 => any::<usize>().prop_map(|event| Op::Reroute { event }),
+        1 => (proptest::option::of(0u8..2), proptest::option::of(0u8..5), 1usize..6)
+            .prop_map(|(destination, state, limit)| Op::ListDeliveries { destination, state, limit }),
         3 => prop_oneof![Just(0i64), 1i64..2_000, Just(30_000)].prop_map(|ms| Op::Advance { ms }),
         1 => (0u8..2, any::<bool>()).prop_map(|(destination, paused)| Op::Pause { destination, paused }),
         1 => (0u8..2).prop_map(|destination| Op::NextDue { destination }),
         2 => any::<usize>().prop_map(|event| Op::Get { event }),
-        1 => (proptest::option::of(0u8..2), proptest::option::of(0u8..5), small(), 1usize..6)
-            .prop_map(|(source, state, order, limit)| Op::List { source, state, order, limit }),
+        1 => any::<usize>().prop_map(|claim| Op::GetDelivery { claim }),
+        2 => (proptest::option::of(0u8..2), proptest::option::of(0u8..6), small(), proptest::option::of(0u8..2), 1usize..6)
+            .prop_map(|(source, state, order, destination, limit)| Op::List { source, state, order, destination, limit }),
         1 => Just(Op::Stats),
         1 => (2u8..5, 0i64..60_000, 1usize..4)
             .prop_map(|(state, older_than_ms, limit)| Op::PurgeFinished { state, older_than_ms, limit }),
         1 => (1usize..4).prop_map(|limit| Op::PurgeDedupe { limit }),
+        1 => (0i64..60_000, 1usize..4).prop_map(|(older_than_ms, limit)| Op::PurgeUnrouted { older_than_ms, limit }),
     ]
 }
 
@@ -111,19 +140,25 @@ pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
     for (n, op) in ops.iter().enumerate() {
         let _ = write!(out, "{n} {op:?} -> ");
         let said = match op {
-            Op::Ingest { source, dedupe, order, coalesce, destination: d } => {
+            Op::Ingest { source, dedupe, order, coalesce, routes } => {
                 let mut random = [0u8; 10];
                 random[..8].copy_from_slice(&(n as u64).to_be_bytes());
-                let new = NewEvent {
+                let mut new = NewEvent {
                     id: EventId::from_parts(now as u64, random),
                     source: format!("src{source}"),
-                    destination: destination(*d),
                     dedupe_key: dedupe.map(|k| key(&format!("d{k}"))),
                     dedupe_window_ms: 10_000,
                     order_key: order.map(|k| key(&format!("o{k}"))),
                     coalesce_key: coalesce.map(|k| key(&format!("c{k}"))),
                     ..event("src", now)
                 };
+                for d in (0..2u8).filter(|d| routes & (1 << d) != 0) {
+                    new = to(&destination(d), new);
+                }
+                for (m, delivery) in new.deliveries.iter_mut().enumerate() {
+                    random[8] = m as u8 + 1;
+                    delivery.id = DeliveryId::from_parts(now as u64, random);
+                }
                 let answer = store.ingest(new.clone()).await;
                 if matches!(answer, Ok(Ingested::Accepted { .. })) {
                     events.push(new.id);
@@ -151,44 +186,104 @@ pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
                         _ => Verdict::Dead,
                     };
                     let attempt = if *stale { c.attempt + 7 } else { c.attempt };
-                    let record =
-                        Attempt { attempt, started_at_ms: now, duration_ms: 3, status: Some(500), error: None };
-                    format!("{:?}", store.finish(&c.id, record, verdict, now).await)
+                    let record = Attempt {
+                        attempt,
+                        started_at_ms: now,
+                        duration_ms: 3,
+                        status: Some(500),
+                        error: None,
+                        response: None,
+                    };
+                    format!("{:?}", store.finish(&c.delivery, record, verdict, now).await)
                 }
             },
             Op::Replay { event } => match events.get(event % events.len().max(1)) {
                 None => "no event yet".to_owned(),
                 Some(id) => format!("{:?}", store.replay(id, now).await),
             },
+            Op::ReplayDelivery { claim } => match claims.get(claim % claims.len().max(1)) {
+                None => "no claim yet".to_owned(),
+                Some(c) => format!("{:?}", store.replay_delivery(&c.delivery, now).await),
+            },
+            Op::Reroute { event } => match events.get(event % events.len().max(1)) {
+                None => "no event yet".to_owned(),
+                Some(id) => {
+                    let mut routes = crate::conformance::event("src", now);
+                    for d in 0..2u8 {
+                        routes = to(&destination(d), routes);
+                    }
+                    for (m, delivery) in routes.deliveries.iter_mut().enumerate() {
+                        let mut random = [0u8; 10];
+                        random[..8].copy_from_slice(&(n as u64).to_be_bytes());
+                        random[9] = m as u8 + 1;
+                        delivery.id = DeliveryId::from_parts(now as u64, random);
+                    }
+                    // The queue keys of the rerouted event's own source: none, for this test.
+                    format!("{:?}", store.reroute(id, routes.routing, routes.deliveries, now).await)
+                }
+            },
+            Op::ListDeliveries { destination: d, state, limit } => {
+                let filter = DeliveryFilter {
+                    destination: d.map(destination),
+                    state: state.map(|s| State::ALL[s as usize]),
+                    limit: *limit,
+                    ..Default::default()
+                };
+                // Two pages: the cursor must carry on where the first ended.
+                match store.list_deliveries(&filter).await {
+                    Ok(page) => {
+                        let next = match page.next_cursor {
+                            Some(cursor) => {
+                                let filter = DeliveryFilter { cursor: Some(cursor), ..filter.clone() };
+                                format!("{:?}", store.list_deliveries(&filter).await.map(|p| p.deliveries))
+                            }
+                            None => "no more".into(),
+                        };
+                        format!("{:?} then {next}", page.deliveries)
+                    }
+                    Err(error) => format!("error {error}"),
+                }
+            }
             Op::Advance { ms } => {
                 now += ms;
                 format!("now {now}")
             }
             Op::Pause { destination: d, paused } => format!("{:?}", store.set_paused(&destination(*d), *paused).await),
             Op::NextDue { destination: d } => format!("{:?}", store.next_due(&destination(*d), now).await),
+            Op::GetDelivery { claim } => match claims.get(claim % claims.len().max(1)) {
+                None => "no claim yet".to_owned(),
+                Some(c) => format!("{:?}", store.get_delivery(&c.delivery).await),
+            },
             Op::Get { event } => match events.get(event % events.len().max(1)) {
                 None => "no event yet".to_owned(),
-                Some(id) => format!("{:?}", store.get(id).await.map(|d| d.map(|d| (d.record, d.attempts)))),
+                Some(id) => format!("{:?}", store.get(id).await),
             },
-            Op::List { source, state, order, limit } => {
+            Op::List { source, state, order, destination, limit } => {
                 let filter = ListFilter {
                     source: source.map(|s| format!("src{s}")),
-                    state: state.map(|s| State::ALL[s as usize]),
+                    state: state.map(|s| hookgate_core::EventState::ALL[s as usize]),
                     order_key: order.map(|k| key(&format!("o{k}"))),
+                    destination: destination.map(self::destination),
                     limit: *limit,
                     ..Default::default()
                 };
                 match store.list(&filter).await {
                     Ok(page) => {
-                        let ids: Vec<_> = page.events.iter().map(|e| (e.id.clone(), e.state)).collect();
-                        format!("{ids:?} more {}", page.next_cursor.is_some())
+                        let next = match page.next_cursor {
+                            Some(cursor) => {
+                                let filter = ListFilter { cursor: Some(cursor), ..filter.clone() };
+                                format!("{:?}", store.list(&filter).await.map(|p| p.events))
+                            }
+                            None => "no more".into(),
+                        };
+                        format!("{:?} then {next}", page.events)
                     }
                     Err(error) => format!("error {error}"),
                 }
             }
             Op::Stats => match store.stats().await {
                 Ok(mut counts) => {
-                    counts.sort_by(|a, b| (&a.source, a.state).cmp(&(&b.source, b.state)));
+                    counts.sort();
                     format!("{counts:?}")
                 }
                 Err(error) => format!("error {error}"),
@@ -198,6 +293,9 @@ pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
                 format!("{:?}", store.purge_finished(state, now - older_than_ms, *limit).await)
             }
             Op::PurgeDedupe { limit } => format!("{:?}", store.purge_expired_dedupe(now, *limit).await),
+            Op::PurgeUnrouted { older_than_ms, limit } => {
+                format!("{:?}", store.purge_unrouted(now - older_than_ms, *limit).await)
+            }
         };
         let _ = writeln!(out, "{said}");
     }

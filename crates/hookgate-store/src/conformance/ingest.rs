@@ -13,9 +13,12 @@ pub async fn ingest_round_trips(store: Arc<dyn Store>) {
     let id = accept(&*store, new.clone()).await;
     assert_eq!(id, new.id);
     let got = store.get(&id).await.unwrap().unwrap();
-    assert_eq!(got.record.state, State::Pending);
+    assert_eq!(got.record.state, hookgate_core::EventState::Pending);
     assert_eq!(got.record.source, "src");
-    assert_eq!(got.record.destination, DEST);
+    assert_eq!(got.record.destinations, [DEST]);
+    assert_eq!(got.deliveries.len(), 1);
+    assert_eq!(got.deliveries[0].record.state, State::Pending);
+    assert_eq!(got.deliveries[0].record.order_key, new.order_key, "the delivery's queue key: the source's here");
     assert_eq!(got.record.received_at_ms, T0);
     assert_eq!(got.record.dedupe_key, new.dedupe_key);
     assert_eq!(got.record.order_key, new.order_key);
@@ -25,7 +28,16 @@ pub async fn ingest_round_trips(store: Arc<dyn Store>) {
     assert_eq!(got.record.attempts, 0);
     assert_eq!(got.headers, new.headers, "header values are stored byte for byte");
     assert_eq!(got.body, new.body, "bodies are stored byte for byte");
-    assert!(got.attempts.is_empty());
+    assert!(got.deliveries[0].attempts.is_empty());
+    assert_eq!(
+        got.routing,
+        vec![RouteVerdict {
+            route: "src->app".into(),
+            destination: DEST.into(),
+            matched: true,
+            reason: "matched".into()
+        }]
+    );
     assert!(store.get(&EventId::generate()).await.unwrap().is_none());
     let claims = store.claim(DEST, T0, 10, LEASE).await.unwrap();
     assert_eq!(claims.len(), 1);
@@ -41,7 +53,7 @@ pub async fn duplicate_points_at_original(store: Arc<dyn Store>) {
     for n in 1..=2 {
         let copy = NewEvent { id: EventId::generate(), received_at_ms: T0 + n, ..first.clone() };
         let copy_id = copy.id.clone();
-        assert_eq!(store.ingest(copy).await.unwrap(), Ingested::Duplicate { original: original.clone() });
+        assert_eq!(store.ingest(routed(copy)).await.unwrap(), Ingested::Duplicate { original: original.clone() });
         assert!(store.get(&copy_id).await.unwrap().is_none(), "a duplicate stores nothing new");
     }
     assert_eq!(store.get(&original).await.unwrap().unwrap().record.duplicates, 2);
@@ -57,7 +69,7 @@ pub async fn concurrent_duplicates_store_one(store: Arc<dyn Store>) {
                 let mut copy = event("src", T0);
                 copy.dedupe_key = Some(key("evt_race"));
                 barrier.wait().await;
-                store.ingest(copy).await.expect("ingest")
+                store.ingest(routed(copy)).await.expect("ingest")
             })
         })
         .collect();
@@ -82,12 +94,12 @@ pub async fn dedupe_window_expires(store: Arc<dyn Store>) {
     first.dedupe_window_ms = 1_000;
     let original = accept(&*store, first.clone()).await;
     let inside = NewEvent { id: EventId::generate(), received_at_ms: T0 + 999, ..first.clone() };
-    assert_eq!(store.ingest(inside).await.unwrap(), Ingested::Duplicate { original });
+    assert_eq!(store.ingest(routed(inside)).await.unwrap(), Ingested::Duplicate { original });
     let after = NewEvent { id: EventId::generate(), received_at_ms: T0 + 1_000, ..first.clone() };
     let after_id = after.id.clone();
     assert_eq!(accept(&*store, after).await, after_id, "the window has ended: a new event");
     let again = NewEvent { id: EventId::generate(), received_at_ms: T0 + 1_001, ..first };
-    assert_eq!(store.ingest(again).await.unwrap(), Ingested::Duplicate { original: after_id });
+    assert_eq!(store.ingest(routed(again)).await.unwrap(), Ingested::Duplicate { original: after_id });
 }
 
 pub async fn dedupe_is_per_source(store: Arc<dyn Store>) {
@@ -105,7 +117,7 @@ pub async fn purge_forgets_expired_keys(store: Arc<dyn Store>) {
     let original = accept(&*store, first.clone()).await;
     assert_eq!(store.purge_expired_dedupe(T0 + 999, 100).await.unwrap(), 0);
     let inside = NewEvent { id: EventId::generate(), received_at_ms: T0 + 999, ..first.clone() };
-    assert_eq!(store.ingest(inside).await.unwrap(), Ingested::Duplicate { original }, "the key is still live");
+    assert_eq!(store.ingest(routed(inside)).await.unwrap(), Ingested::Duplicate { original }, "the key is still live");
     assert_eq!(store.purge_expired_dedupe(T0 + 1_000, 100).await.unwrap(), 1);
     // Forgotten: the same key is a new event (checked by taking its place, not by the count alone).
     let again = NewEvent { id: EventId::generate(), received_at_ms: T0 + 1_000, ..first };
@@ -120,19 +132,20 @@ pub async fn coalesce_supersedes_only_pending(store: Arc<dyn Store>) {
     let other = accept(&*store, NewEvent { coalesce_key: Some(key("changed:43")), ..keyed("43", T0) }).await;
     let c2_event = thin(T0 + 1);
     let c2 = c2_event.id.clone();
-    assert_eq!(store.ingest(c2_event).await.unwrap(), Ingested::Accepted { id: c2.clone(), superseded: 1 });
+    assert_eq!(store.ingest(routed(c2_event)).await.unwrap(), Ingested::Accepted { id: c2.clone(), superseded: 1 });
     let detail = store.get(&c1).await.unwrap().unwrap();
-    assert_eq!(detail.record.state, State::Superseded);
+    assert_eq!(detail.deliveries[0].record.state, State::Superseded);
+    assert_eq!(detail.deliveries[0].record.superseded_by, Some(c2.clone()));
     assert_eq!(detail.record.superseded_by, Some(c2.clone()));
     assert_eq!(state_of(&*store, &other).await, State::Pending, "other keys are untouched");
     assert_eq!(claim_ids(&*store, T0 + 1).await, sorted(vec![c2.clone(), other]));
     // c3 arrives while c2 is being delivered: c2 keeps going, c3 waits and is delivered after.
     let c3_event = thin(T0 + 2);
     let c3 = c3_event.id.clone();
-    assert_eq!(store.ingest(c3_event).await.unwrap(), Ingested::Accepted { id: c3.clone(), superseded: 0 });
+    assert_eq!(store.ingest(routed(c3_event)).await.unwrap(), Ingested::Accepted { id: c3.clone(), superseded: 0 });
     assert_eq!(state_of(&*store, &c2).await, State::Delivering);
     assert_eq!(claim_ids(&*store, T0 + 2).await, vec![]);
-    assert!(store.finish(&c2, ok_attempt(1, T0 + 1), Verdict::Delivered, T0 + 3).await.unwrap());
+    assert!(finish(&*store, &c2, ok_attempt(1, T0 + 1), Verdict::Delivered, T0 + 3).await);
     assert_eq!(claim_ids(&*store, T0 + 3).await, vec![c3]);
 }
 
@@ -160,9 +173,9 @@ pub async fn retention_deletes_only_old_finished_events(store: Arc<dyn Store>) {
     let pending = accept(&*store, keyed("P", T0 + 50)).await;
     assert_eq!(store.claim(DEST, T0, 6, LEASE).await.unwrap().len(), 6);
     for (n, (id, _)) in delivered.iter().enumerate() {
-        assert!(store.finish(id, ok_attempt(1, T0), Verdict::Delivered, T0 + 10 + n as i64).await.unwrap());
+        assert!(finish(&*store, id, ok_attempt(1, T0), Verdict::Delivered, T0 + 10 + n as i64).await);
     }
-    assert!(store.finish(&dead, failed_attempt(1, T0), Verdict::Dead, T0 + 10).await.unwrap());
+    assert!(finish(&*store, &dead, failed_attempt(1, T0), Verdict::Dead, T0 + 10).await);
 
     // Finished at T0+10..T0+14: "before T0+13" takes the first three, two per call.
     assert_eq!(store.purge_finished(State::Delivered, T0 + 13, 2).await.unwrap(), 2);
@@ -175,12 +188,13 @@ pub async fn retention_deletes_only_old_finished_events(store: Arc<dyn Store>) {
     assert_eq!(state_of(&*store, &dead).await, State::Dead, "another state is kept");
     assert_eq!(state_of(&*store, &pending).await, State::Pending, "active events are never purged");
     let stats = store.stats().await.unwrap();
-    assert_eq!(stats.iter().find(|s| s.state == State::Delivered).map(|s| s.count), Some(2));
+    let finished = hookgate_core::EventState::Delivered;
+    assert_eq!(stats.iter().find(|s| s.state == finished).map(|s| s.count), Some(2));
 
     // The deleted event's key is still remembered: its copy is a duplicate.
     let (gone, original) = &delivered[0];
     let copy = NewEvent { id: EventId::generate(), received_at_ms: T0 + 20, ..original.clone() };
-    assert_eq!(store.ingest(copy).await.unwrap(), Ingested::Duplicate { original: gone.clone() });
+    assert_eq!(store.ingest(routed(copy)).await.unwrap(), Ingested::Duplicate { original: gone.clone() });
     assert_eq!(store.purge_finished(State::Dead, T0 + 11, 10).await.unwrap(), 1);
     assert!(store.get(&dead).await.unwrap().is_none());
 }
@@ -204,7 +218,7 @@ pub async fn concurrent_coalescing_leaves_one_waiting(store: Arc<dyn Store>) {
             let new = thin(n % EVENTS);
             tokio::spawn(async move {
                 barrier.wait().await;
-                (n % EVENTS, store.ingest(new).await.expect("ingest"))
+                (n % EVENTS, store.ingest(routed(new)).await.expect("ingest"))
             })
         })
         .collect();
@@ -225,7 +239,7 @@ pub async fn concurrent_coalescing_leaves_one_waiting(store: Arc<dyn Store>) {
     let mut waiting = Vec::new();
     let mut next = std::collections::HashMap::new();
     for id in stored.values() {
-        let record = store.get(id).await.unwrap().unwrap().record;
+        let record = store.get(id).await.unwrap().unwrap().deliveries.remove(0).record;
         match record.state {
             State::Pending => waiting.push(id.clone()),
             State::Superseded => {
@@ -245,7 +259,7 @@ pub async fn concurrent_coalescing_leaves_one_waiting(store: Arc<dyn Store>) {
         assert_eq!(at, waiting[0], "every superseded event leads to the one waiting");
     }
     assert_eq!(claim_ids(&*store, T0).await, waiting, "the queue's one head");
-    assert!(store.finish(&waiting[0], ok_attempt(1, T0), Verdict::Delivered, T0 + 1).await.unwrap());
+    assert!(finish(&*store, &waiting[0], ok_attempt(1, T0), Verdict::Delivered, T0 + 1).await);
     assert_eq!(claim_ids(&*store, T0 + 1).await, vec![]);
 }
 
@@ -278,7 +292,8 @@ pub async fn a_queue_filled_while_draining_never_stalls(store: Arc<dyn Store>) {
         assert_eq!(keys.len(), claims.len(), "two events of one key claimed at once");
         idle_rounds = if claims.is_empty() { idle_rounds + 1 } else { 0 };
         for claim in claims {
-            assert!(store.finish(&claim.id, ok_attempt(claim.attempt, T0), Verdict::Delivered, T0).await.unwrap());
+            let moved = store.finish(&claim.delivery, ok_attempt(claim.attempt, T0), Verdict::Delivered, T0).await;
+            assert!(moved.unwrap());
             delivered += 1;
         }
         if idle_rounds > 0 {

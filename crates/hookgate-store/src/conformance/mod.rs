@@ -7,20 +7,23 @@
 mod audit;
 pub mod differential;
 mod ingest;
+pub mod migrated;
 mod queue;
 mod read;
+mod routes;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hookgate_core::{EventId, Key, State};
+use hookgate_core::{DeliveryId, EventId, Key, State};
 
 pub use audit::Audited;
 pub use ingest::*;
 pub use queue::*;
 pub use read::*;
+pub use routes::*;
 
-use crate::{Attempt, Ingested, ListFilter, NewEvent, Store, Verdict};
+use crate::{Attempt, Ingested, ListFilter, NewDelivery, NewEvent, RouteVerdict, Store, Verdict};
 
 /// The variable under which a test that would skip (no PostgreSQL, no
 /// browser, no root, no sender library) fails instead. `.ci/run` sets it: in
@@ -56,6 +59,9 @@ macro_rules! conformance_tests {
             a_late_outcome_beside_the_current_one_hears_the_truth, retention_deletes_only_old_finished_events,
             a_paused_destination_is_not_claimed, rate_limit_tokens_refill_at_the_rate,
             concurrent_coalescing_leaves_one_waiting,
+            each_destination_has_its_own_queues, a_stuck_destination_never_delays_another,
+            coalescing_is_per_destination, unrouted_events_are_kept_with_their_reasons, replays_are_per_delivery,
+            an_event_goes_with_its_last_delivery,
             a_queue_filled_while_draining_never_stalls);
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -71,11 +77,12 @@ macro_rules! conformance_tests {
     };
 }
 
+/// An event with no delivery yet: [`routed`] (or [`accept`], which routes an
+/// event that has none) gives it one to [`DEST`].
 pub fn event(source: &str, at: i64) -> NewEvent {
     NewEvent {
         id: EventId::generate(),
         source: source.to_owned(),
-        destination: DEST.to_owned(),
         received_at_ms: at,
         headers: [("content-type", b"application/json".as_slice())].into_iter().collect(),
         body: Bytes::from_static(br#"{"hello":"world"}"#),
@@ -83,8 +90,36 @@ pub fn event(source: &str, at: i64) -> NewEvent {
         dedupe_window_ms: 60_000,
         order_key: None,
         coalesce_key: None,
+        event_type: None,
         warnings: vec![],
+        routing: vec![],
+        deliveries: vec![],
+        trace: None,
     }
+}
+
+/// `event` with a delivery to `destination`, its queue keys the event's own.
+pub fn to(destination: &str, mut event: NewEvent) -> NewEvent {
+    let route = format!("{}->{destination}", event.source);
+    event.routing.push(RouteVerdict {
+        route: route.clone(),
+        destination: destination.to_owned(),
+        matched: true,
+        reason: "matched".into(),
+    });
+    event.deliveries.push(NewDelivery {
+        id: DeliveryId::generate(),
+        destination: destination.to_owned(),
+        route,
+        order_key: event.order_key.clone(),
+        coalesce_key: event.coalesce_key.clone(),
+    });
+    event
+}
+
+/// An event with one delivery to [`DEST`] (if it has none yet).
+pub fn routed(event: NewEvent) -> NewEvent {
+    if event.deliveries.is_empty() && event.routing.is_empty() { to(DEST, event) } else { event }
 }
 
 fn keyed(order_key: &str, at: i64) -> NewEvent {
@@ -95,13 +130,15 @@ fn key(text: &str) -> Key {
     Key::from(text)
 }
 
+/// Ingest (routed to [`DEST`] if the event names no route), expecting it stored.
 async fn accept(store: &dyn Store, event: NewEvent) -> EventId {
-    match store.ingest(event).await.expect("ingest") {
+    match store.ingest(routed(event)).await.expect("ingest") {
         Ingested::Accepted { id, .. } => id,
         other => panic!("expected accepted, got {other:?}"),
     }
 }
 
+/// The events of the deliveries to [`DEST`] claimed at `now`.
 async fn claim_ids(store: &dyn Store, now: i64) -> Vec<EventId> {
     let mut ids: Vec<_> = store.claim(DEST, now, 100, LEASE).await.expect("claim").into_iter().map(|c| c.id).collect();
     ids.sort();
@@ -113,14 +150,40 @@ fn sorted(mut ids: Vec<EventId>) -> Vec<EventId> {
     ids
 }
 
-fn ok_attempt(attempt: u32, at: i64) -> Attempt {
-    Attempt { attempt, started_at_ms: at, duration_ms: 5, status: Some(200), error: None }
+/// An attempt the app answered 200, started at `at`.
+pub fn ok_attempt(attempt: u32, at: i64) -> Attempt {
+    Attempt { attempt, started_at_ms: at, duration_ms: 5, status: Some(200), error: None, response: None }
 }
 
 fn failed_attempt(attempt: u32, at: i64) -> Attempt {
-    Attempt { attempt, started_at_ms: at, duration_ms: 7, status: Some(500), error: Some("HTTP 500".into()) }
+    Attempt {
+        attempt,
+        started_at_ms: at,
+        duration_ms: 7,
+        status: Some(500),
+        error: Some("HTTP 500".into()),
+        response: Some(Bytes::from_static(b"boom")),
+    }
 }
 
+/// The delivery of an event to `destination`.
+async fn delivery_to(store: &dyn Store, id: &EventId, destination: &str) -> DeliveryId {
+    let detail = store.get(id).await.expect("get").expect("event exists");
+    detail.deliveries.iter().find(|d| d.record.destination == destination).expect("a delivery there").record.id.clone()
+}
+
+/// Record the outcome of the event's delivery to [`DEST`].
+async fn finish(store: &dyn Store, id: &EventId, attempt: Attempt, verdict: Verdict, now: i64) -> bool {
+    let delivery = delivery_to(store, id, DEST).await;
+    store.finish(&delivery, attempt, verdict, now).await.expect("finish")
+}
+
+/// The state of the event's delivery to [`DEST`].
 async fn state_of(store: &dyn Store, id: &EventId) -> State {
-    store.get(id).await.expect("get").expect("event exists").record.state
+    state_at(store, id, DEST).await
+}
+
+async fn state_at(store: &dyn Store, id: &EventId, destination: &str) -> State {
+    let detail = store.get(id).await.expect("get").expect("event exists");
+    detail.deliveries.iter().find(|d| d.record.destination == destination).expect("a delivery there").record.state
 }

@@ -7,10 +7,10 @@ pub async fn order_key_is_fifo_one_at_a_time(store: Arc<dyn Store>) {
     let l1 = accept(&*store, keyed("L", T0)).await;
     assert_eq!(claim_ids(&*store, T0).await, sorted(vec![k1.clone(), l1]));
     assert_eq!(claim_ids(&*store, T0).await, vec![], "K's head is in flight");
-    assert!(store.finish(&k1, ok_attempt(1, T0), Verdict::Delivered, T0 + 1).await.unwrap());
+    assert!(finish(&*store, &k1, ok_attempt(1, T0), Verdict::Delivered, T0 + 1).await);
     assert_eq!(state_of(&*store, &k1).await, State::Delivered);
     assert_eq!(claim_ids(&*store, T0 + 1).await, vec![k2.clone()]);
-    assert!(store.finish(&k2, ok_attempt(1, T0), Verdict::Delivered, T0 + 2).await.unwrap());
+    assert!(finish(&*store, &k2, ok_attempt(1, T0), Verdict::Delivered, T0 + 2).await);
     assert_eq!(claim_ids(&*store, T0 + 2).await, vec![k3]);
 }
 
@@ -19,23 +19,23 @@ pub async fn retry_holds_the_key_until_due(store: Arc<dyn Store>) {
     let k2 = accept(&*store, keyed("K", T0)).await;
     assert_eq!(claim_ids(&*store, T0).await, vec![k1.clone()]);
     let retry = Verdict::Retry { at_ms: T0 + 1_000 };
-    assert!(store.finish(&k1, failed_attempt(1, T0), retry, T0 + 10).await.unwrap());
+    assert!(finish(&*store, &k1, failed_attempt(1, T0), retry, T0 + 10).await);
     assert_eq!(state_of(&*store, &k1).await, State::Pending);
     assert_eq!(claim_ids(&*store, T0 + 999).await, vec![], "k2 waits behind k1's retry");
     let claims = store.claim(DEST, T0 + 1_000, 10, LEASE).await.unwrap();
     assert_eq!(claims.len(), 1);
     assert_eq!((claims[0].id.clone(), claims[0].attempt, claims[0].round_attempt), (k1.clone(), 2, 2));
-    assert!(store.finish(&k1, ok_attempt(2, T0 + 1_000), Verdict::Delivered, T0 + 1_001).await.unwrap());
+    assert!(finish(&*store, &k1, ok_attempt(2, T0 + 1_000), Verdict::Delivered, T0 + 1_001).await);
     assert_eq!(claim_ids(&*store, T0 + 1_001).await, vec![k2]);
     let detail = store.get(&k1).await.unwrap().unwrap();
-    assert_eq!(detail.attempts, vec![failed_attempt(1, T0), ok_attempt(2, T0 + 1_000)]);
+    assert_eq!(detail.deliveries[0].attempts, vec![failed_attempt(1, T0), ok_attempt(2, T0 + 1_000)]);
 }
 
 pub async fn dead_does_not_block_the_key(store: Arc<dyn Store>) {
     let k1 = accept(&*store, keyed("K", T0)).await;
     let k2 = accept(&*store, keyed("K", T0)).await;
     assert_eq!(claim_ids(&*store, T0).await, vec![k1.clone()]);
-    assert!(store.finish(&k1, failed_attempt(1, T0), Verdict::Dead, T0 + 1).await.unwrap());
+    assert!(finish(&*store, &k1, failed_attempt(1, T0), Verdict::Dead, T0 + 1).await);
     assert_eq!(state_of(&*store, &k1).await, State::Dead);
     assert_eq!(claim_ids(&*store, T0 + 1).await, vec![k2]);
 }
@@ -64,34 +64,34 @@ pub async fn expired_lease_is_reclaimed_and_old_claim_fenced(store: Arc<dyn Stor
     let again = store.claim(DEST, T0 + LEASE, 10, LEASE).await.unwrap();
     assert_eq!(again.len(), 1, "only the head comes back, never the one behind it");
     assert_eq!((again[0].id.clone(), again[0].attempt), (k1.clone(), 2));
-    let stale = store.finish(&k1, ok_attempt(1, T0), Verdict::Delivered, T0 + LEASE + 1).await.unwrap();
+    let stale = finish(&*store, &k1, ok_attempt(1, T0), Verdict::Delivered, T0 + LEASE + 1).await;
     assert!(!stale, "the first claim lost its lease");
     assert_eq!(state_of(&*store, &k1).await, State::Delivering);
     assert_eq!(claim_ids(&*store, T0 + LEASE + 1).await, vec![], "a late outcome lets nothing past the head");
     let retry_at = T0 + LEASE + 1_000;
     let current = failed_attempt(2, T0 + LEASE);
-    assert!(store.finish(&k1, current, Verdict::Retry { at_ms: retry_at }, T0 + LEASE + 2).await.unwrap());
+    assert!(finish(&*store, &k1, current, Verdict::Retry { at_ms: retry_at }, T0 + LEASE + 2).await);
     assert_eq!(claim_ids(&*store, retry_at - 1).await, vec![], "the one behind waits for the head's retry");
     assert_eq!(claim_ids(&*store, retry_at).await, vec![k1.clone()]);
-    assert!(store.finish(&k1, ok_attempt(3, retry_at), Verdict::Delivered, retry_at + 1).await.unwrap());
+    assert!(finish(&*store, &k1, ok_attempt(3, retry_at), Verdict::Delivered, retry_at + 1).await);
     assert_eq!(state_of(&*store, &k1).await, State::Delivered);
     assert_eq!(claim_ids(&*store, retry_at + 1).await, vec![k2], "then the queue goes on");
 }
 
 pub async fn replay_goes_to_the_back_of_the_queue(store: Arc<dyn Store>) {
     let k1 = accept(&*store, keyed("K", T0)).await;
-    assert!(!store.replay(&k1, T0).await.unwrap(), "pending events are not replayed");
+    assert_eq!(store.replay(&k1, T0).await.unwrap(), 0, "pending events are not replayed");
     assert_eq!(claim_ids(&*store, T0).await, vec![k1.clone()]);
-    assert!(store.finish(&k1, failed_attempt(1, T0), Verdict::Dead, T0 + 1).await.unwrap());
+    assert!(finish(&*store, &k1, failed_attempt(1, T0), Verdict::Dead, T0 + 1).await);
     let k2 = accept(&*store, keyed("K", T0 + 2)).await;
-    assert!(store.replay(&k1, T0 + 3).await.unwrap());
+    assert_eq!(store.replay(&k1, T0 + 3).await.unwrap(), 1);
     assert_eq!(state_of(&*store, &k1).await, State::Pending);
     assert_eq!(claim_ids(&*store, T0 + 3).await, vec![k2.clone()], "k2 was stored before the replay");
-    assert!(store.finish(&k2, ok_attempt(1, T0 + 3), Verdict::Delivered, T0 + 4).await.unwrap());
+    assert!(finish(&*store, &k2, ok_attempt(1, T0 + 3), Verdict::Delivered, T0 + 4).await);
     let claims = store.claim(DEST, T0 + 4, 10, LEASE).await.unwrap();
     assert_eq!(claims.len(), 1);
     assert_eq!((claims[0].id.clone(), claims[0].attempt, claims[0].round_attempt), (k1.clone(), 2, 1));
-    assert!(!store.replay(&EventId::generate(), T0).await.unwrap());
+    assert_eq!(store.replay(&EventId::generate(), T0).await.unwrap(), 0);
 }
 
 pub async fn next_due_reports_the_earliest_wakeup(store: Arc<dyn Store>) {
@@ -99,14 +99,14 @@ pub async fn next_due_reports_the_earliest_wakeup(store: Arc<dyn Store>) {
     let k1 = accept(&*store, keyed("K", T0)).await;
     assert_eq!(claim_ids(&*store, T0).await, vec![k1.clone()]);
     assert_eq!(store.next_due(DEST, T0).await.unwrap(), Some(T0 + LEASE), "the lease's end");
-    store.finish(&k1, failed_attempt(1, T0), Verdict::Retry { at_ms: T0 + 500 }, T0 + 1).await.unwrap();
+    finish(&*store, &k1, failed_attempt(1, T0), Verdict::Retry { at_ms: T0 + 500 }, T0 + 1).await;
     assert_eq!(store.next_due(DEST, T0 + 1).await.unwrap(), Some(T0 + 500));
     assert_eq!(store.next_due("elsewhere", T0 + 1).await.unwrap(), None);
 }
 
 pub async fn claim_is_per_destination(store: Arc<dyn Store>) {
     let here = accept(&*store, keyed("K", T0)).await;
-    let there = accept(&*store, NewEvent { destination: "billing".into(), ..keyed("M", T0) }).await;
+    let there = accept(&*store, to("billing", keyed("M", T0))).await;
     assert_eq!(claim_ids(&*store, T0).await, vec![here]);
     let claims = store.claim("billing", T0, 10, LEASE).await.unwrap();
     assert_eq!(claims.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![there]);
@@ -124,17 +124,21 @@ pub async fn a_late_outcome_beside_the_current_one_hears_the_truth(store: Arc<dy
     let again = store.claim(DEST, T0 + LEASE, 100, LEASE).await.unwrap();
     assert!(again.iter().all(|c| c.attempt == 2) && again.len() == 20);
     let finishes = ids.iter().flat_map(|id| {
-        let late = store.finish(id, ok_attempt(1, T0), Verdict::Delivered, T0 + LEASE + 1);
-        let current = store.finish(id, ok_attempt(2, T0 + LEASE), Verdict::Delivered, T0 + LEASE + 1);
+        let late = finish(&*store, id, ok_attempt(1, T0), Verdict::Delivered, T0 + LEASE + 1);
+        let current = finish(&*store, id, ok_attempt(2, T0 + LEASE), Verdict::Delivered, T0 + LEASE + 1);
         [late, current]
     });
-    let moved: Vec<bool> = futures_util::future::join_all(finishes).await.into_iter().map(|r| r.unwrap()).collect();
+    let moved: Vec<bool> = futures_util::future::join_all(finishes).await;
     for (n, pair) in moved.chunks(2).enumerate() {
         assert_eq!(pair, [false, true], "event {n}: only the current claim moved it");
     }
     for id in &ids {
         assert_eq!(state_of(&*store, id).await, State::Delivered);
-        assert_eq!(store.get(id).await.unwrap().unwrap().attempts.len(), 2, "both attempts are on record");
+        assert_eq!(
+            store.get(id).await.unwrap().unwrap().deliveries[0].attempts.len(),
+            2,
+            "both attempts are on record"
+        );
     }
 }
 
@@ -148,7 +152,7 @@ pub async fn a_paused_destination_is_not_claimed(store: Arc<dyn Store>) {
     let k3 = accept(&*store, keyed("K", T0 + 1)).await;
     assert_eq!(claim_ids(&*store, T0 + 10).await, vec![], "paused: nothing is claimed");
     assert_eq!(store.next_due(DEST, T0 + 10).await.unwrap(), None, "paused: nothing falls due");
-    let elsewhere = accept(&*store, NewEvent { destination: "billing".into(), ..keyed("M", T0) }).await;
+    let elsewhere = accept(&*store, to("billing", keyed("M", T0))).await;
     assert_eq!(store.claim("billing", T0, 10, LEASE).await.unwrap()[0].id, elsewhere, "other destinations go on");
     store.set_paused(DEST, true).await.unwrap(); // pausing twice is pausing
     store.set_paused(DEST, false).await.unwrap();
@@ -156,7 +160,7 @@ pub async fn a_paused_destination_is_not_claimed(store: Arc<dyn Store>) {
     for expected in [k1, k2, k3] {
         let claims = store.claim(DEST, T0 + 10, 10, LEASE).await.unwrap();
         assert_eq!(claims.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![expected.clone()], "in order");
-        assert!(store.finish(&expected, ok_attempt(1, T0), Verdict::Delivered, T0 + 10).await.unwrap());
+        assert!(finish(&*store, &expected, ok_attempt(1, T0), Verdict::Delivered, T0 + 10).await);
     }
 }
 

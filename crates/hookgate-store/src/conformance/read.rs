@@ -1,3 +1,5 @@
+use hookgate_core::EventState;
+
 use super::*;
 
 pub async fn list_pages_newest_first_with_filters(store: Arc<dyn Store>) {
@@ -26,7 +28,7 @@ pub async fn list_pages_newest_first_with_filters(store: Arc<dyn Store>) {
     assert_eq!(listed, vec![deduped]);
     store.claim(DEST, T0 + 10, 100, LEASE).await.unwrap();
     let delivering =
-        store.list(&ListFilter { state: Some(State::Delivering), limit: 10, ..Default::default() }).await.unwrap();
+        store.list(&ListFilter { state: Some(EventState::Delivering), limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(delivering.events.len(), 4, "one per order key, and the two keyless ones");
 }
 
@@ -37,6 +39,28 @@ pub async fn stats_count_by_source_and_state(store: Arc<dyn Store>) {
     store.claim(DEST, T0, 100, LEASE).await.unwrap();
     let mut stats = store.stats().await.unwrap();
     stats.sort_by(|a, b| (&a.source, a.state.as_str()).cmp(&(&b.source, b.state.as_str())));
-    let got: Vec<_> = stats.iter().map(|s| (s.source.as_str(), s.state, s.count)).collect();
-    assert_eq!(got, vec![("other", State::Delivering, 1), ("src", State::Delivering, 1), ("src", State::Pending, 1)]);
+    let got: Vec<_> = stats.iter().map(|s| (s.source.as_str(), s.destination.as_str(), s.state, s.count)).collect();
+    use EventState::*;
+    assert_eq!(got, vec![("other", DEST, Delivering, 1), ("src", DEST, Delivering, 1), ("src", DEST, Pending, 1)]);
+    // An event no route matched: counted as unrouted, under no destination.
+    let unrouted = NewEvent {
+        routing: vec![RouteVerdict {
+            route: "src->app".into(),
+            destination: DEST.into(),
+            matched: false,
+            reason: "json.x: missing".into(),
+        }],
+        ..event("src", T0)
+    };
+    store.ingest(unrouted).await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert!(
+        stats.contains(&crate::StateCount {
+            source: "src".into(),
+            destination: String::new(),
+            state: Unrouted,
+            count: 1
+        }),
+        "{stats:?}"
+    );
 }

@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// The share of requests that repeat an event already sent (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     pub duplicates: f64,
+    /// Routes each event takes: it fans out to this many destinations (all
+    /// served by the bench's app), each with its own queues.
+    #[arg(long, default_value_t = 1)]
+    pub routes: usize,
     /// Print the results as JSON (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -76,6 +80,9 @@ pub fn clock_us() -> u64 {
 pub async fn run(args: BenchArgs, stop: impl Future<Output = ()>) -> anyhow::Result<Report> {
     if args.instances == 0 || args.connections == 0 || !(0.0..=1.0).contains(&args.duplicates) {
         bail!("--instances and --connections must be at least 1, --duplicates between 0 and 1");
+    }
+    if !(1..=16).contains(&args.routes) {
+        bail!("--routes must be between 1 and 16");
     }
     if args.instances > 1 && args.storage.is_none() {
         bail!("--instances {} needs --storage postgres://…: SQLite is one process per file", args.instances);
@@ -116,7 +123,7 @@ async fn measure_all(args: &BenchArgs, duration: Duration, storage: &Storage, di
     for n in 0..args.instances {
         let addr = free_addr()?;
         let config = dir.join(format!("hookgate-{n}.toml"));
-        std::fs::write(&config, config_text(addr, &storage.url, app_addr))?;
+        std::fs::write(&config, config_text(addr, &storage.url, app_addr, args.routes))?;
         instances.push((addr, Child::spawn(&["serve", "--config", path_str(&config)?], Some(dir))?));
     }
     let targets: Vec<SocketAddr> = instances.iter().map(|(addr, _)| *addr).collect();
@@ -124,25 +131,31 @@ async fn measure_all(args: &BenchArgs, duration: Duration, storage: &Storage, di
     for addr in &targets {
         wait_for_health(&http, *addr).await?;
     }
-    let admin = |path: &str| http.post(format!("http://{}{path}", targets[0])).bearer_auth(ADMIN_TOKEN).send();
+    let admin = |path: String| http.post(format!("http://{}{path}", targets[0])).bearer_auth(ADMIN_TOKEN).send();
+    let destinations: Vec<String> = (1..=args.routes).map(destination_name).collect();
 
     // 2. Ingest alone.
-    admin("/api/destinations/app/pause").await?.error_for_status()?;
+    for name in &destinations {
+        admin(format!("/api/destinations/{name}/pause")).await?.error_for_status()?;
+    }
     let phase = measure("ingest alone (paused)", &targets, args, spec.clone(), duration, None, None).await;
     report.add(phase);
 
     // 3. The backlog, drained.
     let drain_started = Instant::now();
     let before = seen.delivered.load(Ordering::Relaxed);
-    admin("/api/destinations/app/resume").await?.error_for_status()?;
+    for name in &destinations {
+        admin(format!("/api/destinations/{name}/resume")).await?.error_for_status()?;
+    }
     wait_drained(&http, targets[0], "draining the backlog").await?;
-    let drained = seen.delivered.load(Ordering::Relaxed) - before;
-    report.drain_per_s = drained as f64 / drain_started.elapsed().as_secs_f64();
+    // Deliveries: with several routes, each event is delivered that many times.
+    let drained = (seen.delivered.load(Ordering::Relaxed) - before) as f64 / args.routes as f64;
+    report.drain_per_s = drained / drain_started.elapsed().as_secs_f64();
     seen.take_latencies();
 
     // 4. Ingest while delivering.
     let phase = measure("ingest while delivering", &targets, args, spec.clone(), duration, None, Some(&seen)).await;
-    let sustained = phase.delivered_per_s.unwrap_or(0.0).min(phase.events_per_s);
+    let sustained = (phase.delivered_per_s.unwrap_or(0.0) / args.routes as f64).min(phase.events_per_s);
     report.sustained_per_s = sustained;
     report.add(phase);
     wait_drained(&http, targets[0], "draining").await?;
@@ -206,8 +219,32 @@ async fn wait_drained(http: &reqwest::Client, addr: SocketAddr, what: &str) -> a
     }
 }
 
-fn config_text(listen: SocketAddr, storage: &str, app: SocketAddr) -> String {
-    format!(
+/// The `n`th destination (1-based): `app`, then `app-2`, `app-3`, …
+fn destination_name(n: usize) -> String {
+    if n == 1 { "app".to_owned() } else { format!("app-{n}") }
+}
+
+fn config_text(listen: SocketAddr, storage: &str, app: SocketAddr, routes: usize) -> String {
+    // Each further route: a destination of its own (its own queues), served by the same app.
+    let more: String = (2..=routes)
+        .map(|n| {
+            let name = destination_name(n);
+            format!(
+                r#"
+[[destinations]]
+name = "{name}"
+url = "http://{app}/hooks/{n}"
+timeout = "10s"
+concurrency = 256
+
+[[routes]]
+source = "bench"
+destination = "{name}"
+"#
+            )
+        })
+        .collect();
+    let main = format!(
         r#"
 [server]
 listen = "{listen}"
@@ -233,7 +270,8 @@ verify = {{ scheme = "hmac-sha256", secret = "{SECRET}", header = "x-signature",
 dedupe_key = "{{json.id}}"
 order_key = "{{json.object}}"
 "#
-    )
+    );
+    main + &more
 }
 
 /// Where the instances store events, and how to clean up after.

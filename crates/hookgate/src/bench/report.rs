@@ -18,7 +18,8 @@ pub struct Phase {
     pub failed: u64,
     pub ack_p50_ms: f64,
     pub ack_p99_ms: f64,
-    /// Events the app received per second during the phase, when it was delivering.
+    /// Deliveries the app received per second during the phase, when it was
+    /// delivering (with `--routes N`, each event is delivered N times).
     pub delivered_per_s: Option<f64>,
     /// Sent → delivered, when it was delivering.
     pub e2e_p50_ms: Option<f64>,
@@ -34,10 +35,14 @@ pub struct Report {
     pub phase_seconds: f64,
     pub objects: usize,
     pub duplicates: f64,
+    /// Destinations each event is routed to.
+    pub routes: usize,
     pub phases: Vec<Phase>,
-    /// The backlog built up while paused, delivered per second once resumed.
+    /// The backlog built up while paused, delivered per second once resumed
+    /// (events: each delivered to every route).
     pub drain_per_s: f64,
-    /// The lower of ingest and delivery while both ran: what holds without a growing backlog.
+    /// The lower of ingest and delivery while both ran, in events (each
+    /// delivered to every route): what holds without a growing backlog.
     pub sustained_per_s: f64,
     pub peak_rss_mib: f64,
 }
@@ -91,6 +96,7 @@ impl Report {
             phase_seconds: duration.as_secs_f64(),
             objects: args.objects,
             duplicates: args.duplicates,
+            routes: args.routes,
             phases: Vec::new(),
             drain_per_s: 0.0,
             sustained_per_s: 0.0,
@@ -111,7 +117,7 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = format!(
             "hookgate bench: {}, {} instance{}, {} connections, {} s a phase, {} order keys, {:.0}% duplicates, \
-             signed 1 KiB events, {} cores\n\n",
+             signed 1 KiB events{}, {} cores\n\n",
             self.storage,
             self.instances,
             if self.instances == 1 { "" } else { "s" },
@@ -119,6 +125,7 @@ impl Report {
             self.phase_seconds,
             self.objects,
             self.duplicates * 100.0,
+            if self.routes == 1 { String::new() } else { format!(" each routed to {} destinations", self.routes) },
             self.cores,
         );
         out.push_str(&format!(
@@ -142,7 +149,7 @@ impl Report {
         let ceiling = self.ceiling();
         out.push_str(&format!(
             "{:<28} {:>10.0} {:>7.0}%\n{:<28} {:>10.0} {:>7.0}%\n{:<28} {:>7.0} MiB\n",
-            "sustained (in = out)",
+            if self.routes == 1 { "sustained (in = out)" } else { "sustained events (in = out)" },
             self.sustained_per_s,
             self.sustained_per_s / ceiling * 100.0,
             "backlog drained",

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hookgate_core::filter::{Filter, Glob};
 use hookgate_core::{RetryPolicy, Secret, Template};
 use hookgate_verify::Scheme;
 use hookgate_verify::signing::Signer;
@@ -165,7 +166,10 @@ pub struct CircuitBreaker {
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
-    pub destination: String,
+    /// What kind of event the sender says it is: what routes' `events` match.
+    pub event_type: Option<Template>,
+    /// Where its events go, in the config's order (`sources[].destination` is one with no filter).
+    pub routes: Vec<Route>,
     pub scheme: Scheme,
     /// Every secret currently accepted (more than one while rotating).
     pub secrets: Vec<Secret>,
@@ -177,6 +181,37 @@ pub struct Source {
     pub coalesce_key: Option<Template>,
     /// Answer `GET /in/{source}` by echoing this query parameter.
     pub challenge: Option<Challenge>,
+}
+
+/// `[[routes]]`: one destination's share of a source's events.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// "<source>-><destination>" unless named.
+    pub name: String,
+    pub destination: String,
+    /// Globs on the event's type; empty: every type (and events without one).
+    pub events: Vec<Glob>,
+    /// Every condition must hold.
+    pub filter: Option<Filter>,
+    /// The queue's keys at this destination, instead of the source's.
+    pub order_key: Option<Template>,
+    pub coalesce_key: Option<Template>,
+    /// false: the route matches nothing (its reason says so).
+    pub enabled: bool,
+}
+
+impl Route {
+    /// The name a route has unless given one.
+    pub fn default_name(source: &str, destination: &str) -> String {
+        format!("{source}->{destination}")
+    }
+}
+
+impl Config {
+    /// Every route of every source, in the config's order.
+    pub fn routes(&self) -> impl Iterator<Item = (&Source, &Route)> {
+        self.sources.iter().flat_map(|s| s.routes.iter().map(move |r| (s, r)))
+    }
 }
 
 /// A `GET` echo handshake: answer with the value of `param`, if the

@@ -35,6 +35,25 @@ pub struct RawConfig {
     pub retention: RawRetention,
     pub destinations: Vec<RawDestination>,
     pub sources: Vec<RawSource>,
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[[routes]]`: which of a source's events go to a destination.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRoute {
+    /// Default: "<source>-><destination>".
+    pub name: Option<String>,
+    pub source: Option<String>,
+    pub destination: Option<String>,
+    /// Globs on the source's `event_type`; none: every event.
+    pub events: Option<Vec<String>>,
+    /// Every key must hold; kept as TOML and parsed by `hookgate_core::filter`.
+    pub filter: Option<toml::Table>,
+    /// The queue's keys at this destination, instead of the source's.
+    pub order_key: Option<String>,
+    pub coalesce_key: Option<String>,
+    pub enabled: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -114,7 +133,10 @@ pub struct RawRetry {
 #[serde(deny_unknown_fields, default)]
 pub struct RawSource {
     pub name: Option<String>,
+    /// Shorthand for one route with no filter.
     pub destination: Option<String>,
+    /// What kind of event the sender says it is (a key template); what routes' `events` match.
+    pub event_type: Option<String>,
     pub preset: Option<String>,
     pub verify: Option<RawVerify>,
     pub dedupe_key: Option<String>,

@@ -18,11 +18,11 @@ use hookgate_verify::standard_webhooks;
 use hookgate_verify::{Preset, Scheme, SchemeName, SchemeOptions, TokenAt};
 use reqwest::header::{HeaderName, HeaderValue};
 
-use super::raw::{RawConfig, RawDestination, RawServer, RawSource, RawStorage, RawVerify};
+use super::raw::{RawConfig, RawDestination, RawRoute, RawServer, RawSource, RawStorage, RawVerify};
 use super::units::{parse_duration, parse_size};
 use super::{
-    Challenge, CircuitBreaker, Config, Destination, Env, Limits, Problems, RateLimit, Retention, Source, Storage,
-    defaults,
+    Challenge, CircuitBreaker, Config, Destination, Env, Limits, Problems, RateLimit, Retention, Route, Source,
+    Storage, defaults,
 };
 
 /// A secret that guards something (the admin API, a sender's signature) must
@@ -191,6 +191,7 @@ pub fn validate(raw: RawConfig, env: &Env) -> Result<Config, Problems> {
         }
         sources.extend(source(&mut c, i, s, &names));
     }
+    routes(&mut c, &raw, &mut sources, &names);
 
     match (c.problems.is_empty(), listen, max_body_bytes, limits, storage, retention) {
         (true, Some(listen), Some(max_body_bytes), Some(limits), Some(storage), (Some(d), Some(x), Some(s))) => {
@@ -413,12 +414,15 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
     {
         c.problem(&key("name"), "use letters, digits, '-' and '_' only (it is part of the URL /in/{name})");
     }
-    let destination = c.required(&key("destination"), &s.destination);
-    if let Some(dest) = destination
-        && !destinations.contains(dest)
-    {
-        c.problem(&key("destination"), format!("no destination is named {dest:?}"));
-    }
+    // `destination`: shorthand for one route with no filter.
+    let shorthand = match s.destination.as_deref() {
+        Some(dest) if !destinations.contains(dest) => {
+            c.problem(&key("destination"), format!("no destination is named {dest:?}"));
+            None
+        }
+        Some(dest) => Some(Some(dest)),
+        None => Some(None),
+    };
     // `Some(None)`: no preset; `None`: a preset that is not known (its problem is reported).
     let preset: Option<Option<Preset>> = match s.preset.as_deref().map(str::parse) {
         Some(Ok(preset)) => Some(Some(preset)),
@@ -484,10 +488,14 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
     let order_key = c.template(&key("order_key"), s.order_key.as_deref().or(from_preset(Preset::order_key)));
     let coalesce_key =
         c.template(&key("coalesce_key"), s.coalesce_key.as_deref().or(from_preset(Preset::coalesce_key)));
+    let event_type = c.template(&key("event_type"), s.event_type.as_deref().or(from_preset(Preset::event_type)));
     if let Some(scheme) = &scheme {
-        for (field, template) in
-            [("dedupe_key", &dedupe_key), ("order_key", &order_key), ("coalesce_key", &coalesce_key)]
-        {
+        for (field, template) in [
+            ("dedupe_key", &dedupe_key),
+            ("order_key", &order_key),
+            ("coalesce_key", &coalesce_key),
+            ("event_type", &event_type),
+        ] {
             if let Some(credential) = template.as_ref().and_then(|t| reads_credential(t, scheme)) {
                 c.problem(
                     &key(field),
@@ -510,9 +518,23 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
             }
         },
     };
+    let name = name?;
+    let routes = shorthand?
+        .map(|destination| Route {
+            name: Route::default_name(name, destination),
+            destination: destination.to_owned(),
+            events: Vec::new(),
+            filter: None,
+            order_key: None,
+            coalesce_key: None,
+            enabled: true,
+        })
+        .into_iter()
+        .collect();
     Some(Source {
-        name: name?.to_owned(),
-        destination: destination?.to_owned(),
+        name: name.to_owned(),
+        event_type,
+        routes,
         scheme: scheme?,
         secrets,
         tolerance_secs: tolerance?.as_secs() as i64,
@@ -522,6 +544,146 @@ fn source(c: &mut Checker<'_>, i: usize, s: &RawSource, destinations: &HashSet<S
         order_key,
         coalesce_key,
         challenge: challenge?,
+    })
+}
+
+/// `[[routes]]`, each attached to its source (after the source's own
+/// `destination` route, if it has one). A source reaches a destination by
+/// one route at most: two would deliver each event there twice. A source no
+/// route takes is a problem: its events would be stored and go nowhere.
+fn routes(c: &mut Checker<'_>, raw: &RawConfig, sources: &mut [Source], destinations: &HashSet<String>) {
+    let typed: std::collections::HashMap<&str, bool> = raw
+        .sources
+        .iter()
+        .filter_map(|s| {
+            let preset_types = s.preset.as_deref().and_then(|p| p.parse::<Preset>().ok()).and_then(Preset::event_type);
+            Some((s.name.as_deref()?, s.event_type.is_some() || preset_types.is_some()))
+        })
+        .collect();
+    // Route name → where it was defined; (source, destination) → the route that joins them.
+    let mut named: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut joined: std::collections::HashMap<(String, String), String> = std::collections::HashMap::new();
+    for (i, s) in raw.sources.iter().enumerate() {
+        if let (Some(source), Some(destination)) = (s.name.as_deref(), s.destination.as_deref()) {
+            let name = Route::default_name(source, destination);
+            named.insert(name.clone(), format!("sources[{i}].destination"));
+            joined.insert((source.to_owned(), destination.to_owned()), name);
+        }
+    }
+    for (i, r) in raw.routes.iter().enumerate() {
+        let Some(route) = route(c, i, r, &typed, destinations) else { continue };
+        let source = r.source.as_deref().unwrap_or_default();
+        if let Some(before) = named.insert(route.name.clone(), format!("routes[{i}]")) {
+            c.problem(&format!("routes[{i}].name"), format!("{:?} is defined twice (also {before})", route.name));
+            continue;
+        }
+        if let Some(by) = joined.insert((source.to_owned(), route.destination.clone()), route.name.clone()) {
+            c.problem(
+                &format!("routes[{i}].destination"),
+                format!(
+                    "{source} already reaches {} by route {by:?}: each event would be delivered there twice",
+                    route.destination
+                ),
+            );
+            continue;
+        }
+        if let Some(source) = sources.iter_mut().find(|s| s.name == source) {
+            source.routes.push(route);
+        }
+    }
+    for (i, s) in raw.sources.iter().enumerate() {
+        let Some(name) = s.name.as_deref() else { continue };
+        let routed = s.destination.is_some() || raw.routes.iter().any(|r| r.source.as_deref() == Some(name));
+        if !routed {
+            c.problem(
+                &format!("sources[{i}]"),
+                format!(
+                    "no route takes {name}'s events (they would be stored and go nowhere): set destination = \"…\", \
+                     or add a [[routes]] with source = \"{name}\""
+                ),
+            );
+        }
+    }
+}
+
+/// One `[[routes]]` entry, its problems under `routes[i]`.
+fn route(
+    c: &mut Checker<'_>,
+    i: usize,
+    r: &RawRoute,
+    typed: &std::collections::HashMap<&str, bool>,
+    destinations: &HashSet<String>,
+) -> Option<Route> {
+    let key = |field: &str| format!("routes[{i}].{field}");
+    let source = c.required(&key("source"), &r.source);
+    let has_type = match source {
+        Some(source) => match typed.get(source) {
+            Some(has_type) => Some(*has_type),
+            None => {
+                c.problem(&key("source"), format!("no source is named {source:?}"));
+                None
+            }
+        },
+        None => None,
+    };
+    let destination = c.required(&key("destination"), &r.destination);
+    if let Some(destination) = destination
+        && !destinations.contains(destination)
+    {
+        c.problem(&key("destination"), format!("no destination is named {destination:?}"));
+    }
+    if let Some(name) = r.name.as_deref()
+        && name.trim().is_empty()
+    {
+        c.problem(&key("name"), "must not be empty (leave it out for the default, source->destination)");
+    }
+    let mut events = Vec::new();
+    if let Some(globs) = &r.events {
+        if globs.is_empty() {
+            c.problem(&key("events"), "an empty list matches nothing: leave events out to take every event");
+        }
+        for (n, glob) in globs.iter().enumerate() {
+            if glob.is_empty() {
+                c.problem(&key(&format!("events[{n}]")), "must not be empty");
+            }
+            events.push(hookgate_core::filter::Glob::new(glob));
+        }
+        if has_type == Some(false) {
+            c.problem(
+                &key("events"),
+                format!(
+                    "the source {:?} has no event_type to match (set sources[].event_type, e.g. \"{{json.type}}\", \
+                     or use a preset that sets one)",
+                    source.unwrap_or_default()
+                ),
+            );
+        }
+    }
+    let filter = match &r.filter {
+        None => Some(None),
+        Some(table) => {
+            let json = serde_json::to_value(table).unwrap_or(serde_json::Value::Null);
+            match hookgate_core::filter::Filter::parse(&json) {
+                Ok(filter) => Some(Some(filter)),
+                Err(error) => {
+                    let at = if error.path.is_empty() { key("filter") } else { key(&format!("filter.{}", error.path)) };
+                    c.problem(&at, &error.message);
+                    None
+                }
+            }
+        }
+    };
+    let order_key = c.template(&key("order_key"), r.order_key.as_deref());
+    let coalesce_key = c.template(&key("coalesce_key"), r.coalesce_key.as_deref());
+    let (source, destination) = (source?, destination?);
+    Some(Route {
+        name: r.name.clone().unwrap_or_else(|| Route::default_name(source, destination)),
+        destination: destination.to_owned(),
+        events,
+        filter: filter?,
+        order_key,
+        coalesce_key,
+        enabled: r.enabled.unwrap_or(true),
     })
 }
 

@@ -7,8 +7,11 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hookgate_core::{EventId, Headers, RetryPolicy};
-use hookgate_store::{EventDetail, Ingested, ListFilter, NewEvent, Page, Result, StateCount, Store};
+use hookgate_core::{DeliveryId, EventId, Headers, RetryPolicy};
+use hookgate_store::{
+    DeliveryFilter, DeliveryPage, DeliveryRecord, EventDetail, Ingested, ListFilter, NewDelivery, NewEvent, Page,
+    Result, RouteVerdict, StateCount, Store,
+};
 use tokio::time::Instant;
 
 use super::*;
@@ -21,7 +24,7 @@ struct ScriptedStore {
     claimed_at: Mutex<Vec<Instant>>,
     /// `next_due` answers now + this.
     next_due_in_ms: Mutex<Option<i64>>,
-    finished: Mutex<Vec<(EventId, Verdict)>>,
+    finished: Mutex<Vec<(DeliveryId, Verdict)>>,
 }
 
 #[async_trait]
@@ -35,21 +38,36 @@ impl Store for ScriptedStore {
         assert!(claims.len() <= limit, "claimed more than the free slots");
         Ok(claims)
     }
-    async fn finish(&self, id: &EventId, _: Attempt, verdict: Verdict, _: i64) -> Result<bool> {
+    async fn finish(&self, id: &DeliveryId, _: Attempt, verdict: Verdict, _: i64) -> Result<bool> {
         self.finished.lock().unwrap().push((id.clone(), verdict));
         Ok(true)
     }
     async fn next_due(&self, _: &str, now_ms: i64) -> Result<Option<i64>> {
         Ok(self.next_due_in_ms.lock().unwrap().map(|d| now_ms + d))
     }
-    async fn replay(&self, _: &EventId, _: i64) -> Result<bool> {
+    async fn replay(&self, _: &EventId, _: i64) -> Result<u64> {
         unreachable!("the dispatcher never replays")
+    }
+    async fn replay_delivery(&self, _: &DeliveryId, _: i64) -> Result<bool> {
+        unreachable!("the dispatcher never replays")
+    }
+    async fn reroute(&self, _: &EventId, _: Vec<RouteVerdict>, _: Vec<NewDelivery>, _: i64) -> Result<Option<u64>> {
+        unreachable!("the dispatcher never routes")
     }
     async fn get(&self, _: &EventId) -> Result<Option<EventDetail>> {
         unreachable!("the dispatcher never reads events")
     }
+    async fn get_delivery(&self, _: &DeliveryId) -> Result<Option<DeliveryRecord>> {
+        unreachable!("the dispatcher never reads deliveries")
+    }
     async fn list(&self, _: &ListFilter) -> Result<Page> {
         unreachable!("the dispatcher never lists")
+    }
+    async fn list_deliveries(&self, _: &DeliveryFilter) -> Result<DeliveryPage> {
+        unreachable!("the dispatcher never lists")
+    }
+    async fn purge_unrouted(&self, _: i64, _: usize) -> Result<u64> {
+        unreachable!("the dispatcher never purges")
     }
     async fn stats(&self) -> Result<Vec<StateCount>> {
         unreachable!("the dispatcher never counts")
@@ -95,15 +113,18 @@ impl Deliver for App {
 
 fn claim() -> Claim {
     Claim {
+        delivery: DeliveryId::generate(),
         id: EventId::generate(),
         source: "src".into(),
         destination: "app".into(),
+        route: "src->app".into(),
         order_key: None,
         received_at_ms: 0,
         headers: Headers::new(),
         body: Bytes::new(),
         attempt: 1,
         round_attempt: 1,
+        trace: None,
     }
 }
 

@@ -10,8 +10,8 @@ use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use hookgate_core::{EventId, Key, State as EventState};
-use hookgate_store::{Cursor, ListFilter};
+use hookgate_core::{DeliveryId, EventId, EventState, Key, RequestView, State as DeliveryState};
+use hookgate_store::{Cursor, DeliveryFilter, ListFilter};
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -19,8 +19,8 @@ use utoipa_axum::routes;
 
 use super::{ApiError, HttpState};
 use crate::api::{
-    BulkReplayed, DestinationStatus, Destinations, ErrorBody, EventPage, EventSummary, EventView, Paused, ReplayFilter,
-    Replayed, Stats,
+    BulkReplayed, DeliveryPage, DeliveryReplayed, DeliverySummary, DestinationStatus, Destinations, ErrorBody,
+    EventPage, EventSummary, EventView, Paused, ReplayFilter, Replayed, Rerouted, RoutingView, Stats,
 };
 use crate::wake::Wake;
 
@@ -36,6 +36,9 @@ pub fn router(state: Arc<HttpState>) -> (Router<Arc<HttpState>>, utoipa::openapi
         .routes(routes!(list))
         .routes(routes!(show))
         .routes(routes!(replay_one))
+        .routes(routes!(reroute))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(replay_delivery))
         .routes(routes!(replay_many))
         .routes(routes!(stats))
         .routes(routes!(destinations))
@@ -109,12 +112,19 @@ fn event_id(id: &str) -> Result<EventId, ApiError> {
     id.parse().map_err(|_| ApiError::NotFound(format!("no event {id:?}")))
 }
 
+fn delivery_id(id: &str) -> Result<DeliveryId, ApiError> {
+    id.parse().map_err(|_| ApiError::NotFound(format!("no delivery {id:?}")))
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
     source: Option<String>,
-    /// pending, delivering, delivered, dead or superseded.
+    /// The event's state in a word: pending, delivering, delivered, dead,
+    /// superseded, or unrouted (see `EventSummary.state`).
     state: Option<String>,
+    /// Events with a delivery to this destination.
+    destination: Option<String>,
     order_key: Option<String>,
     dedupe_key: Option<String>,
     /// Received at or after: RFC 3339 or milliseconds since the epoch.
@@ -157,6 +167,7 @@ async fn list(State(state): State<Arc<HttpState>>, Query(q): Query<ListQuery>) -
     let filter = ListFilter {
         source: q.source,
         state: param("state", q.state.as_deref())?,
+        destination: q.destination,
         order_key: q.order_key.map(Key::from),
         dedupe_key: q.dedupe_key.map(Key::from),
         since_ms: param::<Time>("since", q.since.as_deref())?.map(|t| t.0),
@@ -171,7 +182,7 @@ async fn list(State(state): State<Arc<HttpState>>, Query(q): Query<ListQuery>) -
     }))
 }
 
-/// One event: what the sender sent, its keys, every attempt.
+/// One event: what the sender sent, its keys, each route's verdict, each delivery with its attempts.
 #[utoipa::path(get, path = "/events/{id}", params(("id" = String, Path, description = "an event id")), responses(
     (status = 200, body = EventView),
     (status = 401, body = ErrorBody),
@@ -183,30 +194,147 @@ async fn show(State(state): State<Arc<HttpState>>, Path(id): Path<String>) -> Re
     Ok(Json(EventView::from(&detail)))
 }
 
-/// Deliver one delivered, dead or superseded event again (same webhook id).
+/// Deliver an event again (same webhook id): each of its finished
+/// deliveries (delivered, dead or superseded) goes to the back of its queue.
 #[utoipa::path(post, path = "/events/{id}/replay", params(("id" = String, Path, description = "an event id")), responses(
     (status = 200, body = Replayed),
-    (status = 400, description = "the event is still owed a delivery", body = ErrorBody),
+    (status = 400, description = "every delivery of the event is still owed (or it has none)", body = ErrorBody),
     (status = 401, body = ErrorBody),
     (status = 404, body = ErrorBody),
 ))]
 async fn replay_one(State(state): State<Arc<HttpState>>, Path(id): Path<String>) -> Result<Json<Replayed>, ApiError> {
     let event_id = event_id(&id)?;
-    if !state.store.replay(&event_id, state.clock.now_ms()).await? {
+    let replayed = state.store.replay(&event_id, state.clock.now_ms()).await?;
+    if replayed == 0 {
         return match state.store.get(&event_id).await? {
             None => Err(ApiError::NotFound(format!("no event {id:?}"))),
+            Some(d) if d.deliveries.is_empty() => Err(ApiError::BadRequest(
+                "event is unrouted: it has no delivery to replay (reroute it: POST /api/events/{id}/reroute)".into(),
+            )),
             Some(d) => Err(ApiError::BadRequest(format!(
-                "event is {}: only delivered, dead or superseded events are replayed",
+                "event is {}: only delivered, dead or superseded deliveries are replayed",
                 d.record.state
             ))),
         };
     }
     state.waker.wake(Wake::All);
-    Ok(Json(Replayed { id: event_id.to_string(), status: EventState::Pending }))
+    Ok(Json(Replayed { id: event_id.to_string(), status: EventState::Pending, deliveries: replayed }))
 }
 
-/// Replay every event matching the filter (default: every dead event), each
-/// order key's events in their original order: the matching events are
+/// Route an event again by today's routes: its verdicts are replaced, and
+/// a delivery is added (pending, at the back of its queue) to each
+/// destination it matches now and had none for. Deliveries it has are left
+/// as they are (replay them to deliver again). The query string is not
+/// stored: a filter on `query.*` sees it missing.
+#[utoipa::path(post, path = "/events/{id}/reroute", params(("id" = String, Path, description = "an event id")), responses(
+    (status = 200, body = Rerouted),
+    (status = 400, description = "its source is no longer configured", body = ErrorBody),
+    (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+))]
+async fn reroute(State(state): State<Arc<HttpState>>, Path(id): Path<String>) -> Result<Json<Rerouted>, ApiError> {
+    let event_id = event_id(&id)?;
+    let detail = state.store.get(&event_id).await?.ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
+    let source = state.sources.get(&detail.record.source).ok_or_else(|| {
+        ApiError::BadRequest(format!("its source {:?} is no longer configured", detail.record.source))
+    })?;
+    let view = RequestView::new(&detail.headers, &detail.body, b"", &source.dedupe_ignore);
+    let routed = crate::routing::route(source, &view, &detail.record.order_key, &detail.record.coalesce_key);
+    let routing: Vec<RoutingView> = routed.routing.iter().map(RoutingView::from).collect();
+    let destinations: Vec<String> = routed.deliveries.iter().map(|d| d.destination.clone()).collect();
+    let added = state
+        .store
+        .reroute(&event_id, routed.routing, routed.deliveries, state.clock.now_ms())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
+    for destination in &destinations {
+        state.waker.wake(Wake::Destination(destination));
+    }
+    tracing::info!(event = %event_id, added, "rerouted");
+    Ok(Json(Rerouted { id: event_id.to_string(), added, routing }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeliveryQuery {
+    destination: Option<String>,
+    /// pending, delivering, delivered, dead or superseded.
+    state: Option<String>,
+    source: Option<String>,
+    /// The key of its queue at the destination.
+    order_key: Option<String>,
+    /// Its event received at or after: RFC 3339 or milliseconds since the epoch.
+    since: Option<String>,
+    /// Its event received before.
+    until: Option<String>,
+    /// Deliveries per page (default 50).
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Deliveries, by event newest first, paged: a destination's queue
+/// (`state=pending`) or dead letters (`state=dead`).
+#[utoipa::path(get, path = "/deliveries", params(DeliveryQuery), responses(
+    (status = 200, body = DeliveryPage),
+    (status = 400, description = "a bad parameter, named", body = ErrorBody),
+    (status = 401, body = ErrorBody),
+    (status = 503, description = "storage unavailable", body = ErrorBody),
+))]
+async fn list_deliveries(
+    State(state): State<Arc<HttpState>>,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Json<DeliveryPage>, ApiError> {
+    let limit: usize = param("limit", q.limit.as_deref())?.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 {
+        return Err(ApiError::bad_param("limit", "must be at least 1"));
+    }
+    let filter = DeliveryFilter {
+        destination: q.destination,
+        state: param("state", q.state.as_deref())?,
+        source: q.source,
+        order_key: q.order_key.map(Key::from),
+        since_ms: param::<Time>("since", q.since.as_deref())?.map(|t| t.0),
+        until_ms: param::<Time>("until", q.until.as_deref())?.map(|t| t.0),
+        limit,
+        cursor: param::<Cursor>("cursor", q.cursor.as_deref())?,
+    };
+    let page = state.store.list_deliveries(&filter).await?;
+    Ok(Json(DeliveryPage {
+        deliveries: page.deliveries.iter().map(DeliverySummary::from).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+/// Deliver one finished delivery again, to its destination only (same
+/// webhook id, a new attempt at the back of its queue).
+#[utoipa::path(post, path = "/deliveries/{id}/replay", params(("id" = String, Path, description = "a delivery id")), responses(
+    (status = 200, body = DeliveryReplayed),
+    (status = 400, description = "the delivery is still owed", body = ErrorBody),
+    (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+))]
+async fn replay_delivery(
+    State(state): State<Arc<HttpState>>,
+    Path(id): Path<String>,
+) -> Result<Json<DeliveryReplayed>, ApiError> {
+    let delivery = delivery_id(&id)?;
+    if !state.store.replay_delivery(&delivery, state.clock.now_ms()).await? {
+        return match state.store.get_delivery(&delivery).await? {
+            None => Err(ApiError::NotFound(format!("no delivery {id:?}"))),
+            Some(d) => Err(ApiError::BadRequest(format!(
+                "delivery is {}: only delivered, dead or superseded deliveries are replayed",
+                d.state
+            ))),
+        };
+    }
+    let event = state.store.get_delivery(&delivery).await?.map(|d| d.event.to_string()).unwrap_or_default();
+    state.waker.wake(Wake::All);
+    Ok(Json(DeliveryReplayed { id: delivery.to_string(), event, status: DeliveryState::Pending }))
+}
+
+/// Replay every delivery matching the filter (default: every dead one),
+/// each queue's in their original order: the matching deliveries are
 /// gathered first, then replayed oldest first, so each goes to the back of
 /// its queue behind the one stored before it.
 #[utoipa::path(post, path = "/replay", params(ReplayFilter), request_body(content = Option<ReplayFilter>), responses(
@@ -244,15 +372,21 @@ async fn replay_many(
         json.end().map_err(|e| ApiError::BadRequest(format!("filter: {e}")))?;
         filter
     };
-    let wanted: EventState = param("state", f.state.as_deref())?.unwrap_or(EventState::Dead);
+    let wanted: DeliveryState = param("state", f.state.as_deref())?.unwrap_or(DeliveryState::Dead);
     if wanted.is_active() {
-        return Err(ApiError::bad_param("state", format!("{wanted} events are already owed a delivery")));
+        return Err(ApiError::bad_param("state", format!("{wanted} deliveries are already owed")));
     }
     if f.limit == Some(0) {
         return Err(ApiError::bad_param("limit", "must be at least 1"));
     }
+    if let Some(destination) = &f.destination
+        && !state.destinations.iter().any(|d| &d.name == destination)
+    {
+        return Err(ApiError::bad_param("destination", format!("no destination is named {destination:?}")));
+    }
     let most = f.limit.unwrap_or(MAX_BULK_REPLAY).min(MAX_BULK_REPLAY);
-    let mut filter = ListFilter {
+    let mut filter = DeliveryFilter {
+        destination: f.destination,
         source: f.source,
         state: Some(wanted),
         order_key: f.order_key.map(Key::from),
@@ -263,10 +397,10 @@ async fn replay_many(
     };
     let mut matching = Vec::new();
     let more = loop {
-        let page = state.store.list(&filter).await?;
+        let page = state.store.list_deliveries(&filter).await?;
         let left = (most - matching.len() as u64) as usize;
-        let cut = page.events.len() > left;
-        matching.extend(page.events.into_iter().take(left).map(|e| e.id));
+        let cut = page.deliveries.len() > left;
+        matching.extend(page.deliveries.into_iter().take(left).map(|d| d.id));
         match page.next_cursor {
             _ if cut => break true,
             Some(_) if matching.len() as u64 == most => break true,
@@ -277,7 +411,7 @@ async fn replay_many(
     let mut replayed = 0;
     // Listed newest first: replay oldest first.
     for id in matching.iter().rev() {
-        if state.store.replay(id, state.clock.now_ms()).await? {
+        if state.store.replay_delivery(id, state.clock.now_ms()).await? {
             replayed += 1;
         }
     }
@@ -285,7 +419,8 @@ async fn replay_many(
     Ok(Json(BulkReplayed { replayed, more }))
 }
 
-/// Counts by source and state, from the shared snapshot (never a count per request).
+/// Deliveries by source and state, and by destination and state; unrouted
+/// events by source: from the shared snapshot (never a count per request).
 #[utoipa::path(get, path = "/stats", responses((status = 200, body = Stats), (status = 401, body = ErrorBody)))]
 async fn stats(State(state): State<Arc<HttpState>>) -> Result<Json<Stats>, ApiError> {
     let snapshot = state
@@ -295,12 +430,15 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Result<Json<Stats>, ApiEr
         .ok_or_else(|| ApiError::Unavailable("events could not be counted yet".into()))?;
     let mut stats = Stats { counted_at_ms: Some(snapshot.taken_at_ms), ..Stats::default() };
     for count in snapshot.counts {
-        stats.sources.entry(count.source).or_default().insert(count.state, count.count);
+        *stats.sources.entry(count.source).or_default().entry(count.state).or_default() += count.count;
+        if let Some(state) = count.state.delivery_state() {
+            *stats.destinations.entry(count.destination).or_default().entry(state).or_default() += count.count;
+        }
     }
     Ok(Json(stats))
 }
 
-/// Queue depth from the shared snapshot (every instance's events); the
+/// Queue depth from the shared snapshot (every instance's deliveries); the
 /// breaker and the last minute from this instance's dispatchers.
 #[utoipa::path(get, path = "/destinations", responses(
     (status = 200, body = Destinations),
@@ -316,7 +454,7 @@ async fn destinations(State(state): State<Arc<HttpState>>) -> Result<Json<Destin
         .iter()
         .map(|d| {
             let of = |wanted: EventState| -> u64 {
-                counts.iter().filter(|c| c.state == wanted && d.sources.contains(&c.source)).map(|c| c.count).sum()
+                counts.iter().filter(|c| c.state == wanted && c.destination == d.name).map(|c| c.count).sum()
             };
             let minute = d.live.recent.last_minute(d.live.second(now));
             DestinationStatus {
@@ -327,6 +465,7 @@ async fn destinations(State(state): State<Arc<HttpState>>) -> Result<Json<Destin
                 rate_limit: d.rate_limit.map(|r| r.to_string()),
                 queue_depth: of(EventState::Pending) + of(EventState::Delivering),
                 in_flight: of(EventState::Delivering),
+                dead: of(EventState::Dead),
                 delivered_last_minute: minute.delivered,
                 failed_last_minute: minute.failed,
                 latency_p50_ms: minute.p50_ms,

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use super::body::{self, BodyError};
 use super::{ApiError, HttpState};
 use crate::config::Source;
-use crate::metrics;
 use crate::wake::Wake;
+use crate::{metrics, routing};
 
 /// How long an ingest waits for the store's answer once let in. Far beyond a
 /// healthy commit (milliseconds, a few hundred under the worst fsync); a
@@ -87,17 +87,21 @@ pub async fn receive(
         // A sender's one-time handshake: answered, never stored or delivered.
         return Ok(Json(json!({ "challenge": challenge })));
     }
-    // Keys may read any header; what is stored and forwarded is what the policy keeps.
-    let keys = render_keys(source, &headers, &body, query.as_bytes());
+    // Keys and routes may read any header; what is stored and forwarded is what the policy keeps.
+    let view = RequestView::new(&headers, &body, query.as_bytes(), &source.dedupe_ignore);
+    let mut keys = render_keys(source, &view);
+    let routed = routing::route(source, &view, &keys.order, &keys.coalesce);
+    drop(view);
     let headers = forwardable(headers, &source.scheme);
+    keys.warnings.extend(routed.warnings);
 
     if !keys.warnings.is_empty() {
         tracing::warn!(source = %source.name, warnings = ?keys.warnings, "stored with keys missing");
     }
+    let destinations: Vec<String> = routed.deliveries.iter().map(|d| d.destination.clone()).collect();
     let event = NewEvent {
         id: EventId::generate(),
         source: source.name.clone(),
-        destination: source.destination.clone(),
         received_at_ms,
         headers,
         body,
@@ -105,7 +109,11 @@ pub async fn receive(
         dedupe_window_ms: source.dedupe_window_ms,
         order_key: keys.order,
         coalesce_key: keys.coalesce,
+        event_type: routed.event_type,
         warnings: keys.warnings,
+        routing: routed.routing,
+        deliveries: routed.deliveries,
+        trace: None,
     };
     let stored = match tokio::time::timeout(STORE_ANSWER_WAIT, state.store.ingest(event)).await {
         Ok(stored) => stored,
@@ -127,8 +135,13 @@ pub async fn receive(
     let label = source.name.clone();
     match outcome {
         Ingested::Accepted { id, superseded } => {
-            state.waker.wake(Wake::Destination(&source.destination));
+            for destination in &destinations {
+                state.waker.wake(Wake::Destination(destination));
+            }
             ::metrics::counter!(metrics::RECEIVED, "source" => label.clone()).increment(1);
+            if destinations.is_empty() {
+                ::metrics::counter!(metrics::UNROUTED, "source" => label.clone()).increment(1);
+            }
             if superseded > 0 {
                 ::metrics::counter!(metrics::SUPERSEDED, "source" => label.clone()).increment(superseded);
             }
@@ -199,13 +212,12 @@ struct Keys {
     warnings: Vec<String>,
 }
 
-fn render_keys(source: &Source, headers: &Headers, body: &[u8], query: &[u8]) -> Keys {
-    let view = RequestView::new(headers, body, query, &source.dedupe_ignore);
+fn render_keys(source: &Source, view: &RequestView<'_>) -> Keys {
     let mut warnings = Vec::new();
     let mut render = |name: &str, template: &Option<Template>| {
         let template = template.as_ref()?;
         template
-            .render(&view)
+            .render(view)
             .map_err(|missing| warnings.push(format!("{name} {:?} not rendered: {missing}", template.as_str())))
             .ok()
     };

@@ -59,8 +59,6 @@ pub struct DestinationInfo {
     /// Without its password.
     pub url: String,
     pub rate_limit: Option<crate::config::RateLimit>,
-    /// The sources that deliver to it.
-    pub sources: Vec<String>,
     pub live: Arc<crate::steering::Live>,
 }
 

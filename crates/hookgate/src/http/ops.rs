@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use hookgate_core::State as EventState;
+use hookgate_core::EventState;
 
 use super::{ApiError, HttpState};
 use crate::metrics;
@@ -44,11 +44,19 @@ pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     // stored or delivered the events), through the snapshot: however often
     // scrapes come, the store counts at most once a second.
     let counts = state.stats.get(&state.store).await.map(|s| s.counts).unwrap_or_default();
-    for source in state.sources.keys() {
-        for event_state in [EventState::Pending, EventState::Delivering] {
-            let count = counts.iter().find(|c| &c.source == source && c.state == event_state).map_or(0, |c| c.count);
-            ::metrics::gauge!(metrics::QUEUE_DEPTH, "source" => source.clone(), "state" => event_state.as_str())
-                .set(count as f64);
+    // One series per queue there is: (source, destination) of every route, each state owed.
+    for (source, destination) in state.sources.values().flat_map(|s| s.routes.iter().map(move |r| (s, r))) {
+        for owed in [EventState::Pending, EventState::Delivering] {
+            let count = counts
+                .iter()
+                .filter(|c| c.source == source.name && c.destination == destination.destination && c.state == owed)
+                .map(|c| c.count)
+                .sum::<u64>();
+            ::metrics::gauge!(
+                metrics::QUEUE_DEPTH,
+                "source" => source.name.clone(), "destination" => destination.destination.clone(), "state" => owed.as_str()
+            )
+            .set(count as f64);
         }
     }
     // Pauses too, from the store: a pause made on another instance, or before a restart, shows.

@@ -90,7 +90,8 @@ async fn events_and_replay_commands_use_the_admin_api() {
         "a local time: {received}"
     );
     assert!(received.ends_with(" ago)"), "and its age: {received}");
-    assert!(shown.contains("attempts (1)\n  #1") && shown.contains("  200  "), "{shown}");
+    assert!(shown.contains("routes (1)\n  plain->app -> app  matched\n"), "{shown}");
+    assert!(shown.contains(" to app (plain->app): delivered\n  #1") && shown.contains("  200  "), "{shown}");
     assert!(shown.contains("body (27 bytes)\n  {\"id\":\"cli-1\",\"object\":\"o\"}"), "{shown}");
     // Durations for --since, as the tables print ages.
     let recent = run(vec!["events".into(), "list".into(), "--since".into(), "1h".into()]).await.unwrap();
@@ -106,6 +107,33 @@ async fn events_and_replay_commands_use_the_admin_api() {
     receiver.wait_for(Duration::from_secs(5), "the replay", |r| r.len() == 2).await;
     let again = &receiver.received()[1];
     assert_eq!(again.webhook_id(), id, "a replay keeps the webhook-id");
+    // Deliveries: listed by destination; one replayed by its own id (to its destination only).
+    let listed = run(vec!["deliveries".into(), "list".into(), "--destination".into(), "app".into(), "--json".into()])
+        .await
+        .unwrap();
+    let page: hookgate::api::DeliveryPage = serde_json::from_slice(&listed.stdout).unwrap();
+    let delivery = page.deliveries.iter().find(|d| d.event == id).expect("the event's delivery to app").id.clone();
+    receiver.wait_for(Duration::from_secs(5), "the replay's outcome", |r| r.len() == 2).await;
+    let table = run(vec!["deliveries".into(), "list".into()]).await.unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.starts_with("ID  ") && table.contains(&delivery), "{table}");
+    let mut replayed = run(vec!["replay".into(), delivery.clone()]).await.unwrap();
+    for _ in 0..50 {
+        // The event's replay may still be in flight: a delivery is replayed once finished.
+        if replayed.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        replayed = run(vec!["replay".into(), delivery.clone()]).await.unwrap();
+    }
+    let said = String::from_utf8(replayed.stdout).unwrap();
+    assert!(said.starts_with(&format!("{delivery} (of {id}): pending")), "{said}");
+    receiver.wait_for(Duration::from_secs(5), "the delivery's replay", |r| r.len() == 3).await;
+    assert_eq!(receiver.received()[2].header("hookgate-delivery-id"), delivery);
+    // Rerouting an event that has its delivery adds none.
+    let rerouted = run(vec!["reroute".into(), id.clone()]).await.unwrap();
+    let said = String::from_utf8(rerouted.stdout).unwrap();
+    assert!(said.starts_with(&format!("{id}: 0 deliveries added\n  plain->app -> app  matched")), "{said}");
     let unauthorized = tokio::task::spawn_blocking({
         let url = app.url("");
         move || hookgate().args(["events", "list", "--token", "wrong", "--url", &url]).output().unwrap()
@@ -280,6 +308,27 @@ fn bench_runs_every_phase() {
     }
     assert!(phases[2]["delivered_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["drain_per_s"].as_f64().unwrap() > 0.0 && report["peak_rss_mib"].as_f64().unwrap() > 0.0);
+}
+
+/// `hookgate bench --routes 3`: each event fans out to three destinations;
+/// deliveries are three per event, the sustained rate is in events.
+#[test]
+fn bench_fans_out_with_routes() {
+    let out = hookgate()
+        .args(["bench", "--duration", "1s", "--connections", "2", "--objects", "4", "--routes", "3", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["routes"], 3);
+    let while_delivering = &report["phases"][2];
+    let (events, deliveries) =
+        (while_delivering["events_per_s"].as_f64().unwrap(), while_delivering["delivered_per_s"].as_f64().unwrap());
+    assert!(deliveries > events, "three deliveries an event: {while_delivering}");
+    let sustained = report["sustained_per_s"].as_f64().unwrap();
+    assert!(sustained > 0.0 && sustained <= deliveries / 3.0 + 1e-6, "sustained counts events: {report}");
+    let refused = hookgate().args(["bench", "--routes", "0"]).output().unwrap();
+    assert_ne!(refused.status.code(), Some(0));
 }
 
 /// A bench stopped by SIGTERM (not by Ctrl-C, which reaches its whole process

@@ -121,8 +121,23 @@ async fn the_console_in_a_real_browser() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     // Bodies up to 1 MiB here: the console must render a sender's largest in bounded time.
+    // A second destination takes only plain's events with a total of 100 or more.
     let text = config_text(&receiver.url(), &dir.path().join("hookgate.db"), "")
-        .replace("max_body = \"64KiB\"", "max_body = \"1MiB\"");
+        .replace("max_body = \"64KiB\"", "max_body = \"1MiB\"")
+        + &format!(
+            r#"
+[[destinations]]
+name = "audit"
+url = "{}"
+
+[[routes]]
+source = "plain"
+destination = "audit"
+[routes.filter]
+"json.total" = {{ gte = 100 }}
+"#,
+            receiver.url()
+        );
     let app = spawn_with(dir, &text).await;
     let mut doomed = Vec::new();
     for n in 1..=2 {
@@ -155,6 +170,21 @@ async fn the_console_in_a_real_browser() {
     click(&c, &format!("[data-testid=event-row][data-id='{shown}']")).await;
     until_attr(&c, "[data-testid=event-detail]", "data-state", "delivered").await;
     until_text(&c, "[data-testid=body]", "42").await;
+    // Each route's verdict, the failing condition named; each delivery with its attempts.
+    until_attr(&c, "[data-testid=route-verdict][data-route='plain->app']", "data-matched", "true").await;
+    until_text(
+        &c,
+        "[data-testid=route-verdict][data-route='plain->audit'] [data-testid=route-reason]",
+        "json.total: 42 is not >= 100",
+    )
+    .await;
+    until_attr(&c, "[data-testid=delivery][data-destination=app]", "data-state", "delivered").await;
+    c.wait()
+        .for_element(Locator::Css("[data-testid=delivery][data-destination=app] [data-testid=attempt]"))
+        .await
+        .unwrap();
+    let deliveries = c.execute("return document.querySelectorAll('[data-testid=delivery]').length", vec![]).await;
+    assert_eq!(deliveries.unwrap(), serde_json::json!(1), "no delivery to the route that did not match");
     screenshot(&c, "event").await;
     click(&c, "[data-testid=event-detail] [data-testid=replay]").await;
     until_text(&c, "[data-testid=replay-result]", "Replayed").await;
@@ -205,6 +235,19 @@ async fn the_console_in_a_real_browser() {
         assert!(Instant::now() < deadline, "the doomed events never died");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The destination's own page lists its dead letters (and its queue).
+    c.goto(&app.url("/console#/destination/app?tab=dead")).await.unwrap();
+    for id in &doomed {
+        c.wait()
+            .for_element(Locator::Css(&format!(
+                "[data-testid=destination-detail] [data-testid=dead-row][data-id='{id}']"
+            )))
+            .await
+            .unwrap();
+    }
+    screenshot(&c, "destination").await;
+    c.goto(&app.url("/console#/destination/audit?tab=dead")).await.unwrap();
+    until_text(&c, "[data-testid=destination-detail]", "No dead letters here.").await;
     click(&c, "[data-testid=nav-dead]").await;
     for id in &doomed {
         c.wait().for_element(Locator::Css(&format!("[data-testid=dead-row][data-id='{id}']"))).await.unwrap();
@@ -212,7 +255,7 @@ async fn the_console_in_a_real_browser() {
     screenshot(&c, "dead").await;
     healed.store(true, Ordering::SeqCst);
     click(&c, "[data-testid=replay-all]").await;
-    until_text(&c, "[data-testid=replay-result]", "Replayed 2 events").await;
+    until_text(&c, "[data-testid=replay-result]", "Replayed 2 deliveries").await;
     let delivered_doomed = |r: &[Received]| {
         let mut ok: Vec<&Received> =
             r.iter().filter(|r| r.delivered() && doomed.iter().any(|d| d == r.webhook_id())).collect();

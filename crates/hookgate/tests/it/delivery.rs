@@ -64,7 +64,7 @@ async fn ordered_events_survive_failed_first_attempts_in_order() {
         r#"hookgate_events_received_total{source="plain"}"#,
         r#"hookgate_deliveries_delivered_total{destination="app"}"#,
         r#"hookgate_deliveries_retried_total{destination="app"}"#,
-        r#"hookgate_queue_depth{source="plain",state="pending"}"#,
+        r#"hookgate_queue_depth{source="plain",destination="app",state="pending"}"#,
         r#"hookgate_ack_seconds_bucket{source="plain",le="0.005"}"#,
         r#"hookgate_delivery_seconds_bucket{destination="app",le="0.05"}"#,
     ] {

@@ -99,7 +99,7 @@ async fn refusals_failures_and_pauses_are_loud_but_never_flood() {
     assert!(refused[0].contains("is verify.secret the sender's current secret"), "{}", refused[0]);
     let failed: Vec<&String> = first.iter().filter(|l| l.contains("attempt failed, retrying in")).collect();
     assert!(!failed.is_empty() && failed[0].contains("HTTP 500"), "{first:#?}");
-    assert!(first.iter().any(|l| l.contains("event is dead") && l.contains("hookgate replay")), "{first:#?}");
+    assert!(first.iter().any(|l| l.contains("delivery is dead") && l.contains("hookgate replay dlv_")), "{first:#?}");
     assert!(!first.iter().any(|l| l.contains("Some(")), "no Rust Option in a message: {first:#?}");
 
     let again = lines(&dir.path().join("again.log"));

@@ -17,6 +17,7 @@ mod ingest;
 mod openapi;
 mod outage;
 mod postgres_tls;
+mod routes;
 mod senders;
 mod signing;
 mod steering;

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hookgate::clock::Clock;
-use hookgate_core::{EventId, State};
+use hookgate_core::{DeliveryId, EventId, State};
 use hookgate_store::{
-    Attempt, Claim, EventDetail, Ingested, ListFilter, MemStore, NewEvent, Page, Result, StateCount, Store, StoreError,
-    Verdict,
+    Attempt, Claim, DeliveryFilter, DeliveryPage, DeliveryRecord, EventDetail, Ingested, ListFilter, MemStore,
+    NewDelivery, NewEvent, Page, Result, RouteVerdict, StateCount, Store, StoreError, Verdict,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -61,6 +61,7 @@ impl Clock for SkewClock {
 /// delivery of an attempt whose success the store never took.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Applied {
+    pub destination: String,
     pub id: EventId,
     pub attempt: u32,
 }
@@ -217,14 +218,18 @@ impl Store for FaultyStore {
             .await
     }
 
-    async fn finish(&self, id: &EventId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
-        let (id, delivered) = (id.clone(), self.delivered.clone());
+    async fn finish(&self, delivery: &DeliveryId, attempt: Attempt, verdict: Verdict, now_ms: i64) -> Result<bool> {
+        let (delivery, delivered) = (delivery.clone(), self.delivered.clone());
         self.changing(move |inner| {
             Box::pin(async move {
                 let number = attempt.attempt;
-                let moved = inner.finish(&id, attempt, verdict, now_ms).await?;
-                if moved && verdict == Verdict::Delivered {
-                    delivered.lock().unwrap().insert(Applied { id, attempt: number });
+                let moved = inner.finish(&delivery, attempt, verdict, now_ms).await?;
+                if moved
+                    && verdict == Verdict::Delivered
+                    && let Some(record) = inner.get_delivery(&delivery).await?
+                {
+                    let applied = Applied { destination: record.destination, id: record.event, attempt: number };
+                    delivered.lock().unwrap().insert(applied);
                 }
                 Ok(moved)
             })
@@ -237,17 +242,45 @@ impl Store for FaultyStore {
         self.inner.next_due(destination, now_ms).await
     }
 
-    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<bool> {
+    async fn replay(&self, id: &EventId, now_ms: i64) -> Result<u64> {
         let id = id.clone();
         self.changing(move |inner| Box::pin(async move { inner.replay(&id, now_ms).await })).await
+    }
+
+    async fn replay_delivery(&self, delivery: &DeliveryId, now_ms: i64) -> Result<bool> {
+        let delivery = delivery.clone();
+        self.changing(move |inner| Box::pin(async move { inner.replay_delivery(&delivery, now_ms).await })).await
+    }
+
+    async fn reroute(
+        &self,
+        id: &EventId,
+        routing: Vec<RouteVerdict>,
+        deliveries: Vec<NewDelivery>,
+        now_ms: i64,
+    ) -> Result<Option<u64>> {
+        let id = id.clone();
+        self.changing(move |inner| Box::pin(async move { inner.reroute(&id, routing, deliveries, now_ms).await })).await
     }
 
     async fn get(&self, id: &EventId) -> Result<Option<EventDetail>> {
         self.inner.get(id).await
     }
 
+    async fn get_delivery(&self, delivery: &DeliveryId) -> Result<Option<DeliveryRecord>> {
+        self.inner.get_delivery(delivery).await
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Page> {
         self.inner.list(filter).await
+    }
+
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<DeliveryPage> {
+        self.inner.list_deliveries(filter).await
+    }
+
+    async fn purge_unrouted(&self, before_ms: i64, limit: usize) -> Result<u64> {
+        self.inner.purge_unrouted(before_ms, limit).await
     }
 
     async fn stats(&self) -> Result<Vec<StateCount>> {

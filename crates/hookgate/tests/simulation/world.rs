@@ -1,9 +1,18 @@
 //! One run of the simulation, from a seed: the seed draws the world (how
-//! many instances, the destination's limits, every fault's rate: a swarm,
-//! as TigerBeetle's VOPR does), then chaos for a while, then everything
-//! heals and must converge within a bounded virtual time; the checker
-//! judges the whole history, and a hash of it says whether a second run of
-//! the same seed did exactly the same.
+//! many instances, one to three destinations each with its own limits, app,
+//! route and queue keys, every fault's rate: a swarm, as TigerBeetle's VOPR
+//! does), then chaos for a while, then everything heals and must converge
+//! within a bounded virtual time; the checker judges each destination's
+//! history, and a hash of it all says whether a second run of the same seed
+//! did exactly the same.
+//!
+//! Routes: the first destination takes every event; another takes only
+//! those of even objects, or only keyed ones; one may order by a coarser
+//! key than the source's, or not coalesce at all (an event superseded at
+//! one destination is still owed at another). In a third of the worlds with
+//! several destinations the first is healthy and the others are bad (failing,
+//! slow, paused often): then every event owed to the first must reach it
+//! promptly, whatever the others do (independence).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -14,9 +23,9 @@ use hookgate::checker::{self, Delivery, Findings, History, Sent};
 use hookgate::clock::Clock;
 use hookgate::config::{CircuitBreaker, Destination, RateLimit};
 use hookgate::dispatch::{Dispatcher, LEASE_MARGIN_MS};
-use hookgate_core::{EventId, Key, RetryPolicy, State};
+use hookgate_core::{DeliveryId, EventId, Key, RetryPolicy, State};
 use hookgate_store::mem::Planted as StorePlanted;
-use hookgate_store::{Ingested, MemStore, NewEvent, Store};
+use hookgate_store::{Ingested, MemStore, NewDelivery, NewEvent, RouteVerdict, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Notify, watch};
@@ -27,7 +36,6 @@ use crate::app::{App, Behaviour};
 use crate::faulty::{Applied, FaultyStore, Planted, SkewClock, StoreFaults, T0};
 
 const SOURCE: &str = "src";
-const DESTINATION: &str = "app";
 /// Clocks are off by at most this much either way: the error the protocol
 /// is built to tolerate (half a lease margin covers twice it; PostgreSQL's
 /// instances keep to the database's clock within a few milliseconds).
@@ -43,15 +51,17 @@ pub enum Mutant {
     SupersedeDelivering,
     NoLeaseMargin,
     AckBeforeCommit,
+    SharedQueues,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 5] = [
+    pub const ALL: [Mutant; 6] = [
         Mutant::NoFencing,
         Mutant::IgnoreHead,
         Mutant::SupersedeDelivering,
         Mutant::NoLeaseMargin,
         Mutant::AckBeforeCommit,
+        Mutant::SharedQueues,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +71,7 @@ impl Mutant {
             Mutant::SupersedeDelivering => "supersede-delivering",
             Mutant::NoLeaseMargin => "no-lease-margin",
             Mutant::AckBeforeCommit => "ack-before-commit",
+            Mutant::SharedQueues => "shared-queues",
         }
     }
 
@@ -69,15 +80,40 @@ impl Mutant {
     }
 }
 
-/// What a seed draws: the world and its faults.
+/// Which events a destination's route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    Every,
+    EvenObjects,
+    Keyed,
+}
+
+/// One destination: its limits, its app, its route and its queue keys.
 #[derive(Debug, Clone)]
-pub struct Swarm {
-    instances: usize,
+pub struct DestinationSwarm {
+    name: String,
     timeout: Duration,
     concurrency: usize,
     retry: RetryPolicy,
     rate_limit: Option<f64>,
     breaker: Option<CircuitBreaker>,
+    app: Behaviour,
+    /// Per chaos step, the chance it is paused.
+    pause: f64,
+    takes: Takes,
+    /// Its queues are by a coarser key than the source's (a route's own `order_key`).
+    coarse_order: bool,
+    /// Its deliveries coalesce (a route without a coalesce key: none).
+    coalesces: bool,
+}
+
+/// What a seed draws: the world and its faults.
+#[derive(Debug, Clone)]
+pub struct Swarm {
+    instances: usize,
+    destinations: Vec<DestinationSwarm>,
+    /// The first destination is healthy, the others bad: the first must not wait for them.
+    healthy_first: bool,
     store: StoreFaults,
     lost_wakeup: f64,
     max_skew_ms: i64,
@@ -85,8 +121,6 @@ pub struct Swarm {
     crash: f64,
     jump: f64,
     replay: f64,
-    pause: f64,
-    app: Behaviour,
     senders: usize,
     events_per_sender: usize,
     objects: usize,
@@ -97,13 +131,15 @@ pub struct Swarm {
     chaos: Duration,
 }
 
-impl Swarm {
-    fn draw(rng: &mut StdRng) -> Swarm {
+fn rate(rng: &mut StdRng, most: f64) -> f64 {
+    if rng.random_bool(0.5) { 0.0 } else { rng.random_range(0.0..most) }
+}
+
+impl DestinationSwarm {
+    fn draw(rng: &mut StdRng, n: usize) -> DestinationSwarm {
         let timeout = Duration::from_millis(rng.random_range(500..=3_000));
-        let lease_ms = timeout.as_millis() as u64 + LEASE_MARGIN_MS as u64;
-        let rate = |rng: &mut StdRng, most: f64| if rng.random_bool(0.5) { 0.0 } else { rng.random_range(0.0..most) };
-        Swarm {
-            instances: rng.random_range(1..=3),
+        DestinationSwarm {
+            name: format!("d{n}"),
             timeout,
             concurrency: rng.random_range(1..=8),
             retry: RetryPolicy {
@@ -116,19 +152,6 @@ impl Swarm {
                 failures: rng.random_range(2..=6),
                 cooldown: Duration::from_millis(rng.random_range(500..=4_000)),
             }),
-            store: StoreFaults {
-                latency_ms: if rng.random_bool(0.7) { rng.random_range(0..=50) } else { 0 },
-                unavailable: rate(rng, 0.1),
-                answer_lost: rate(rng, 0.1),
-                stall: rate(rng, 0.02),
-                stall_ms: 2 * lease_ms,
-            },
-            lost_wakeup: rate(rng, 1.0),
-            max_skew_ms: if rng.random_bool(0.6) { rng.random_range(0..=MAX_SKEW_MS) } else { 0 },
-            crash: rate(rng, 0.05),
-            jump: rate(rng, 0.1),
-            replay: rate(rng, 0.1),
-            pause: rate(rng, 0.03),
             app: Behaviour {
                 fail: rate(rng, 0.4),
                 too_many: rate(rng, 0.1),
@@ -136,19 +159,38 @@ impl Swarm {
                 refuse: rate(rng, 0.1),
                 work_ms: rng.random_range(1..=timeout.as_millis() as u64),
             },
-            senders: rng.random_range(1..=6),
-            events_per_sender: rng.random_range(5..=40),
-            objects: rng.random_range(1..=6),
-            keyless: rate(rng, 0.3),
-            coalescing: rng.random_range(0..=3),
-            copies: rate(rng, 0.3),
-            chaos: Duration::from_secs(rng.random_range(10..=40)),
+            pause: rate(rng, 0.03),
+            takes: match (n, rng.random_range(0..3)) {
+                (0, _) | (_, 0) => Takes::Every,
+                (_, 1) => Takes::EvenObjects,
+                _ => Takes::Keyed,
+            },
+            coarse_order: n > 0 && rng.random_bool(0.3),
+            coalesces: n == 0 || rng.random_bool(0.5),
         }
     }
 
-    fn destination(&self) -> Destination {
+    /// Healthy: answers 2xx at once, never paused, no limits in the way.
+    fn healthy(mut self) -> DestinationSwarm {
+        self.app = Behaviour { work_ms: 20, ..Behaviour::default() };
+        self.concurrency = 16;
+        self.rate_limit = None;
+        self.breaker = None;
+        self.pause = 0.0;
+        self
+    }
+
+    /// Bad: fails often, answers slowly, is paused now and then.
+    fn bad(mut self) -> DestinationSwarm {
+        self.app.fail = self.app.fail.max(0.5);
+        self.app.work_ms = self.timeout.as_millis() as u64;
+        self.pause = self.pause.max(0.1);
+        self
+    }
+
+    fn config(&self) -> Destination {
         Destination {
-            name: DESTINATION.into(),
+            name: self.name.clone(),
             url: "http://app.invalid/hooks".parse().unwrap(),
             timeout: self.timeout,
             concurrency: self.concurrency,
@@ -160,15 +202,88 @@ impl Swarm {
         }
     }
 
-    /// Virtual time everything must be finished in once healed: the longest
-    /// backoff for every attempt, every lease, a breaker's cooldown, a pause's
-    /// end, and the slowest rate limit's share, with room to spare.
+    fn lease(&self) -> Duration {
+        self.timeout + Duration::from_millis(LEASE_MARGIN_MS as u64)
+    }
+
+    /// Whether its route takes `event`, and the keys of its queue if so.
+    fn route(&self, event: &Event) -> Option<(Option<String>, Option<String>)> {
+        let takes = match self.takes {
+            Takes::Every => true,
+            Takes::EvenObjects => event.object.is_multiple_of(2),
+            Takes::Keyed => event.order_key.is_some(),
+        };
+        if !takes {
+            return None;
+        }
+        let order_key = match (&event.order_key, self.coarse_order) {
+            (Some(_), true) => Some(format!("g{}", event.object % 2)),
+            (key, _) => key.clone(),
+        };
+        let coalesce_key = if self.coalesces { event.coalesce_key.clone() } else { None };
+        Some((order_key, coalesce_key))
+    }
+}
+
+impl Swarm {
+    fn draw(rng: &mut StdRng) -> Swarm {
+        let count = rng.random_range(1..=3);
+        let mut destinations: Vec<DestinationSwarm> = (0..count).map(|n| DestinationSwarm::draw(rng, n)).collect();
+        let healthy_first = count > 1 && rng.random_bool(0.33);
+        if healthy_first {
+            destinations =
+                destinations.into_iter().enumerate().map(|(n, d)| if n == 0 { d.healthy() } else { d.bad() }).collect();
+        }
+        let longest_lease = destinations.iter().map(DestinationSwarm::lease).max().unwrap_or_default();
+        Swarm {
+            instances: rng.random_range(1..=3),
+            destinations,
+            healthy_first,
+            store: StoreFaults {
+                latency_ms: if rng.random_bool(0.7) { rng.random_range(0..=50) } else { 0 },
+                unavailable: rate(rng, 0.1),
+                answer_lost: rate(rng, 0.1),
+                stall: rate(rng, 0.02),
+                stall_ms: 2 * longest_lease.as_millis() as u64,
+            },
+            lost_wakeup: rate(rng, 1.0),
+            max_skew_ms: if rng.random_bool(0.6) { rng.random_range(0..=MAX_SKEW_MS) } else { 0 },
+            crash: rate(rng, 0.05),
+            jump: rate(rng, 0.1),
+            replay: rate(rng, 0.1),
+            senders: rng.random_range(1..=6),
+            events_per_sender: rng.random_range(5..=40),
+            objects: rng.random_range(1..=6),
+            keyless: rate(rng, 0.3),
+            coalescing: rng.random_range(0..=3),
+            copies: rate(rng, 0.3),
+            chaos: Duration::from_secs(rng.random_range(10..=40)),
+        }
+    }
+
+    /// Virtual time everything must be finished in once healed: for the
+    /// slowest destination, the longest backoff for every attempt, every
+    /// lease, a breaker's cooldown, a pause's end, and the slowest rate
+    /// limit's share, with room to spare.
     fn settle_within(&self, events: usize) -> Duration {
-        let lease = self.timeout + Duration::from_millis(LEASE_MARGIN_MS as u64);
-        let attempts = self.retry.max_attempts + 1;
-        let per_event = Duration::from_millis(self.retry.max_ms) + lease * 3;
-        let rate = self.rate_limit.map_or(Duration::ZERO, |r| Duration::from_secs_f64(events as f64 * 2.0 / r));
-        per_event * attempts + rate + Duration::from_secs(120)
+        self.destinations
+            .iter()
+            .map(|d| {
+                let attempts = d.retry.max_attempts + 1;
+                let per_event = Duration::from_millis(d.retry.max_ms) + d.lease() * 3;
+                let rate = d.rate_limit.map_or(Duration::ZERO, |r| Duration::from_secs_f64(events as f64 * 2.0 / r));
+                per_event * attempts + rate + Duration::from_secs(120)
+            })
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Whether the independence of the healthy destination is judged: only
+    /// where the store itself holds nothing up (no stall, outage, lost answer
+    /// or crash: each delays every destination alike, by up to a lease).
+    fn judges_independence(&self) -> bool {
+        let s = &self.store;
+        self.healthy_first && s.unavailable == 0.0 && s.answer_lost == 0.0 && s.stall == 0.0 && self.crash == 0.0
     }
 }
 
@@ -176,7 +291,10 @@ impl Swarm {
 pub struct Run {
     /// Everything one order key went through, for a failure's report (`HOOKGATE_SIM_SEED`).
     pub trace: String,
+    /// What the checker found, per destination (each finding names its destination).
     pub findings: Findings,
+    /// Events the healthy destination had later than its own work explains (independence).
+    pub delayed: Vec<String>,
     /// Didn't finish within the bound once healed: what was still owed.
     pub stuck: Vec<String>,
     pub hash: u64,
@@ -185,27 +303,30 @@ pub struct Run {
 
 impl Run {
     pub fn clean(&self) -> bool {
-        self.findings.clean() && self.stuck.is_empty()
+        self.findings.clean() && self.stuck.is_empty() && self.delayed.is_empty()
     }
 }
 
 struct Instance {
     store: Arc<FaultyStore>,
-    wake: Arc<Notify>,
+    /// One per destination.
+    wakes: Vec<Arc<Notify>>,
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    /// Its dispatchers, one per destination, while it is up.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 struct World {
     swarm: Swarm,
-    app: App,
+    /// One app per destination.
+    apps: Vec<App>,
     instances: Vec<Mutex<Instance>>,
     seed: u64,
     origin: Instant,
     /// Crashes and replays: each excuses a repeated delivery across it.
     faults: Mutex<Vec<(Instant, Instant)>>,
-    /// Replayed ids, and when first.
-    replayed: Mutex<BTreeMap<String, Instant>>,
+    /// Replayed (destination, id), and when first.
+    replayed: Mutex<BTreeMap<(String, String), Instant>>,
     restarts: Mutex<u64>,
 }
 
@@ -214,23 +335,34 @@ impl World {
         let mut instance = self.instances[n].lock().unwrap();
         let store = instance.store.clone();
         store.set_up(true);
-        let clock: Arc<dyn hookgate::clock::Clock> = store.clock.clone();
-        let mut dispatcher =
-            Dispatcher::new(store, clock, Arc::new(self.swarm.destination()), self.app.clone(), instance.wake.clone());
-        let mut restarts = self.restarts.lock().unwrap();
-        *restarts += 1;
-        let jitter = Arc::new(Mutex::new(StdRng::seed_from_u64(self.seed ^ (*restarts * 7_919))));
-        dispatcher.jitter = Arc::new(move || jitter.lock().unwrap().random::<f64>());
-        dispatcher.shutdown_grace = Duration::from_secs(1);
         let (stop, stopping) = watch::channel(false);
         instance.stop = stop;
-        instance.task = Some(tokio::spawn(dispatcher.run(stopping)));
+        let mut restarts = self.restarts.lock().unwrap();
+        *restarts += 1;
+        for (d, destination) in self.swarm.destinations.iter().enumerate() {
+            let clock: Arc<dyn hookgate::clock::Clock> = store.clock.clone();
+            let mut dispatcher = Dispatcher::new(
+                store.clone(),
+                clock,
+                Arc::new(destination.config()),
+                self.apps[d].clone(),
+                instance.wakes[d].clone(),
+            );
+            let jitter =
+                Arc::new(Mutex::new(StdRng::seed_from_u64(self.seed ^ (*restarts * 7_919) ^ ((d as u64) << 40))));
+            dispatcher.jitter = Arc::new(move || jitter.lock().unwrap().random::<f64>());
+            dispatcher.shutdown_grace = Duration::from_secs(1);
+            let task = tokio::spawn(dispatcher.run(stopping.clone()));
+            instance.tasks.push(task);
+        }
     }
 
     fn crash(&self, n: usize) {
         let mut instance = self.instances[n].lock().unwrap();
-        if let Some(task) = instance.task.take() {
-            task.abort();
+        if !instance.tasks.is_empty() {
+            for task in instance.tasks.drain(..) {
+                task.abort();
+            }
             instance.store.set_up(false);
             let now = Instant::now();
             self.faults.lock().unwrap().push((now, now));
@@ -238,15 +370,20 @@ impl World {
     }
 
     fn is_up(&self, n: usize) -> bool {
-        self.instances[n].lock().unwrap().task.is_some()
+        !self.instances[n].lock().unwrap().tasks.is_empty()
     }
 
-    /// Work for the dispatchers: each up instance is told, unless the wake-up is lost.
+    /// Work for the dispatchers: each up instance's are told, unless the wake-up is lost.
     fn wake(&self, rng: &mut StdRng) {
         for instance in &self.instances {
             let instance = instance.lock().unwrap();
-            if instance.task.is_some() && !rng.random_bool(self.swarm.lost_wakeup) {
-                instance.wake.notify_one();
+            if instance.tasks.is_empty() {
+                continue;
+            }
+            for wake in &instance.wakes {
+                if !rng.random_bool(self.swarm.lost_wakeup) {
+                    wake.notify_one();
+                }
             }
         }
     }
@@ -262,10 +399,16 @@ pub async fn run(seed: u64, mutant: Option<Mutant>) -> Run {
         no_fencing: mutant == Some(Mutant::NoFencing),
         ignore_head: mutant == Some(Mutant::IgnoreHead),
         supersede_delivering: mutant == Some(Mutant::SupersedeDelivering),
+        one_queue_for_all_destinations: mutant == Some(Mutant::SharedQueues),
     };
     let shared = Arc::new(MemStore::with_planted(Arc::new(true_clock), planted));
     let delivered: Arc<Mutex<BTreeSet<Applied>>> = Arc::default();
-    let app = App::new(swarm.app, seed ^ 0xA5A5);
+    let apps: Vec<App> = swarm
+        .destinations
+        .iter()
+        .enumerate()
+        .map(|(d, destination)| App::new(destination.app, seed ^ 0xA5A5 ^ ((d as u64) << 32)))
+        .collect();
     let wrapper_planted = Planted {
         no_lease_margin: mutant == Some(Mutant::NoLeaseMargin),
         ack_before_commit: mutant == Some(Mutant::AckBeforeCommit),
@@ -284,12 +427,13 @@ pub async fn run(seed: u64, mutant: Option<Mutant>) -> Run {
                 wrapper_planted,
             );
             let (stop, _) = watch::channel(false);
-            Mutex::new(Instance { store: Arc::new(store), wake: Arc::new(Notify::new()), stop, task: None })
+            let wakes = swarm.destinations.iter().map(|_| Arc::new(Notify::new())).collect();
+            Mutex::new(Instance { store: Arc::new(store), wakes, stop, tasks: Vec::new() })
         })
         .collect();
     let world = Arc::new(World {
         swarm: swarm.clone(),
-        app: app.clone(),
+        apps: apps.clone(),
         instances,
         seed,
         origin,
@@ -301,13 +445,15 @@ pub async fn run(seed: u64, mutant: Option<Mutant>) -> Run {
         world.start(n);
     }
 
-    let senders: Vec<JoinHandle<Vec<Sent>>> =
+    let senders: Vec<JoinHandle<Vec<(Event, Sent)>>> =
         (0..swarm.senders).map(|s| tokio::spawn(send(world.clone(), s, seed.wrapping_add(1_000 + s as u64)))).collect();
     let chaos = tokio::spawn(chaos(world.clone(), shared.clone(), seed.wrapping_add(77)));
     chaos.await.unwrap();
 
-    // Heal: every fault off, every instance up, the destination resumed and healthy.
-    app.heal();
+    // Heal: every fault off, every instance up, every destination resumed and healthy.
+    for app in &apps {
+        app.heal();
+    }
     for (n, instance) in world.instances.iter().enumerate() {
         instance.lock().unwrap().store.heal();
         instance.lock().unwrap().store.clock.jump_to(0);
@@ -315,7 +461,9 @@ pub async fn run(seed: u64, mutant: Option<Mutant>) -> Run {
             world.start(n);
         }
     }
-    shared.set_paused(DESTINATION, false).await.unwrap();
+    for destination in &swarm.destinations {
+        shared.set_paused(&destination.name, false).await.unwrap();
+    }
     let mut sent = Vec::new();
     for sender in senders {
         sent.extend(sender.await.unwrap());
@@ -325,56 +473,131 @@ pub async fn run(seed: u64, mutant: Option<Mutant>) -> Run {
     let healed_at = Instant::now();
     let stuck = loop {
         let owed: Vec<String> = shared
-            .states()
+            .deliveries()
             .into_iter()
-            .filter(|(_, state, _)| state.is_active())
-            .map(|(id, state, _)| format!("{id} {state}"))
+            .filter(|d| d.state.is_active())
+            .map(|d| format!("{} to {} {}", d.event, d.destination, d.state))
             .collect();
         if owed.is_empty() || healed_at.elapsed() > bound {
             break owed;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    // Hung requests the app is still working on finish (they are on record once they do).
-    tokio::time::sleep(swarm.timeout * 3).await;
+    // Hung requests the apps are still working on finish (they are on record once they do).
+    let longest = swarm.destinations.iter().map(|d| d.timeout).max().unwrap_or_default();
+    tokio::time::sleep(longest * 3).await;
     for instance in &world.instances {
-        let (stop, task) = {
+        let (stop, tasks) = {
             let mut instance = instance.lock().unwrap();
-            (instance.stop.clone(), instance.task.take())
+            (instance.stop.clone(), instance.tasks.drain(..).collect::<Vec<_>>())
         };
         let _ = stop.send(true);
-        if let Some(task) = task {
+        for task in tasks {
             let _ = task.await;
         }
     }
 
-    let history = history(&world, &shared, &delivered, sent);
-    let findings = checker::check(&history);
-    let hash = hash_of(&world, &history);
+    let mut findings = Findings::default();
+    let mut hash_text = String::new();
+    let mut trace_text = format!("{swarm:?}\n");
+    let mut counts = (0, 0);
+    for (d, destination) in swarm.destinations.iter().enumerate() {
+        let history = history(&world, &shared, &delivered, &sent, d);
+        let found = checker::check(&history);
+        let name = &destination.name;
+        let tag = |list: Vec<String>| list.into_iter().map(|f| format!("{name}: {f}")).collect::<Vec<_>>();
+        if !found.clean() {
+            trace_text.push_str(&format!("destination {name}:\n{}", trace(&world, d, &history, &found)));
+        }
+        findings.lost.extend(tag(found.lost));
+        findings.unexpected.extend(tag(found.unexpected));
+        findings.duplicated.extend(tag(found.duplicated));
+        findings.overlaps.extend(tag(found.overlaps));
+        findings.out_of_order.extend(tag(found.out_of_order));
+        findings.lost_updates.extend(tag(found.lost_updates));
+        hash_text.push_str(&format!("destination {name}\n{}", described(&world, &history)));
+        counts.0 += history.deliveries.len();
+        counts.1 += history.deliveries.iter().filter(|d| d.delivered).count();
+    }
+    // An event no route took is stored all the same.
+    for (event, s) in &sent {
+        if let Some((id, _)) = &s.acked
+            && swarm.destinations.iter().all(|d| d.route(event).is_none())
+        {
+            let stored = shared.get(&id.parse().unwrap()).await.unwrap();
+            if stored.is_none_or(|e| e.record.state != hookgate_core::EventState::Unrouted) {
+                findings.lost.push(format!("{}: acknowledged as {id}, routed nowhere, and not stored unrouted", s.key));
+            }
+        }
+    }
+    let delayed = if swarm.judges_independence() { independence(&world, &sent) } else { Vec::new() };
+    let hash = fnv(&hash_text);
     let summary = format!(
-        "{} instances, {} sent, {} acknowledged, {} deliveries ({} 2xx), {} faults, {:?} virtual",
+        "{} instances, {} destinations{}, {} sent, {} acknowledged, {} deliveries ({} 2xx), {} faults, {:?} virtual",
         swarm.instances,
-        history.sent.len(),
-        history.sent.iter().filter(|s| s.acked.is_some()).count(),
-        history.deliveries.len(),
-        history.deliveries.iter().filter(|d| d.delivered).count(),
-        history.faults.len(),
+        swarm.destinations.len(),
+        if swarm.judges_independence() { " (the first healthy, its independence judged)" } else { "" },
+        sent.len(),
+        sent.iter().filter(|(_, s)| s.acked.is_some()).count(),
+        counts.0,
+        counts.1,
+        world.faults.lock().unwrap().len(),
         origin.elapsed(),
     );
-    let trace = trace(&world, &history, &findings);
-    Run { trace, findings, stuck, hash, summary }
+    Run { trace: trace_text, findings, delayed, stuck, hash, summary }
 }
 
-/// The order keys a failure names: every send, ack and delivery of each, and
-/// the faults, in virtual milliseconds.
-fn trace(world: &World, history: &History, findings: &Findings) -> String {
+/// How long the healthy destination may take with an event beyond its own
+/// queue: a dispatcher's poll (a lost wake-up), the clocks' skew both ways
+/// (a delivery due on one instance's clock is not yet due on another's),
+/// the store's latency over a claim and an outcome, and its app's work.
+const PROMPT_MS: u64 = hookgate::dispatch::POLL_MS + 2 * MAX_SKEW_MS as u64 + 4 * 50 + 20 + 500;
+
+/// Independence: every event the healthy first destination is owed reaches
+/// it within [`PROMPT_MS`] of when it could (its ack, or the end of the
+/// delivery before it in its queue there), whatever the others do.
+fn independence(world: &World, sent: &[(Event, Sent)]) -> Vec<String> {
+    let healthy = &world.swarm.destinations[0];
+    let seen = world.apps[0].seen.lock().unwrap().clone();
+    let first_success = |id: &str| {
+        seen.iter().filter(|s| s.webhook_id == id && (200..300).contains(&s.status)).min_by_key(|s| s.started)
+    };
+    let mut owed: Vec<(std::time::Instant, &str, String)> = sent
+        .iter()
+        .filter_map(|(event, s)| {
+            let (order_key, _) = healthy.route(event)?;
+            let (id, acked) = s.acked.as_ref()?;
+            Some((*acked, id.as_str(), order_key.unwrap_or_else(|| format!("(none) {id}"))))
+        })
+        .collect();
+    owed.sort();
+    let replayed = world.replayed.lock().unwrap();
+    let mut queue_free: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+    let mut delayed = Vec::new();
+    for (acked, id, queue) in owed {
+        if replayed.contains_key(&(healthy.name.clone(), id.to_owned())) {
+            continue; // a replay puts it back in its queue later; judged no more
+        }
+        let Some(first) = first_success(id) else { continue }; // superseded: the checker judges those
+        let could = queue_free.get(&queue).copied().map_or(acked, |free| free.max(acked));
+        let took = first.started.into_std().saturating_duration_since(could);
+        if took > Duration::from_millis(PROMPT_MS) {
+            delayed.push(format!("{id} (queue {queue}) reached {} {took:?} after it could", healthy.name));
+        }
+        queue_free.insert(queue, first.finished.into_std().max(could));
+    }
+    delayed
+}
+
+/// The order keys a failure names at one destination: every send, ack and
+/// delivery of each, and the faults, in virtual milliseconds.
+fn trace(world: &World, d: usize, history: &History, findings: &Findings) -> String {
     let origin = world.origin.into_std();
     let ms = |at: std::time::Instant| at.saturating_duration_since(origin).as_millis();
     let named = findings.overlaps.iter().chain(&findings.out_of_order).filter_map(|f| f.split(':').next());
     let keys: BTreeSet<&str> = named.collect();
-    let seen = world.app.seen.lock().unwrap().clone();
-    let mut out =
-        format!("{:?}\nfaults at {:?}\n", world.swarm, history.faults.iter().map(|(a, _)| ms(*a)).collect::<Vec<_>>());
+    let seen = world.apps[d].seen.lock().unwrap().clone();
+    let mut out = format!("faults at {:?}\n", history.faults.iter().map(|(a, _)| ms(*a)).collect::<Vec<_>>());
     let coalesce: BTreeSet<&str> = history
         .sent
         .iter()
@@ -441,11 +664,11 @@ fn trace(world: &World, history: &History, findings: &Findings) -> String {
 /// One sender: its events one after another (each after the last one's ack,
 /// or not: a fifth go out without waiting), retrying each until acknowledged,
 /// through a random instance each time; some sent twice at once (a copy).
-async fn send(world: Arc<World>, sender: usize, seed: u64) -> Vec<Sent> {
+async fn send(world: Arc<World>, sender: usize, seed: u64) -> Vec<(Event, Sent)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let swarm = &world.swarm;
     let mut sent = Vec::new();
-    let mut waiting: Vec<JoinHandle<Sent>> = Vec::new();
+    let mut waiting: Vec<JoinHandle<(Event, Sent)>> = Vec::new();
     for n in 0..swarm.events_per_sender {
         let object = rng.random_range(0..swarm.objects);
         let keyless = rng.random_bool(swarm.keyless);
@@ -459,14 +682,14 @@ async fn send(world: Arc<World>, sender: usize, seed: u64) -> Vec<Sent> {
         };
         let key = format!("s{sender}e{n}");
         let deduped = !rng.random_bool(0.2);
-        let event = Event { key, order_key, coalesce_key, deduped };
+        let event = Event { key, object, order_key, coalesce_key, deduped };
         let copy = rng.random_bool(swarm.copies);
         let one = tokio::spawn(deliver_one(world.clone(), event.clone(), rng.random()));
         if copy {
             // A copy microseconds apart (a sender's retry racing the original), through another instance.
             let again = tokio::spawn(deliver_one(world.clone(), event, rng.random()));
             let (a, b) = (one.await.unwrap(), again.await.unwrap());
-            sent.push(if a.acked.is_some() { a } else { b });
+            sent.push(if a.1.acked.is_some() { a } else { b });
         } else if rng.random_bool(0.2) {
             waiting.push(one);
         } else {
@@ -483,13 +706,59 @@ async fn send(world: Arc<World>, sender: usize, seed: u64) -> Vec<Sent> {
 #[derive(Debug, Clone)]
 struct Event {
     key: String,
+    object: usize,
     order_key: Option<String>,
     coalesce_key: Option<String>,
     deduped: bool,
 }
 
+/// The event as an ingest stores it: routed to each destination whose route takes it.
+fn new_event(world: &World, event: &Event, now: i64, rng: &mut StdRng) -> NewEvent {
+    let mut routing = Vec::new();
+    let mut deliveries = Vec::new();
+    for destination in &world.swarm.destinations {
+        let route = format!("{SOURCE}->{}", destination.name);
+        let taken = destination.route(event);
+        routing.push(RouteVerdict {
+            route: route.clone(),
+            destination: destination.name.clone(),
+            matched: taken.is_some(),
+            reason: if taken.is_some() {
+                "matched".into()
+            } else {
+                format!("{:?} does not take it", destination.takes)
+            },
+        });
+        if let Some((order_key, coalesce_key)) = taken {
+            deliveries.push(NewDelivery {
+                id: DeliveryId::from_parts(now.max(0) as u64, rng.random()),
+                destination: destination.name.clone(),
+                route,
+                order_key: order_key.as_deref().map(Key::from),
+                coalesce_key: coalesce_key.as_deref().map(Key::from),
+            });
+        }
+    }
+    NewEvent {
+        id: EventId::from_parts(now.max(0) as u64, rng.random()),
+        source: SOURCE.into(),
+        received_at_ms: now,
+        headers: hookgate_core::Headers::new(),
+        body: event.key.clone().into_bytes().into(),
+        dedupe_key: event.deduped.then(|| Key::from(event.key.as_str())),
+        dedupe_window_ms: 3_600_000,
+        order_key: event.order_key.as_deref().map(Key::from),
+        coalesce_key: event.coalesce_key.as_deref().map(Key::from),
+        event_type: None,
+        warnings: Vec::new(),
+        routing,
+        deliveries,
+        trace: None,
+    }
+}
+
 /// Send one event until it is acknowledged (a new request, a new id, each try).
-async fn deliver_one(world: Arc<World>, event: Event, seed: u64) -> Sent {
+async fn deliver_one(world: Arc<World>, event: Event, seed: u64) -> (Event, Sent) {
     let mut rng = StdRng::seed_from_u64(seed);
     let sent_at = Instant::now();
     let mut record = Sent {
@@ -503,29 +772,17 @@ async fn deliver_one(world: Arc<World>, event: Event, seed: u64) -> Sent {
         let n = rng.random_range(0..world.instances.len());
         let store = world.instances[n].lock().unwrap().store.clone();
         let now = store.clock.now_ms();
-        let new = NewEvent {
-            id: EventId::from_parts(now.max(0) as u64, rng.random()),
-            source: SOURCE.into(),
-            destination: DESTINATION.into(),
-            received_at_ms: now,
-            headers: hookgate_core::Headers::new(),
-            body: event.key.clone().into_bytes().into(),
-            dedupe_key: event.deduped.then(|| Key::from(event.key.as_str())),
-            dedupe_window_ms: 3_600_000,
-            order_key: event.order_key.as_deref().map(Key::from),
-            coalesce_key: event.coalesce_key.as_deref().map(Key::from),
-            warnings: Vec::new(),
-        };
+        let new = new_event(&world, &event, now, &mut rng);
         match tokio::time::timeout(INGEST_WAIT, store.ingest(new)).await {
             Ok(Ok(Ingested::Accepted { id, .. } | Ingested::Duplicate { original: id })) => {
                 record.acked = Some((id.to_string(), Instant::now().into_std()));
                 world.wake(&mut rng);
-                return record;
+                return (event, record);
             }
             _ => tokio::time::sleep(Duration::from_millis(rng.random_range(50..=500))).await,
         }
     }
-    record
+    (event, record)
 }
 
 /// Crashes and restarts, clock jumps, replays, pauses: one step every 100 ms
@@ -535,7 +792,7 @@ async fn chaos(world: Arc<World>, shared: Arc<MemStore>, seed: u64) {
     let swarm = world.swarm.clone();
     let until = Instant::now() + swarm.chaos;
     let mut restart_at: BTreeMap<usize, Instant> = BTreeMap::new();
-    let mut paused_until: Option<Instant> = None;
+    let mut paused_until: Vec<Option<Instant>> = vec![None; swarm.destinations.len()];
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..=1_000))).await;
         let now = Instant::now();
@@ -553,38 +810,48 @@ async fn chaos(world: Arc<World>, shared: Arc<MemStore>, seed: u64) {
             }
         }
         if rng.random_bool(swarm.replay) {
-            // An operator replays a finished event (through no fault: the admin API retries).
-            let finished: Vec<EventId> =
-                shared.states().into_iter().filter(|(_, s, _)| !s.is_active()).map(|(id, ..)| id).collect();
+            // An operator replays a finished delivery (through no fault: the admin API retries).
+            let finished: Vec<_> = shared.deliveries().into_iter().filter(|d| !d.state.is_active()).collect();
             if !finished.is_empty() {
-                let id = &finished[rng.random_range(0..finished.len())];
-                if shared.replay(id, shared.now_ms()).await.unwrap() {
+                let chosen = &finished[rng.random_range(0..finished.len())];
+                if shared.replay_delivery(&chosen.id, shared.now_ms()).await.unwrap() {
                     world.faults.lock().unwrap().push((now, now));
-                    world.replayed.lock().unwrap().entry(id.to_string()).or_insert(now);
+                    let key = (chosen.destination.clone(), chosen.event.to_string());
+                    world.replayed.lock().unwrap().entry(key).or_insert(now);
                     world.wake(&mut rng);
                 }
             }
         }
-        match paused_until {
-            Some(at) if at <= now => {
-                shared.set_paused(DESTINATION, false).await.unwrap();
-                paused_until = None;
-                world.wake(&mut rng);
+        for (d, destination) in swarm.destinations.iter().enumerate() {
+            match paused_until[d] {
+                Some(at) if at <= now => {
+                    shared.set_paused(&destination.name, false).await.unwrap();
+                    paused_until[d] = None;
+                    world.wake(&mut rng);
+                }
+                None if rng.random_bool(destination.pause) => {
+                    shared.set_paused(&destination.name, true).await.unwrap();
+                    paused_until[d] = Some(now + Duration::from_millis(rng.random_range(500..=5_000)));
+                }
+                _ => {}
             }
-            None if rng.random_bool(swarm.pause) => {
-                shared.set_paused(DESTINATION, true).await.unwrap();
-                paused_until = Some(now + Duration::from_millis(rng.random_range(500..=5_000)));
-            }
-            _ => {}
         }
     }
     let _ = world.origin;
 }
 
-/// The history the checker reads: what was sent and told, what the app had
-/// and when, the faults; and what the store says ended without a delivery.
-fn history(world: &World, shared: &MemStore, delivered: &Mutex<BTreeSet<Applied>>, sent: Vec<Sent>) -> History {
-    let seen = world.app.seen.lock().unwrap().clone();
+/// The history the checker reads for destination `d`: what was sent to it
+/// (by its route, with the keys of its queues) and told, what its app had
+/// and when, the faults; and what the store says ended without a delivery there.
+fn history(
+    world: &World,
+    shared: &MemStore,
+    delivered: &Mutex<BTreeSet<Applied>>,
+    sent: &[(Event, Sent)],
+    d: usize,
+) -> History {
+    let destination = &world.swarm.destinations[d];
+    let seen = world.apps[d].seen.lock().unwrap().clone();
     let applied = delivered.lock().unwrap().clone();
     let mut faults: Vec<(std::time::Instant, std::time::Instant)> =
         world.faults.lock().unwrap().iter().map(|(a, b)| (a.into_std(), b.into_std())).collect();
@@ -592,7 +859,8 @@ fn history(world: &World, shared: &MemStore, delivered: &Mutex<BTreeSet<Applied>
     for s in &seen {
         let success = (200..300).contains(&s.status);
         let id: EventId = s.webhook_id.parse().unwrap();
-        if success && !applied.contains(&Applied { id, attempt: s.attempt }) {
+        let took = Applied { destination: destination.name.clone(), id, attempt: s.attempt };
+        if success && !applied.contains(&took) {
             // hookgate never took this success (it gave up at the timeout, crashed, or the
             // outcome was fenced or lost): the event is owed again, at least once.
             let at = s.started.into_std();
@@ -607,26 +875,33 @@ fn history(world: &World, shared: &MemStore, delivered: &Mutex<BTreeSet<Applied>
             delivered: success,
         });
     }
-    let states = shared.states();
-    let dead = states.iter().filter(|(_, s, _)| *s == State::Dead).map(|(id, ..)| id.to_string()).collect();
-    let superseded = states
+    let routed: Vec<Sent> = sent
         .iter()
-        .filter(|(_, s, _)| *s == State::Superseded)
-        .filter_map(|(id, _, by)| Some((id.to_string(), by.as_ref()?.to_string())))
+        .filter_map(|(event, s)| {
+            let (order_key, coalesce_key) = destination.route(event)?;
+            Some(Sent { order_key: order_key.unwrap_or_default(), coalesce_key, ..s.clone() })
+        })
         .collect();
-    History {
-        sent,
-        deliveries,
-        faults,
-        send_slack: Duration::ZERO,
-        dead,
-        superseded,
-        replayed: world.replayed.lock().unwrap().iter().map(|(id, at)| (id.clone(), at.into_std())).collect(),
-    }
+    let mine: Vec<_> = shared.deliveries().into_iter().filter(|x| x.destination == destination.name).collect();
+    let dead = mine.iter().filter(|x| x.state == State::Dead).map(|x| x.event.to_string()).collect();
+    let superseded = mine
+        .iter()
+        .filter(|x| x.state == State::Superseded)
+        .filter_map(|x| Some((x.event.to_string(), x.superseded_by.as_ref()?.to_string())))
+        .collect();
+    let replayed = world
+        .replayed
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|((to, _), _)| *to == destination.name)
+        .map(|((_, id), at)| (id.clone(), at.into_std()))
+        .collect();
+    History { sent: routed, deliveries, faults, send_slack: Duration::ZERO, dead, superseded, replayed }
 }
 
-/// FNV-1a over everything that happened, in virtual milliseconds from the start.
-fn hash_of(world: &World, history: &History) -> u64 {
+/// Everything that happened at one destination, in virtual milliseconds from the start.
+fn described(world: &World, history: &History) -> String {
     let origin = world.origin.into_std();
     let ms = |at: std::time::Instant| at.duration_since(origin).as_millis();
     let mut text = String::new();
@@ -639,5 +914,10 @@ fn hash_of(world: &World, history: &History) -> u64 {
     for (from, to) in &history.faults {
         let _ = writeln!(text, "fault {} {}", ms(*from), ms(*to));
     }
+    text
+}
+
+/// FNV-1a.
+fn fnv(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }

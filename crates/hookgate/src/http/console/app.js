@@ -9,9 +9,9 @@ window.addEventListener('error', (e) => window.__hookgateErrors.push(String(e.me
 window.addEventListener('unhandledrejection', (e) => window.__hookgateErrors.push(String(e.reason)));
 
 const TOKEN_KEY = 'hookgate.admin-token'; // sessionStorage only: gone when the tab closes
-const STATES = ['pending', 'delivering', 'delivered', 'dead', 'superseded'];
+const STATES = ['pending', 'delivering', 'delivered', 'dead', 'superseded', 'unrouted'];
 const ACTIVE = new Set(['pending', 'delivering']); // already owed a delivery: not replayable
-const TONE = { pending: 'amber', delivering: 'blue', delivered: 'green', dead: 'red', superseded: 'grey',
+const TONE = { pending: 'amber', delivering: 'blue', delivered: 'green', dead: 'red', superseded: 'grey', unrouted: 'violet',
   closed: 'green', open: 'red', half_open: 'amber' };
 const PAGE = 50;               // events per page (events and dead letters)
 const OVERVIEW_POLL_MS = 3000; // stats are a shared snapshot at most 1 s old: faster buys nothing
@@ -265,14 +265,16 @@ function parseHash() {
   return { name, arg, params: new URLSearchParams(q < 0 ? '' : raw.slice(q + 1)) };
 }
 
-const VIEWS = { overview: viewOverview, events: viewEvents, event: viewEvent, dead: viewDead, destinations: viewDestinations };
-const TITLES = { overview: 'Overview', events: 'Events', event: 'Event', dead: 'Dead letters', destinations: 'Destinations' };
+const VIEWS = { overview: viewOverview, events: viewEvents, event: viewEvent, dead: viewDead, destinations: viewDestinations,
+  destination: viewDestination };
+const TITLES = { overview: 'Overview', events: 'Events', event: 'Event', dead: 'Dead letters', destinations: 'Destinations',
+  destination: 'Destination' };
 
 function route() {
   if (!sessionStorage.getItem(TOKEN_KEY)) { renderSignIn(); return; }
   resetView();
   const { name, arg, params } = parseHash();
-  const nav = name === 'event' ? 'events' : name;
+  const nav = name === 'event' ? 'events' : name === 'destination' ? 'destinations' : name;
   for (const a of document.querySelectorAll('.nav a')) {
     if (a.dataset.view === nav) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
@@ -381,8 +383,8 @@ function viewOverview() {
 
 // ---- events ---------------------------------------------------------------
 
-const FILTERS = [['source', 'Source'], ['state', 'State'], ['order_key', 'Order key'], ['dedupe_key', 'Dedupe key'],
-  ['since', 'Since'], ['until', 'Until']];
+const FILTERS = [['source', 'Source'], ['destination', 'Destination'], ['state', 'State'], ['order_key', 'Order key'],
+  ['dedupe_key', 'Dedupe key'], ['since', 'Since'], ['until', 'Until']];
 
 // Source names for a filter's suggestions; best effort (an error here is not worth a banner).
 function sourceList(id) {
@@ -410,11 +412,20 @@ function eventRow(ev) {
     onclick: (e) => { if (!e.target.closest('a') && !getSelection().toString()) go(eventHref(ev.id)); } },
   td('Received', timeEl(ev.received_at_ms)),
   td('ID', h('a', { href: eventHref(ev.id), class: 'mono', title: ev.id }, shortId(ev.id))),
-  td('Source', ev.source), td('Destination', ev.destination),
+  td('Source', ev.source), td('Destinations', destinationsOf(ev)),
   td('State', [stateBadge(ev.state), ev.warnings?.length ? h('span', { class: 'warn', title: ev.warnings.join('\n') }, ' ⚠') : null]),
   td("Sender's id", h('span', { testid: 'dedupe-key' }, mono(ev.dedupe_key))), td('Order key', mono(ev.order_key)),
   td('Attempts', num(ev.attempt_count), 'num'));
 }
+
+// An event's destinations, each a link to its page; "no route" for an unrouted event.
+function destinationsOf(ev) {
+  const names = ev.destinations || (ev.destination ? [ev.destination] : []);
+  if (!names.length) return h('span', { class: 'muted' }, 'no route');
+  return names.flatMap((d, i) => [i ? ', ' : null, h('a', { href: destinationHref(d) }, d)]);
+}
+
+const destinationHref = (name) => `#/destination/${encodeURIComponent(name)}`;
 
 function viewEvents(params) {
   const fields = FILTERS.map(([key, label]) => {
@@ -443,7 +454,7 @@ function viewEvents(params) {
     const page = await api('GET', `/events${query({ ...q, limit: PAGE, cursor: params.get('cursor') })}`);
     if (stale()) return;
     list.replaceChildren(
-      table(['Received', 'ID', 'Source', 'Destination', 'State', "Sender's id", 'Order key', ['Attempts', 'num']],
+      table(['Received', 'ID', 'Source', 'Destinations', 'State', "Sender's id", 'Order key', ['Attempts', 'num']],
         page.events.map(eventRow), 'No events match these filters.'),
       pager('#/events', params, page.next_cursor, 'events'));
   }, list)();
@@ -454,12 +465,14 @@ function viewEvents(params) {
 function viewEvent(params, id) {
   const root = h('section', { testid: 'event-detail', class: 'detail' });
   const button = h('button', { type: 'button', class: 'primary', testid: 'replay', disabled: true, onclick: replay }, 'Replay');
+  const reroute = h('button', { type: 'button', testid: 'reroute', onclick: rerouteNow,
+    title: "Route it again by today's routes: destinations it matches now and has no delivery to get one." }, 'Reroute');
   const hint = h('span', { class: 'muted small' });
   const result = h('p', { class: 'result', testid: 'replay-result', role: 'status', hidden: true });
   const content = h('div', {}, loading());
   const state = h('span');
   root.append(h('a', { href: '#/events', class: 'back' }, '← Events'),
-    heading(h('span', { class: 'mono id' }, id || ''), state), h('div', { class: 'actions' }, button, hint), result, content);
+    heading(h('span', { class: 'mono id' }, id || ''), state), h('div', { class: 'actions' }, button, reroute, hint), result, content);
   mount(root);
 
   let follow = true; // the first load, then again only while the event is active
@@ -470,28 +483,79 @@ function viewEvent(params, id) {
     follow = ACTIVE.has(ev.state);
     root.dataset.state = ev.state;
     state.replaceChildren(stateBadge(ev.state));
-    button.disabled = ACTIVE.has(ev.state);
-    hint.textContent = button.disabled ? `A ${ev.state} event is already owed a delivery.` : '';
-    content.replaceChildren(summary(ev), section('Body', bodyBlock(ev)), section(`Headers (${ev.headers.length})`,
-      table(['Name', 'Value'], ev.headers.map(([n, v]) => h('tr', {}, td('Name', mono(n)), td('Value', mono(v), 'wrap'))),
-        'No headers kept.')), section(`Attempts (${ev.attempts.length})`, attempts(ev)));
+    const deliveries = ev.deliveries || [];
+    button.disabled = !deliveries.some((d) => !ACTIVE.has(d.state));
+    hint.textContent = !deliveries.length ? 'No route took it: nothing to replay (reroute it once a route matches).'
+      : button.disabled ? `Every delivery is already owed.` : '';
+    content.replaceChildren(summary(ev), routing(ev),
+      ...deliveries.map((d) => deliveryCard(d, replayDelivery)),
+      section('Body', bodyBlock(ev)), section(`Headers (${ev.headers.length})`,
+        table(['Name', 'Value'], ev.headers.map(([n, v]) => h('tr', {}, td('Name', mono(n)), td('Value', mono(v), 'wrap'))),
+          'No headers kept.')));
   }, content);
   // Follow the event while it moves (e.g. after a replay); stop once it settles.
   poll(() => follow && load(), DETAIL_POLL_MS);
 
-  async function replay() {
-    button.disabled = true;
+  async function act(path, done) {
     const g = gen;
     try {
-      const r = await api('POST', `/events/${encodeURIComponent(id)}/replay`);
+      const r = await api('POST', path);
       if (g !== gen) return;
-      setResult(result, true, `Replayed: the event is ${r.status} again and will be delivered.`);
+      setResult(result, true, done(r));
     } catch (e) {
       if (g !== gen || e.status === 401) return;
-      setResult(result, false, `Replay failed: ${e.message}`);
+      setResult(result, false, `Failed: ${e.message}`);
     }
+    follow = true;
     await load();
   }
+
+  async function replay() {
+    button.disabled = true;
+    await act(`/events/${encodeURIComponent(id)}/replay`,
+      (r) => `Replayed: ${r.deliveries} deliver${r.deliveries === 1 ? 'y is' : 'ies are'} ${r.status} again and will be delivered.`);
+  }
+
+  async function replayDelivery(delivery, btn) {
+    btn.disabled = true;
+    await act(`/deliveries/${encodeURIComponent(delivery.id)}/replay`,
+      () => `Replayed the delivery to ${delivery.destination}: pending again.`);
+  }
+
+  async function rerouteNow() {
+    reroute.disabled = true;
+    await act(`/events/${encodeURIComponent(id)}/reroute`,
+      (r) => `Rerouted: ${r.added} deliver${r.added === 1 ? 'y' : 'ies'} added.`);
+    reroute.disabled = false;
+  }
+}
+
+// Each route of the event's source: matched, or the first condition that failed.
+function routing(ev) {
+  const verdicts = ev.routing || [];
+  if (!verdicts.length) return section('Routes', h('p', { class: 'muted' }, 'Its source has no route.'));
+  return section(`Routes (${verdicts.length})`, table(['Route', 'Destination', 'Verdict'],
+    verdicts.map((r) => h('tr', { testid: 'route-verdict', data: { route: r.route, matched: String(r.matched) } },
+      td('Route', mono(r.route)), td('Destination', h('a', { href: destinationHref(r.destination) }, r.destination)),
+      td('Verdict', r.matched ? badge('matched', 'green') : [badge('not matched', 'grey'), ' ', h('span', { class: 'mono wrap', testid: 'route-reason' }, r.reason)], 'wrap'))),
+    ''));
+}
+
+// One delivery of an event: its state, its queue's key, every attempt, a replay.
+function deliveryCard(d, onReplay) {
+  const replayButton = h('button', { type: 'button', class: 'small', testid: 'delivery-replay', disabled: ACTIVE.has(d.state),
+    onclick: (e) => onReplay(d, e.currentTarget) }, 'Replay');
+  const facts = [
+    ['State', stateBadge(d.state)], ['Route', mono(d.route)],
+    ['Delivery id', h('span', { class: 'mono' }, d.id)],
+    ['Order key', mono(d.order_key)],
+    d.next_attempt_at_ms != null && ['Next attempt', timeEl(d.next_attempt_at_ms)],
+    d.superseded_by && ['Superseded by', h('a', { href: eventHref(d.superseded_by), class: 'mono', testid: 'superseded-by' }, d.superseded_by)],
+  ].filter(Boolean);
+  return h('section', { class: 'card', testid: 'delivery', data: { destination: d.destination, state: d.state, id: d.id } },
+    h('div', { class: 'head' }, h('h2', {}, 'To ', h('a', { href: destinationHref(d.destination) }, d.destination)), replayButton),
+    h('dl', { class: 'facts' }, facts.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
+    h('h3', {}, `Attempts (${d.attempts.length})`), attempts(d));
 }
 
 function setResult(el, ok, text) {
@@ -506,7 +570,8 @@ function summary(ev) {
   const filterLink = (key, v) => (v == null ? mono(v) : h('a', { href: `#/events${query({ [key]: v })}`, class: 'mono' }, v));
   const rows = [
     ['State', stateBadge(ev.state)], ['Source', ev.source],
-    ['Destination', h('a', { href: '#/destinations' }, ev.destination)],
+    ['Destinations', destinationsOf(ev)],
+    ev.event_type != null && ['Event type', mono(ev.event_type)],
     ['Received', timeEl(ev.received_at_ms)], ['Updated', timeEl(ev.updated_at_ms)],
     ev.next_attempt_at_ms != null && ['Next attempt', timeEl(ev.next_attempt_at_ms)],
     ['Attempts', num(ev.attempt_count)], ['Duplicates', `${num(ev.duplicates)} dropped`],
@@ -564,32 +629,46 @@ function attempts(ev) {
 
 function viewDead(params) {
   const source = params.get('source') || '';
+  const destination = params.get('destination') || '';
   const input = h('input', { name: 'source', id: 'd-source', value: source, list: 'dead-sources', placeholder: 'all sources', spellcheck: 'false' });
-  const form = h('form', { class: 'filters card', onsubmit: (e) => { e.preventDefault(); go(`#/dead${query({ source: input.value.trim() })}`); } },
+  const dest = h('input', { name: 'destination', id: 'd-destination', value: destination, placeholder: 'all destinations', spellcheck: 'false' });
+  const form = h('form', { class: 'filters card', onsubmit: (e) => { e.preventDefault(); go(`#/dead${query({ source: input.value.trim(), destination: dest.value.trim() })}`); } },
     h('div', { class: 'field' }, h('label', { for: 'd-source' }, 'Source'), input),
+    h('div', { class: 'field' }, h('label', { for: 'd-destination' }, 'Destination'), dest),
     h('div', { class: 'field actions' }, h('button', { type: 'submit', class: 'primary' }, 'Filter')));
   form.append(sourceList('dead-sources'));
+  const root = h('div', {});
+  mount(heading('Dead letters'), form, root);
+  deliveryList(root, params, { state: 'dead', source, destination }, '#/dead',
+    source || destination ? 'No dead deliveries match.' : 'No dead letters.', true);
+}
+
+// A page of deliveries (a destination's queue or dead letters), each with a
+// replay, and a "replay all shown" for the dead.
+function deliveryList(root, params, filter, base, emptyText, withReplayAll) {
   const all = h('button', { type: 'button', testid: 'replay-all', class: 'primary', disabled: true, onclick: replayAll }, 'Replay all shown');
   const result = h('p', { class: 'result', testid: 'replay-result', role: 'status', hidden: true });
   const list = h('div', {}, loading());
-  mount(heading('Dead letters', all), form, result, list);
+  root.replaceChildren(withReplayAll ? h('div', { class: 'actions' }, all) : '', result, list);
   let shown = [];
 
   const load = loader(async (stale) => {
-    const page = await api('GET', `/events${query({ state: 'dead', source, limit: PAGE, cursor: params.get('cursor') })}`);
+    const page = await api('GET', `/deliveries${query({ ...filter, limit: PAGE, cursor: params.get('cursor') })}`);
     if (stale()) return;
-    shown = page.events.map((ev) => ev.id);
+    shown = page.deliveries.map((d) => d.id);
     all.disabled = !shown.length;
     all.textContent = shown.length ? `Replay all shown (${shown.length})` : 'Replay all shown';
-    list.replaceChildren(table(['Died', 'ID', 'Source', 'Destination', 'Order key', ['Attempts', 'num'], ''],
-      page.events.map((ev) => h('tr', { testid: 'dead-row', data: { id: ev.id } },
-        td('Died', timeEl(ev.updated_at_ms)),
-        td('ID', h('a', { href: eventHref(ev.id), class: 'mono', title: ev.id }, shortId(ev.id))),
-        td('Source', ev.source), td('Destination', ev.destination), td('Order key', mono(ev.order_key)),
-        td('Attempts', num(ev.attempt_count), 'num'),
-        td('', h('button', { type: 'button', testid: 'replay', class: 'small', onclick: (e) => replayOne(ev.id, e.currentTarget) }, 'Replay'), 'act'))),
-      source ? `No dead events from ${source}.` : 'No dead letters.'),
-    pager('#/dead', params, page.next_cursor, 'dead'));
+    const dead = filter.state === 'dead';
+    list.replaceChildren(table([dead ? 'Died' : 'Received', 'Event', 'Source', 'Destination', 'State', 'Order key', ['Attempts', 'num'], ''],
+      page.deliveries.map((d) => h('tr', { testid: dead ? 'dead-row' : 'queue-row', data: { id: d.event, delivery: d.id } },
+        td(dead ? 'Died' : 'Received', timeEl(dead ? d.updated_at_ms : d.received_at_ms)),
+        td('Event', h('a', { href: eventHref(d.event), class: 'mono', title: d.event }, shortId(d.event))),
+        td('Source', d.source), td('Destination', h('a', { href: destinationHref(d.destination) }, d.destination)),
+        td('State', stateBadge(d.state)), td('Order key', mono(d.order_key)),
+        td('Attempts', num(d.attempt_count), 'num'),
+        td('', ACTIVE.has(d.state) ? '' : h('button', { type: 'button', testid: 'replay', class: 'small', onclick: (e) => replayOne(d.id, e.currentTarget) }, 'Replay'), 'act'))),
+      emptyText),
+    pager(base, params, page.next_cursor, dead ? 'dead' : 'queue'));
   }, list);
   load();
 
@@ -597,7 +676,7 @@ function viewDead(params) {
     btn.disabled = true;
     const g = gen;
     try {
-      await api('POST', `/events/${encodeURIComponent(id)}/replay`);
+      await api('POST', `/deliveries/${encodeURIComponent(id)}/replay`);
       if (g === gen) setResult(result, true, `Replayed ${id}: pending again.`);
     } catch (e) {
       if (g === gen && e.status !== 401) setResult(result, false, `Replay of ${id} failed: ${e.message}`);
@@ -605,11 +684,11 @@ function viewDead(params) {
     if (g === gen) await load();
   }
 
-  // Replays exactly the ids on screen (not POST /api/replay, which would also
-  // take events that died since the page loaded, and other pages), one after
-  // another, oldest first: a replay joins the back of its order key's queue,
-  // so this keeps each key's events in their original order (the list is
-  // newest first; replays in flight at once could land in any order).
+  // Replays exactly the deliveries on screen (not POST /api/replay, which would
+  // also take those that died since the page loaded, and other pages), one after
+  // another, oldest first: a replay joins the back of its queue, so this keeps
+  // each queue's deliveries in their original order (the list is newest first;
+  // replays in flight at once could land in any order).
   async function replayAll() {
     const ids = shown.slice().reverse();
     const g = gen;
@@ -618,7 +697,7 @@ function viewDead(params) {
     const failures = [];
     for (const id of ids) {
       if (g !== gen) break;
-      try { await api('POST', `/events/${encodeURIComponent(id)}/replay`); done++; } catch (e) {
+      try { await api('POST', `/deliveries/${encodeURIComponent(id)}/replay`); done++; } catch (e) {
         if (e.status === 401) return;
         failures.push(`${id}: ${e.message}`);
       }
@@ -627,7 +706,7 @@ function viewDead(params) {
     const total = done + failures.length;
     setResult(result, !failures.length, failures.length
       ? `Replayed ${done} of ${total}; ${failures.length} failed (${failures[0]}${failures.length > 1 ? ', …' : ''}).`
-      : `Replayed ${done} event${done === 1 ? '' : 's'}: pending again.`);
+      : `Replayed ${done} deliver${done === 1 ? 'y' : 'ies'}: pending again.`);
     await load();
   }
 }
@@ -637,16 +716,17 @@ function viewDead(params) {
 function destinationTable(list, withActions, onToggle) {
   const rows = list.map((d) => h('tr', { testid: withActions ? 'destination-row' : 'overview-destination-row',
     data: { name: d.name, paused: d.paused, circuit: d.circuit } },
-  td('Destination', [h('strong', {}, d.name), withActions && h('div', { class: 'mono small muted wrap url' }, d.url),
+  td('Destination', [h('a', { href: destinationHref(d.name) }, h('strong', {}, d.name)), withActions && h('div', { class: 'mono small muted wrap url' }, d.url),
     withActions && d.rate_limit && h('div', { class: 'small muted' }, `rate limit ${d.rate_limit}`)]),
   td('State', [d.paused ? badge('paused', 'violet') : badge('sending', 'plain'), ' ', circuitBadge(d.circuit)], 'nowrap'),
   td('Queue', num(d.queue_depth), 'num'), td('In flight', num(d.in_flight), 'num'),
+  td('Dead', d.dead ? h('a', { href: `${destinationHref(d.name)}?tab=dead`, class: 'bad' }, num(d.dead)) : '0', 'num'),
   td('Delivered/min', num(d.delivered_last_minute), 'num'),
   td('Failed/min', d.failed_last_minute ? h('span', { class: 'bad' }, num(d.failed_last_minute)) : '0', 'num'),
   td('p50', ms(d.latency_p50_ms), 'num'), td('p99', ms(d.latency_p99_ms), 'num'),
   withActions && td('', h('button', { type: 'button', class: d.paused ? 'primary small' : 'small',
     testid: d.paused ? 'resume' : 'pause', onclick: (e) => onToggle(d, e.currentTarget) }, d.paused ? 'Resume' : 'Pause'), 'act')));
-  const heads = ['Destination', 'State', ['Queue', 'num'], ['In flight', 'num'], ['Delivered/min', 'num'],
+  const heads = ['Destination', 'State', ['Queue', 'num'], ['In flight', 'num'], ['Dead', 'num'], ['Delivered/min', 'num'],
     ['Failed/min', 'num'], ['p50', 'num'], ['p99', 'num']];
   return table(withActions ? [...heads, ''] : heads, rows, 'No destinations configured.');
 }
@@ -672,6 +752,37 @@ function viewDestinations() {
       return;
     }
     await load();
+  }
+}
+
+// ---- one destination ------------------------------------------------------
+
+// Its steering and counts, then its own queue (owed deliveries, by event) or its dead letters.
+function viewDestination(params, name) {
+  const tab = params.get('tab') === 'dead' ? 'dead' : 'queue';
+  const facts = h('div', {}, loading());
+  const tabs = h('nav', { class: 'tabs' },
+    h('a', { href: `${destinationHref(name)}${query({ tab: 'queue' })}`, testid: 'tab-queue', 'aria-current': tab === 'queue' ? 'page' : null }, 'Queue'),
+    ' ',
+    h('a', { href: `${destinationHref(name)}${query({ tab: 'dead' })}`, testid: 'tab-dead', 'aria-current': tab === 'dead' ? 'page' : null }, 'Dead letters'));
+  const list = h('div', {});
+  mount(h('a', { href: '#/destinations', class: 'back' }, '← Destinations'),
+    h('section', { testid: 'destination-detail', data: { name: name || '' } }, heading(name || ''), facts, tabs, list));
+  loader(async (stale) => {
+    const r = await api('GET', '/destinations');
+    if (stale()) return;
+    const d = r.destinations.find((x) => x.name === name);
+    facts.replaceChildren(d ? destinationTable([d], false) : h('p', { class: 'muted' }, 'No such destination is configured.'));
+  }, facts)();
+  if (tab === 'dead') {
+    deliveryList(list, params, { destination: name, state: 'dead' }, destinationHref(name), 'No dead letters here.', true);
+  } else {
+    // Owed: what is being delivered first, then what waits.
+    const owed = h('div', {});
+    const waiting = h('div', {});
+    list.replaceChildren(h('h2', {}, 'Being delivered'), owed, h('h2', {}, 'Waiting'), waiting);
+    deliveryList(owed, new URLSearchParams(), { destination: name, state: 'delivering' }, destinationHref(name), 'Nothing in flight.', false);
+    deliveryList(waiting, params, { destination: name, state: 'pending' }, destinationHref(name), 'Nothing waiting.', false);
   }
 }
 

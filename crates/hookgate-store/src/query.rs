@@ -1,0 +1,257 @@
+//! The listing queries, written once for both SQL backends (their tables and
+//! columns have the same names; only placeholders differ). Each filter is
+//! put into the SQL only when it is set, so the planner sees a plain
+//! equality it can serve from an index, never an `(? IS NULL OR …)` that
+//! makes it scan the table; `read_plans` tests in each backend pin which
+//! index each filter uses.
+//!
+//! An event's state is its deliveries' summary ([`EventState::of`]), which
+//! no column holds (a column would rewrite the event, body and all, at every
+//! delivery's move): `state=X` walks the deliveries in state X by event,
+//! newest first, keeping the first of each event and only when none of its
+//! deliveries is in a state that outranks X.
+
+use std::fmt::Write;
+
+use hookgate_core::{EventState, State};
+
+use crate::{DeliveryFilter, ListFilter, clamp_limit};
+
+/// A value bound to a placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// How a backend spells its placeholders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholder {
+    /// `?1`, `?2`, … (SQLite)
+    Question,
+    /// `$1`, `$2`, … (PostgreSQL)
+    Dollar,
+}
+
+/// A statement and its parameters, in placeholder order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub sql: String,
+    pub params: Vec<Param>,
+    /// How many rows the page shows (the statement asks for one more).
+    pub limit: usize,
+}
+
+/// The columns [`crate::RawRecord`] is read from, in its order.
+pub const EVENT_COLUMNS: &str = "e.rid, e.id, e.source, e.received_at, e.dedupe_key, e.order_key, \
+     e.coalesce_key, e.event_type, e.warnings, e.duplicates";
+
+/// The columns [`crate::RawDelivery`] is read from, in its order.
+pub const DELIVERY_COLUMNS: &str = "d.rid, d.id, d.event_rid, e.id, d.source, d.destination, d.route, d.state, \
+     d.order_key, d.coalesce_key, e.received_at, d.updated_at, d.attempts, d.due_at, d.superseded_by";
+
+struct Builder {
+    style: Placeholder,
+    conditions: Vec<String>,
+    params: Vec<Param>,
+}
+
+impl Builder {
+    fn new(style: Placeholder) -> Self {
+        Builder { style, conditions: Vec::new(), params: Vec::new() }
+    }
+
+    /// A placeholder for `value`.
+    fn bind(&mut self, value: Param) -> String {
+        self.params.push(value);
+        match self.style {
+            Placeholder::Question => format!("?{}", self.params.len()),
+            Placeholder::Dollar => format!("${}", self.params.len()),
+        }
+    }
+
+    /// A condition with one value: `template`'s `{}` becomes its placeholder.
+    fn when(&mut self, template: &str, value: Param) {
+        let at = self.bind(value);
+        self.conditions.push(template.replace("{}", &at));
+    }
+
+    fn finish(mut self, head: &str, order: &str, limit: usize) -> Query {
+        let mut sql = head.to_owned();
+        for (n, condition) in self.conditions.iter().enumerate() {
+            let _ = write!(sql, "{} {condition}", if n == 0 { " WHERE" } else { " AND" });
+        }
+        let at = self.bind(Param::Int(limit as i64 + 1));
+        let _ = write!(sql, " ORDER BY {order} LIMIT {at}");
+        Query { sql, params: self.params, limit }
+    }
+}
+
+/// The delivery states that outrank `state` in an event's summary.
+fn outranking(state: State) -> Vec<&'static str> {
+    let rank = EventState::RANKED.iter().position(|s| *s == state).expect("every state is ranked");
+    EventState::RANKED[..rank].iter().map(|s| s.as_str()).collect()
+}
+
+fn quoted(states: &[&str]) -> String {
+    states.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+}
+
+/// One page of events, newest first.
+pub fn events(filter: &ListFilter, style: Placeholder) -> Query {
+    let limit = clamp_limit(filter.limit);
+    let mut q = Builder::new(style);
+    // The row the page is driven by: the event's own, or the delivery whose
+    // index serves the filter.
+    let (head, rid) = match filter.state {
+        Some(EventState::Unrouted) => {
+            q.conditions.push("e.unrouted = 1".into());
+            if let Some(destination) = &filter.destination {
+                // Never true (an unrouted event has no delivery), but said, not assumed.
+                q.when(
+                    "EXISTS (SELECT 1 FROM deliveries x WHERE x.event_rid = e.rid AND x.destination = {})",
+                    Param::Text(destination.clone()),
+                );
+            }
+            (format!("SELECT {EVENT_COLUMNS} FROM events e"), "e.rid")
+        }
+        Some(summary) => {
+            let state = summary.delivery_state().expect("only unrouted has no delivery state");
+            q.when("s.state = {}", Param::Text(state.as_str().into()));
+            let above = outranking(state);
+            let outranked =
+                if above.is_empty() { String::new() } else { format!("h.state IN ({}) OR ", quoted(&above)) };
+            q.conditions.push(format!(
+                "NOT EXISTS (SELECT 1 FROM deliveries h WHERE h.event_rid = s.event_rid \
+                 AND ({outranked}(h.state = s.state AND h.rid < s.rid)))"
+            ));
+            if let Some(destination) = &filter.destination {
+                q.when(
+                    "EXISTS (SELECT 1 FROM deliveries x WHERE x.event_rid = s.event_rid AND x.destination = {})",
+                    Param::Text(destination.clone()),
+                );
+            }
+            (format!("SELECT {EVENT_COLUMNS} FROM deliveries s JOIN events e ON e.rid = s.event_rid"), "s.event_rid")
+        }
+        None => match &filter.destination {
+            Some(destination) => {
+                q.when("s.destination = {}", Param::Text(destination.clone()));
+                (
+                    format!("SELECT {EVENT_COLUMNS} FROM deliveries s JOIN events e ON e.rid = s.event_rid"),
+                    "s.event_rid",
+                )
+            }
+            None => (format!("SELECT {EVENT_COLUMNS} FROM events e"), "e.rid"),
+        },
+    };
+    if let Some(source) = &filter.source {
+        q.when("e.source = {}", Param::Text(source.clone()));
+    }
+    if let Some(key) = &filter.order_key {
+        q.when("e.order_key = {}", Param::Bytes(key.as_bytes().to_vec()));
+    }
+    if let Some(key) = &filter.dedupe_key {
+        q.when("e.dedupe_key = {}", Param::Bytes(key.as_bytes().to_vec()));
+    }
+    if let Some(at) = filter.since_ms {
+        q.when("e.received_at >= {}", Param::Int(at));
+    }
+    if let Some(at) = filter.until_ms {
+        q.when("e.received_at < {}", Param::Int(at));
+    }
+    if let Some(cursor) = filter.cursor {
+        q.when(&format!("{rid} < {{}}"), Param::Int(cursor.row()));
+    }
+    q.finish(&head, &format!("{rid} DESC"), limit)
+}
+
+/// One page of deliveries, by event newest first, then by delivery.
+pub fn deliveries(filter: &DeliveryFilter, style: Placeholder) -> Query {
+    let limit = clamp_limit(filter.limit);
+    let mut q = Builder::new(style);
+    if let Some(destination) = &filter.destination {
+        q.when("d.destination = {}", Param::Text(destination.clone()));
+    }
+    if let Some(state) = filter.state {
+        q.when("d.state = {}", Param::Text(state.as_str().into()));
+    }
+    if let Some(source) = &filter.source {
+        // A delivery's source is its event's: said of both, either index serves it.
+        q.when("d.source = {}", Param::Text(source.clone()));
+        q.when("e.source = {}", Param::Text(source.clone()));
+    }
+    if let Some(key) = &filter.order_key {
+        q.when("d.order_key = {}", Param::Bytes(key.as_bytes().to_vec()));
+    }
+    if let Some(at) = filter.since_ms {
+        q.when("e.received_at >= {}", Param::Int(at));
+    }
+    if let Some(at) = filter.until_ms {
+        q.when("e.received_at < {}", Param::Int(at));
+    }
+    let by_time = filter.destination.is_none() && filter.state.is_none() && filter.order_key.is_none();
+    if let Some(cursor) = filter.cursor {
+        let row = q.bind(Param::Int(cursor.row()));
+        let sub = q.bind(Param::Int(cursor.sub()));
+        // The first term alone bounds an index range; the second splits the event at the cursor.
+        q.conditions.push(format!("d.event_rid <= {row} AND (d.event_rid < {row} OR d.rid < {sub})"));
+    }
+    let head = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.rid = d.event_rid");
+    // Said by the event's row when the event's own indexes serve the filter
+    // (time, source), by the delivery's otherwise: the same order either way,
+    // spelled so that the planner walks the index it searched.
+    let order = if by_time { "e.rid DESC, d.rid DESC" } else { "d.event_rid DESC, d.rid DESC" };
+    q.finish(&head, order, limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Cursor;
+
+    #[test]
+    fn only_the_filters_given_are_in_the_sql() {
+        let q = events(&ListFilter { limit: 10, ..Default::default() }, Placeholder::Question);
+        assert_eq!(q.sql, format!("SELECT {EVENT_COLUMNS} FROM events e ORDER BY e.rid DESC LIMIT ?1"));
+        assert_eq!(q.params, [Param::Int(11)]);
+        let q = events(
+            &ListFilter {
+                source: Some("s".into()),
+                cursor: Some(Cursor::before_row(7)),
+                limit: 5,
+                ..Default::default()
+            },
+            Placeholder::Dollar,
+        );
+        assert!(q.sql.ends_with("WHERE e.source = $1 AND e.rid < $2 ORDER BY e.rid DESC LIMIT $3"), "{}", q.sql);
+        assert_eq!(q.params, [Param::Text("s".into()), Param::Int(7), Param::Int(6)]);
+    }
+
+    #[test]
+    fn a_summary_state_excludes_events_a_higher_state_outranks() {
+        let q = events(
+            &ListFilter { state: Some(EventState::Dead), limit: 1, ..Default::default() },
+            Placeholder::Question,
+        );
+        assert!(q.sql.contains("h.state IN ('delivering', 'pending') OR"), "{}", q.sql);
+        let q = events(
+            &ListFilter { state: Some(EventState::Delivering), limit: 1, ..Default::default() },
+            Placeholder::Question,
+        );
+        assert!(!q.sql.contains("h.state IN"), "nothing outranks delivering: {}", q.sql);
+        let q = events(
+            &ListFilter { state: Some(EventState::Unrouted), limit: 1, ..Default::default() },
+            Placeholder::Question,
+        );
+        assert!(q.sql.contains("WHERE e.unrouted = 1"), "{}", q.sql);
+    }
+
+    #[test]
+    fn a_delivery_cursor_splits_an_event() {
+        let filter = DeliveryFilter { cursor: Some(Cursor::before_pair(9, 4)), limit: 2, ..Default::default() };
+        let q = deliveries(&filter, Placeholder::Question);
+        assert!(q.sql.contains("d.event_rid <= ?1 AND (d.event_rid < ?1 OR d.rid < ?2)"), "{}", q.sql);
+        assert_eq!(q.params, [Param::Int(9), Param::Int(4), Param::Int(3)]);
+    }
+}
