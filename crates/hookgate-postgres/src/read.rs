@@ -156,7 +156,7 @@ pub async fn get_delivery(c: &Client, id: &hookgate_core::DeliveryId) -> Result<
 
 pub async fn list(c: &Client, filter: &ListFilter) -> Result<Page> {
     let q = query::events(filter, Placeholder::Dollar);
-    let sql = q.sql.replacen(query::EVENT_COLUMNS, &event_columns(), 1);
+    let sql = q.sql.replace(query::EVENT_COLUMNS, &event_columns());
     let rows = run(c, &sql, &q.params).await?;
     let raws: Vec<(Cursor, Result<RawRecord>)> =
         rows.iter().map(|row| (Cursor::before_row(row.get(0)), record(row))).collect();

@@ -157,13 +157,17 @@ const MIGRATIONS: &[&str] = &[
     SELECT setval(pg_get_serial_sequence('deliveries', 'rid'), GREATEST((SELECT MAX(rid) FROM deliveries), 1));
 
     CREATE INDEX deliveries_event ON deliveries (event_rid);
-    -- Listings by state (and events by their summary), by destination, by order key; by event, newest first.
+    -- Listings by state (and events by their summary), by destination; by event, newest first.
     CREATE INDEX deliveries_state ON deliveries (state, event_rid, rid);
     CREATE INDEX deliveries_destination ON deliveries (destination, event_rid, rid);
-    CREATE INDEX deliveries_order_key ON deliveries (order_key, event_rid, rid) WHERE order_key IS NOT NULL;
+    -- Listings by order key (deliveries', and events' through theirs), in two
+    -- halves: those owed are in deliveries_queue; the finished ones here, taken
+    -- in as they finish, so storing a delivery writes no index by key but its queue's.
+    CREATE INDEX deliveries_done_key ON deliveries (order_key, event_rid, rid)
+        WHERE order_key IS NOT NULL AND state IN ('delivered', 'dead', 'superseded');
     CREATE INDEX deliveries_due ON deliveries (destination, due_at, seq) WHERE head AND state IN ('pending', 'delivering');
-    -- Finding the next head of a queue.
-    CREATE INDEX deliveries_queue ON deliveries (destination, source, order_key, seq)
+    -- Finding the next head of a queue; the owed half of a listing by order key.
+    CREATE INDEX deliveries_queue ON deliveries (order_key, destination, source, seq)
         WHERE state IN ('pending', 'delivering');
     CREATE INDEX deliveries_coalesce ON deliveries (destination, source, coalesce_key)
         WHERE state = 'pending' AND coalesce_key IS NOT NULL;
@@ -190,7 +194,6 @@ const MIGRATIONS: &[&str] = &[
     -- Events are immutable now: no update leaves room to use, so pack them.
     ALTER TABLE events SET (fillfactor = 100);
     CREATE INDEX events_source ON events (source, rid);
-    CREATE INDEX events_order_key ON events (order_key, rid) WHERE order_key IS NOT NULL;
     CREATE INDEX events_dedupe_key ON events (dedupe_key, rid) WHERE dedupe_key IS NOT NULL;
     CREATE INDEX events_received ON events (received_at);
     CREATE INDEX events_unrouted ON events (rid) WHERE unrouted = 1;

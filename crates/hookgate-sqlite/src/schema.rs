@@ -108,6 +108,8 @@ const MIGRATIONS: &[&str] = &[
         headers         BLOB NOT NULL,
         body            BLOB NOT NULL,
         dedupe_key      BLOB,
+        -- Until when a copy (the same source and dedupe key) is a duplicate of this event.
+        dedupe_expires_at INTEGER,
         -- The source's keys (each delivery carries the ones its queue uses).
         order_key       BLOB,
         coalesce_key    BLOB,
@@ -121,8 +123,11 @@ const MIGRATIONS: &[&str] = &[
         unrouted        INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX events_source ON events(source);
-    CREATE INDEX events_order_key ON events(order_key) WHERE order_key IS NOT NULL;
-    CREATE INDEX events_dedupe_key ON events(dedupe_key) WHERE dedupe_key IS NOT NULL;
+    -- Dedupe: the latest event of a (dedupe key, source) decides whether a copy
+    -- is a duplicate; the same index serves listings by dedupe key. The
+    -- `dedupe` table keeps only the keys of events retention deleted within
+    -- their window (so a late copy of a deleted event is still a duplicate).
+    CREATE INDEX events_dedupe ON events(dedupe_key, source) WHERE dedupe_key IS NOT NULL;
     CREATE INDEX events_received ON events(received_at);
     CREATE INDEX events_unrouted ON events(unrouted) WHERE unrouted = 1;
 
@@ -152,16 +157,20 @@ const MIGRATIONS: &[&str] = &[
     );
     -- An event's deliveries; listings by event.
     CREATE INDEX deliveries_event ON deliveries(event_rid);
-    -- Listings by state (and events by their summary), by destination, by order key.
+    -- Listings by state (and events by their summary), by destination.
     CREATE INDEX deliveries_state ON deliveries(state, event_rid);
     CREATE INDEX deliveries_destination ON deliveries(destination, event_rid);
-    CREATE INDEX deliveries_order_key ON deliveries(order_key, event_rid) WHERE order_key IS NOT NULL;
+    -- Listings by order key (deliveries', and events' through theirs), in two
+    -- halves: those owed are in deliveries_queue; the finished ones here, taken
+    -- in as they finish, so storing a delivery writes no index by key but its queue's.
+    CREATE INDEX deliveries_done_key ON deliveries(order_key, event_rid)
+        WHERE order_key IS NOT NULL AND state IN ('delivered', 'dead', 'superseded');
     -- The dispatcher's scan: claimable heads of one destination, soonest due first.
     -- Deliveries blocked behind a head are not in it, so a long queue costs nothing to scan.
     CREATE INDEX deliveries_due ON deliveries(destination, due_at, seq)
         WHERE head = 1 AND state IN ('pending', 'delivering');
-    -- Finding the next head of a queue.
-    CREATE INDEX deliveries_queue ON deliveries(destination, source, order_key, seq)
+    -- Finding the next head of a queue; the owed half of a listing by order key.
+    CREATE INDEX deliveries_queue ON deliveries(order_key, destination, source, seq)
         WHERE state IN ('pending', 'delivering');
     CREATE INDEX deliveries_coalesce ON deliveries(destination, source, coalesce_key)
         WHERE state = 'pending' AND coalesce_key IS NOT NULL;
@@ -179,11 +188,14 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
 
     -- A migrated event's routing stays NULL: read as the one route it took (`RouteVerdict::before_routes`).
-    INSERT INTO events (rid, id, source, received_at, headers, body, dedupe_key, order_key, coalesce_key,
-                        warnings, duplicates, unrouted)
-    SELECT rid, id, source, received_at, headers, body, dedupe_key, order_key, coalesce_key, warnings,
-           duplicates, 0
-    FROM events_v1;
+    INSERT INTO events (rid, id, source, received_at, headers, body, dedupe_key, dedupe_expires_at, order_key,
+                        coalesce_key, warnings, duplicates, unrouted)
+    SELECT v.rid, v.id, v.source, v.received_at, v.headers, v.body, v.dedupe_key,
+           (SELECT d.expires_at FROM dedupe d WHERE d.source = v.source AND d.key = v.dedupe_key AND d.event_id = v.id),
+           v.order_key, v.coalesce_key, v.warnings, v.duplicates, 0
+    FROM events_v1 v;
+    -- The keys of stored events now live with them; the table keeps those of deleted ones.
+    DELETE FROM dedupe WHERE event_id IN (SELECT id FROM events);
     INSERT INTO deliveries (rid, id, event_rid, source, destination, route, order_key, coalesce_key, seq, state,
                             updated_at, attempts, round_base, due_at, head, superseded_by)
     SELECT rid, 'dlv_' || substr(id, 5), rid, source, destination, source || '->' || destination, order_key,

@@ -14,47 +14,16 @@ use crate::db_error;
 
 pub fn ingest(c: &Connection, event: &NewEvent, seq: &mut i64) -> Result<Ingested> {
     let now = event.received_at_ms;
-    if let Some(key) = &event.dedupe_key {
-        // One statement decides: a new key inserts, an expired key is taken
-        // over, a live key leaves the row alone and returns nothing.
-        let won: Option<String> = c
-            .prepare_cached(
-                "INSERT INTO dedupe (source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (source, key) DO UPDATE
-                    SET event_id = excluded.event_id, expires_at = excluded.expires_at
-                    WHERE dedupe.expires_at <= ?5
-                 RETURNING event_id",
-            )
-            .and_then(|mut s| {
-                s.query_row(
-                    params![
-                        event.source,
-                        key.as_bytes(),
-                        event.id.as_str(),
-                        now.saturating_add(event.dedupe_window_ms),
-                        now
-                    ],
-                    |r| r.get(0),
-                )
-                .optional()
-            })
-            .map_err(db_error)?;
-        if won.is_none() {
-            let original: String = c
-                .prepare_cached("SELECT event_id FROM dedupe WHERE source = ?1 AND key = ?2")
-                .and_then(|mut s| s.query_row(params![event.source, key.as_bytes()], |r| r.get(0)))
-                .map_err(db_error)?;
-            c.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")
-                .and_then(|mut s| s.execute([&original]))
-                .map_err(db_error)?;
-            return Ok(Ingested::Duplicate { original: parse_id(&original)? });
-        }
+    if let Some(key) = &event.dedupe_key
+        && let Some(original) = live_owner(c, &event.source, key.as_bytes(), now)?
+    {
+        return Ok(Ingested::Duplicate { original });
     }
     let event_rid: i64 = c
         .prepare_cached(
             "INSERT INTO events (id, source, received_at, headers, body, dedupe_key, order_key, coalesce_key,
-                                 event_type, warnings, routing, trace, unrouted)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                                 event_type, warnings, routing, trace, unrouted, dedupe_expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              RETURNING rid",
         )
         .and_then(|mut s| {
@@ -73,6 +42,7 @@ pub fn ingest(c: &Connection, event: &NewEvent, seq: &mut i64) -> Result<Ingeste
                     codec::encode_routing(&event.routing),
                     event.trace,
                     event.deliveries.is_empty(),
+                    event.dedupe_key.as_ref().map(|_| now.saturating_add(event.dedupe_window_ms)),
                 ],
                 |r| r.get(0),
             )
@@ -80,17 +50,77 @@ pub fn ingest(c: &Connection, event: &NewEvent, seq: &mut i64) -> Result<Ingeste
         .map_err(db_error)?;
     let mut superseded = 0;
     for delivery in &event.deliveries {
+        let mut own_queue_moved = false;
         if let Some(key) = &delivery.coalesce_key {
-            superseded += coalesce(c, &event.id, &event.source, delivery, key.as_bytes(), now)?;
+            let (count, own) = coalesce(c, &event.id, &event.source, delivery, key.as_bytes(), now)?;
+            superseded += count;
+            own_queue_moved = own;
         }
         add_delivery(c, event_rid, &event.source, delivery, seq, now)?;
+        if own_queue_moved && let Some(order_key) = &delivery.order_key {
+            // A superseded head of its own queue: the first still owed leads now (it may be the new one).
+            promote(c, &delivery.destination, &event.source, order_key.as_bytes())?;
+        }
     }
     Ok(Ingested::Accepted { id: event.id.clone(), superseded })
 }
 
+/// The event that owns a (source, dedupe key) at `now`, if one does: the
+/// latest stored event of the key while its window lasts (its duplicate
+/// count goes up), or, once retention deleted it, the key's tombstone.
+/// One statement of SQLite's single writer decides, so there is no race to
+/// lose: every copy after the first finds it.
+fn live_owner(c: &Connection, source: &str, key: &[u8], now: i64) -> Result<Option<EventId>> {
+    let latest: Option<(i64, String, Option<i64>)> = c
+        .prepare_cached(
+            "SELECT rid, id, dedupe_expires_at FROM events WHERE dedupe_key = ?1 AND source = ?2
+             ORDER BY rid DESC LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row(params![key, source], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .map_err(db_error)?;
+    if let Some((rid, id, Some(expires_at))) = latest
+        && expires_at > now
+    {
+        c.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE rid = ?1")
+            .and_then(|mut s| s.execute([rid]))
+            .map_err(db_error)?;
+        return parse_id(&id).map(Some);
+    }
+    let tombstone: Option<String> = c
+        .prepare_cached("SELECT event_id FROM dedupe WHERE source = ?1 AND key = ?2 AND expires_at > ?3")
+        .and_then(|mut s| s.query_row(params![source, key, now], |r| r.get(0)).optional())
+        .map_err(db_error)?;
+    tombstone.as_deref().map(parse_id).transpose()
+}
+
+/// Before events are deleted: the dedupe keys of those still within their
+/// window are kept apart (a tombstone), so a late copy is still a duplicate.
+/// `before` is retention's bound; a key already expired by then is not kept.
+fn keep_live_keys(c: &Connection, event_rid: i64, before: i64) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO dedupe (source, key, event_id, expires_at)
+         SELECT source, dedupe_key, id, dedupe_expires_at FROM events
+         WHERE rid = ?1 AND dedupe_key IS NOT NULL AND dedupe_expires_at > ?2
+         ON CONFLICT (source, key) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
+            WHERE excluded.expires_at > dedupe.expires_at",
+    )
+    .and_then(|mut s| s.execute(params![event_rid, before]))
+    .map(drop)
+    .map_err(db_error)
+}
+
 /// Supersede the pending deliveries of `delivery`'s destination, source and
-/// coalesce key; a superseded head hands its queue on.
-fn coalesce(c: &Connection, by: &EventId, source: &str, delivery: &NewDelivery, key: &[u8], now: i64) -> Result<u64> {
+/// coalesce key; a superseded head of another queue hands it on. How many,
+/// and whether any was in `delivery`'s own queue (whose head the caller
+/// settles once the new delivery is in).
+fn coalesce(
+    c: &Connection,
+    by: &EventId,
+    source: &str,
+    delivery: &NewDelivery,
+    key: &[u8],
+    now: i64,
+) -> Result<(u64, bool)> {
     let orphaned: Vec<Option<Vec<u8>>> = c
         .prepare_cached(
             "UPDATE deliveries SET state = 'superseded', superseded_by = ?1, updated_at = ?2, due_at = NULL, head = 0
@@ -110,10 +140,12 @@ fn coalesce(c: &Connection, by: &EventId, source: &str, delivery: &NewDelivery, 
     for order_key in keys.iter().filter(|k| Some(k.as_slice()) != own) {
         promote(c, &delivery.destination, source, order_key)?;
     }
-    Ok(superseded)
+    Ok((superseded, keys.iter().any(|k| Some(k.as_slice()) == own)))
 }
 
-/// A new delivery at the end of its queue, due at `now`.
+/// A new delivery at the end of its queue, due at `now`: its queue's head if
+/// nothing else in it is owed (decided in the insert itself, so a head is
+/// written once, not inserted and then promoted).
 fn add_delivery(
     c: &Connection,
     event_rid: i64,
@@ -126,7 +158,9 @@ fn add_delivery(
     c.prepare_cached(
         "INSERT INTO deliveries (id, event_rid, source, destination, route, order_key, coalesce_key, seq, state,
                                  updated_at, due_at, head)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?10)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9,
+                 ?6 IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries q WHERE q.order_key = ?6 AND q.destination = ?4
+                                           AND q.source = ?3 AND q.state IN ('pending', 'delivering')))",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -139,14 +173,9 @@ fn add_delivery(
             delivery.coalesce_key.as_ref().map(|k| k.as_bytes()),
             *seq,
             now,
-            delivery.order_key.is_none(),
         ])
     })
     .map_err(db_error)?;
-    if let Some(order_key) = &delivery.order_key {
-        // The new delivery may lead its queue.
-        promote(c, &delivery.destination, source, order_key.as_bytes())?;
-    }
     Ok(())
 }
 
@@ -397,7 +426,10 @@ pub fn recover(conn: &mut Connection, now: i64) -> rusqlite::Result<usize> {
     Ok(recovered)
 }
 
-/// Up to `limit` expired dedupe keys (by the expiry index): a short write.
+/// Up to `limit` expired dedupe keys kept for deleted events (by the expiry
+/// index): a short write. A stored event's key needs no purge: it goes with
+/// the event, and stops deduping when its window ends whether or not anything
+/// is deleted.
 pub fn purge_dedupe(c: &Connection, now: i64, limit: usize) -> Result<u64> {
     c.prepare_cached(
         "DELETE FROM dedupe WHERE (source, key) IN (
@@ -424,27 +456,40 @@ pub fn purge_finished(c: &Connection, state: State, before: i64, limit: usize) -
         })
         .map_err(db_error)?;
     let mut attempts = c.prepare_cached("DELETE FROM attempts WHERE delivery_rid = ?1").map_err(db_error)?;
-    let mut event = c
-        .prepare_cached(
-            "DELETE FROM events WHERE rid = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_rid = ?1)",
-        )
-        .map_err(db_error)?;
     for (rid, event_rid) in &gone {
         attempts.execute([rid]).map_err(db_error)?;
-        event.execute([event_rid]).map_err(db_error)?;
+        delete_bare_event(c, *event_rid, before)?;
     }
     Ok(gone.len() as u64)
 }
 
+/// Delete an event left with no delivery, its live dedupe key kept apart.
+fn delete_bare_event(c: &Connection, event_rid: i64, before: i64) -> Result<bool> {
+    let bare: bool = c
+        .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM deliveries WHERE event_rid = ?1)")
+        .and_then(|mut s| s.query_row([event_rid], |r| r.get(0)))
+        .map_err(db_error)?;
+    if !bare {
+        return Ok(false);
+    }
+    keep_live_keys(c, event_rid, before)?;
+    c.prepare_cached("DELETE FROM events WHERE rid = ?1")
+        .and_then(|mut s| s.execute([event_rid]))
+        .map(|n| n > 0)
+        .map_err(db_error)
+}
+
 /// Retention of unrouted events: one small batch, oldest first.
 pub fn purge_unrouted(c: &Connection, before: i64, limit: usize) -> Result<u64> {
-    c.prepare_cached(
-        "DELETE FROM events WHERE rid IN (
-             SELECT rid FROM events WHERE unrouted = 1 AND received_at < ?1 ORDER BY rid LIMIT ?2)",
-    )
-    .and_then(|mut s| s.execute(params![before, limit as i64]))
-    .map(|n| n as u64)
-    .map_err(db_error)
+    let old: Vec<i64> = c
+        .prepare_cached("SELECT rid FROM events WHERE unrouted = 1 AND received_at < ?1 ORDER BY rid LIMIT ?2")
+        .and_then(|mut s| s.query_map(params![before, limit as i64], |r| r.get(0))?.collect())
+        .map_err(db_error)?;
+    let mut purged = 0;
+    for rid in old {
+        purged += u64::from(delete_bare_event(c, rid, before)?);
+    }
+    Ok(purged)
 }
 
 #[cfg(test)]

