@@ -117,6 +117,11 @@ impl EventState {
         }
     }
 
+    /// Still owed to its destination: pending or delivering.
+    pub fn is_owed(self) -> bool {
+        matches!(self, EventState::Pending | EventState::Delivering)
+    }
+
     /// The delivery state of the same name (`unrouted` has none).
     pub fn delivery_state(self) -> Option<State> {
         match self {

@@ -53,6 +53,7 @@ fn delivery(row: &Row) -> Result<RawDelivery> {
         attempts: row.try_get::<_, i32>(12).map_err(corrupt)?.into(),
         due_at: row.try_get(13).map_err(corrupt)?,
         superseded_by: row.try_get(14).map_err(corrupt)?,
+        last_error: row.try_get(15).map_err(corrupt)?,
     })
 }
 
@@ -197,9 +198,12 @@ pub async fn list_deliveries(c: &Client, filter: &DeliveryFilter) -> Result<Deli
 pub async fn stats(c: &Client) -> Result<Vec<StateCount>> {
     let rows = c
         .query(
-            "SELECT source, destination, state, COUNT(*) FROM deliveries GROUP BY source, destination, state
+            "SELECT g.source, g.destination, g.state, g.n, e.received_at
+             FROM (SELECT source, destination, state, COUNT(*) AS n, MIN(event_rid) AS oldest
+                   FROM deliveries GROUP BY source, destination, state) g
+             LEFT JOIN events e ON e.rid = g.oldest
              UNION ALL
-             SELECT source, '', 'unrouted', COUNT(*) FROM events WHERE unrouted = 1 GROUP BY source",
+             SELECT source, '', 'unrouted', COUNT(*), MIN(received_at) FROM events WHERE unrouted = 1 GROUP BY source",
             &[],
         )
         .await
@@ -207,7 +211,13 @@ pub async fn stats(c: &Client) -> Result<Vec<StateCount>> {
     rows.iter()
         .map(|r| {
             let state = r.get::<_, String>(2).parse().map_err(|e| StoreError::Corrupt(format!("state: {e}")))?;
-            Ok(StateCount { source: r.get(0), destination: r.get(1), state, count: r.get::<_, i64>(3) as u64 })
+            Ok(StateCount {
+                source: r.get(0),
+                destination: r.get(1),
+                state,
+                count: r.get::<_, i64>(3) as u64,
+                oldest_received_ms: r.get(4),
+            })
         })
         .collect()
 }

@@ -42,6 +42,7 @@ fn delivery(row: &Row<'_>) -> rusqlite::Result<RawDelivery> {
         attempts: row.get(12)?,
         due_at: row.get(13)?,
         superseded_by: row.get(14)?,
+        last_error: row.get(15)?,
     })
 }
 
@@ -184,21 +185,30 @@ pub fn list_deliveries(c: &Connection, filter: &DeliveryFilter) -> Result<Delive
 pub fn stats(c: &Connection) -> Result<Vec<StateCount>> {
     let rows = c
         .prepare_cached(
-            "SELECT source, destination, state, COUNT(*) FROM deliveries GROUP BY source, destination, state
+            "SELECT g.source, g.destination, g.state, g.n, e.received_at
+             FROM (SELECT source, destination, state, COUNT(*) AS n, MIN(event_rid) AS oldest
+                   FROM deliveries GROUP BY source, destination, state) g
+             LEFT JOIN events e ON e.rid = g.oldest
              UNION ALL
-             SELECT source, '', 'unrouted', COUNT(*) FROM events WHERE unrouted = 1 GROUP BY source",
+             SELECT source, '', 'unrouted', COUNT(*), MIN(received_at) FROM events WHERE unrouted = 1 GROUP BY source",
         )
         .and_then(|mut s| {
             s.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db_error)?;
     rows.into_iter()
-        .map(|(source, destination, state, count)| {
+        .map(|(source, destination, state, count, oldest_received_ms)| {
             let state = state.parse().map_err(|e| StoreError::Corrupt(format!("state: {e}")))?;
-            Ok(StateCount { source, destination, state, count: count as u64 })
+            Ok(StateCount { source, destination, state, count: count as u64, oldest_received_ms })
         })
         .collect()
 }

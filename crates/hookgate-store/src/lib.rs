@@ -230,6 +230,9 @@ pub struct DeliveryRecord {
     pub attempts: u32,
     pub next_attempt_at_ms: Option<i64>,
     pub superseded_by: Option<EventId>,
+    /// The error of its latest attempt (none when it succeeded, or before any):
+    /// for a dead delivery, why it died.
+    pub last_error: Option<String>,
 }
 
 /// Everything known about one event: its metadata, what the sender sent,
@@ -391,6 +394,9 @@ pub struct StateCount {
     pub destination: String,
     pub state: EventState,
     pub count: u64,
+    /// When the oldest event counted here was received (the alert on a
+    /// backlog that does not move reads it for the states still owed).
+    pub oldest_received_ms: Option<i64>,
 }
 
 /// A listed event row as a backend reads it, before its text columns are
@@ -426,6 +432,7 @@ pub struct RawDelivery {
     pub attempts: i64,
     pub due_at: Option<i64>,
     pub superseded_by: Option<String>,
+    pub last_error: Option<String>,
 }
 
 impl RawDelivery {
@@ -445,6 +452,7 @@ impl RawDelivery {
             attempts: self.attempts.clamp(0, u32::MAX as i64) as u32,
             next_attempt_at_ms: if state == State::Pending { self.due_at } else { None },
             superseded_by: self.superseded_by.as_deref().map(parse_id).transpose()?,
+            last_error: self.last_error,
         })
     }
 }

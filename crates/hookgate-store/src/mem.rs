@@ -243,6 +243,7 @@ impl Tables {
             attempts: d.attempts,
             next_attempt_at_ms: if d.state == State::Pending { d.due_at } else { None },
             superseded_by: d.superseded_by.clone(),
+            last_error: self.attempts.range((rid, 0)..=(rid, u32::MAX)).next_back().and_then(|(_, a)| a.error.clone()),
         }
     }
 
@@ -608,18 +609,30 @@ impl Store for MemStore {
 
     async fn stats(&self) -> Result<Vec<StateCount>> {
         let t = self.tables();
-        let mut counts: BTreeMap<(String, String, EventState), u64> = BTreeMap::new();
+        // A count and the oldest event's row (its time is read from the row, as the SQL stores do).
+        let mut counts: BTreeMap<(String, String, EventState), (u64, i64)> = BTreeMap::new();
+        let mut count = |key: (String, String, EventState), event_rid: i64| {
+            let entry = counts.entry(key).or_insert((0, event_rid));
+            entry.0 += 1;
+            entry.1 = entry.1.min(event_rid);
+        };
         for d in t.deliveries.values() {
-            *counts.entry((d.source.clone(), d.destination.clone(), d.state.into())).or_default() += 1;
+            count((d.source.clone(), d.destination.clone(), d.state.into()), d.event_rid);
         }
         for (rid, e) in &t.events {
             if t.deliveries_of(*rid).is_empty() {
-                *counts.entry((e.source.clone(), String::new(), EventState::Unrouted)).or_default() += 1;
+                count((e.source.clone(), String::new(), EventState::Unrouted), *rid);
             }
         }
         Ok(counts
             .into_iter()
-            .map(|((source, destination, state), count)| StateCount { source, destination, state, count })
+            .map(|((source, destination, state), (count, oldest))| StateCount {
+                source,
+                destination,
+                state,
+                count,
+                oldest_received_ms: t.events.get(&oldest).map(|e| e.received_at),
+            })
             .collect())
     }
 

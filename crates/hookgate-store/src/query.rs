@@ -48,8 +48,10 @@ pub const EVENT_COLUMNS: &str = "e.rid, e.id, e.source, e.received_at, e.dedupe_
      e.coalesce_key, e.event_type, e.warnings, e.duplicates";
 
 /// The columns [`crate::RawDelivery`] is read from, in its order.
+/// The last: the error of its latest attempt (by the attempts' primary key).
 pub const DELIVERY_COLUMNS: &str = "d.rid, d.id, d.event_rid, e.id, d.source, d.destination, d.route, d.state, \
-     d.order_key, d.coalesce_key, e.received_at, d.updated_at, d.attempts, d.due_at, d.superseded_by";
+     d.order_key, d.coalesce_key, e.received_at, d.updated_at, d.attempts, d.due_at, d.superseded_by, \
+     (SELECT a.error FROM attempts a WHERE a.delivery_rid = d.rid ORDER BY a.attempt DESC LIMIT 1)";
 
 struct Builder {
     style: Placeholder,

@@ -62,6 +62,13 @@ pub struct EventView {
     pub body_base64: Option<String>,
     /// Every attempt of every delivery, oldest first (each names its destination).
     pub attempts: Vec<AttemptView>,
+    /// How its source verifies a sender's request (the source's scheme today).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_by: Option<String>,
+    /// The event's trace (W3C trace id, 32 hex digits): its ingest span and
+    /// every attempt's are in it, and each attempt's `traceparent` names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// One per route of its source: matched or not, and why.
     #[serde(default)]
     pub routing: Vec<RoutingView>,
@@ -86,6 +93,10 @@ pub struct AttemptView {
     pub duration_ms: i64,
     pub status: Option<u16>,
     pub error: Option<String>,
+    /// The first bytes of the destination's answer (`[storage] keep_response`),
+    /// 2xx included, as text (bytes that are not UTF-8 replaced, control characters escaped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
     /// The delivery it was an attempt of, and its destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<String>,
@@ -115,6 +126,9 @@ pub struct DeliverySummary {
     pub attempt_count: u32,
     pub next_attempt_at_ms: Option<i64>,
     pub superseded_by: Option<String>,
+    /// The error of its latest attempt: for a dead delivery, why it died.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// A delivery with its attempts (in an event's view).
@@ -124,6 +138,11 @@ pub struct DeliveryView {
     #[schema(inline)]
     pub summary: DeliverySummary,
     pub attempts: Vec<AttemptView>,
+    /// Where it stands and why, in a sentence: delivered on which attempt,
+    /// dead after how many and with what error, superseded by which event,
+    /// in flight, or waiting (for its first attempt, a retry, or its queue).
+    #[serde(default)]
+    pub outcome: String,
 }
 
 /// `GET /api/deliveries`: by event, newest first.
@@ -345,6 +364,7 @@ impl From<&Attempt> for AttemptView {
             duration_ms: a.duration_ms,
             status: a.status,
             error: a.error.clone(),
+            response: a.response.as_deref().map(crate::deliver::printable),
             delivery: None,
             destination: None,
         }
@@ -378,6 +398,7 @@ impl From<&DeliveryRecord> for DeliverySummary {
             attempt_count: d.attempts,
             next_attempt_at_ms: d.next_attempt_at_ms,
             superseded_by: d.superseded_by.as_ref().map(ToString::to_string),
+            last_error: d.last_error.clone(),
         }
     }
 }
@@ -387,7 +408,43 @@ impl From<&DeliveryDetail> for DeliveryView {
         DeliveryView {
             summary: DeliverySummary::from(&d.record),
             attempts: d.attempts.iter().map(AttemptView::from).collect(),
+            outcome: outcome(d),
         }
+    }
+}
+
+/// A delivery's story in a sentence, from its state and its attempts.
+fn outcome(d: &DeliveryDetail) -> String {
+    let last = d.attempts.last();
+    let answer = |a: &Attempt| match (a.status, &a.error) {
+        (_, Some(error)) => error.clone(),
+        (Some(status), None) => format!("HTTP {status}"),
+        (None, None) => "no answer".into(),
+    };
+    let tried = |n: usize| if n == 1 { "1 attempt".to_owned() } else { format!("{n} attempts") };
+    match d.record.state {
+        State::Delivered => match last {
+            Some(a) => format!("delivered on attempt {} ({})", a.attempt, answer(a)),
+            None => "delivered".into(),
+        },
+        State::Dead => match last {
+            Some(a) => format!(
+                "dead: its attempts were spent ({} in all); the last one's answer: {}",
+                tried(d.attempts.len()),
+                answer(a)
+            ),
+            None => "dead".into(),
+        },
+        State::Superseded => match &d.record.superseded_by {
+            Some(by) => format!("superseded by {by} (a newer event with its coalesce key) before it was delivered"),
+            None => "superseded before it was delivered".into(),
+        },
+        State::Delivering => format!("attempt {} in flight", d.record.attempts),
+        State::Pending => match last {
+            Some(a) => format!("to be retried after {}; the last one's answer: {}", tried(d.attempts.len()), answer(a)),
+            // Due now, or behind an earlier event of its queue, or its destination is paused.
+            None => "waiting for its first attempt".into(),
+        },
     }
 }
 
@@ -415,6 +472,14 @@ impl From<&EventDetail> for EventView {
             body,
             body_base64,
             attempts,
+            verified_by: None,
+            trace_id: Some(
+                d.trace
+                    .as_deref()
+                    .and_then(|t| crate::telemetry::TraceContext::parse(t.as_bytes()))
+                    .unwrap_or_else(|| crate::telemetry::context::for_untraced_event(d.record.id.as_str()))
+                    .trace_hex(),
+            ),
             routing: d.routing.iter().map(RoutingView::from).collect(),
             deliveries: d.deliveries.iter().map(DeliveryView::from).collect(),
         }

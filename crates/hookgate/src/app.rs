@@ -26,6 +26,7 @@ use crate::loud::LoudLog;
 use crate::serve::serve;
 use crate::stats::StatsCache;
 use crate::steering::Live;
+use crate::telemetry::Telemetry;
 use crate::wake::Waker;
 
 /// Beyond the grace, how long a stop still waits for background work (a
@@ -97,7 +98,14 @@ impl Server {
         let addr = listener.local_addr()?;
         // One clock for the whole server: the store's (see `clock`).
         let clock: Arc<dyn Clock> = Arc::new(StoreClock(store.clone()));
-        let client = Client::new(clock.clone())?;
+        let client = Client::new(clock.clone(), config.keep_response)?;
+        let telemetry = match &config.telemetry {
+            Some(settings) => {
+                tracing::info!(endpoint = %settings.traces_url, sample_ratio = settings.sample_ratio, "exporting traces (OTLP/HTTP)");
+                Telemetry::start(settings.clone())
+            }
+            None => Telemetry::off(),
+        };
         crate::metrics::handle();
         crate::metrics::start_upkeep();
         let (shutdown, stopping) = watch::channel(false);
@@ -115,6 +123,7 @@ impl Server {
             let mut dispatcher =
                 Dispatcher::new(store.clone(), clock.clone(), Arc::new(destination.clone()), client.clone(), wake);
             dispatcher.shutdown_grace = config.limits.shutdown_grace;
+            dispatcher.telemetry = telemetry.clone();
             dispatcher.live = live.get(&destination.name).expect("live state per destination").clone();
             workers.push(tokio::spawn(dispatcher.run(stopping.clone())));
         }
@@ -149,6 +158,7 @@ impl Server {
             faults,
             readiness: Arc::new(FaultLog::new("readiness")),
             refusals: LoudLog::default(),
+            telemetry: telemetry.clone(),
         });
         let router = http::router(state);
         let limits = config.limits;

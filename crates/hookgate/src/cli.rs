@@ -545,6 +545,12 @@ fn show(event: &EventView) -> String {
         row("event type", kind.clone());
     }
     row("received", when(e.received_at_ms));
+    if let Some(scheme) = &event.verified_by {
+        row("verified by", scheme.clone());
+    }
+    if let Some(trace) = &event.trace_id {
+        row("trace", trace.clone());
+    }
     row("updated", when(e.updated_at_ms));
     if let Some(next) = e.next_attempt_at_ms {
         row("next attempt", when(next));
@@ -570,6 +576,9 @@ fn show(event: &EventView) -> String {
         let s = &d.summary;
         let next = s.next_attempt_at_ms.map(|at| format!(", next attempt {}", when(at))).unwrap_or_default();
         let _ = writeln!(text, "delivery {} to {} ({}): {}{next}", s.id, s.destination, s.route, s.state);
+        if !d.outcome.is_empty() {
+            let _ = writeln!(text, "  {}", d.outcome);
+        }
         if s.order_key != e.order_key {
             let _ = writeln!(text, "  order key {}", dash(&s.order_key));
         }
@@ -578,6 +587,14 @@ fn show(event: &EventView) -> String {
             let error = a.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default();
             let _ =
                 writeln!(text, "  #{:<3} {}  {status}  {} ms{error}", a.attempt, when(a.started_at_ms), a.duration_ms);
+            // The answer's start, when the error text does not already hold it.
+            if let Some(answer) =
+                a.response.as_deref().filter(|r| !r.is_empty() && a.error.as_deref().is_none_or(|e| !e.contains(r)))
+            {
+                let shown: String = answer.chars().take(200).collect();
+                let more = if shown.len() < answer.len() { " …" } else { "" };
+                let _ = writeln!(text, "       answered: {}{more}", shown.replace('\n', " "));
+            }
         }
     }
     let _ = writeln!(text, "headers ({})", event.headers.len());

@@ -14,6 +14,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::clock::{self, Clock};
 use crate::config::Destination;
+use crate::telemetry::TraceContext;
 
 /// Bytes of a failed response kept for the attempt's error text.
 const ERROR_BODY_BYTES: usize = 512;
@@ -22,13 +23,15 @@ const ERROR_BODY_BYTES: usize = 512;
 const RESPONSE_BODY_BYTES: usize = 64 * 1024;
 
 /// What one attempt came to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub status: Option<u16>,
     pub error: Option<String>,
     /// The destination's `Retry-After` on a 429 or 503, in milliseconds.
     pub retry_after_ms: Option<u64>,
     pub duration: Duration,
+    /// The first bytes of the answer's body (`[storage] keep_response`), 2xx included.
+    pub response: Option<bytes::Bytes>,
 }
 
 impl Outcome {
@@ -39,8 +42,14 @@ impl Outcome {
 
 /// Makes one delivery attempt. The dispatcher is generic over it so its loop
 /// can be tested on virtual time; [`Client`] is the one real implementation.
+/// `trace` is the attempt's own span: the app gets it as its `traceparent`.
 pub trait Deliver: Clone + Send + Sync + 'static {
-    fn attempt(&self, destination: &Destination, claim: &Claim) -> impl Future<Output = Outcome> + Send;
+    fn attempt(
+        &self,
+        destination: &Destination,
+        claim: &Claim,
+        trace: &TraceContext,
+    ) -> impl Future<Output = Outcome> + Send;
 }
 
 #[derive(Clone)]
@@ -48,16 +57,24 @@ pub struct Client {
     http: reqwest::Client,
     /// `webhook-timestamp` and `Retry-After` dates are read against it.
     clock: Arc<dyn Clock>,
+    /// Bytes of each answer kept for the attempt's record.
+    keep_response: usize,
 }
 
 impl Deliver for Client {
-    fn attempt(&self, destination: &Destination, claim: &Claim) -> impl Future<Output = Outcome> + Send {
-        self.send(destination, claim)
+    fn attempt(
+        &self,
+        destination: &Destination,
+        claim: &Claim,
+        trace: &TraceContext,
+    ) -> impl Future<Output = Outcome> + Send {
+        self.send(destination, claim, *trace)
     }
 }
 
 impl Client {
-    pub fn new(clock: Arc<dyn Clock>) -> Result<Self, reqwest::Error> {
+    /// `keep_response`: bytes of each answer kept (at most [`RESPONSE_BODY_BYTES`] are read).
+    pub fn new(clock: Arc<dyn Clock>, keep_response: usize) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             // A redirect would send the event somewhere nobody configured.
             .redirect(reqwest::redirect::Policy::none())
@@ -66,17 +83,17 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Client { http, clock })
+        Ok(Client { http, clock, keep_response: keep_response.min(RESPONSE_BODY_BYTES) })
     }
 
-    async fn send(&self, destination: &Destination, claim: &Claim) -> Outcome {
+    async fn send(&self, destination: &Destination, claim: &Claim, trace: TraceContext) -> Outcome {
         let started = Instant::now();
         let now_ms = self.clock.now_ms();
         let request = self
             .http
             .post(destination.url.clone())
             .timeout(destination.timeout)
-            .headers(headers_for(destination, claim, now_ms / 1_000))
+            .headers(headers_for(destination, claim, now_ms / 1_000, &trace))
             .body(claim.body.clone());
         match request.send().await {
             Ok(mut response) => {
@@ -87,20 +104,25 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, clock::system_time(now_ms)));
                 // Read the answer's body up to a cap: its start explains a
-                // failure, and a body read to its end lets the connection be reused.
+                // failure and is kept with the attempt, and a body read to its
+                // end lets the connection be reused.
+                let wanted = ERROR_BODY_BYTES.max(self.keep_response);
                 let mut snippet = Vec::new();
                 let mut read = 0;
                 while read < RESPONSE_BODY_BYTES {
                     match response.chunk().await {
                         Ok(Some(chunk)) => {
                             read += chunk.len();
-                            if snippet.len() < ERROR_BODY_BYTES {
-                                snippet.extend_from_slice(&chunk);
+                            if snippet.len() < wanted {
+                                let room = wanted - snippet.len();
+                                snippet.extend_from_slice(&chunk[..chunk.len().min(room)]);
                             }
                         }
                         _ => break,
                     }
                 }
+                let kept = (self.keep_response > 0 && !snippet.is_empty())
+                    .then(|| bytes::Bytes::copy_from_slice(&snippet[..snippet.len().min(self.keep_response)]));
                 let error = (!(200..300).contains(&status)).then(|| {
                     if let Some(redirect) = redirect_error(status, response.headers()) {
                         return redirect;
@@ -109,7 +131,7 @@ impl Client {
                     let text = printable(&snippet);
                     format!("HTTP {status}: {}", text.trim()).trim_end_matches([':', ' ']).to_owned()
                 });
-                Outcome { status: Some(status), error, retry_after_ms, duration: started.elapsed() }
+                Outcome { status: Some(status), error, retry_after_ms, duration: started.elapsed(), response: kept }
             }
             Err(e) => {
                 let kind = if e.is_timeout() {
@@ -126,6 +148,7 @@ impl Client {
                     error: Some(format!("{kind}: {}", error_chain(&e))),
                     retry_after_ms: None,
                     duration: started.elapsed(),
+                    response: None,
                 }
             }
         }
@@ -170,11 +193,13 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The sender's headers, cleaned, plus hookgate's own.
-pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> HeaderMap {
+/// The sender's headers, cleaned, plus hookgate's own; `trace` is the
+/// attempt's span, sent as `traceparent` (the sender's own, if it sent one,
+/// is the parent of the event's trace, not of this request).
+pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64, trace: &TraceContext) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in claim.headers.iter() {
-        let ours = name.starts_with("webhook-") || name.starts_with("hookgate-");
+        let ours = name.starts_with("webhook-") || name.starts_with("hookgate-") || name == "traceparent";
         // The sender's own signature in the format hookgate signs in goes: it would not verify
         // with the destination's secret. Credentials and hop-by-hop headers are never forwarded
         // whatever is stored (ingest already removed them: a second line of defence).
@@ -213,6 +238,7 @@ pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64) -> H
     if let Some(order_key) = &claim.order_key {
         set("hookgate-order-key", order_key.as_bytes());
     }
+    set("traceparent", trace.header().as_bytes());
     headers
 }
 
@@ -246,6 +272,8 @@ mod tests {
         }
     }
 
+    const TRACE: TraceContext = TraceContext { trace_id: [0x4b; 16], span_id: [0x0f; 8], sampled: true };
+
     fn claim() -> Claim {
         Claim {
             delivery: hookgate_core::DeliveryId::generate(),
@@ -262,6 +290,7 @@ mod tests {
                 ("content-length", b"2"),
                 ("webhook-id", b"msg_from_sender"),
                 ("x-custom", b"kept"),
+                ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
                 ("x-latin1", b"caf\xe9"),
             ]
             .into_iter()
@@ -278,7 +307,7 @@ mod tests {
         let claim = claim();
         let key = Signer::new(SigningFormat::StandardWebhooks, &Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
             .unwrap();
-        let headers = headers_for(&destination(Some(key.clone())), &claim, 1_700_000_000);
+        let headers = headers_for(&destination(Some(key.clone())), &claim, 1_700_000_000, &TRACE);
         let get = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(get("content-type").as_deref(), Some("application/json"));
         assert_eq!(get("x-custom").as_deref(), Some("kept"));
@@ -294,9 +323,10 @@ mod tests {
         assert_eq!(get("hookgate-route").as_deref(), Some("stripe->app"));
         assert_eq!(get("hookgate-delivery-id").as_deref(), Some(claim.delivery.as_str()));
         assert_eq!(get("hookgate-order-key").as_deref(), Some("cus_1"));
+        assert_eq!(get("traceparent"), Some(TRACE.header()), "the attempt's span, not the sender's");
         let expected = key.sign(claim.id.as_str(), 1_700_000_000, b"{}");
         assert_eq!(get("webhook-signature"), Some(expected));
-        let unsigned = headers_for(&destination(None), &claim, 1);
+        let unsigned = headers_for(&destination(None), &claim, 1, &TRACE);
         assert!(unsigned.get("webhook-signature").is_none());
     }
 
@@ -306,7 +336,7 @@ mod tests {
         claim.headers.push("stripe-signature", "t=1,v1=the-senders");
         claim.headers.push("x-hub-signature", "sha1=the-senders");
         let stripe = Signer::new(SigningFormat::Stripe, &Secret::new("whsec_destination_secret")).unwrap();
-        let headers = headers_for(&destination(Some(stripe.clone())), &claim, 1_700_000_000);
+        let headers = headers_for(&destination(Some(stripe.clone())), &claim, 1_700_000_000, &TRACE);
         let all: Vec<_> = headers.get_all("stripe-signature").iter().collect();
         assert_eq!(all.len(), 1, "the sender's is replaced, not added to");
         assert_eq!(all[0].to_str().unwrap(), stripe.sign(claim.id.as_str(), 1_700_000_000, b"{}"));
@@ -314,7 +344,7 @@ mod tests {
         assert!(headers.get("webhook-signature").is_none(), "one signature, in the format asked for");
         assert_eq!(headers.get("x-hub-signature").unwrap(), "sha1=the-senders", "another format's stays");
         let github = Signer::new(SigningFormat::Github, &Secret::new("github-destination-secret")).unwrap();
-        let headers = headers_for(&destination(Some(github)), &claim, 1_700_000_000);
+        let headers = headers_for(&destination(Some(github)), &claim, 1_700_000_000, &TRACE);
         assert!(headers.get("x-hub-signature").is_none(), "GitHub's SHA-1 signature goes with its SHA-256 one");
         assert!(headers.get("x-hub-signature-256").unwrap().to_str().unwrap().starts_with("sha256="));
         assert_eq!(headers.get("stripe-signature").unwrap(), "t=1,v1=the-senders");

@@ -26,6 +26,7 @@ use crate::faults::FaultLog;
 use crate::loud::LoudLog;
 use crate::metrics;
 use crate::steering::Live;
+use crate::telemetry::{self, Span, SpanKind, Telemetry, TraceContext, Value};
 
 /// Longest sleep between looks at the store.
 pub const POLL_MS: u64 = 1_000;
@@ -72,6 +73,8 @@ pub struct Dispatcher<D> {
     pub live: Arc<Live>,
     /// Failed attempts and dead events, told at WARN a line every few seconds.
     pub failures: Arc<LoudLog>,
+    /// Each attempt's span, in its event's trace.
+    pub telemetry: Telemetry,
 }
 
 impl<D: Deliver> Dispatcher<D> {
@@ -97,6 +100,7 @@ impl<D: Deliver> Dispatcher<D> {
             wake,
             shutdown_grace: Duration::from_secs(30),
             failures: Arc::default(),
+            telemetry: Telemetry::off(),
         }
     }
 
@@ -257,7 +261,7 @@ impl<D: Deliver> Dispatcher<D> {
         let now = self.clock.now_ms();
         if let Some(unsaid) = self.failures.admit(&format!("{} late", self.destination.name)) {
             tracing::warn!(
-                event = %claim.id, delivery = %claim.delivery, destination = %self.destination.name,
+                event_id = %claim.id, source = %claim.source, delivery_id = %claim.delivery, destination = %self.destination.name,
                 "a claim came back {} after it was asked, too late to deliver within its lease: given back{}",
                 hookgate_core::human_duration(took.as_millis() as u64), crate::loud::and_more(unsaid)
             );
@@ -285,7 +289,14 @@ impl<D: Deliver> Dispatcher<D> {
 
     async fn deliver(self, claim: Claim, _slot: OwnedSemaphorePermit) {
         let started_at_ms = self.clock.now_ms();
-        let outcome = self.client.attempt(&self.destination, &claim).await;
+        // A child of the event's ingest span (an event stored before traces were kept gets one of its own).
+        let event_span = claim
+            .trace
+            .as_deref()
+            .and_then(|t| TraceContext::parse(t.as_bytes()))
+            .unwrap_or_else(|| telemetry::context::for_untraced_event(claim.id.as_str()));
+        let trace = event_span.child(rand::random::<[u8; 8]>());
+        let outcome = self.client.attempt(&self.destination, &claim, &trace).await;
         let ended = tokio::time::Instant::now();
         self.live.breaker.record(app_failed(&outcome), ended);
         self.live.recent.record(self.live.second(ended), outcome.delivered(), outcome.duration);
@@ -299,14 +310,23 @@ impl<D: Deliver> Dispatcher<D> {
             Verdict::Dead => metrics::DEAD,
         };
         ::metrics::counter!(counter, "destination" => name.clone()).increment(1);
-        self.tell(&claim, &outcome, verdict);
+        self.tell(&claim, &outcome, verdict, &trace);
+        self.telemetry.record(attempt_span(
+            &self.destination.name,
+            &claim,
+            &outcome,
+            verdict,
+            started_at_ms,
+            trace,
+            &event_span,
+        ));
         let attempt = Attempt {
             attempt: claim.attempt,
             started_at_ms,
             duration_ms: outcome.duration.as_millis() as i64,
             status: outcome.status,
             error: outcome.error,
-            response: None,
+            response: outcome.response,
         };
         self.record(&claim, attempt, verdict).await;
     }
@@ -320,7 +340,7 @@ impl<D: Deliver> Dispatcher<D> {
                 Ok(true) => break,
                 Ok(false) => {
                     tracing::warn!(
-                        event = %claim.id, delivery = %claim.delivery,
+                        event_id = %claim.id, source = %claim.source, destination = %claim.destination, delivery_id = %claim.delivery,
                         "lease lost before the outcome was recorded; it will be delivered again"
                     );
                     break;
@@ -341,16 +361,24 @@ impl<D> Dispatcher<D> {
     /// for each (the next says how many went unsaid): an app that fails is
     /// seen in the log, an app that fails a thousand times a second does not
     /// fill it.
-    fn tell(&self, claim: &Claim, outcome: &Outcome, verdict: Verdict) {
+    fn tell(&self, claim: &Claim, outcome: &Outcome, verdict: Verdict, trace: &TraceContext) {
         let name = &self.destination.name;
         let error = outcome.error.as_deref().unwrap_or("no answer");
+        let trace_id = trace.trace_hex();
         match verdict {
-            Verdict::Delivered => {}
+            Verdict::Delivered => {
+                tracing::debug!(
+                    event_id = %claim.id, source = %claim.source, destination = %name, trace_id,
+                    delivery_id = %claim.delivery, attempt = claim.attempt, status = outcome.status,
+                    "delivered"
+                );
+            }
             Verdict::Retry { at_ms } => {
                 if let Some(unsaid) = self.failures.admit(&format!("{name} retry")) {
                     let retry_in = hookgate_core::human_duration((at_ms - self.clock.now_ms()).max(0) as u64);
                     tracing::warn!(
-                        event = %claim.id, delivery = %claim.delivery, destination = %name, attempt = claim.attempt,
+                        event_id = %claim.id, source = %claim.source, destination = %name, trace_id,
+                        delivery_id = %claim.delivery, attempt = claim.attempt,
                         "attempt failed, retrying in {retry_in}: {error}{}", crate::loud::and_more(unsaid)
                     );
                 }
@@ -358,13 +386,58 @@ impl<D> Dispatcher<D> {
             Verdict::Dead => {
                 if let Some(unsaid) = self.failures.admit(&format!("{name} dead")) {
                     tracing::warn!(
-                        event = %claim.id, delivery = %claim.delivery, destination = %name, attempts = claim.round_attempt,
+                        event_id = %claim.id, source = %claim.source, destination = %name, trace_id,
+                        delivery_id = %claim.delivery, attempts = claim.round_attempt,
                         "delivery is dead, its attempts spent (replay it once the app is fixed: hookgate replay {}): {error}{}",
                         claim.delivery, crate::loud::and_more(unsaid)
                     );
                 }
             }
         }
+    }
+}
+
+/// An attempt as a span: a client span in its event's trace, a child of the
+/// event's ingest span, timed as the attempt was.
+fn attempt_span(
+    destination: &str,
+    claim: &Claim,
+    outcome: &Outcome,
+    verdict: Verdict,
+    started_at_ms: i64,
+    context: TraceContext,
+    event_span: &TraceContext,
+) -> Span {
+    let start = telemetry::unix_nano(started_at_ms);
+    let mut attributes = vec![
+        ("hookgate.destination", Value::from(destination)),
+        ("hookgate.source", Value::from(claim.source.as_str())),
+        ("hookgate.event_id", Value::from(claim.id.as_str())),
+        ("hookgate.delivery_id", Value::from(claim.delivery.as_str())),
+        ("hookgate.route", Value::from(claim.route.as_str())),
+        ("hookgate.attempt", Value::Int(i64::from(claim.attempt))),
+        (
+            "hookgate.outcome",
+            Value::from(match verdict {
+                Verdict::Delivered => "delivered",
+                Verdict::Retry { .. } => "retry",
+                Verdict::Dead => "dead",
+            }),
+        ),
+        ("http.request.method", Value::from("POST")),
+    ];
+    if let Some(status) = outcome.status {
+        attributes.push(("http.response.status_code", Value::Int(i64::from(status))));
+    }
+    Span {
+        context,
+        parent: Some(event_span.span_id),
+        name: format!("deliver {destination}"),
+        kind: SpanKind::Client,
+        start_unix_nano: start,
+        end_unix_nano: start.saturating_add(outcome.duration.as_nanos() as u64),
+        attributes,
+        error: (!outcome.delivered()).then(|| outcome.error.clone().unwrap_or_else(|| "no answer".into())),
     }
 }
 

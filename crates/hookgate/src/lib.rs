@@ -20,6 +20,7 @@ pub mod dispatch;
 mod faults;
 mod housekeeping;
 mod http;
+pub mod logs;
 mod loud;
 pub mod metrics;
 pub mod receiver;
@@ -27,6 +28,7 @@ pub mod routing;
 mod serve;
 mod stats;
 pub mod steering;
+pub mod telemetry;
 pub mod wake;
 
 pub use app::{ServeError, Server};

@@ -65,7 +65,6 @@ async fn run(command: Command) -> ExitCode {
             }
         }
         Command::Serve(arg) => {
-            init_logs("hookgate=info,hookgate_sqlite=info");
             let config = match Config::load(&arg.config, &Env::from_process()) {
                 Ok(config) => config,
                 Err(problems) => {
@@ -73,6 +72,7 @@ async fn run(command: Command) -> ExitCode {
                     return ExitCode::from(USAGE_OR_CONFIG);
                 }
             };
+            hookgate::logs::init(&config.log.level, config.log.json);
             let listener = match tokio::net::TcpListener::bind(config.listen).await {
                 Ok(listener) => listener,
                 Err(e) => {
@@ -89,7 +89,7 @@ async fn run(command: Command) -> ExitCode {
             }
         }
         Command::Demo => {
-            init_logs("warn");
+            hookgate::logs::init("warn", false);
             match demo::run().await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(RUNTIME),
@@ -97,7 +97,7 @@ async fn run(command: Command) -> ExitCode {
             }
         }
         Command::Bench(args) => {
-            init_logs("warn");
+            hookgate::logs::init("warn", false);
             let json = args.json;
             match hookgate::bench::run(args, stop_signal()).await {
                 Ok(report) if json => {
@@ -150,12 +150,6 @@ fn done(result: Result<(), cli::ClientError>) -> ExitCode {
 fn fail(code: u8, message: &str) -> ExitCode {
     eprintln!("hookgate: {message}");
     ExitCode::from(code)
-}
-
-fn init_logs(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).init();
 }
 
 /// SIGTERM or Ctrl-C. On Unix the handlers are installed when this is

@@ -21,6 +21,32 @@ pub const QUEUE_DEPTH: &str = "hookgate_queue_depth";
 pub const PAUSED: &str = "hookgate_destination_paused";
 pub const ACK_SECONDS: &str = "hookgate_ack_seconds";
 pub const DELIVERY_SECONDS: &str = "hookgate_delivery_seconds";
+pub const READY: &str = "hookgate_ready";
+pub const CIRCUIT_OPEN: &str = "hookgate_circuit_open";
+pub const OLDEST_PENDING: &str = "hookgate_oldest_pending_event_age_seconds";
+pub const SPANS_DROPPED: &str = "hookgate_telemetry_spans_dropped_total";
+
+/// Every metric hookgate exports (dashboards and alert rules may use no other).
+pub const ALL: &[&str] = &[
+    RECEIVED,
+    DUPLICATES,
+    SUPERSEDED,
+    UNROUTED,
+    REJECTED,
+    UNAVAILABLE,
+    SHED,
+    DELIVERED,
+    RETRIED,
+    DEAD,
+    QUEUE_DEPTH,
+    PAUSED,
+    ACK_SECONDS,
+    DELIVERY_SECONDS,
+    READY,
+    CIRCUIT_OPEN,
+    OLDEST_PENDING,
+    SPANS_DROPPED,
+];
 
 /// Buckets for ack latency: the promise is milliseconds, so resolve them.
 const ACK_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
@@ -96,4 +122,45 @@ fn describe() {
         "Time from request to answer for accepted events (includes the durable commit)."
     );
     metrics::describe_histogram!(DELIVERY_SECONDS, "Time a destination took to answer one attempt.");
+    metrics::describe_gauge!(READY, "1 while storage answers (as /readyz), else 0 (read at scrape time).");
+    metrics::describe_gauge!(
+        CIRCUIT_OPEN,
+        "1 while this instance's circuit breaker holds a destination's attempts back, else 0."
+    );
+    metrics::describe_gauge!(
+        OLDEST_PENDING,
+        "Age of the oldest event with a delivery still owed (pending or delivering), by source and destination."
+    );
+    metrics::describe_counter!(
+        SPANS_DROPPED,
+        "Trace spans dropped: the exporter's queue was full or the collector did not take them."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    /// The shipped alert rules and dashboard name only metrics hookgate
+    /// exports (a renamed metric would leave an alert that never fires).
+    #[test]
+    fn alerts_and_dashboard_use_only_exported_metrics() {
+        for (file, text) in [
+            ("deploy/prometheus/alerts.yml", include_str!("../../../deploy/prometheus/alerts.yml")),
+            ("deploy/grafana/hookgate.json", include_str!("../../../deploy/grafana/hookgate.json")),
+        ] {
+            let mut used = std::collections::BTreeSet::new();
+            for (at, _) in text.match_indices("hookgate_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                    .collect();
+                let family =
+                    ["_bucket", "_sum", "_count"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+                used.insert(family.to_owned());
+            }
+            assert!(used.len() >= 5, "{file}: {used:?}");
+            for name in &used {
+                assert!(super::ALL.contains(&name.as_str()), "{file} uses {name}, which hookgate does not export");
+            }
+        }
+    }
 }

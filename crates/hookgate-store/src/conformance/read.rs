@@ -59,7 +59,8 @@ pub async fn stats_count_by_source_and_state(store: Arc<dyn Store>) {
             source: "src".into(),
             destination: String::new(),
             state: Unrouted,
-            count: 1
+            count: 1,
+            oldest_received_ms: Some(T0),
         }),
         "{stats:?}"
     );

@@ -134,7 +134,8 @@ pub async fn unrouted_events_are_kept_with_their_reasons(store: Arc<dyn Store>) 
         source: "src".into(),
         destination: String::new(),
         state: EventState::Unrouted,
-        count: 1
+        count: 1,
+        oldest_received_ms: Some(T0),
     }));
     assert_eq!(store.replay(&id, T0).await.unwrap(), 0, "nothing to replay");
 
@@ -147,6 +148,11 @@ pub async fn unrouted_events_are_kept_with_their_reasons(store: Arc<dyn Store>) 
         Some(0),
         "only what is missing"
     );
+    // The queue's oldest owed event is the rerouted one (received first, queued last).
+    let stats = store.stats().await.unwrap();
+    let owed: Vec<_> = stats.iter().filter(|s| s.destination == DEST && s.state.is_owed()).collect();
+    assert_eq!(owed.iter().map(|s| s.count).sum::<u64>(), 2, "{stats:?}");
+    assert_eq!(owed.iter().filter_map(|s| s.oldest_received_ms).min(), Some(T0), "{stats:?}");
     let detail = store.get(&id).await.unwrap().unwrap();
     assert_eq!((detail.record.state, detail.routing.clone()), (EventState::Pending, again.routing));
     assert_eq!(claimed(&*store, DEST, T0 + 2).await, vec![behind.clone()], "stored before the reroute: first");

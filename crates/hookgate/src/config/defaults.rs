@@ -37,3 +37,10 @@ pub const KEEP_DELIVERED: &str = "7d";
 /// Dead events, this long after they died: time to look and replay.
 pub const KEEP_DEAD: &str = "30d";
 pub const KEEP_SUPERSEDED: &str = "1d";
+/// The first bytes of each attempt's answer kept with it (2xx included).
+pub const KEEP_RESPONSE: &str = "1KiB";
+/// At most this much of an answer is kept, whatever `keep_response` says: the
+/// delivery client reads no more of an answer than this.
+pub const KEEP_RESPONSE_MAX: usize = 64 * 1024;
+pub const LOG_LEVEL: &str = "info";
+pub const SERVICE_NAME: &str = "hookgate";

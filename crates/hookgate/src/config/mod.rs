@@ -46,6 +46,19 @@ pub struct Config {
     pub retention: Retention,
     pub destinations: Vec<Destination>,
     pub sources: Vec<Source>,
+    /// Bytes of each attempt's answer kept with it (`[storage] keep_response`).
+    pub keep_response: usize,
+    pub log: Log,
+    /// `None`: no traces are exported (the app still gets a `traceparent`).
+    pub telemetry: Option<crate::telemetry::Settings>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub json: bool,
+    /// An `EnvFilter` directive; `RUST_LOG` wins over it.
+    pub level: String,
 }
 
 /// What the HTTP edge allows a client, and how long a stop may take.

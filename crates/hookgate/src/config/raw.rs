@@ -36,6 +36,29 @@ pub struct RawConfig {
     pub destinations: Vec<RawDestination>,
     pub sources: Vec<RawSource>,
     pub routes: Vec<RawRoute>,
+    pub log: RawLog,
+    pub telemetry: RawTelemetry,
+}
+
+/// `[log]`: how hookgate writes its log (stderr).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// "text" (default) or "json": one JSON object a line.
+    pub format: Option<String>,
+    /// A level ("info") or a filter ("hookgate=debug,info"); `RUST_LOG`, when set, wins.
+    pub level: Option<String>,
+}
+
+/// `[telemetry]`: OpenTelemetry traces, off unless an endpoint is set.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTelemetry {
+    /// The collector's OTLP/HTTP base URL ("http://127.0.0.1:4318"); spans go to `/v1/traces` under it.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+    /// The share of new traces recorded, 0 to 1 (a sender's sampled flag is kept as it is).
+    pub sample_ratio: Option<f64>,
 }
 
 /// `[[routes]]`: which of a source's events go to a destination.
@@ -79,6 +102,9 @@ pub struct RawStorage {
     /// SQLite only: free disk kept for deliveries; below it, ingest is refused.
     #[serde(deserialize_with = "size")]
     pub min_free: Option<String>,
+    /// The first bytes of every attempt's answer kept with the attempt ("1KiB"; "0" keeps none).
+    #[serde(deserialize_with = "size")]
+    pub keep_response: Option<String>,
 }
 
 /// How long finished events are kept, by state.

@@ -532,3 +532,41 @@ fn a_destination_signs_in_the_format_it_names() {
         vec!["destinations[0].signing_secret: must be at least 16 bytes (a short secret is guessable)"]
     );
 }
+
+#[test]
+fn log_telemetry_and_kept_answers_default_and_validate() {
+    let config = load(GOOD, &[]).unwrap();
+    assert_eq!(config.log, Log { json: false, level: "info".into() });
+    assert_eq!(config.telemetry, None, "off unless an endpoint is set");
+    assert_eq!(config.keep_response, 1024);
+
+    // The standard OpenTelemetry variables when the file says nothing…
+    let config =
+        load(GOOD, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"), ("OTEL_SERVICE_NAME", "gw")]).unwrap();
+    let telemetry = config.telemetry.unwrap();
+    assert_eq!(telemetry.traces_url.as_str(), "http://collector:4318/v1/traces");
+    assert_eq!((telemetry.service_name.as_str(), telemetry.sample_ratio), ("gw", 1.0));
+    let signal = load(GOOD, &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/custom")]).unwrap();
+    assert_eq!(signal.telemetry.unwrap().traces_url.as_str(), "http://c:4318/custom", "the signal's URL as given");
+    // …and the file (or HOOKGATE_*) over them.
+    let text = format!(
+        "{GOOD}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsample_ratio = 0.5\n[log]\nformat = \"json\"\n"
+    );
+    let config = load(&text, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://other:4318")]).unwrap();
+    assert_eq!(config.telemetry.as_ref().unwrap().traces_url.as_str(), "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(config.telemetry.unwrap().sample_ratio, 0.5);
+    assert!(config.log.json);
+    let config = load(GOOD, &[("HOOKGATE_LOG__FORMAT", "json"), ("HOOKGATE_LOG__LEVEL", "debug")]).unwrap();
+    assert_eq!(config.log, Log { json: true, level: "debug".into() });
+
+    let bad = format!(
+        "{GOOD}\n[log]\nformat = \"yaml\"\nlevel = \"loud\"\n[telemetry]\notlp_endpoint = \"collector:4318\"\n\
+         sample_ratio = 2.0\n"
+    );
+    let problems = load(&bad.replace("[storage]\n", "[storage]\nkeep_response = \"1MiB\"\n"), &[]).unwrap_err().0;
+    for key in ["log.format", "log.level", "telemetry.sample_ratio", "storage.keep_response"] {
+        assert!(problems.iter().any(|p| p.starts_with(&format!("{key}: "))), "{key} not named: {problems:?}");
+    }
+    let problems = load(&bad.replace("sample_ratio = 2.0", "sample_ratio = 1.0"), &[]).unwrap_err().0;
+    assert!(problems.iter().any(|p| p.starts_with("telemetry.otlp_endpoint: ")), "{problems:?}");
+}

@@ -18,10 +18,12 @@ use hookgate_verify::standard_webhooks;
 use hookgate_verify::{Preset, Scheme, SchemeName, SchemeOptions, TokenAt};
 use reqwest::header::{HeaderName, HeaderValue};
 
-use super::raw::{RawConfig, RawDestination, RawRoute, RawServer, RawSource, RawStorage, RawVerify};
+use super::raw::{
+    RawConfig, RawDestination, RawLog, RawRoute, RawServer, RawSource, RawStorage, RawTelemetry, RawVerify,
+};
 use super::units::{parse_duration, parse_size};
 use super::{
-    Challenge, CircuitBreaker, Config, Destination, Env, Limits, Problems, RateLimit, Retention, Route, Source,
+    Challenge, CircuitBreaker, Config, Destination, Env, Limits, Log, Problems, RateLimit, Retention, Route, Source,
     Storage, defaults,
 };
 
@@ -192,11 +194,36 @@ pub fn validate(raw: RawConfig, env: &Env) -> Result<Config, Problems> {
         sources.extend(source(&mut c, i, s, &names));
     }
     routes(&mut c, &raw, &mut sources, &names);
+    let keep_response = keep_response(&mut c, &raw.storage);
+    let log = log(&mut c, &raw.log);
+    let telemetry = telemetry(&mut c, &raw.telemetry);
 
-    match (c.problems.is_empty(), listen, max_body_bytes, limits, storage, retention) {
-        (true, Some(listen), Some(max_body_bytes), Some(limits), Some(storage), (Some(d), Some(x), Some(s))) => {
+    match (c.problems.is_empty(), listen, max_body_bytes, limits, storage, retention, keep_response, log, telemetry) {
+        (
+            true,
+            Some(listen),
+            Some(max_body_bytes),
+            Some(limits),
+            Some(storage),
+            (Some(d), Some(x), Some(s)),
+            Some(keep_response),
+            Some(log),
+            Some(telemetry),
+        ) => {
             let retention = Retention { delivered: d, dead: x, superseded: s };
-            Ok(Config { listen, max_body_bytes, limits, storage, admin_token, retention, destinations, sources })
+            Ok(Config {
+                listen,
+                max_body_bytes,
+                limits,
+                storage,
+                admin_token,
+                retention,
+                destinations,
+                sources,
+                keep_response,
+                log,
+                telemetry,
+            })
         }
         _ => Err(Problems(c.problems)),
     }
@@ -235,6 +262,101 @@ fn limits(c: &mut Checker<'_>, raw: &RawServer, max_body_bytes: Option<usize>) -
         max_inflight_bytes: inflight?,
         shutdown_grace: shutdown_grace?,
     })
+}
+
+fn keep_response(c: &mut Checker<'_>, raw: &RawStorage) -> Option<usize> {
+    let text = raw.keep_response.as_deref().unwrap_or(defaults::KEEP_RESPONSE).trim();
+    // "0" keeps nothing (a size of nothing has no unit to give).
+    let bytes =
+        if text == "0" { 0 } else { parse_size(text).map_err(|e| c.problem("storage.keep_response", e)).ok()? };
+    if bytes > defaults::KEEP_RESPONSE_MAX {
+        c.problem(
+            "storage.keep_response",
+            format!("must be at most 64KiB (the most of an answer the delivery client reads); {bytes} bytes given"),
+        );
+        return None;
+    }
+    Some(bytes)
+}
+
+fn log(c: &mut Checker<'_>, raw: &RawLog) -> Option<Log> {
+    let json = match raw.format.as_deref().map(str::trim) {
+        None | Some("text") => Some(false),
+        Some("json") => Some(true),
+        Some(other) => {
+            c.problem("log.format", format!("{other:?} is not a log format: \"text\" or \"json\""));
+            None
+        }
+    };
+    let level = raw.level.as_deref().unwrap_or(defaults::LOG_LEVEL).trim().to_owned();
+    // A bare word must be a level: the filter syntax would take "loud" for a crate's name.
+    let bare = !level.contains(['=', ',']);
+    let levels = ["error", "warn", "info", "debug", "trace", "off"];
+    let valid = if bare {
+        levels.contains(&level.to_ascii_lowercase().as_str())
+    } else {
+        tracing_subscriber::EnvFilter::try_new(&level).is_ok()
+    };
+    let level = match valid {
+        true => Some(level),
+        false => {
+            c.problem(
+                "log.level",
+                format!("{level:?} is not a level (error, warn, info, debug, trace) or a filter like \"hookgate=debug,info\""),
+            );
+            None
+        }
+    };
+    Some(Log { json: json?, level: level? })
+}
+
+/// `[telemetry]`, with the standard `OTEL_*` variables where the file (and
+/// its `HOOKGATE_TELEMETRY__*` overrides) says nothing. `Some(None)`: off.
+fn telemetry(c: &mut Checker<'_>, raw: &RawTelemetry) -> Option<Option<crate::telemetry::Settings>> {
+    let env = c.env;
+    let endpoint = match raw.otlp_endpoint.as_deref().map(str::trim) {
+        Some("") => None,
+        Some(base) => Some(("telemetry.otlp_endpoint", traces_url(base))),
+        None => match env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").map(str::trim).filter(|v| !v.is_empty()) {
+            // The signal's own variable is the whole URL, as the OpenTelemetry spec says.
+            Some(full) => Some(("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", full.to_owned())),
+            None => env
+                .get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|base| ("OTEL_EXPORTER_OTLP_ENDPOINT", traces_url(base))),
+        },
+    };
+    let service_name = raw
+        .service_name
+        .clone()
+        .or_else(|| env.get("OTEL_SERVICE_NAME").map(str::to_owned))
+        .unwrap_or_else(|| defaults::SERVICE_NAME.to_owned());
+    let sample_ratio = raw.sample_ratio.unwrap_or(1.0);
+    let mut bad = false;
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        c.problem("telemetry.sample_ratio", format!("{sample_ratio} is not a share between 0 and 1"));
+        bad = true;
+    }
+    let Some((key, url)) = endpoint else {
+        return (!bad).then_some(None);
+    };
+    let traces_url = match reqwest::Url::parse(&url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => Some(parsed),
+        _ => {
+            c.problem(key, format!("{url:?} is not an http(s) URL like http://127.0.0.1:4318"));
+            None
+        }
+    };
+    if bad {
+        return None;
+    }
+    Some(Some(crate::telemetry::Settings { traces_url: traces_url?, service_name, sample_ratio }))
+}
+
+/// OTLP/HTTP's traces path under a base endpoint.
+fn traces_url(base: &str) -> String {
+    format!("{}/v1/traces", base.trim_end_matches('/'))
 }
 
 fn storage(c: &mut Checker<'_>, raw: &RawStorage) -> Option<Storage> {

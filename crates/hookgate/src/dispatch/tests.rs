@@ -102,11 +102,16 @@ struct App {
 }
 
 impl Deliver for App {
-    fn attempt(&self, _: &Destination, _: &Claim) -> impl std::future::Future<Output = Outcome> + Send {
+    fn attempt(
+        &self,
+        _: &Destination,
+        _: &Claim,
+        _: &crate::telemetry::TraceContext,
+    ) -> impl std::future::Future<Output = Outcome> + Send {
         let work = self.work;
         async move {
             tokio::time::sleep(work).await;
-            Outcome { status: Some(200), error: None, retry_after_ms: None, duration: work }
+            Outcome { status: Some(200), error: None, retry_after_ms: None, duration: work, response: None }
         }
     }
 }
@@ -171,6 +176,7 @@ fn start(store: ScriptedStore, work: Duration, grace: Duration) -> Running {
         faults: Arc::default(),
         live: Arc::new(crate::steering::Live::new("app", None)),
         failures: Arc::default(),
+        telemetry: crate::telemetry::Telemetry::off(),
     };
     let (stop, stopping) = watch::channel(false);
     let task = tokio::spawn(dispatcher.run(stopping));

@@ -191,7 +191,9 @@ async fn list(State(state): State<Arc<HttpState>>, Query(q): Query<ListQuery>) -
 async fn show(State(state): State<Arc<HttpState>>, Path(id): Path<String>) -> Result<Json<EventView>, ApiError> {
     let detail =
         state.store.get(&event_id(&id)?).await?.ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
-    Ok(Json(EventView::from(&detail)))
+    let mut view = EventView::from(&detail);
+    view.verified_by = state.sources.get(&detail.record.source).map(|s| s.scheme.name().as_str().to_owned());
+    Ok(Json(view))
 }
 
 /// Deliver an event again (same webhook id): each of its finished
@@ -250,7 +252,7 @@ async fn reroute(State(state): State<Arc<HttpState>>, Path(id): Path<String>) ->
     for destination in &destinations {
         state.waker.wake(Wake::Destination(destination));
     }
-    tracing::info!(event = %event_id, added, "rerouted");
+    tracing::info!(event_id = %event_id, added, "rerouted");
     Ok(Json(Rerouted { id: event_id.to_string(), added, routing }))
 }
 

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use super::body::{self, BodyError};
 use super::{ApiError, HttpState};
 use crate::config::Source;
+use crate::telemetry::{self, Span, SpanKind, TraceContext, Value as SpanValue};
 use crate::wake::Wake;
 use crate::{metrics, routing};
 
@@ -92,15 +93,22 @@ pub async fn receive(
     let mut keys = render_keys(source, &view);
     let routed = routing::route(source, &view, &keys.order, &keys.coalesce);
     drop(view);
+    // The event's trace: the sender's continued, or a new one; every attempt joins it.
+    let (trace, sender_span) =
+        telemetry::context::for_ingest(headers.get("traceparent"), state.telemetry.sample_ratio(), rand::random);
     let headers = forwardable(headers, &source.scheme);
     keys.warnings.extend(routed.warnings);
 
+    let id = EventId::generate();
     if !keys.warnings.is_empty() {
-        tracing::warn!(source = %source.name, warnings = ?keys.warnings, "stored with keys missing");
+        tracing::warn!(
+            event_id = %id, source = %source.name, trace_id = trace.trace_hex(), warnings = ?keys.warnings,
+            "stored with keys missing"
+        );
     }
     let destinations: Vec<String> = routed.deliveries.iter().map(|d| d.destination.clone()).collect();
     let event = NewEvent {
-        id: EventId::generate(),
+        id,
         source: source.name.clone(),
         received_at_ms,
         headers,
@@ -113,7 +121,7 @@ pub async fn receive(
         warnings: keys.warnings,
         routing: routed.routing,
         deliveries: routed.deliveries,
-        trace: None,
+        trace: Some(trace.header()),
     };
     let stored = match tokio::time::timeout(STORE_ANSWER_WAIT, state.store.ingest(event)).await {
         Ok(stored) => stored,
@@ -132,6 +140,7 @@ pub async fn receive(
     })?;
     state.faults.ok();
     drop(held);
+    state.telemetry.record(ingest_span(source, &outcome, trace, sender_span, received_at_ms, started.elapsed()));
     let label = source.name.clone();
     match outcome {
         Ingested::Accepted { id, superseded } => {
@@ -152,6 +161,46 @@ pub async fn receive(
             ::metrics::counter!(metrics::DUPLICATES, "source" => label).increment(1);
             Ok(Json(json!({ "id": original.as_str(), "status": "duplicate" })))
         }
+    }
+}
+
+/// The event's ingest span: a server span, the root of the event's trace or
+/// a child of the sender's. A duplicate's span says which event it copied
+/// (and lives in its own request's trace: the original's is not read back).
+fn ingest_span(
+    source: &Source,
+    outcome: &Ingested,
+    context: TraceContext,
+    parent: Option<[u8; 8]>,
+    received_at_ms: i64,
+    took: std::time::Duration,
+) -> Span {
+    let mut attributes = vec![
+        ("hookgate.source", SpanValue::from(source.name.as_str())),
+        ("hookgate.verified_by", SpanValue::from(source.scheme.name().as_str())),
+        ("http.request.method", SpanValue::from("POST")),
+    ];
+    match outcome {
+        Ingested::Accepted { id, superseded } => {
+            attributes.push(("hookgate.event_id", SpanValue::from(id.as_str())));
+            attributes.push(("hookgate.outcome", SpanValue::from("accepted")));
+            attributes.push(("hookgate.superseded", SpanValue::Int(*superseded as i64)));
+        }
+        Ingested::Duplicate { original } => {
+            attributes.push(("hookgate.event_id", SpanValue::from(original.as_str())));
+            attributes.push(("hookgate.outcome", SpanValue::from("duplicate")));
+        }
+    }
+    let start = telemetry::unix_nano(received_at_ms);
+    Span {
+        context,
+        parent,
+        name: format!("ingest {}", source.name),
+        kind: SpanKind::Server,
+        start_unix_nano: start,
+        end_unix_nano: start.saturating_add(took.as_nanos() as u64),
+        attributes,
+        error: None,
     }
 }
 

@@ -51,6 +51,8 @@ pub struct HttpState {
     pub readiness: Arc<FaultLog>,
     /// Refused requests, told at WARN a line per source every few seconds.
     pub refusals: LoudLog,
+    /// Each event's ingest span.
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// A configured destination, and its dispatcher's live state.

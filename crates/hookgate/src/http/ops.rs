@@ -43,7 +43,9 @@ pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     // Queue depth comes from the store (so it is right whichever instance
     // stored or delivered the events), through the snapshot: however often
     // scrapes come, the store counts at most once a second.
-    let counts = state.stats.get(&state.store).await.map(|s| s.counts).unwrap_or_default();
+    let snapshot = state.stats.get(&state.store).await;
+    let snapshot_at = snapshot.as_ref().map(|s| s.taken_at_ms);
+    let counts = snapshot.map(|s| s.counts).unwrap_or_default();
     // One series per queue there is: (source, destination) of every route, each state owed.
     for (source, destination) in state.sources.values().flat_map(|s| s.routes.iter().map(move |r| (s, r))) {
         for owed in [EventState::Pending, EventState::Delivering] {
@@ -58,7 +60,33 @@ pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
             )
             .set(count as f64);
         }
+        // The oldest event still owed to the queue (0 with none): a backlog that does not move grows it.
+        let oldest = counts
+            .iter()
+            .filter(|c| c.source == source.name && c.destination == destination.destination && c.state.is_owed())
+            .filter_map(|c| c.oldest_received_ms)
+            .min();
+        let taken_at = snapshot_at.unwrap_or_else(|| state.clock.now_ms());
+        let age = oldest.map_or(0.0, |at| (taken_at - at).max(0) as f64 / 1_000.0);
+        ::metrics::gauge!(
+            metrics::OLDEST_PENDING,
+            "source" => source.name.clone(), "destination" => destination.destination.clone()
+        )
+        .set(age);
     }
+    // This instance's breakers (each instance has its own view of an app).
+    let now = tokio::time::Instant::now();
+    for destination in &state.destinations {
+        let open = destination.live.breaker.circuit(now) != crate::steering::Circuit::Closed;
+        ::metrics::gauge!(metrics::CIRCUIT_OPEN, "destination" => destination.name.clone()).set(if open {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    // Readiness, as /readyz judges it.
+    let ready = matches!(tokio::time::timeout(READY_WAIT, state.store.ping()).await, Ok(Ok(())));
+    ::metrics::gauge!(metrics::READY).set(if ready { 1.0 } else { 0.0 });
     // Pauses too, from the store: a pause made on another instance, or before a restart, shows.
     if let Ok(Ok(paused)) = tokio::time::timeout(READY_WAIT, state.store.paused()).await {
         for destination in &state.destinations {

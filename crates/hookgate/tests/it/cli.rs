@@ -91,7 +91,12 @@ async fn events_and_replay_commands_use_the_admin_api() {
     );
     assert!(received.ends_with(" ago)"), "and its age: {received}");
     assert!(shown.contains("routes (1)\n  plain->app -> app  matched\n"), "{shown}");
-    assert!(shown.contains(" to app (plain->app): delivered\n  #1") && shown.contains("  200  "), "{shown}");
+    assert!(
+        shown.contains(" to app (plain->app): delivered\n  delivered on attempt 1 (HTTP 200)\n  #1")
+            && shown.contains("  200  "),
+        "each delivery's outcome, then its attempts: {shown}"
+    );
+    assert!(shown.contains("  verified by   none\n"), "{shown}");
     assert!(shown.contains("body (27 bytes)\n  {\"id\":\"cli-1\",\"object\":\"o\"}"), "{shown}");
     // Durations for --since, as the tables print ages.
     let recent = run(vec!["events".into(), "list".into(), "--since".into(), "1h".into()]).await.unwrap();

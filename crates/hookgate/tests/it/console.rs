@@ -114,9 +114,10 @@ async fn the_console_in_a_real_browser() {
     // The app refuses "doomed" events (400) until it is told to heal.
     let healed = Arc::new(AtomicBool::new(false));
     let heal = healed.clone();
-    let receiver = receiver(Arc::new(move |_, body| {
+    let receiver = receiver_answering(Arc::new(move |_, body| {
         let doomed = String::from_utf8_lossy(body).contains("doomed") && !heal.load(Ordering::SeqCst);
-        (if doomed { 400 } else { 200 }, Duration::ZERO)
+        let (status, answer) = if doomed { (400, "refused: doomed") } else { (200, "thanks, recorded") };
+        Answer { status, work: Duration::ZERO, retry_after: None, body: answer.as_bytes().to_vec() }
     }))
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -183,6 +184,19 @@ destination = "audit"
         .for_element(Locator::Css("[data-testid=delivery][data-destination=app] [data-testid=attempt]"))
         .await
         .unwrap();
+    // The whole story: how it was verified, its trace, each delivery's outcome, what the app answered.
+    until_text(&c, "[data-testid=verified-by]", "none").await;
+    let trace = until_text(&c, "[data-testid=trace-id]", "").await;
+    assert_eq!(trace.len(), 32, "a W3C trace id: {trace:?}");
+    until_text(
+        &c,
+        "[data-testid=delivery][data-destination=app] [data-testid=delivery-outcome]",
+        "delivered on attempt 1",
+    )
+    .await;
+    let answer =
+        c.execute("return document.querySelector('[data-testid=attempt-response]').textContent", vec![]).await.unwrap();
+    assert_eq!(answer, serde_json::json!("thanks, recorded"), "the app's answer, kept");
     let deliveries = c.execute("return document.querySelectorAll('[data-testid=delivery]').length", vec![]).await;
     assert_eq!(deliveries.unwrap(), serde_json::json!(1), "no delivery to the route that did not match");
     screenshot(&c, "event").await;
@@ -245,6 +259,9 @@ destination = "audit"
             .await
             .unwrap();
     }
+    // Each dead letter says why it died.
+    until_text(&c, &format!("[data-testid=dead-row][data-id='{}'] [data-testid=dead-why]", doomed[0]), "HTTP 400")
+        .await;
     screenshot(&c, "destination").await;
     c.goto(&app.url("/console#/destination/audit?tab=dead")).await.unwrap();
     until_text(&c, "[data-testid=destination-detail]", "No dead letters here.").await;

@@ -22,4 +22,5 @@ mod senders;
 mod signing;
 mod steering;
 mod support;
+mod telemetry;
 mod throwaway;

@@ -87,7 +87,12 @@ impl App {
 }
 
 impl Deliver for App {
-    fn attempt(&self, destination: &Destination, claim: &Claim) -> impl std::future::Future<Output = Outcome> + Send {
+    fn attempt(
+        &self,
+        destination: &Destination,
+        claim: &Claim,
+        _: &hookgate::telemetry::TraceContext,
+    ) -> impl std::future::Future<Output = Outcome> + Send {
         let timeout = destination.timeout;
         let fate = self.draw(timeout);
         let seen = self.seen.clone();
@@ -103,6 +108,7 @@ impl Deliver for App {
                         error: Some("connection failed: refused".into()),
                         retry_after_ms: None,
                         duration: Duration::ZERO,
+                        response: None,
                     };
                 }
                 Fate::Hang { work } => (200, work, None),
@@ -121,12 +127,14 @@ impl Deliver for App {
                     error: (status >= 300).then(|| format!("HTTP {status}")),
                     retry_after_ms,
                     duration: started.elapsed(),
+                    response: None,
                 },
                 _ => Outcome {
                     status: None,
                     error: Some("timeout".into()),
                     retry_after_ms: None,
                     duration: started.elapsed(),
+                    response: None,
                 },
             }
         }

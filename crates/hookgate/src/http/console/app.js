@@ -546,7 +546,9 @@ function deliveryCard(d, onReplay) {
   const replayButton = h('button', { type: 'button', class: 'small', testid: 'delivery-replay', disabled: ACTIVE.has(d.state),
     onclick: (e) => onReplay(d, e.currentTarget) }, 'Replay');
   const facts = [
-    ['State', stateBadge(d.state)], ['Route', mono(d.route)],
+    ['State', stateBadge(d.state)],
+    d.outcome && ['Outcome', h('span', { testid: 'delivery-outcome' }, d.outcome)],
+    ['Route', mono(d.route)],
     ['Delivery id', h('span', { class: 'mono' }, d.id)],
     ['Order key', mono(d.order_key)],
     d.next_attempt_at_ms != null && ['Next attempt', timeEl(d.next_attempt_at_ms)],
@@ -570,11 +572,14 @@ function summary(ev) {
   const filterLink = (key, v) => (v == null ? mono(v) : h('a', { href: `#/events${query({ [key]: v })}`, class: 'mono' }, v));
   const rows = [
     ['State', stateBadge(ev.state)], ['Source', ev.source],
+    ev.verified_by != null && ['Verified by', h('span', { testid: 'verified-by' }, ev.verified_by)],
     ['Destinations', destinationsOf(ev)],
     ev.event_type != null && ['Event type', mono(ev.event_type)],
     ['Received', timeEl(ev.received_at_ms)], ['Updated', timeEl(ev.updated_at_ms)],
     ev.next_attempt_at_ms != null && ['Next attempt', timeEl(ev.next_attempt_at_ms)],
-    ['Attempts', num(ev.attempt_count)], ['Duplicates', `${num(ev.duplicates)} dropped`],
+    ['Attempts', num(ev.attempt_count)],
+    ['Duplicates', ev.duplicates ? `${num(ev.duplicates)} later ${ev.duplicates === 1 ? 'copy' : 'copies'} dropped` : 'none'],
+    ev.trace_id && ['Trace', h('span', { class: 'mono', testid: 'trace-id' }, ev.trace_id)],
     ['Dedupe key', filterLink('dedupe_key', ev.dedupe_key)], ['Order key', filterLink('order_key', ev.order_key)],
     ['Coalesce key', mono(ev.coalesce_key)],
     ev.superseded_by && ['Superseded by', h('a', { href: eventHref(ev.superseded_by), class: 'mono', testid: 'superseded-by' }, ev.superseded_by)],
@@ -621,7 +626,9 @@ function attempts(ev) {
       h('div', { class: 'attempt-head' }, h('strong', {}, `#${a.attempt}`), timeEl(a.started_at_ms),
         h('span', { class: 'muted' }, ms(a.duration_ms)),
         badge(a.status == null ? 'no response' : String(a.status), ok ? 'green' : 'red')),
-      a.error && h('div', { class: 'mono attempt-error' }, a.error));
+      a.error && h('div', { class: 'mono attempt-error' }, a.error),
+      a.response != null && a.response !== a.error && h('details', { class: 'attempt-response' },
+        h('summary', {}, 'Answer'), h('pre', { class: 'code', testid: 'attempt-response' }, a.response)));
   }));
 }
 
@@ -659,13 +666,14 @@ function deliveryList(root, params, filter, base, emptyText, withReplayAll) {
     all.disabled = !shown.length;
     all.textContent = shown.length ? `Replay all shown (${shown.length})` : 'Replay all shown';
     const dead = filter.state === 'dead';
-    list.replaceChildren(table([dead ? 'Died' : 'Received', 'Event', 'Source', 'Destination', 'State', 'Order key', ['Attempts', 'num'], ''],
+    list.replaceChildren(table([dead ? 'Died' : 'Received', 'Event', 'Source', 'Destination', 'State', 'Order key', ['Attempts', 'num'], ...(dead ? ['Why'] : []), ''],
       page.deliveries.map((d) => h('tr', { testid: dead ? 'dead-row' : 'queue-row', data: { id: d.event, delivery: d.id } },
         td(dead ? 'Died' : 'Received', timeEl(dead ? d.updated_at_ms : d.received_at_ms)),
         td('Event', h('a', { href: eventHref(d.event), class: 'mono', title: d.event }, shortId(d.event))),
         td('Source', d.source), td('Destination', h('a', { href: destinationHref(d.destination) }, d.destination)),
         td('State', stateBadge(d.state)), td('Order key', mono(d.order_key)),
         td('Attempts', num(d.attempt_count), 'num'),
+        dead && td('Why', h('span', { class: 'mono why', testid: 'dead-why', title: d.last_error || '' }, d.last_error || '—')),
         td('', ACTIVE.has(d.state) ? '' : h('button', { type: 'button', testid: 'replay', class: 'small', onclick: (e) => replayOne(d.id, e.currentTarget) }, 'Replay'), 'act'))),
       emptyText),
     pager(base, params, page.next_cursor, dead ? 'dead' : 'queue'));
