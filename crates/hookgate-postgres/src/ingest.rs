@@ -291,15 +291,15 @@ const STORE: &str = "WITH input AS (
             ORDER BY f.seq DESC LIMIT 1
         ) busy ON true
      ), counted AS (
-        INSERT INTO event_duplicates AS n (event_id, n)
-        SELECT holder, SUM(CASE WHEN won THEN copies - 1 ELSE copies END)
+        INSERT INTO event_duplicates AS n (event_id, n, last_at)
+        SELECT holder, SUM(CASE WHEN won THEN copies - 1 ELSE copies END), MAX(now)
         FROM input WHERE dedupe_key IS NOT NULL AND holder IS NOT NULL
           -- A key outlives its event (retention): a copy of a deleted event counts nowhere.
           -- (An original stored by this very statement is not in `events` to it yet.)
           AND (EXISTS (SELECT 1 FROM stored s WHERE s.id = input.holder)
                OR EXISTS (SELECT 1 FROM events e WHERE e.id = input.holder))
         GROUP BY holder HAVING SUM(CASE WHEN won THEN copies - 1 ELSE copies END) > 0
-        ON CONFLICT (event_id) DO UPDATE SET n = n.n + EXCLUDED.n
+        ON CONFLICT (event_id) DO UPDATE SET n = n.n + EXCLUDED.n, last_at = GREATEST(n.last_at, EXCLUDED.last_at)
      )
      SELECT i.ord, i.won, CASE WHEN i.won THEN i.id ELSE i.holder END,
             (SELECT COUNT(*) FROM superseded s WHERE s.by_id = i.id)

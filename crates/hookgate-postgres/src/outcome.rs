@@ -8,7 +8,7 @@
 //! in one batch (a late one whose lease ended, and the current one) each
 //! hear whether *their* claim moved the delivery.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
@@ -98,30 +98,25 @@ fn reply(batch: Vec<Outcome>, moved: &HashSet<(String, i32)>) {
 async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>, BatchError> {
     let client = pool.get().await.map_err(|e| BatchError::Connection(crate::explain(&e)))?;
     let leaving: Vec<&str> = batch.iter().filter(|o| !is_active(o.state)).map(|o| o.delivery.as_str()).collect();
-    // The queues that may need a new head, each with the position its next head comes after.
-    let mut queues: BTreeMap<(String, String, Vec<u8>), i64> = BTreeMap::new();
+    // The queues that may need a new head, locked as ingest locks them. Read before the
+    // transaction: a delivery's queue never changes.
+    let mut queues: BTreeSet<(String, String, Vec<u8>)> = BTreeSet::new();
     if !leaving.is_empty() {
-        // Read before the transaction: a delivery's queue and position do not change while it is delivering.
         let statement = client
             .prepare_cached(
-                "SELECT destination, source, order_key, seq FROM deliveries
+                "SELECT destination, source, order_key FROM deliveries
                  WHERE id = ANY($1::text[]) AND order_key IS NOT NULL",
             )
             .await?;
         for row in client.query(&statement, &[&leaving]).await? {
-            let after = queues.entry((row.get(0), row.get(1), row.get(2))).or_insert(i64::MAX);
-            *after = (*after).min(row.get(3));
+            queues.insert((row.get(0), row.get(1), row.get(2)));
         }
     }
     let locks: BTreeSet<i64> =
-        queues.keys().map(|(destination, source, key)| lock_key("o", &[destination, source], key)).collect();
+        queues.iter().map(|(destination, source, key)| lock_key("o", &[destination, source], key)).collect();
     let locks: Vec<i64> = locks.into_iter().collect();
-    let held_destinations: Vec<&str> = queues.keys().map(|(destination, _, _)| destination.as_str()).collect();
-    let held_sources: Vec<&str> = queues.keys().map(|(_, source, _)| source.as_str()).collect();
-    let held_keys: Vec<&[u8]> = queues.keys().map(|(_, _, key)| key.as_slice()).collect();
-    let after: Vec<i64> = queues.values().copied().collect();
 
-    let (lock, statement, promote) = futures_util::try_join!(
+    let (lock, statement) = futures_util::try_join!(
         client.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
         client.prepare_cached(
             "WITH input AS (
@@ -133,15 +128,32 @@ async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>
                 SELECT d.rid, i.attempt, i.started_at, i.duration_ms, i.status, i.error, i.response
                 FROM input i JOIN deliveries d ON d.id = i.id
                 ON CONFLICT DO NOTHING
+             ), moved AS (
+                UPDATE deliveries e
+                   SET state = input.state, due_at = input.due_at, updated_at = input.now_ms,
+                       head = e.head AND input.state IN ('pending', 'delivering')
+                FROM input
+                WHERE e.id = input.id AND e.state = 'delivering' AND e.attempts = input.attempt
+                RETURNING e.id, input.attempt, e.destination, e.source, e.order_key, e.seq, e.state
+             ), promoted AS (
+                -- The next head of each queue a moved delivery left (only a moved one: a late
+                -- outcome whose delivery was replayed, and so is owed again further back in its
+                -- queue, must not make that delivery a second head). The first still owed after
+                -- it, as the statement began: the one it left is the only one of its queue in
+                -- flight, so nothing this statement moves is that one.
+                UPDATE deliveries n SET head = true
+                FROM moved m
+                CROSS JOIN LATERAL (
+                    SELECT f.rid FROM deliveries f
+                    WHERE f.destination = m.destination AND f.source = m.source AND f.order_key = m.order_key
+                      AND f.seq > m.seq AND f.state IN ('pending', 'delivering')
+                    ORDER BY f.seq LIMIT 1
+                ) first
+                WHERE m.order_key IS NOT NULL AND m.state NOT IN ('pending', 'delivering')
+                  AND n.rid = first.rid AND NOT n.head
              )
-             UPDATE deliveries e
-                SET state = input.state, due_at = input.due_at, updated_at = input.now_ms,
-                    head = e.head AND input.state IN ('pending', 'delivering')
-             FROM input
-             WHERE e.id = input.id AND e.state = 'delivering' AND e.attempts = input.attempt
-             RETURNING e.id, input.attempt",
+             SELECT id, attempt FROM moved",
         ),
-        client.prepare_cached(crate::PROMOTE),
     )?;
     let ids: Vec<&str> = batch.iter().map(|o| o.delivery.as_str()).collect();
     let attempts: Vec<i32> = batch.iter().map(|o| o.attempt.attempt as i32).collect();
@@ -163,17 +175,10 @@ async fn record(pool: &Pool, batch: &[Outcome]) -> Result<HashSet<(String, i32)>
         client.batch_execute("BEGIN"),
         async { if locks.is_empty() { Ok(0) } else { client.execute(&lock, &[&locks]).await } },
         client.query(&statement, &params),
-        async {
-            if queues.is_empty() {
-                Ok(0)
-            } else {
-                client.execute(&promote, &[&held_destinations, &held_sources, &held_keys, &after]).await
-            }
-        },
         client.batch_execute("COMMIT"),
     );
     match pipeline {
-        Ok((_, _, rows, _, _)) => Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1))).collect()),
+        Ok((_, _, rows, _)) => Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1))).collect()),
         Err(error) => {
             crate::end_transaction(&client).await;
             Err(error.into())

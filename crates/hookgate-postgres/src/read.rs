@@ -17,6 +17,7 @@ use crate::unavailable;
 fn event_columns() -> String {
     query::EVENT_COLUMNS
         .replace("e.duplicates", "COALESCE((SELECT n FROM event_duplicates x WHERE x.event_id = e.id), 0)")
+        .replace("e.last_copy_at", "(SELECT last_at FROM event_duplicates x WHERE x.event_id = e.id)")
 }
 
 fn record(row: &Row) -> Result<RawRecord> {
@@ -32,6 +33,7 @@ fn record(row: &Row) -> Result<RawRecord> {
         event_type: row.try_get(7).map_err(corrupt)?,
         warnings: row.try_get(8).map_err(corrupt)?,
         duplicates: row.try_get(9).map_err(corrupt)?,
+        last_copy_at: row.try_get(10).map_err(corrupt)?,
     })
 }
 
@@ -136,11 +138,12 @@ pub async fn get(c: &Client, id: &EventId) -> Result<Option<EventDetail>> {
         })
         .collect();
     Ok(Some(EventDetail {
-        routing: RouteVerdict::stored(row.get::<_, Option<&str>>(13), &records)?,
+        // The columns after EVENT_COLUMNS' eleven.
+        routing: RouteVerdict::stored(row.get::<_, Option<&str>>(14), &records)?,
         record: raw.parse(&records)?,
-        headers: codec::decode_headers(row.get(10))?,
-        body: row.get::<_, Vec<u8>>(11).into(),
-        trace: row.get(12),
+        headers: codec::decode_headers(row.get(11))?,
+        body: row.get::<_, Vec<u8>>(12).into(),
+        trace: row.get(13),
         deliveries,
     }))
 }

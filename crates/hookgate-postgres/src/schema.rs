@@ -177,6 +177,8 @@ const MIGRATIONS: &[&str] = &[
         WHERE state = 'delivering';
 
     ALTER TABLE attempts ADD COLUMN delivery_rid BIGINT, ADD COLUMN response BYTEA;
+    -- When the last copy of an event arrived, beside how many.
+    ALTER TABLE event_duplicates ADD COLUMN last_at BIGINT;
     UPDATE attempts a SET delivery_rid = e.rid FROM events e WHERE e.id = a.event_id;
     DELETE FROM attempts WHERE delivery_rid IS NULL;
     ALTER TABLE attempts DROP CONSTRAINT attempts_pkey;

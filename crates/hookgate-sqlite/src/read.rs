@@ -22,6 +22,7 @@ fn record(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
         event_type: row.get(7)?,
         warnings: row.get(8)?,
         duplicates: row.get(9)?,
+        last_copy_at: row.get(10)?,
     })
 }
 
@@ -91,12 +92,13 @@ pub fn get(c: &Connection, id: &EventId) -> Result<Option<EventDetail>> {
         ))
         .and_then(|mut s| {
             s.query_row([id.as_str()], |row| {
+                // The columns after EVENT_COLUMNS' eleven.
                 Ok((
                     record(row)?,
-                    row.get::<_, Vec<u8>>(10)?,
                     row.get::<_, Vec<u8>>(11)?,
-                    row.get::<_, Option<String>>(12)?,
+                    row.get::<_, Vec<u8>>(12)?,
                     row.get::<_, Option<String>>(13)?,
+                    row.get::<_, Option<String>>(14)?,
                 ))
             })
             .optional()

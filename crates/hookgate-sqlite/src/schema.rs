@@ -119,6 +119,8 @@ const MIGRATIONS: &[&str] = &[
         routing         TEXT,
         trace           TEXT,
         duplicates      INTEGER NOT NULL DEFAULT 0,
+        -- When the last copy (answered as a duplicate of this event) arrived.
+        last_copy_at    INTEGER,
         -- 1 while the event has no delivery (no route matched it).
         unrouted        INTEGER NOT NULL DEFAULT 0
     );

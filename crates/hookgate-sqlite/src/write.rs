@@ -81,9 +81,12 @@ fn live_owner(c: &Connection, source: &str, key: &[u8], now: i64) -> Result<Opti
     if let Some((rid, id, Some(expires_at))) = latest
         && expires_at > now
     {
-        c.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE rid = ?1")
-            .and_then(|mut s| s.execute([rid]))
-            .map_err(db_error)?;
+        c.prepare_cached(
+            "UPDATE events SET duplicates = duplicates + 1, last_copy_at = MAX(COALESCE(last_copy_at, ?2), ?2)
+             WHERE rid = ?1",
+        )
+        .and_then(|mut s| s.execute([rid, now]))
+        .map_err(db_error)?;
         return parse_id(&id).map(Some);
     }
     let tombstone: Option<String> = c

@@ -203,7 +203,10 @@ pub struct EventRecord {
     pub coalesce_key: Option<Key>,
     pub event_type: Option<String>,
     pub warnings: Vec<String>,
+    /// Copies (the same source and dedupe key) that arrived later and were answered with its id…
     pub duplicates: u64,
+    /// …and when the last of them arrived.
+    pub last_duplicate_at_ms: Option<i64>,
     /// Attempts of all its deliveries.
     pub attempts: u32,
     /// When its next pending delivery is due.
@@ -413,6 +416,7 @@ pub struct RawRecord {
     pub event_type: Option<String>,
     pub warnings: Option<String>,
     pub duplicates: i64,
+    pub last_copy_at: Option<i64>,
 }
 
 /// One delivery row as a backend reads it.
@@ -473,6 +477,7 @@ impl RawRecord {
             event_type: self.event_type,
             warnings: codec::decode_warnings(self.warnings.as_deref())?,
             duplicates: self.duplicates.max(0) as u64,
+            last_duplicate_at_ms: self.last_copy_at,
             attempts: deliveries.iter().map(|d| d.attempts).sum(),
             next_attempt_at_ms,
             superseded_by: deliveries.iter().find_map(|d| d.superseded_by.clone()),

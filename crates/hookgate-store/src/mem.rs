@@ -94,6 +94,7 @@ struct EventRow {
     event_type: Option<String>,
     warnings: Vec<String>,
     duplicates: u64,
+    last_copy_at: Option<i64>,
     routing: Vec<RouteVerdict>,
     trace: Option<String>,
 }
@@ -268,6 +269,7 @@ impl Tables {
             event_type: e.event_type.clone(),
             warnings: e.warnings.clone(),
             duplicates: e.duplicates,
+            last_duplicate_at_ms: e.last_copy_at,
             attempts: deliveries.iter().map(|d| d.attempts).sum(),
             next_attempt_at_ms: deliveries.iter().filter_map(|d| d.next_attempt_at_ms).min(),
             superseded_by: deliveries.iter().find_map(|d| d.superseded_by.clone()),
@@ -331,7 +333,9 @@ impl Store for MemStore {
                 Some((original, expires_at)) if *expires_at > now => {
                     let original = original.clone();
                     if let Some(rid) = t.event_rid.get(&original).copied() {
-                        t.events.get_mut(&rid).expect("an event row").duplicates += 1;
+                        let row = t.events.get_mut(&rid).expect("an event row");
+                        row.duplicates += 1;
+                        row.last_copy_at = Some(row.last_copy_at.map_or(now, |at| at.max(now)));
                     }
                     return Ok(Ingested::Duplicate { original });
                 }
@@ -357,6 +361,7 @@ impl Store for MemStore {
                 event_type: event.event_type,
                 warnings: event.warnings,
                 duplicates: 0,
+                last_copy_at: None,
                 routing: event.routing,
                 trace: event.trace,
             },

@@ -45,7 +45,7 @@ pub struct Query {
 
 /// The columns [`crate::RawRecord`] is read from, in its order.
 pub const EVENT_COLUMNS: &str = "e.rid, e.id, e.source, e.received_at, e.dedupe_key, e.order_key, \
-     e.coalesce_key, e.event_type, e.warnings, e.duplicates";
+     e.coalesce_key, e.event_type, e.warnings, e.duplicates, e.last_copy_at";
 
 /// The columns [`crate::RawDelivery`] is read from, in its order.
 /// The last: the error of its latest attempt (by the attempts' primary key).

@@ -38,7 +38,11 @@ pub struct EventSummary {
     #[serde(default)]
     pub event_type: Option<String>,
     pub warnings: Vec<String>,
+    /// Copies (its dedupe key, within the window) that arrived later and were answered with its id…
     pub duplicates: u64,
+    /// …and when the last of them arrived.
+    #[serde(default)]
+    pub last_duplicate_at_ms: Option<i64>,
     /// Attempts over the event's life, replays included, all deliveries together.
     pub attempt_count: u32,
     /// When its next pending delivery is due.
@@ -349,6 +353,7 @@ impl From<&EventRecord> for EventSummary {
             event_type: r.event_type.clone(),
             warnings: r.warnings.clone(),
             duplicates: r.duplicates,
+            last_duplicate_at_ms: r.last_duplicate_at_ms,
             attempt_count: r.attempts,
             next_attempt_at_ms: r.next_attempt_at_ms,
             superseded_by: r.superseded_by.as_ref().map(ToString::to_string),

@@ -558,7 +558,8 @@ fn show(event: &EventView) -> String {
     row("sender's id", format!("{} (dedupe key)", dash(&e.dedupe_key)));
     row("order key", dash(&e.order_key));
     row("coalesce key", dash(&e.coalesce_key));
-    row("copies", format!("{} more arrived and were dropped", e.duplicates));
+    let last_copy = e.last_duplicate_at_ms.map(|at| format!(", the last {}", when(at))).unwrap_or_default();
+    row("copies", format!("{} more arrived and were dropped{last_copy}", e.duplicates));
     if let Some(by) = &e.superseded_by {
         row("superseded by", by.clone());
     }

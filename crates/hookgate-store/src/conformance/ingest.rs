@@ -24,7 +24,7 @@ pub async fn ingest_round_trips(store: Arc<dyn Store>) {
     assert_eq!(got.record.order_key, new.order_key);
     assert_eq!(got.record.coalesce_key, new.coalesce_key);
     assert_eq!(got.record.warnings, new.warnings);
-    assert_eq!(got.record.duplicates, 0);
+    assert_eq!((got.record.duplicates, got.record.last_duplicate_at_ms), (0, None));
     assert_eq!(got.record.attempts, 0);
     assert_eq!(got.headers, new.headers, "header values are stored byte for byte");
     assert_eq!(got.body, new.body, "bodies are stored byte for byte");
@@ -56,7 +56,8 @@ pub async fn duplicate_points_at_original(store: Arc<dyn Store>) {
         assert_eq!(store.ingest(routed(copy)).await.unwrap(), Ingested::Duplicate { original: original.clone() });
         assert!(store.get(&copy_id).await.unwrap().is_none(), "a duplicate stores nothing new");
     }
-    assert_eq!(store.get(&original).await.unwrap().unwrap().record.duplicates, 2);
+    let record = store.get(&original).await.unwrap().unwrap().record;
+    assert_eq!((record.duplicates, record.last_duplicate_at_ms), (2, Some(T0 + 2)), "how many copies, the last when");
 }
 
 pub async fn concurrent_duplicates_store_one(store: Arc<dyn Store>) {

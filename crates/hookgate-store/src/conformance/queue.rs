@@ -142,6 +142,24 @@ pub async fn a_late_outcome_beside_the_current_one_hears_the_truth(store: Arc<dy
     }
 }
 
+/// A late outcome for a delivery that was replayed meanwhile (owed again, at
+/// the back of its queue) moves nothing, and makes it no second head: the
+/// queue's head stays the one delivery claimable. (PostgreSQL promoted from
+/// the replayed delivery's new place; the differential found it.)
+pub async fn a_late_outcome_of_a_replayed_delivery_makes_no_second_head(store: Arc<dyn Store>) {
+    let first = accept(&*store, keyed("K", T0)).await;
+    assert_eq!(claim_ids(&*store, T0).await, vec![first.clone()]);
+    let second = accept(&*store, keyed("K", T0 + 1)).await;
+    assert!(finish(&*store, &first, ok_attempt(1, T0), Verdict::Dead, T0 + 2).await, "the first dies");
+    let delivery = delivery_to(&*store, &first, DEST).await;
+    assert!(store.replay_delivery(&delivery, T0 + 3).await.unwrap(), "replayed: behind the second");
+    // The same claim's outcome again, late (a retry of a lost answer, say).
+    assert!(!finish(&*store, &first, ok_attempt(1, T0), Verdict::Delivered, T0 + 4).await, "fenced");
+    assert_eq!(claim_ids(&*store, T0 + 5).await, vec![second.clone()], "one head: the second, not the replayed first");
+    assert!(finish(&*store, &second, ok_attempt(1, T0 + 5), Verdict::Delivered, T0 + 6).await);
+    assert_eq!(claim_ids(&*store, T0 + 7).await, vec![first], "then the replayed one");
+}
+
 /// A paused destination still takes events; nothing of it is claimed until
 /// it resumes, then its queues go on in order.
 pub async fn a_paused_destination_is_not_claimed(store: Arc<dyn Store>) {

@@ -163,6 +163,9 @@ destination = "audit"
     let (_, shown) = app.post("plain", &[], r#"{"id":"shown-1","object":"order-8","total":42}"#).await;
     let shown = shown["id"].as_str().unwrap().to_owned();
     let shown_id = shown.clone();
+    // A copy the sender sent again: answered with the original's id, stored nowhere, told on the event's page.
+    let (_, copy) = app.post("plain", &[], r#"{"id":"shown-1","object":"order-8","total":42}"#).await;
+    assert_eq!((copy["id"].as_str(), copy["status"].as_str()), (Some(shown.as_str()), Some("duplicate")));
     receiver.wait_for(Duration::from_secs(5), "the delivery", |r| r.iter().any(|r| r.webhook_id() == shown)).await;
     screenshot(&c, "overview").await;
     click(&c, "[data-testid=nav-events]").await;
@@ -186,6 +189,7 @@ destination = "audit"
         .unwrap();
     // The whole story: how it was verified, its trace, each delivery's outcome, what the app answered.
     until_text(&c, "[data-testid=verified-by]", "none").await;
+    until_text(&c, "[data-testid=duplicates]", "1 later copy dropped, the last").await;
     let trace = until_text(&c, "[data-testid=trace-id]", "").await;
     assert_eq!(trace.len(), 32, "a W3C trace id: {trace:?}");
     until_text(

@@ -578,7 +578,10 @@ function summary(ev) {
     ['Received', timeEl(ev.received_at_ms)], ['Updated', timeEl(ev.updated_at_ms)],
     ev.next_attempt_at_ms != null && ['Next attempt', timeEl(ev.next_attempt_at_ms)],
     ['Attempts', num(ev.attempt_count)],
-    ['Duplicates', ev.duplicates ? `${num(ev.duplicates)} later ${ev.duplicates === 1 ? 'copy' : 'copies'} dropped` : 'none'],
+    ['Duplicates', ev.duplicates
+      ? h('span', { testid: 'duplicates' }, `${num(ev.duplicates)} later ${ev.duplicates === 1 ? 'copy' : 'copies'} dropped`,
+        ev.last_duplicate_at_ms != null ? [', the last ', timeEl(ev.last_duplicate_at_ms)] : '')
+      : 'none'],
     ev.trace_id && ['Trace', h('span', { class: 'mono', testid: 'trace-id' }, ev.trace_id)],
     ['Dedupe key', filterLink('dedupe_key', ev.dedupe_key)], ['Order key', filterLink('order_key', ev.order_key)],
     ['Coalesce key', mono(ev.coalesce_key)],
