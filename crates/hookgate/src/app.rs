@@ -101,13 +101,17 @@ impl Server {
         let client = Client::new(clock.clone(), config.keep_response)?;
         let telemetry = match &config.telemetry {
             Some(settings) => {
-                tracing::info!(endpoint = %settings.traces_url, sample_ratio = settings.sample_ratio, "exporting traces (OTLP/HTTP)");
+                tracing::info!(endpoint = %crate::telemetry::redacted(&settings.traces_url), sample_ratio = settings.sample_ratio, "exporting traces (OTLP/HTTP)");
                 Telemetry::start(settings.clone())
             }
             None => Telemetry::off(),
         };
         crate::metrics::handle();
         crate::metrics::start_upkeep();
+        crate::metrics::start_at_zero(
+            config.sources.iter().map(|s| s.name.as_str()),
+            config.destinations.iter().map(|d| d.name.as_str()),
+        );
         let (shutdown, stopping) = watch::channel(false);
 
         let waker = Waker::new(config.destinations.iter().map(|d| d.name.as_str()));

@@ -585,7 +585,7 @@ fn show(event: &EventView) -> String {
         }
         for a in &d.attempts {
             let status = a.status.map_or("no answer".into(), |s| s.to_string());
-            let error = a.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default();
+            let error = a.error.as_deref().map(|e| format!("  {}", e.replace(['\n', '\r'], " "))).unwrap_or_default();
             let _ =
                 writeln!(text, "  #{:<3} {}  {status}  {} ms{error}", a.attempt, when(a.started_at_ms), a.duration_ms);
             // The answer's start, when the error text does not already hold it.
@@ -594,7 +594,7 @@ fn show(event: &EventView) -> String {
             {
                 let shown: String = answer.chars().take(200).collect();
                 let more = if shown.len() < answer.len() { " …" } else { "" };
-                let _ = writeln!(text, "       answered: {}{more}", shown.replace('\n', " "));
+                let _ = writeln!(text, "       answered: {}{more}", shown.replace(['\n', '\r'], " "));
             }
         }
     }

@@ -178,7 +178,15 @@ fn redirect_error(status: u16, headers: &HeaderMap) -> Option<String> {
 pub fn printable(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .chars()
-        .map(|c| if c.is_control() && c != '\n' && c != '\t' { c.escape_unicode().to_string() } else { c.to_string() })
+        .map(|c| {
+            // Bidirectional overrides and isolates would reorder what a terminal or the console shows.
+            let bidi = matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+            if (c.is_control() && c != '\n' && c != '\t') || bidi {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
         .collect()
 }
 
@@ -198,8 +206,14 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// is the parent of the event's trace, not of this request).
 pub fn headers_for(destination: &Destination, claim: &Claim, now_unix: i64, trace: &TraceContext) -> HeaderMap {
     let mut headers = HeaderMap::new();
+    // The sender's `tracestate` belongs to its trace: kept only when the event continued it.
+    let senders_trace = claim.headers.get("traceparent").and_then(TraceContext::parse);
+    let tracestate_fits = senders_trace.is_some_and(|sender| sender.trace_id == trace.trace_id);
     for (name, value) in claim.headers.iter() {
-        let ours = name.starts_with("webhook-") || name.starts_with("hookgate-") || name == "traceparent";
+        let ours = name.starts_with("webhook-")
+            || name.starts_with("hookgate-")
+            || name == "traceparent"
+            || (name == "tracestate" && !tracestate_fits);
         // The sender's own signature in the format hookgate signs in goes: it would not verify
         // with the destination's secret. Credentials and hop-by-hop headers are never forwarded
         // whatever is stored (ingest already removed them: a second line of defence).
@@ -291,6 +305,7 @@ mod tests {
                 ("webhook-id", b"msg_from_sender"),
                 ("x-custom", b"kept"),
                 ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                ("tracestate", b"vendor=1"),
                 ("x-latin1", b"caf\xe9"),
             ]
             .into_iter()
@@ -324,6 +339,13 @@ mod tests {
         assert_eq!(get("hookgate-delivery-id").as_deref(), Some(claim.delivery.as_str()));
         assert_eq!(get("hookgate-order-key").as_deref(), Some("cus_1"));
         assert_eq!(get("traceparent"), Some(TRACE.header()), "the attempt's span, not the sender's");
+        assert_eq!(get("tracestate"), None, "the sender's tracestate goes with its trace, which this is not");
+        let continued = TraceContext {
+            trace_id: [0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36],
+            ..TRACE
+        };
+        let headers = headers_for(&destination(None), &claim, 1, &continued);
+        assert_eq!(headers.get("tracestate").unwrap(), "vendor=1", "kept in the sender's own trace");
         let expected = key.sign(claim.id.as_str(), 1_700_000_000, b"{}");
         assert_eq!(get("webhook-signature"), Some(expected));
         let unsigned = headers_for(&destination(None), &claim, 1, &TRACE);
@@ -366,6 +388,7 @@ mod tests {
     #[test]
     fn answers_become_printable_text() {
         assert_eq!(printable(b"bad\x00input\x1b[31m\xff ok\n"), "bad\\u{0}input\\u{1b}[31m\u{fffd} ok\n");
+        assert_eq!(printable("abc\u{202e}fed".as_bytes()), "abc\\u{202e}fed", "a bidi override is written out");
     }
 
     #[test]

@@ -262,6 +262,7 @@ impl<D: Deliver> Dispatcher<D> {
         if let Some(unsaid) = self.failures.admit(&format!("{} late", self.destination.name)) {
             tracing::warn!(
                 event_id = %claim.id, source = %claim.source, delivery_id = %claim.delivery, destination = %self.destination.name,
+                trace_id = event_trace(&claim).trace_hex(),
                 "a claim came back {} after it was asked, too late to deliver within its lease: given back{}",
                 hookgate_core::human_duration(took.as_millis() as u64), crate::loud::and_more(unsaid)
             );
@@ -290,11 +291,7 @@ impl<D: Deliver> Dispatcher<D> {
     async fn deliver(self, claim: Claim, _slot: OwnedSemaphorePermit) {
         let started_at_ms = self.clock.now_ms();
         // A child of the event's ingest span (an event stored before traces were kept gets one of its own).
-        let event_span = claim
-            .trace
-            .as_deref()
-            .and_then(|t| TraceContext::parse(t.as_bytes()))
-            .unwrap_or_else(|| telemetry::context::for_untraced_event(claim.id.as_str()));
+        let event_span = event_trace(&claim);
         let trace = event_span.child(rand::random::<[u8; 8]>());
         let outcome = self.client.attempt(&self.destination, &claim, &trace).await;
         let ended = tokio::time::Instant::now();
@@ -311,15 +308,17 @@ impl<D: Deliver> Dispatcher<D> {
         };
         ::metrics::counter!(counter, "destination" => name.clone()).increment(1);
         self.tell(&claim, &outcome, verdict, &trace);
-        self.telemetry.record(attempt_span(
-            &self.destination.name,
-            &claim,
-            &outcome,
-            verdict,
-            started_at_ms,
-            trace,
-            &event_span,
-        ));
+        if self.telemetry.records(&trace) {
+            self.telemetry.record(attempt_span(
+                &self.destination.name,
+                &claim,
+                &outcome,
+                verdict,
+                started_at_ms,
+                trace,
+                &event_span,
+            ));
+        }
         let attempt = Attempt {
             attempt: claim.attempt,
             started_at_ms,
@@ -341,6 +340,7 @@ impl<D: Deliver> Dispatcher<D> {
                 Ok(false) => {
                     tracing::warn!(
                         event_id = %claim.id, source = %claim.source, destination = %claim.destination, delivery_id = %claim.delivery,
+                        trace_id = event_trace(claim).trace_hex(),
                         "lease lost before the outcome was recorded; it will be delivered again"
                     );
                     break;
@@ -363,7 +363,8 @@ impl<D> Dispatcher<D> {
     /// fill it.
     fn tell(&self, claim: &Claim, outcome: &Outcome, verdict: Verdict, trace: &TraceContext) {
         let name = &self.destination.name;
-        let error = outcome.error.as_deref().unwrap_or("no answer");
+        // One line per attempt: the app's answer may hold line breaks (a text log must not show them as lines).
+        let error = outcome.error.as_deref().unwrap_or("no answer").replace(['\n', '\r'], " ");
         let trace_id = trace.trace_hex();
         match verdict {
             Verdict::Delivered => {
@@ -395,6 +396,16 @@ impl<D> Dispatcher<D> {
             }
         }
     }
+}
+
+/// The event's ingest span as stored with it (an event stored before traces
+/// were kept gets one made from its id, the same on every instance).
+fn event_trace(claim: &Claim) -> TraceContext {
+    claim
+        .trace
+        .as_deref()
+        .and_then(|t| TraceContext::parse(t.as_bytes()))
+        .unwrap_or_else(|| telemetry::context::for_untraced_event(claim.id.as_str()))
 }
 
 /// An attempt as a span: a client span in its event's trace, a child of the

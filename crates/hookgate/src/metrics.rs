@@ -72,6 +72,23 @@ pub fn start_upkeep() {
     });
 }
 
+/// Every configured source's and destination's counters, exported from 0 at
+/// start: a counter that first appears at 1 is an increase that `rate()` and
+/// `increase()` never see (the first dead letter would not fire its alert).
+pub fn start_at_zero<'a>(sources: impl Iterator<Item = &'a str>, destinations: impl Iterator<Item = &'a str>) {
+    for source in sources {
+        for name in [RECEIVED, DUPLICATES, UNAVAILABLE] {
+            metrics::counter!(name, "source" => source.to_owned()).increment(0);
+        }
+    }
+    for destination in destinations {
+        for name in [DELIVERED, RETRIED, DEAD] {
+            metrics::counter!(name, "destination" => destination.to_owned()).increment(0);
+        }
+    }
+    metrics::counter!(SPANS_DROPPED).increment(0);
+}
+
 /// The process's recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -569,4 +569,12 @@ fn log_telemetry_and_kept_answers_default_and_validate() {
     }
     let problems = load(&bad.replace("sample_ratio = 2.0", "sample_ratio = 1.0"), &[]).unwrap_err().0;
     assert!(problems.iter().any(|p| p.starts_with("telemetry.otlp_endpoint: ")), "{problems:?}");
+    // gRPC is not spoken: said, not silently dropped.
+    let grpc = load(GOOD, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+    assert!(grpc.unwrap_err().0.iter().any(|p| p.starts_with("OTEL_EXPORTER_OTLP_PROTOCOL: ")));
+    let http = load(
+        GOOD,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")],
+    );
+    assert!(http.unwrap().telemetry.is_some());
 }

@@ -341,6 +341,18 @@ fn telemetry(c: &mut Checker<'_>, raw: &RawTelemetry) -> Option<Option<crate::te
     let Some((key, url)) = endpoint else {
         return (!bad).then_some(None);
     };
+    // hookgate speaks OTLP over HTTP with protobuf only: spans posted to a gRPC port would all be dropped.
+    for variable in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+        if let Some(protocol) = env.get(variable).map(str::trim).filter(|p| !p.is_empty() && *p != "http/protobuf") {
+            c.problem(
+                variable,
+                format!(
+                    "{protocol:?}: hookgate exports OTLP over HTTP with protobuf only (\"http/protobuf\", port 4318)"
+                ),
+            );
+            bad = true;
+        }
+    }
     let traces_url = match reqwest::Url::parse(&url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => Some(parsed),
         _ => {

@@ -140,7 +140,9 @@ pub async fn receive(
     })?;
     state.faults.ok();
     drop(held);
-    state.telemetry.record(ingest_span(source, &outcome, trace, sender_span, received_at_ms, started.elapsed()));
+    if state.telemetry.records(&trace) {
+        state.telemetry.record(ingest_span(source, &outcome, trace, sender_span, received_at_ms, started.elapsed()));
+    }
     let label = source.name.clone();
     match outcome {
         Ingested::Accepted { id, superseded } => {

@@ -93,24 +93,32 @@ pub struct Span {
 pub struct Telemetry {
     queue: Option<mpsc::Sender<Span>>,
     sample_ratio: f64,
+    /// Spans dropped at a full queue, told at WARN every few seconds.
+    full: std::sync::Arc<crate::loud::LoudLog>,
 }
 
 impl Telemetry {
     /// No collector: nothing is recorded, every trace is still made (the app
     /// gets a `traceparent` either way) and marked sampled.
     pub fn off() -> Telemetry {
-        Telemetry { queue: None, sample_ratio: 1.0 }
+        Telemetry { queue: None, sample_ratio: 1.0, full: Default::default() }
     }
 
     /// Starts the exporter on the current runtime.
     pub fn start(settings: Settings) -> Telemetry {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(export(settings.clone(), rx));
-        Telemetry { queue: Some(tx), sample_ratio: settings.sample_ratio }
+        Telemetry { queue: Some(tx), sample_ratio: settings.sample_ratio, full: Default::default() }
     }
 
     pub fn is_on(&self) -> bool {
         self.queue.is_some()
+    }
+
+    /// Whether a span of `context` would be recorded: ask before building one,
+    /// so that with no collector (or an unsampled trace) nothing is allocated.
+    pub fn records(&self, context: &TraceContext) -> bool {
+        self.queue.is_some() && context.sampled
     }
 
     pub fn sample_ratio(&self) -> f64 {
@@ -126,6 +134,12 @@ impl Telemetry {
         }
         if queue.try_send(span).is_err() {
             ::metrics::counter!(metrics::SPANS_DROPPED).increment(1);
+            if let Some(unsaid) = self.full.admit("queue") {
+                tracing::warn!(
+                    "trace spans dropped: the exporter's queue ({QUEUE}) is full, the collector is slow or down{}",
+                    crate::loud::and_more(unsaid)
+                );
+            }
         }
     }
 }
@@ -172,7 +186,7 @@ async fn export(settings: Settings, mut rx: mpsc::Receiver<Span>) {
             ::metrics::counter!(metrics::SPANS_DROPPED).increment(batch.len() as u64);
             if let Some(unsaid) = failures.admit("otlp") {
                 tracing::warn!(
-                    endpoint = %settings.traces_url, spans = batch.len(),
+                    endpoint = %redacted(&settings.traces_url), spans = batch.len(),
                     "the OpenTelemetry collector did not take a batch of spans (dropped): {}{}",
                     error.without_url(), crate::loud::and_more(unsaid)
                 );
@@ -180,6 +194,15 @@ async fn export(settings: Settings, mut rx: mpsc::Receiver<Span>) {
         }
         batch.clear();
     }
+}
+
+/// A URL as logs may show it: without a password.
+pub fn redacted(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("…"));
+    }
+    shown.to_string()
 }
 
 /// Nanoseconds since the epoch of a time in milliseconds on the server's clock.

@@ -361,6 +361,14 @@ async fn metrics_pass_promtool() {
     };
     let receiver = receiver(always_ok()).await;
     let app = spawn_app(&receiver).await;
+    // Counters are there from 0 before anything happens: the first dead letter is an increase alerts see.
+    let at_start = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for series in [
+        r#"hookgate_deliveries_dead_total{destination="app"}"#,
+        r#"hookgate_storage_unavailable_total{source="stripe"}"#,
+    ] {
+        assert!(at_start.lines().any(|l| l.starts_with(series)), "{series} missing at start:\n{at_start}");
+    }
     let (status, _) = app.post("plain", &[], json!({"id": "m", "object": "o"}).to_string()).await;
     assert_eq!(status, 200);
     receiver.wait_for(Duration::from_secs(10), "the delivery", |r| r.len() == 1).await;
