@@ -258,6 +258,9 @@ impl<D: Deliver> Dispatcher<D> {
     /// event is due again now rather than when the lease ends. The attempt
     /// the claim counted stays counted, with its reason on record.
     async fn give_up(self, claim: Claim, took: Duration, _slot: OwnedSemaphorePermit) {
+        // No attempt is made: if this was the breaker's probe, another may go (else the
+        // breaker would wait for this one's result for ever; the simulation found it, seed 2964).
+        self.live.breaker.unused_probe();
         let now = self.clock.now_ms();
         if let Some(unsaid) = self.failures.admit(&format!("{} late", self.destination.name)) {
             tracing::warn!(
@@ -401,11 +404,7 @@ impl<D> Dispatcher<D> {
 /// The event's ingest span as stored with it (an event stored before traces
 /// were kept gets one made from its id, the same on every instance).
 fn event_trace(claim: &Claim) -> TraceContext {
-    claim
-        .trace
-        .as_deref()
-        .and_then(|t| TraceContext::parse(t.as_bytes()))
-        .unwrap_or_else(|| telemetry::context::for_untraced_event(claim.id.as_str()))
+    telemetry::context::of_event(claim.trace.as_deref(), claim.id.as_str())
 }
 
 /// An attempt as a span: a client span in its event's trace, a child of the
