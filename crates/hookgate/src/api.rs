@@ -478,13 +478,7 @@ impl From<&EventDetail> for EventView {
             body_base64,
             attempts,
             verified_by: None,
-            trace_id: Some(
-                d.trace
-                    .as_deref()
-                    .and_then(|t| crate::telemetry::TraceContext::parse(t.as_bytes()))
-                    .unwrap_or_else(|| crate::telemetry::context::for_untraced_event(d.record.id.as_str()))
-                    .trace_hex(),
-            ),
+            trace_id: Some(crate::telemetry::context::of_event(d.trace.as_deref(), d.record.id.as_str()).trace_hex()),
             routing: d.routing.iter().map(RoutingView::from).collect(),
             deliveries: d.deliveries.iter().map(DeliveryView::from).collect(),
         }

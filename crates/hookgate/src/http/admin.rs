@@ -252,12 +252,7 @@ async fn reroute(State(state): State<Arc<HttpState>>, Path(id): Path<String>) ->
     for destination in &destinations {
         state.waker.wake(Wake::Destination(destination));
     }
-    let trace_id = detail
-        .trace
-        .as_deref()
-        .and_then(|t| crate::telemetry::TraceContext::parse(t.as_bytes()))
-        .unwrap_or_else(|| crate::telemetry::context::for_untraced_event(event_id.as_str()))
-        .trace_hex();
+    let trace_id = crate::telemetry::context::of_event(detail.trace.as_deref(), event_id.as_str()).trace_hex();
     tracing::info!(event_id = %event_id, source = %detail.record.source, trace_id, added, "rerouted");
     Ok(Json(Rerouted { id: event_id.to_string(), added, routing }))
 }

@@ -84,6 +84,12 @@ pub fn for_ingest(
     }
 }
 
+/// An event's ingest span, from the `traceparent` stored with it; an event
+/// stored without one (before traces were kept) gets [`for_untraced_event`]'s.
+pub fn of_event(stored: Option<&str>, event_id: &str) -> TraceContext {
+    stored.and_then(|t| TraceContext::parse(t.as_bytes())).unwrap_or_else(|| for_untraced_event(event_id))
+}
+
 /// The trace of an event stored without one (before traces were kept): a
 /// trace id made from its id, so its attempts still share one trace.
 pub fn for_untraced_event(event_id: &str) -> TraceContext {
