@@ -12,6 +12,10 @@ use tokio_postgres::types::ToSql;
 
 use crate::unavailable;
 
+/// PostgreSQL's listings: `$n` placeholders; a key's deliveries in two arms
+/// by state (the queue index, `deliveries_done_key`).
+const DIALECT: query::Dialect = query::Dialect { placeholder: Placeholder::Dollar, key_arms: query::ARMS_BY_STATE };
+
 /// The event columns (`query::EVENT_COLUMNS`) but for the duplicate count,
 /// which lives apart from the event row (`event_duplicates`).
 fn event_columns() -> String {
@@ -159,7 +163,7 @@ pub async fn get_delivery(c: &Client, id: &hookgate_core::DeliveryId) -> Result<
 }
 
 pub async fn list(c: &Client, filter: &ListFilter) -> Result<Page> {
-    let q = query::events(filter, Placeholder::Dollar);
+    let q = query::events(filter, &DIALECT);
     let sql = q.sql.replace(query::EVENT_COLUMNS, &event_columns());
     let rows = run(c, &sql, &q.params).await?;
     let raws: Vec<(Cursor, Result<RawRecord>)> =
@@ -185,7 +189,7 @@ pub async fn list(c: &Client, filter: &ListFilter) -> Result<Page> {
 }
 
 pub async fn list_deliveries(c: &Client, filter: &DeliveryFilter) -> Result<DeliveryPage> {
-    let q = query::deliveries(filter, Placeholder::Dollar);
+    let q = query::deliveries(filter, &DIALECT);
     let rows = run(c, &q.sql, &q.params).await?;
     let parsed = rows
         .iter()

@@ -68,11 +68,14 @@ pub struct Options {
     /// Ingest is refused while the database's filesystem has less than this
     /// free, so deliveries keep room to drain (`storage.min_free`); 0: never.
     pub min_free: u64,
+    /// Finished deliveries that start a filing by key (4,096 by default;
+    /// tests make it small, so that listings mix filed and unfiled ones).
+    pub file_at: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { min_free: DEFAULT_MIN_FREE }
+        Options { min_free: DEFAULT_MIN_FREE, file_at: writer::FILE_AT }
     }
 }
 
@@ -137,7 +140,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let failing = Arc::new(AtomicBool::new(false));
         let reserve = Reserve::new(&path, options.min_free);
-        let writer = Writer::new(conn, failing.clone(), reserve.clone()).map_err(sqlite)?;
+        let writer = Writer::new(conn, failing.clone(), reserve.clone(), options.file_at).map_err(sqlite)?;
         std::thread::Builder::new()
             .name("hg-sqlite-write".into())
             .spawn(move || writer.run(rx))

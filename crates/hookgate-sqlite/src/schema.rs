@@ -155,18 +155,25 @@ const MIGRATIONS: &[&str] = &[
         -- key) queue, and for every active one without an order key: only
         -- heads are claimed.
         head            INTEGER NOT NULL DEFAULT 0,
-        superseded_by   TEXT
+        superseded_by   TEXT,
+        -- 1 once a finished delivery is in deliveries_filed (the writer files them in bulk).
+        filed           INTEGER NOT NULL DEFAULT 0
     );
     -- An event's deliveries; listings by event.
     CREATE INDEX deliveries_event ON deliveries(event_rid);
     -- Listings by state (and events by their summary), by destination.
     CREATE INDEX deliveries_state ON deliveries(state, event_rid);
     CREATE INDEX deliveries_destination ON deliveries(destination, event_rid);
-    -- Listings by order key (deliveries', and events' through theirs), in two
-    -- halves: those owed are in deliveries_queue; the finished ones here, taken
-    -- in as they finish, so storing a delivery writes no index by key but its queue's.
-    CREATE INDEX deliveries_done_key ON deliveries(order_key, event_rid)
-        WHERE order_key IS NOT NULL AND state IN ('delivered', 'dead', 'superseded');
+    -- Listings by order key (deliveries', and events' through theirs), in
+    -- three arms: those owed are in deliveries_queue; the finished ones are
+    -- filed by key here, thousands at a time, so each index page the filing
+    -- writes takes many of them (an outcome writing its own entry wrote a page
+    -- of this big, randomly-keyed index for each delivery: most of a delivery's
+    -- WAL); and those finished since the last filing (a few thousand at most)
+    -- are in deliveries_unfiled, by event.
+    CREATE INDEX deliveries_filed ON deliveries(order_key, event_rid) WHERE filed = 1;
+    CREATE INDEX deliveries_unfiled ON deliveries(event_rid)
+        WHERE filed = 0 AND order_key IS NOT NULL AND state IN ('delivered', 'dead', 'superseded');
     -- The dispatcher's scan: claimable heads of one destination, soonest due first.
     -- Deliveries blocked behind a head are not in it, so a long queue costs nothing to scan.
     CREATE INDEX deliveries_due ON deliveries(destination, due_at, seq)
@@ -199,9 +206,10 @@ const MIGRATIONS: &[&str] = &[
     -- The keys of stored events now live with them; the table keeps those of deleted ones.
     DELETE FROM dedupe WHERE event_id IN (SELECT id FROM events);
     INSERT INTO deliveries (rid, id, event_rid, source, destination, route, order_key, coalesce_key, seq, state,
-                            updated_at, attempts, round_base, due_at, head, superseded_by)
+                            updated_at, attempts, round_base, due_at, head, superseded_by, filed)
     SELECT rid, 'dlv_' || substr(id, 5), rid, source, destination, source || '->' || destination, order_key,
-           coalesce_key, seq, state, updated_at, attempts, round_base, due_at, head, superseded_by
+           coalesce_key, seq, state, updated_at, attempts, round_base, due_at, head, superseded_by,
+           order_key IS NOT NULL AND state IN ('delivered', 'dead', 'superseded')
     FROM events_v1;
     INSERT INTO attempts (delivery_rid, attempt, started_at, duration_ms, status, error)
     SELECT e.rid, a.attempt, a.started_at, a.duration_ms, a.status, a.error

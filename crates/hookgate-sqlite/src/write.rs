@@ -19,35 +19,32 @@ pub fn ingest(c: &Connection, event: &NewEvent, seq: &mut i64) -> Result<Ingeste
     {
         return Ok(Ingested::Duplicate { original });
     }
-    let event_rid: i64 = c
-        .prepare_cached(
-            "INSERT INTO events (id, source, received_at, headers, body, dedupe_key, order_key, coalesce_key,
+    c.prepare_cached(
+        "INSERT INTO events (id, source, received_at, headers, body, dedupe_key, order_key, coalesce_key,
                                  event_type, warnings, routing, trace, unrouted, dedupe_expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-             RETURNING rid",
-        )
-        .and_then(|mut s| {
-            s.query_row(
-                params![
-                    event.id.as_str(),
-                    event.source,
-                    now,
-                    codec::encode_headers(&event.headers),
-                    &event.body[..],
-                    event.dedupe_key.as_ref().map(|k| k.as_bytes()),
-                    event.order_key.as_ref().map(|k| k.as_bytes()),
-                    event.coalesce_key.as_ref().map(|k| k.as_bytes()),
-                    event.event_type,
-                    codec::encode_warnings(&event.warnings),
-                    codec::encode_routing(&event.routing),
-                    event.trace,
-                    event.deliveries.is_empty(),
-                    event.dedupe_key.as_ref().map(|_| now.saturating_add(event.dedupe_window_ms)),
-                ],
-                |r| r.get(0),
-            )
-        })
-        .map_err(db_error)?;
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            event.id.as_str(),
+            event.source,
+            now,
+            codec::encode_headers(&event.headers),
+            &event.body[..],
+            event.dedupe_key.as_ref().map(|k| k.as_bytes()),
+            event.order_key.as_ref().map(|k| k.as_bytes()),
+            event.coalesce_key.as_ref().map(|k| k.as_bytes()),
+            event.event_type,
+            codec::encode_warnings(&event.warnings),
+            codec::encode_routing(&event.routing),
+            event.trace,
+            event.deliveries.is_empty(),
+            event.dedupe_key.as_ref().map(|_| now.saturating_add(event.dedupe_window_ms)),
+        ])
+    })
+    .map_err(db_error)?;
+    // The row just inserted (no RETURNING: it costs SQLite a temporary table a statement).
+    let event_rid = c.last_insert_rowid();
     let mut superseded = 0;
     for delivery in &event.deliveries {
         let mut own_queue_moved = false;
@@ -280,16 +277,30 @@ fn read_claim(r: &rusqlite::Row, destination: &str) -> Result<Claim> {
     })
 }
 
+/// A delivery's queue: destination, source, order key.
+type Queue = (String, String, Option<Vec<u8>>);
+
 pub fn finish(c: &Connection, delivery: &DeliveryId, attempt: &Attempt, verdict: Verdict, now: i64) -> Result<bool> {
-    // The attempt happened whether or not the claim is still ours: record it
-    // (with its delivery: one retention deleted is not recorded at all).
+    // One look-up by id; the rest by row id.
+    let found: Option<(i64, String, u32, Queue)> = c
+        .prepare_cached("SELECT rid, state, attempts, destination, source, order_key FROM deliveries WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([delivery.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, (r.get(3)?, r.get(4)?, r.get(5)?)))
+            })
+            .optional()
+        })
+        .map_err(db_error)?;
+    // A delivery retention deleted: its attempt is not recorded at all.
+    let Some((rid, current, attempts, (destination, source, order_key))) = found else { return Ok(false) };
+    // The attempt happened whether or not the claim is still ours: record it.
     c.prepare_cached(
         "INSERT OR IGNORE INTO attempts (delivery_rid, attempt, started_at, duration_ms, status, error, response)
-         SELECT rid, ?2, ?3, ?4, ?5, ?6, ?7 FROM deliveries WHERE id = ?1",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .and_then(|mut s| {
         s.execute(params![
-            delivery.as_str(),
+            rid,
             attempt.attempt,
             attempt.started_at_ms,
             attempt.duration_ms,
@@ -299,28 +310,23 @@ pub fn finish(c: &Connection, delivery: &DeliveryId, attempt: &Attempt, verdict:
         ])
     })
     .map_err(db_error)?;
+    // Only the claim that holds the delivery moves it: in flight, at this attempt.
+    if current != State::Delivering.as_str() || attempts != attempt.attempt {
+        return Ok(false);
+    }
     let (state, due_at) = verdict.next_state();
     // A retried delivery stays its queue's head; a finished one hands the head on.
-    let moved: Option<(String, String, Option<Vec<u8>>)> = c
-        .prepare_cached(
-            "UPDATE deliveries SET state = ?1, due_at = ?2, updated_at = ?3, head = (?1 = 'pending')
-             WHERE id = ?4 AND state = 'delivering' AND attempts = ?5
-             RETURNING destination, source, order_key",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![state.as_str(), due_at, now, delivery.as_str(), attempt.attempt], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()
-        })
-        .map_err(db_error)?;
-    match &moved {
-        Some((destination, source, Some(order_key))) if state != State::Pending => {
-            promote(c, destination, source, order_key)?
-        }
-        _ => {}
+    c.prepare_cached(
+        "UPDATE deliveries SET state = ?1, due_at = ?2, updated_at = ?3, head = (?1 = 'pending') WHERE rid = ?4",
+    )
+    .and_then(|mut s| s.execute(params![state.as_str(), due_at, now, rid]))
+    .map_err(db_error)?;
+    if let Some(order_key) = order_key
+        && state != State::Pending
+    {
+        promote(c, &destination, &source, &order_key)?;
     }
-    Ok(moved.is_some())
+    Ok(true)
 }
 
 /// A finished delivery at the back of its queue again (a new `seq`), due
@@ -441,6 +447,31 @@ pub fn purge_dedupe(c: &Connection, now: i64, limit: usize) -> Result<u64> {
     .and_then(|mut s| s.execute(params![now, limit as i64]))
     .map(|n| n as u64)
     .map_err(db_error)
+}
+
+/// File up to `limit` finished deliveries by key (into `deliveries_filed`),
+/// oldest event first; how many. Thousands at once: each page of that big,
+/// randomly-keyed index is written once for all the entries it takes.
+pub fn file_finished(c: &Connection, limit: usize) -> Result<u64> {
+    c.prepare_cached(
+        "UPDATE deliveries SET filed = 1 WHERE rid IN (
+             SELECT rid FROM deliveries INDEXED BY deliveries_unfiled
+             WHERE filed = 0 AND order_key IS NOT NULL AND state IN ('delivered', 'dead', 'superseded')
+             ORDER BY event_rid LIMIT ?1)",
+    )
+    .and_then(|mut s| s.execute([limit as i64]))
+    .map(|n| n as u64)
+    .map_err(db_error)
+}
+
+/// Finished deliveries not filed yet.
+pub fn unfiled(c: &Connection) -> rusqlite::Result<u64> {
+    c.query_row(
+        "SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_unfiled
+         WHERE filed = 0 AND order_key IS NOT NULL AND state IN ('delivered', 'dead', 'superseded')",
+        [],
+        |r| r.get(0),
+    )
 }
 
 /// Retention: one small batch of finished deliveries, oldest event first,

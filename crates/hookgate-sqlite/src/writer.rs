@@ -13,6 +13,11 @@
 //! batch fails as one: no caller is told "stored" for a row that is not, or
 //! "failed" for a row that is.
 //!
+//! After a batch, once a few thousand deliveries have finished since it last
+//! did, the writer files them by key in a transaction of their own
+//! ([`crate::write::file_finished`]): the listing index by order key is
+//! written thousands of entries a page instead of a page an entry.
+//!
 //! Before a batch that ingests, the writer looks at the disk: with less than
 //! the reserve left ([`crate::space`]), its ingests are refused and the rest
 //! of the batch (claims, outcomes: the drain) runs in that room.
@@ -28,7 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::db_error;
 use crate::space::Reserve;
 use crate::write::{
-    claim, finish, ingest, purge_dedupe, purge_finished, purge_unrouted, replay, replay_delivery, reroute, set_paused,
+    claim, file_finished, finish, ingest, purge_dedupe, purge_finished, purge_unrouted, replay, replay_delivery,
+    reroute, set_paused,
 };
 
 /// Commands per transaction, at most: bounds the latency one commit adds to
@@ -39,6 +45,14 @@ pub const MAX_BATCH: usize = 1_024;
 /// ingest waits `ADMISSION_WAIT` and is then refused (busy); the dispatcher's
 /// commands wait (backpressure instead of unbounded memory).
 pub const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
+
+/// Deliveries finished since the last filing that start the next one. The
+/// bigger, the more entries each page of the filed index takes at once; the
+/// smaller, the fewer a listing by order key reads from the unfiled arm.
+pub const FILE_AT: u64 = 4_096;
+
+/// Deliveries filed in one transaction, at most.
+const FILE_BATCH: usize = 16_384;
 
 const ROLLED_BACK: &str = "sqlite rolled the batch back (disk full or I/O error)";
 
@@ -235,16 +249,21 @@ pub struct Writer {
     short: Option<String>,
     /// Events refused for want of disk: since the shortage began, and since the last summary.
     refused: (u64, u64, std::time::Instant),
+    /// Deliveries finished (or possibly finished) since the last filing.
+    unfiled: u64,
+    /// How many finished deliveries start a filing: [`FILE_AT`] but in tests.
+    file_at: u64,
 }
 
 /// While ingest is refused for want of disk, a summary line at most this often.
 const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Writer {
-    pub fn new(conn: Connection, failing: Arc<AtomicBool>, reserve: Reserve) -> rusqlite::Result<Self> {
+    pub fn new(conn: Connection, failing: Arc<AtomicBool>, reserve: Reserve, file_at: u64) -> rusqlite::Result<Self> {
         let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM deliveries", [], |r| r.get(0))?;
         let refused = (0, 0, std::time::Instant::now());
-        Ok(Writer { conn, failing, last_seq: last.unwrap_or(0), reserve, short: None, refused })
+        let unfiled = crate::write::unfiled(&conn)?;
+        Ok(Writer { conn, failing, last_seq: last.unwrap_or(0), reserve, short: None, refused, unfiled, file_at })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Command>) {
@@ -292,10 +311,41 @@ impl Writer {
         };
         self.failing.store(outcome.is_err(), Ordering::Relaxed);
         match outcome {
-            Ok(dones) => commands.into_iter().zip(dones).for_each(|(command, done)| command.answer(done)),
+            Ok(dones) => {
+                self.unfiled +=
+                    commands.iter().zip(&dones).map(|(command, done)| finished_by(command, done)).sum::<u64>();
+                commands.into_iter().zip(dones).for_each(|(command, done)| command.answer(done));
+                if self.unfiled >= self.file_at {
+                    self.file();
+                }
+            }
             Err(error) => {
                 tracing::debug!(%error, "sqlite batch failed");
                 commands.into_iter().for_each(|command| command.fail(&error));
+            }
+        }
+    }
+
+    /// File every finished delivery by key, a transaction of [`FILE_BATCH`]
+    /// at a time. One that fails is left for the next time: an unfiled
+    /// delivery is still listed, from the unfiled arm.
+    fn file(&mut self) {
+        loop {
+            let filed = self.conn.transaction().map_err(db_error).and_then(|tx| {
+                let n = file_finished(&tx, FILE_BATCH)?;
+                tx.commit().map_err(db_error)?;
+                Ok(n)
+            });
+            match filed {
+                Ok(n) if (n as usize) < FILE_BATCH => {
+                    self.unfiled = 0;
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "filing finished deliveries failed; trying again after the next batch");
+                    return;
+                }
             }
         }
     }
@@ -353,6 +403,16 @@ impl Writer {
     }
 }
 
+/// How many deliveries a committed command may have finished: an outcome
+/// one, an ingest those it superseded.
+fn finished_by(command: &Command, done: &Done) -> u64 {
+    match (command, done) {
+        (Command::Finish { .. }, Done::Moved(Ok(true))) => 1,
+        (Command::Ingest(..), Done::Ingested(Ok(Ingested::Accepted { superseded, .. }))) => *superseded,
+        _ => 0,
+    }
+}
+
 fn in_savepoint(tx: &mut Transaction<'_>, command: &Command, seq: &mut i64) -> Done {
     let error = |e: rusqlite::Error| {
         let e = db_error(e);
@@ -396,7 +456,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&mut conn).unwrap();
         let reserve = Reserve::new(std::path::Path::new("."), 0);
-        let mut writer = Writer::new(conn, Arc::default(), reserve).unwrap();
+        let mut writer = Writer::new(conn, Arc::default(), reserve, FILE_AT).unwrap();
         let (before, after) = (event("src", T0), event("src", T0));
         let (reply_before, mut answer_before) = oneshot::channel();
         let (reply_sql, mut answer_sql) = oneshot::channel();

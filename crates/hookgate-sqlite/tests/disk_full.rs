@@ -55,7 +55,7 @@ async fn a_full_disk_never_misreports_a_batch() {
     };
     let path: PathBuf = disk.path().join("hookgate.db");
     // No room kept back: this is about SQLite's own full disk.
-    let store = Arc::new(SqliteStore::open_with(&path, T0, Options { min_free: 0 }).unwrap());
+    let store = Arc::new(SqliteStore::open_with(&path, T0, Options { min_free: 0, ..Options::default() }).unwrap());
     // Batches larger than SQLite's page cache (2 MiB by default), so pages
     // spill to the WAL mid-transaction and the disk fills mid-batch, not
     // only at the commit.
@@ -104,7 +104,7 @@ async fn a_full_disk_never_misreports_a_batch() {
     assert!(matches!(store.ingest(during).await, Ok(Ingested::Accepted { .. })), "ingest works again");
     drop(store);
 
-    let store = SqliteStore::open_with(&path, T0, Options { min_free: 0 }).unwrap();
+    let store = SqliteStore::open_with(&path, T0, Options { min_free: 0, ..Options::default() }).unwrap();
     for id in &accepted {
         assert!(store.get(id).await.unwrap().is_some(), "{id} was answered stored but is not there");
     }
@@ -123,7 +123,7 @@ async fn ingest_stops_at_the_room_kept_and_deliveries_go_on() {
         return;
     };
     let path: PathBuf = disk.path().join("hookgate.db");
-    let store = SqliteStore::open_with(&path, T0, Options { min_free: 12 << 20 }).unwrap();
+    let store = SqliteStore::open_with(&path, T0, Options { min_free: 12 << 20, ..Options::default() }).unwrap();
     assert!(matches!(store.ingest(routed(event("src", T0))).await, Ok(Ingested::Accepted { .. })));
     let body = Bytes::from(vec![b'x'; 64 * 1024]);
     let mut stored = 1;

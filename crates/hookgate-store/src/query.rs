@@ -34,6 +34,40 @@ pub enum Placeholder {
     Dollar,
 }
 
+/// What a backend's listings are written in: its placeholders, and where it
+/// keeps the deliveries of one queue key.
+#[derive(Debug, Clone, Copy)]
+pub struct Dialect {
+    pub placeholder: Placeholder,
+    /// The arms a listing by order key is the union of: between them, every
+    /// delivery with an order key exactly once; each served by an index of
+    /// its own.
+    pub key_arms: &'static [KeyArm],
+}
+
+/// One arm of a listing by order key: the deliveries table as the backend
+/// names it for this arm (`{t}` is the alias; an SQLite arm may say which
+/// index serves it) and the condition that picks the arm's deliveries.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyArm {
+    pub table: &'static str,
+    pub condition: &'static str,
+}
+
+impl KeyArm {
+    /// The table and the condition, each for the alias `t`.
+    fn parts(&self, t: &str) -> (String, String) {
+        (self.table.replace("{t}", t), self.condition.replace("{t}", t))
+    }
+}
+
+/// Two arms, by state: those still owed (the queue index, beside the heads)
+/// and those finished (an index by key the outcome writes).
+pub const ARMS_BY_STATE: &[KeyArm] = &[
+    KeyArm { table: "deliveries {t}", condition: "{t}.state IN ('pending', 'delivering')" },
+    KeyArm { table: "deliveries {t}", condition: "{t}.state IN ('delivered', 'dead', 'superseded')" },
+];
+
 /// A statement and its parameters, in placeholder order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
@@ -100,19 +134,13 @@ fn quoted(states: &[&str]) -> String {
     states.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
 }
 
-/// The two halves of the deliveries of one queue key, each with an index of
-/// its own: those still owed (the queue index, beside the heads) and those
-/// finished. Nothing indexes a delivery by key as it is stored but the
-/// queue itself; the listing index takes it when it finishes.
-const KEY_HALVES: [&str; 2] = ["state IN ('pending', 'delivering')", "state IN ('delivered', 'dead', 'superseded')"];
-
 /// One page of events, newest first.
-pub fn events(filter: &ListFilter, style: Placeholder) -> Query {
+pub fn events(filter: &ListFilter, dialect: &Dialect) -> Query {
     if filter.order_key.is_some() {
-        return events_by_order_key(filter, style);
+        return events_by_order_key(filter, dialect);
     }
     let limit = clamp_limit(filter.limit);
-    let mut q = Builder::new(style);
+    let mut q = Builder::new(dialect.placeholder);
     // The row the page is driven by: the event's own, or the delivery whose
     // index serves the filter.
     let (head, rid) = match filter.state {
@@ -176,11 +204,11 @@ pub fn events(filter: &ListFilter, style: Placeholder) -> Query {
 
 /// Events by order key: those with a delivery queued under it (for a source
 /// with one route, the events whose order key it is), each once (by its
-/// first such delivery), driven by the two halves of the key's deliveries;
-/// every other filter is said of the event.
-fn events_by_order_key(filter: &ListFilter, style: Placeholder) -> Query {
+/// first such delivery), driven by the arms of the key's deliveries
+/// ([`Dialect::key_arms`]); every other filter is said of the event.
+fn events_by_order_key(filter: &ListFilter, dialect: &Dialect) -> Query {
     let limit = clamp_limit(filter.limit);
-    let mut q = Builder::new(style);
+    let mut q = Builder::new(dialect.placeholder);
     let key = q.bind(Param::Bytes(filter.order_key.as_ref().expect("called with an order key").as_bytes().to_vec()));
     q.conditions.push(
         "NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.event_rid = k.event_rid AND x.order_key = k.order_key \
@@ -226,13 +254,15 @@ fn events_by_order_key(filter: &ListFilter, style: Placeholder) -> Query {
     if let Some(cursor) = filter.cursor {
         q.when("k.event_rid < {}", Param::Int(cursor.row()));
     }
-    let arms: Vec<String> = KEY_HALVES
+    let arms: Vec<String> = dialect
+        .key_arms
         .iter()
-        .map(|half| {
-            let mut conditions = vec![format!("k.order_key = {key}"), format!("k.{half}")];
+        .map(|arm| {
+            let (table, condition) = arm.parts("k");
+            let mut conditions = vec![format!("k.order_key = {key}"), condition];
             conditions.extend(q.conditions.iter().cloned());
             format!(
-                "SELECT {EVENT_COLUMNS} FROM deliveries k JOIN events e ON e.rid = k.event_rid WHERE {}",
+                "SELECT {EVENT_COLUMNS} FROM {table} JOIN events e ON e.rid = k.event_rid WHERE {}",
                 conditions.join(" AND ")
             )
         })
@@ -243,9 +273,9 @@ fn events_by_order_key(filter: &ListFilter, style: Placeholder) -> Query {
 }
 
 /// One page of deliveries, by event newest first, then by delivery.
-pub fn deliveries(filter: &DeliveryFilter, style: Placeholder) -> Query {
+pub fn deliveries(filter: &DeliveryFilter, dialect: &Dialect) -> Query {
     let limit = clamp_limit(filter.limit);
-    let mut q = Builder::new(style);
+    let mut q = Builder::new(dialect.placeholder);
     if let Some(destination) = &filter.destination {
         q.when("d.destination = {}", Param::Text(destination.clone()));
     }
@@ -257,7 +287,7 @@ pub fn deliveries(filter: &DeliveryFilter, style: Placeholder) -> Query {
         q.when("d.source = {}", Param::Text(source.clone()));
         q.when("e.source = {}", Param::Text(source.clone()));
     }
-    // By order key, the page is the merge of the key's two halves (`KEY_HALVES`).
+    // By order key, the page is the merge of the key's arms (`Dialect::key_arms`).
     let order_key = filter.order_key.as_ref().map(|key| q.bind(Param::Bytes(key.as_bytes().to_vec())));
     if let Some(at) = filter.since_ms {
         q.when("e.received_at >= {}", Param::Int(at));
@@ -274,12 +304,16 @@ pub fn deliveries(filter: &DeliveryFilter, style: Placeholder) -> Query {
     }
     let head = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.rid = d.event_rid");
     if let Some(key) = order_key {
-        let arm = |half: &str| {
-            let mut conditions = vec![format!("d.order_key = {key}"), format!("d.{half}")];
+        let arm = |arm: &KeyArm| {
+            let (table, condition) = arm.parts("d");
+            let mut conditions = vec![format!("d.order_key = {key}"), condition];
             conditions.extend(q.conditions.iter().cloned());
-            format!("{head} WHERE {}", conditions.join(" AND "))
+            format!(
+                "SELECT {DELIVERY_COLUMNS} FROM {table} JOIN events e ON e.rid = d.event_rid WHERE {}",
+                conditions.join(" AND ")
+            )
         };
-        let union = format!("{} UNION ALL {}", arm(KEY_HALVES[0]), arm(KEY_HALVES[1]));
+        let union = dialect.key_arms.iter().map(arm).collect::<Vec<_>>().join(" UNION ALL ");
         q.conditions.clear();
         // Columns 3 and 1 of DELIVERY_COLUMNS: the event's row, the delivery's.
         return q.finish(&union, "3 DESC, 1 DESC", limit);
@@ -296,9 +330,12 @@ mod tests {
     use super::*;
     use crate::Cursor;
 
+    const Q: Dialect = Dialect { placeholder: Placeholder::Question, key_arms: ARMS_BY_STATE };
+    const D: Dialect = Dialect { placeholder: Placeholder::Dollar, key_arms: ARMS_BY_STATE };
+
     #[test]
     fn only_the_filters_given_are_in_the_sql() {
-        let q = events(&ListFilter { limit: 10, ..Default::default() }, Placeholder::Question);
+        let q = events(&ListFilter { limit: 10, ..Default::default() }, &Q);
         assert_eq!(q.sql, format!("SELECT {EVENT_COLUMNS} FROM events e ORDER BY e.rid DESC LIMIT ?1"));
         assert_eq!(q.params, [Param::Int(11)]);
         let q = events(
@@ -308,7 +345,7 @@ mod tests {
                 limit: 5,
                 ..Default::default()
             },
-            Placeholder::Dollar,
+            &D,
         );
         assert!(q.sql.ends_with("WHERE e.source = $1 AND e.rid < $2 ORDER BY e.rid DESC LIMIT $3"), "{}", q.sql);
         assert_eq!(q.params, [Param::Text("s".into()), Param::Int(7), Param::Int(6)]);
@@ -316,27 +353,18 @@ mod tests {
 
     #[test]
     fn a_summary_state_excludes_events_a_higher_state_outranks() {
-        let q = events(
-            &ListFilter { state: Some(EventState::Dead), limit: 1, ..Default::default() },
-            Placeholder::Question,
-        );
+        let q = events(&ListFilter { state: Some(EventState::Dead), limit: 1, ..Default::default() }, &Q);
         assert!(q.sql.contains("h.state IN ('delivering', 'pending') OR"), "{}", q.sql);
-        let q = events(
-            &ListFilter { state: Some(EventState::Delivering), limit: 1, ..Default::default() },
-            Placeholder::Question,
-        );
+        let q = events(&ListFilter { state: Some(EventState::Delivering), limit: 1, ..Default::default() }, &Q);
         assert!(!q.sql.contains("h.state IN"), "nothing outranks delivering: {}", q.sql);
-        let q = events(
-            &ListFilter { state: Some(EventState::Unrouted), limit: 1, ..Default::default() },
-            Placeholder::Question,
-        );
+        let q = events(&ListFilter { state: Some(EventState::Unrouted), limit: 1, ..Default::default() }, &Q);
         assert!(q.sql.contains("WHERE e.unrouted = 1"), "{}", q.sql);
     }
 
     #[test]
     fn a_delivery_cursor_splits_an_event() {
         let filter = DeliveryFilter { cursor: Some(Cursor::before_pair(9, 4)), limit: 2, ..Default::default() };
-        let q = deliveries(&filter, Placeholder::Question);
+        let q = deliveries(&filter, &Q);
         assert!(q.sql.contains("d.event_rid <= ?1 AND (d.event_rid < ?1 OR d.rid < ?2)"), "{}", q.sql);
         assert_eq!(q.params, [Param::Int(9), Param::Int(4), Param::Int(3)]);
     }

@@ -48,7 +48,7 @@ pub enum ServeError {
 pub async fn open_store(storage: &Storage) -> Result<Arc<dyn Store>, ServeError> {
     match storage {
         Storage::Sqlite { path, min_free } => {
-            let options = hookgate_sqlite::Options { min_free: *min_free };
+            let options = hookgate_sqlite::Options { min_free: *min_free, ..Default::default() };
             Ok(Arc::new(SqliteStore::open_with(path, now_ms(), options)?))
         }
         Storage::Postgres { url, pool } => Ok(Arc::new(PostgresStore::connect(url.expose(), *pool).await?)),
