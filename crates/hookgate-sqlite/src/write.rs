@@ -282,7 +282,7 @@ type Queue = (String, String, Option<Vec<u8>>);
 
 pub fn finish(c: &Connection, delivery: &DeliveryId, attempt: &Attempt, verdict: Verdict, now: i64) -> Result<bool> {
     // One look-up by id; the rest by row id.
-    let found: Option<(i64, String, u32, Queue)> = c
+    let found: Option<(i64, String, i64, Queue)> = c
         .prepare_cached("SELECT rid, state, attempts, destination, source, order_key FROM deliveries WHERE id = ?1")
         .and_then(|mut s| {
             s.query_row([delivery.as_str()], |r| {
@@ -311,7 +311,7 @@ pub fn finish(c: &Connection, delivery: &DeliveryId, attempt: &Attempt, verdict:
     })
     .map_err(db_error)?;
     // Only the claim that holds the delivery moves it: in flight, at this attempt.
-    if current != State::Delivering.as_str() || attempts != attempt.attempt {
+    if current != State::Delivering.as_str() || attempts != i64::from(attempt.attempt) {
         return Ok(false);
     }
     let (state, due_at) = verdict.next_state();

@@ -327,7 +327,7 @@ impl Writer {
     }
 
     /// File every finished delivery by key, a transaction of [`FILE_BATCH`]
-    /// at a time. One that fails is left for the next time: an unfiled
+    /// at a time. One that fails is left for the next filing: an unfiled
     /// delivery is still listed, from the unfiled arm.
     fn file(&mut self) {
         loop {
@@ -343,7 +343,11 @@ impl Writer {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::debug!(%error, "filing finished deliveries failed; trying again after the next batch");
+                    // Tried again once as many more have finished, not after every batch: a full
+                    // disk would fail each try, and the drain must not pay for them. Meanwhile the
+                    // unfiled ones are listed from their own arm.
+                    tracing::debug!(%error, "filing finished deliveries failed; trying again later");
+                    self.unfiled = 0;
                     return;
                 }
             }
@@ -476,5 +480,53 @@ mod tests {
         writer.commit_batch(&mut next);
         let stored: i64 = writer.conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
         assert_eq!(stored, 1, "the next batch commits");
+    }
+
+    /// Finished deliveries are filed after the batch that finished them; a
+    /// filing that fails (here a trigger stands in for a full disk) costs the
+    /// batch nothing, is not tried again after every batch, and the next
+    /// filing takes what it left.
+    #[test]
+    fn a_failed_filing_is_left_for_the_next() {
+        use hookgate_store::conformance::{DEST, ok_attempt, to};
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut conn).unwrap();
+        let reserve = Reserve::new(std::path::Path::new("."), 0);
+        let mut writer = Writer::new(conn, Arc::default(), reserve, 1).unwrap();
+        let run = |writer: &mut Writer, command: Command| writer.commit_batch(&mut vec![command]);
+        for key in ["a", "b", "c"] {
+            let mut new = to(DEST, event("src", T0));
+            new.order_key = Some(key.into());
+            new.deliveries[0].order_key = new.order_key.clone();
+            run(&mut writer, Command::Ingest(Box::new(new), oneshot::channel().0));
+        }
+        let (reply, mut claimed) = oneshot::channel();
+        let claim = Command::Claim { destination: DEST.into(), now_ms: T0, limit: 10, lease_ms: 60_000, reply };
+        run(&mut writer, claim);
+        let claims = claimed.try_recv().unwrap().unwrap();
+        assert_eq!(claims.len(), 3);
+        let filed = |writer: &Writer| -> i64 {
+            writer.conn.query_row("SELECT COUNT(*) FROM deliveries WHERE filed = 1", [], |r| r.get(0)).unwrap()
+        };
+        let finish = |writer: &mut Writer, n: usize| {
+            let (reply, mut moved) = oneshot::channel();
+            let delivery = claims[n].delivery.clone();
+            let attempt = ok_attempt(1, T0);
+            run(writer, Command::Finish { delivery, attempt, verdict: Verdict::Delivered, now_ms: T0, reply });
+            assert!(moved.try_recv().unwrap().unwrap(), "the outcome commits whatever the filing does");
+        };
+        finish(&mut writer, 0);
+        assert_eq!((filed(&writer), writer.unfiled), (1, 0), "filed after the batch");
+        writer
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER no_room BEFORE UPDATE OF filed ON deliveries BEGIN SELECT RAISE(ABORT, 'full'); END",
+            )
+            .unwrap();
+        finish(&mut writer, 1);
+        assert_eq!((filed(&writer), writer.unfiled), (1, 0), "the failed filing is not counted again");
+        writer.conn.execute_batch("DROP TRIGGER no_room").unwrap();
+        finish(&mut writer, 2);
+        assert_eq!((filed(&writer), writer.unfiled), (3, 0), "the next filing takes what the failed one left");
     }
 }
