@@ -453,12 +453,12 @@ pub fn purge_dedupe(c: &Connection, now: i64, limit: usize) -> Result<u64> {
 /// oldest event first; how many. Thousands at once: each page of that big,
 /// randomly-keyed index is written once for all the entries it takes.
 pub fn file_finished(c: &Connection, limit: usize) -> Result<u64> {
-    c.prepare_cached(
+    c.prepare_cached(concat!(
         "UPDATE deliveries SET filed = 1 WHERE rid IN (
-             SELECT rid FROM deliveries INDEXED BY deliveries_unfiled
-             WHERE filed = 0 AND order_key IS NOT NULL AND state IN ('delivered', 'dead', 'superseded')
-             ORDER BY event_rid LIMIT ?1)",
-    )
+             SELECT rid FROM deliveries INDEXED BY deliveries_unfiled WHERE ",
+        unfiled!(),
+        " ORDER BY event_rid LIMIT ?1)"
+    ))
     .and_then(|mut s| s.execute([limit as i64]))
     .map(|n| n as u64)
     .map_err(db_error)
@@ -466,12 +466,9 @@ pub fn file_finished(c: &Connection, limit: usize) -> Result<u64> {
 
 /// Finished deliveries not filed yet.
 pub fn unfiled(c: &Connection) -> rusqlite::Result<u64> {
-    c.query_row(
-        "SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_unfiled
-         WHERE filed = 0 AND order_key IS NOT NULL AND state IN ('delivered', 'dead', 'superseded')",
-        [],
-        |r| r.get(0),
-    )
+    c.query_row(concat!("SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_unfiled WHERE ", unfiled!()), [], |r| {
+        r.get(0)
+    })
 }
 
 /// Retention: one small batch of finished deliveries, oldest event first,
