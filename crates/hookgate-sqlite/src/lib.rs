@@ -9,19 +9,12 @@
 //! That is what makes crash recovery simple and safe (every `delivering`
 //! delivery at open belongs to a dead process). Many instances use PostgreSQL.
 
-/// The finished states, as the partial indexes spell them.
-macro_rules! finished {
-    () => {
-        "('delivered', 'dead', 'superseded')"
-    };
-}
-
 /// Finished deliveries with an order key not filed yet: `deliveries_unfiled`'s
 /// own condition, word for word (SQLite uses a partial index only for a query
 /// that repeats its condition).
 macro_rules! unfiled {
     () => {
-        concat!("filed = 0 AND order_key IS NOT NULL AND state IN ", finished!())
+        "filed = 0 AND order_key IS NOT NULL AND owed = 0"
     };
 }
 

@@ -17,14 +17,11 @@ use crate::db_error;
 pub const DIALECT: Dialect = Dialect {
     placeholder: Placeholder::Question,
     key_arms: &[
-        KeyArm { table: "deliveries {t}", condition: "{t}.state IN ('pending', 'delivering')" },
-        KeyArm {
-            table: "deliveries {t} INDEXED BY deliveries_filed",
-            condition: concat!("{t}.filed = 1 AND {t}.state IN ", finished!()),
-        },
+        KeyArm { table: "deliveries {t}", condition: "{t}.owed = 1" },
+        KeyArm { table: "deliveries {t} INDEXED BY deliveries_filed", condition: "{t}.filed = 1 AND {t}.owed = 0" },
         KeyArm {
             table: "deliveries {t} INDEXED BY deliveries_unfiled",
-            condition: concat!("{t}.filed = 0 AND {t}.order_key IS NOT NULL AND {t}.state IN ", finished!()),
+            condition: "{t}.filed = 0 AND {t}.order_key IS NOT NULL AND {t}.owed = 0",
         },
     ],
 };
@@ -240,7 +237,7 @@ pub fn next_due(c: &Connection, destination: &str, now: i64) -> Result<Option<i6
     }
     c.prepare_cached(
         "SELECT MIN(due_at) FROM deliveries
-         WHERE destination = ?1 AND head = 1 AND state IN ('pending', 'delivering') AND due_at > ?2",
+         WHERE destination = ?1 AND head = 1 AND owed = 1 AND due_at > ?2",
     )
     .and_then(|mut s| s.query_row(rusqlite::params![destination, now], |r| r.get(0)))
     .map_err(db_error)

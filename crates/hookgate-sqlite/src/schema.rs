@@ -157,7 +157,12 @@ const MIGRATIONS: &[&str] = &[
         head            INTEGER NOT NULL DEFAULT 0,
         superseded_by   TEXT,
         -- 1 once a finished delivery is in deliveries_filed (the writer files them in bulk).
-        filed           INTEGER NOT NULL DEFAULT 0
+        filed           INTEGER NOT NULL DEFAULT 0,
+        -- 1 while the delivery is owed (pending or delivering). The partial
+        -- indexes of owed deliveries say `owed = 1`, not the two states, so a
+        -- claim (pending -> delivering) leaves their entries where they are
+        -- instead of deleting and re-inserting each.
+        owed            INTEGER NOT NULL DEFAULT 1 CHECK (owed = (state IN ('pending', 'delivering')))
     );
     -- An event's deliveries; listings by event.
     CREATE INDEX deliveries_event ON deliveries(event_rid);
@@ -172,15 +177,12 @@ const MIGRATIONS: &[&str] = &[
     -- WAL); and those finished since the last filing (a few thousand at most)
     -- are in deliveries_unfiled, by event.
     CREATE INDEX deliveries_filed ON deliveries(order_key, event_rid) WHERE filed = 1;
-    CREATE INDEX deliveries_unfiled ON deliveries(event_rid)
-        WHERE filed = 0 AND order_key IS NOT NULL AND state IN ('delivered', 'dead', 'superseded');
+    CREATE INDEX deliveries_unfiled ON deliveries(event_rid) WHERE filed = 0 AND order_key IS NOT NULL AND owed = 0;
     -- The dispatcher's scan: claimable heads of one destination, soonest due first.
     -- Deliveries blocked behind a head are not in it, so a long queue costs nothing to scan.
-    CREATE INDEX deliveries_due ON deliveries(destination, due_at, seq)
-        WHERE head = 1 AND state IN ('pending', 'delivering');
-    -- Finding the next head of a queue; the owed half of a listing by order key.
-    CREATE INDEX deliveries_queue ON deliveries(order_key, destination, source, seq)
-        WHERE state IN ('pending', 'delivering');
+    CREATE INDEX deliveries_due ON deliveries(destination, due_at, seq) WHERE head = 1 AND owed = 1;
+    -- Finding the next head of a queue; the owed arm of a listing by order key.
+    CREATE INDEX deliveries_queue ON deliveries(order_key, destination, source, seq) WHERE owed = 1;
     CREATE INDEX deliveries_coalesce ON deliveries(destination, source, coalesce_key)
         WHERE state = 'pending' AND coalesce_key IS NOT NULL;
 
@@ -206,10 +208,10 @@ const MIGRATIONS: &[&str] = &[
     -- The keys of stored events now live with them; the table keeps those of deleted ones.
     DELETE FROM dedupe WHERE event_id IN (SELECT id FROM events);
     INSERT INTO deliveries (rid, id, event_rid, source, destination, route, order_key, coalesce_key, seq, state,
-                            updated_at, attempts, round_base, due_at, head, superseded_by, filed)
+                            updated_at, attempts, round_base, due_at, head, superseded_by, filed, owed)
     SELECT rid, 'dlv_' || substr(id, 5), rid, source, destination, source || '->' || destination, order_key,
            coalesce_key, seq, state, updated_at, attempts, round_base, due_at, head, superseded_by,
-           order_key IS NOT NULL AND state IN ('delivered', 'dead', 'superseded')
+           order_key IS NOT NULL AND state IN ('delivered', 'dead', 'superseded'), state IN ('pending', 'delivering')
     FROM events_v1;
     INSERT INTO attempts (delivery_rid, attempt, started_at, duration_ms, status, error)
     SELECT e.rid, a.attempt, a.started_at, a.duration_ms, a.status, a.error

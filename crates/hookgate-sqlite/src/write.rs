@@ -123,7 +123,8 @@ fn coalesce(
 ) -> Result<(u64, bool)> {
     let orphaned: Vec<Option<Vec<u8>>> = c
         .prepare_cached(
-            "UPDATE deliveries SET state = 'superseded', superseded_by = ?1, updated_at = ?2, due_at = NULL, head = 0
+            "UPDATE deliveries SET state = 'superseded', owed = 0, superseded_by = ?1, updated_at = ?2, due_at = NULL,
+                                   head = 0
              WHERE destination = ?3 AND source = ?4 AND coalesce_key = ?5 AND state = 'pending'
              RETURNING order_key",
         )
@@ -160,7 +161,7 @@ fn add_delivery(
                                  updated_at, due_at, head)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9,
                  ?6 IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries q WHERE q.order_key = ?6 AND q.destination = ?4
-                                           AND q.source = ?3 AND q.state IN ('pending', 'delivering')))",
+                                           AND q.source = ?3 AND q.owed = 1))",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -185,7 +186,7 @@ fn promote(c: &Connection, destination: &str, source: &str, order_key: &[u8]) ->
     c.prepare_cached(
         "UPDATE deliveries SET head = 1
          WHERE rid = (SELECT rid FROM deliveries
-                      WHERE destination = ?1 AND source = ?2 AND order_key = ?3 AND state IN ('pending', 'delivering')
+                      WHERE destination = ?1 AND source = ?2 AND order_key = ?3 AND owed = 1
                       ORDER BY seq LIMIT 1)
            AND head = 0",
     )
@@ -215,7 +216,7 @@ pub fn is_paused(c: &Connection, destination: &str) -> Result<bool> {
 const CLAIMABLE: &str = "SELECT d.rid, d.id, e.id, d.source, d.route, d.order_key, e.received_at, e.headers, e.body,
             d.attempts, d.round_base, e.trace
      FROM deliveries d JOIN events e ON e.rid = d.event_rid
-     WHERE d.destination = ?1 AND d.head = 1 AND d.state IN ('pending', 'delivering') AND d.due_at <= ?2
+     WHERE d.destination = ?1 AND d.head = 1 AND d.owed = 1 AND d.due_at <= ?2
      ORDER BY d.due_at, d.seq
      LIMIT ?3";
 
@@ -317,7 +318,8 @@ pub fn finish(c: &Connection, delivery: &DeliveryId, attempt: &Attempt, verdict:
     let (state, due_at) = verdict.next_state();
     // A retried delivery stays its queue's head; a finished one hands the head on.
     c.prepare_cached(
-        "UPDATE deliveries SET state = ?1, due_at = ?2, updated_at = ?3, head = (?1 = 'pending') WHERE rid = ?4",
+        "UPDATE deliveries SET state = ?1, owed = (?1 = 'pending'), due_at = ?2, updated_at = ?3, head = (?1 = 'pending')
+         WHERE rid = ?4",
     )
     .and_then(|mut s| s.execute(params![state.as_str(), due_at, now, rid]))
     .map_err(db_error)?;
@@ -335,7 +337,7 @@ fn replay_row(c: &Connection, rid: i64, seq: &mut i64, now: i64) -> Result<bool>
     *seq += 1;
     let moved: Option<(String, String, Option<Vec<u8>>)> = c
         .prepare_cached(
-            "UPDATE deliveries SET state = 'pending', seq = ?1, round_base = attempts, due_at = ?2,
+            "UPDATE deliveries SET state = 'pending', owed = 1, seq = ?1, round_base = attempts, due_at = ?2,
                                    superseded_by = NULL, updated_at = ?2, head = (order_key IS NULL)
              WHERE rid = ?3 AND state IN ('delivered', 'dead', 'superseded')
              RETURNING destination, source, order_key",
