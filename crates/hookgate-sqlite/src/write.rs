@@ -212,13 +212,15 @@ pub fn is_paused(c: &Connection, destination: &str) -> Result<bool> {
 
 /// Due heads of a destination's queues, soonest first (`?1` destination, `?2`
 /// now, `?3` limit): a walk of the heads index, never of the deliveries
-/// behind them; each joined to its event for what is sent.
+/// behind them; each joined to its event for what is sent. The limit is
+/// `?3 + 0`, not `?3`: SQLite plans with the value of a bare `LIMIT ?`, so
+/// binding one would compile the statement again at every claim.
 const CLAIMABLE: &str = "SELECT d.rid, d.id, e.id, d.source, d.route, d.order_key, e.received_at, e.headers, e.body,
             d.attempts, d.round_base, e.trace
      FROM deliveries d JOIN events e ON e.rid = d.event_rid
      WHERE d.destination = ?1 AND d.head = 1 AND d.owed = 1 AND d.due_at <= ?2
      ORDER BY d.due_at, d.seq
-     LIMIT ?3";
+     LIMIT ?3 + 0";
 
 pub fn claim(c: &Connection, destination: &str, now: i64, limit: usize, lease_ms: i64) -> Result<Vec<Claim>> {
     if is_paused(c, destination)? {
@@ -459,7 +461,7 @@ pub fn file_finished(c: &Connection, limit: usize) -> Result<u64> {
         "UPDATE deliveries SET filed = 1 WHERE rid IN (
              SELECT rid FROM deliveries INDEXED BY deliveries_unfiled WHERE ",
         unfiled!(),
-        " ORDER BY event_rid LIMIT ?1)"
+        " ORDER BY event_rid LIMIT ?1 + 0)"
     ))
     .and_then(|mut s| s.execute([limit as i64]))
     .map(|n| n as u64)
@@ -564,6 +566,23 @@ mod tests {
         let deep = claim_steps(&c);
         assert!(deep <= shallow, "a claim took {deep} steps with 10,000 blocked deliveries, {shallow} with none");
         eprintln!("claim scan: {shallow} VM steps with no blocked deliveries, {deep} with 10,000");
+    }
+
+    /// The claim's statement is compiled once, however many claims and
+    /// limits: a bare `LIMIT ?` made SQLite compile it again at each one.
+    #[test]
+    fn a_claim_is_not_compiled_again_at_each_call() {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut c).unwrap();
+        let mut seq = 0;
+        for _ in 0..6 {
+            ingest(&c, &to(DEST, event("src", T0)), &mut seq).unwrap();
+        }
+        for limit in 1..=3 {
+            assert_eq!(claim(&c, DEST, T0, limit, 60_000).unwrap().len(), limit);
+        }
+        let compiled_again = c.prepare_cached(CLAIMABLE).unwrap().get_status(StatementStatus::RePrepare);
+        assert_eq!(compiled_again, 0, "the claim's statement was compiled again {compiled_again} times");
     }
 
     /// Rows hookgate cannot read (a bad id, text where bytes belong, bad
