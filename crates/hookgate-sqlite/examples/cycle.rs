@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use hookgate_sqlite::SqliteStore;
-use hookgate_store::conformance::{event, to};
-use hookgate_store::{Attempt, NewEvent, Store, Verdict};
+use hookgate_store::conformance::{event, ok_attempt, to};
+use hookgate_store::{NewEvent, Store, Verdict};
 
 const SOURCE: &str = "bench";
 const KEYS: u64 = 1_000;
@@ -115,14 +115,7 @@ async fn dispatch(store: &Arc<SqliteStore>, destinations: &Arc<Vec<String>>, mos
                         .map(|claim| {
                             let (store, done) = (store.clone(), done.clone());
                             tokio::spawn(async move {
-                                let attempt = Attempt {
-                                    attempt: claim.attempt,
-                                    started_at_ms: now(),
-                                    duration_ms: 1,
-                                    status: Some(200),
-                                    error: None,
-                                    response: None,
-                                };
+                                let attempt = ok_attempt(claim.attempt, now());
                                 store
                                     .finish(&claim.delivery, attempt, Verdict::Delivered, now())
                                     .await

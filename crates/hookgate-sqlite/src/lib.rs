@@ -11,10 +11,11 @@
 
 /// Finished deliveries with an order key not filed yet: `deliveries_unfiled`'s
 /// own condition, word for word (SQLite uses a partial index only for a query
-/// that repeats its condition).
+/// that repeats its condition), each column after `$t` (`""`, or an alias
+/// such as `"{t}."` where the query joins another table).
 macro_rules! unfiled {
-    () => {
-        "filed = 0 AND order_key IS NOT NULL AND owed = 0"
+    ($t:literal) => {
+        concat!($t, "filed = 0 AND ", $t, "order_key IS NOT NULL AND ", $t, "owed = 0")
     };
 }
 

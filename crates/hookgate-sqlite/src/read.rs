@@ -19,10 +19,7 @@ pub const DIALECT: Dialect = Dialect {
     key_arms: &[
         KeyArm { table: "deliveries {t}", condition: "{t}.owed = 1" },
         KeyArm { table: "deliveries {t} INDEXED BY deliveries_filed", condition: "{t}.filed = 1 AND {t}.owed = 0" },
-        KeyArm {
-            table: "deliveries {t} INDEXED BY deliveries_unfiled",
-            condition: "{t}.filed = 0 AND {t}.order_key IS NOT NULL AND {t}.owed = 0",
-        },
+        KeyArm { table: "deliveries {t} INDEXED BY deliveries_unfiled", condition: unfiled!("{t}.") },
     ],
 };
 

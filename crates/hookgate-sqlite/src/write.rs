@@ -460,7 +460,7 @@ pub fn file_finished(c: &Connection, limit: usize) -> Result<u64> {
     c.prepare_cached(concat!(
         "UPDATE deliveries SET filed = 1 WHERE rid IN (
              SELECT rid FROM deliveries INDEXED BY deliveries_unfiled WHERE ",
-        unfiled!(),
+        unfiled!(""),
         " ORDER BY event_rid LIMIT ?1 + 0)"
     ))
     .and_then(|mut s| s.execute([limit as i64]))
@@ -470,9 +470,11 @@ pub fn file_finished(c: &Connection, limit: usize) -> Result<u64> {
 
 /// Finished deliveries not filed yet.
 pub fn unfiled(c: &Connection) -> rusqlite::Result<u64> {
-    c.query_row(concat!("SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_unfiled WHERE ", unfiled!()), [], |r| {
-        r.get(0)
-    })
+    c.query_row(
+        concat!("SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_unfiled WHERE ", unfiled!("")),
+        [],
+        |r| r.get(0),
+    )
 }
 
 /// Retention: one small batch of finished deliveries, oldest event first,
