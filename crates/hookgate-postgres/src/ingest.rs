@@ -178,7 +178,7 @@ const DEDUPE: &str = "INSERT INTO dedupe AS d (source, key, event_id, expires_at
 
 /// The arrays `STORE` takes, by name (`crate::named`): the statement says
 /// `$order_keys`, the binding `("order_keys", &order)`, and both are numbered
-/// from this list.
+/// from this list. `STORE_LEAN` takes the same but the held queues (`LEAN_ARRAYS`).
 const STORE_ARRAYS: [&str; 25] = [
     "ord",
     "ids",
@@ -207,20 +207,49 @@ const STORE_ARRAYS: [&str; 25] = [
     "d_place",
 ];
 
-/// `STORE` with its names numbered, once.
-fn store_statement() -> &'static str {
-    static NUMBERED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NUMBERED.get_or_init(|| crate::named::numbered(STORE, &STORE_ARRAYS))
+/// What `STORE_LEAN` binds: no held queues (it supersedes nothing).
+const LEAN_ARRAYS: [&str; 22] = [
+    "ord",
+    "ids",
+    "sources",
+    "received",
+    "headers",
+    "bodies",
+    "dedupe_keys",
+    "order_keys",
+    "coalesce_keys",
+    "event_types",
+    "warnings",
+    "routings",
+    "traces",
+    "copies",
+    "unrouted",
+    "d_ord",
+    "d_ids",
+    "d_destinations",
+    "d_routes",
+    "d_order_keys",
+    "d_coalesce_keys",
+    "d_place",
+];
+
+/// `STORE` and `STORE_LEAN` with their names numbered, once.
+fn store_statement(lean: bool) -> &'static str {
+    static FULL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static LEAN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if lean {
+        LEAN.get_or_init(|| crate::named::numbered(STORE_LEAN, &LEAN_ARRAYS))
+    } else {
+        FULL.get_or_init(|| crate::named::numbered(STORE, &STORE_ARRAYS))
+    }
 }
 
-/// Everything else, set-based, seeing `DEDUPE`'s work: which events won their
-/// key; store the winners (written once, never updated); then their
-/// deliveries, each supersedes the waiting deliveries its destination,
-/// source and coalesce key name (in queues this batch holds the lock of),
-/// and is stored last in its queue (choosing heads); count the copies. One
-/// row per event sent: its place, whether it was stored, its id or its
-/// original's, and how many deliveries it superseded.
-const STORE: &str = "WITH input AS (
+/// The start both store statements share, seeing `DEDUPE`'s work: which
+/// events won their key; store the winners (written once, never updated);
+/// the deliveries wanted for them, each with its event's place, time and id.
+macro_rules! store_events {
+    () => {
+        "WITH input AS (
         SELECT i.*, d.event_id AS holder,
                (i.dedupe_key IS NULL OR d.event_id IS NULL OR d.event_id = i.id) AS won
         FROM unnest($ord::bigint[], $ids::text[], $sources::text[], $received::bigint[], $headers::bytea[],
@@ -240,13 +269,61 @@ const STORE: &str = "WITH input AS (
         FROM stored
         RETURNING rid, id
      ), wanted AS (
-        -- The deliveries of the events stored, each with its event's place, time and id.
         SELECT w.*, s.source, s.now, s.id AS event_id
         FROM unnest($d_ord::bigint[], $d_ids::text[], $d_destinations::text[], $d_routes::text[],
                     $d_order_keys::bytea[], $d_coalesce_keys::bytea[], $d_place::bigint[])
              AS w(ord, id, destination, route, order_key, coalesce_key, place)
         JOIN stored s ON s.ord = w.ord
-     ), chain AS (
+     ), base AS MATERIALIZED (
+        SELECT nextval('deliveries_seq') * 1048576 AS seq
+     ), "
+    };
+}
+
+/// A new delivery's queue when it is stored: one index probe (LIMIT keeps it
+/// a per-row lookup, never a scan of every queue), from the queue's newest
+/// end (its oldest entries are those of delivered rows, dead until vacuum
+/// comes by). `busy.rid IS NULL`: nothing in the queue is owed.
+macro_rules! busy_queue {
+    () => {
+        "LEFT JOIN LATERAL (
+            SELECT f.rid FROM deliveries f
+            WHERE f.destination = s.destination AND f.source = s.source AND f.order_key = s.order_key
+              AND f.state IN ('pending', 'delivering')
+            ORDER BY f.seq DESC LIMIT 1
+        ) busy ON true"
+    };
+}
+
+/// Count the copies: each holder's, the batch's own copies of an event it
+/// stored included. Only rows that add a copy are looked at (a winner alone
+/// in the batch adds none).
+macro_rules! count_copies {
+    () => {
+        ", counted AS (
+        INSERT INTO event_duplicates AS n (event_id, n, last_at)
+        SELECT holder, SUM(CASE WHEN won THEN copies - 1 ELSE copies END), MAX(now)
+        FROM input WHERE dedupe_key IS NOT NULL AND holder IS NOT NULL AND (NOT won OR copies > 1)
+          -- A key outlives its event (retention): a copy of a deleted event counts nowhere.
+          -- (An original stored by this very statement is not in `events` to it yet.)
+          AND (EXISTS (SELECT 1 FROM stored s WHERE s.id = input.holder)
+               OR EXISTS (SELECT 1 FROM events e WHERE e.id = input.holder))
+        GROUP BY holder HAVING SUM(CASE WHEN won THEN copies - 1 ELSE copies END) > 0
+        ON CONFLICT (event_id) DO UPDATE SET n = n.n + EXCLUDED.n, last_at = GREATEST(n.last_at, EXCLUDED.last_at)
+     )"
+    };
+}
+
+/// Everything after `DEDUPE`, set-based, for a batch that coalesces: the
+/// events and their deliveries (`store_events!`); each delivery supersedes
+/// the waiting deliveries its destination, source and coalesce key name (in
+/// queues this batch holds the lock of), and is stored last in its queue
+/// (choosing heads); count the copies. One row per event sent: its place,
+/// whether it was stored, its id or its original's, and how many deliveries
+/// it superseded.
+const STORE: &str = concat!(
+    store_events!(),
+    "chain AS (
         -- Within the batch, each delivery of a coalesce key supersedes the one before it.
         SELECT id, lead(event_id) OVER w AS superseded_by, row_number() OVER w AS nth
         FROM wanted WHERE coalesce_key IS NOT NULL
@@ -263,8 +340,6 @@ const STORE: &str = "WITH input AS (
            AND (e.order_key IS NULL OR EXISTS (SELECT 1 FROM held h WHERE h.destination = e.destination
                                                 AND h.source = e.source AND h.order_key = e.order_key))
         RETURNING s.event_id AS by_id
-     ), base AS MATERIALIZED (
-        SELECT nextval('deliveries_seq') * 1048576 AS seq
      ), waiting AS (
         -- The new deliveries left pending, each with its place among the batch's own in its queue.
         SELECT s.id, row_number() OVER (PARTITION BY s.destination, s.source, s.order_key ORDER BY s.ord) AS place
@@ -281,30 +356,41 @@ const STORE: &str = "WITH input AS (
                w.id IS NOT NULL AND (s.order_key IS NULL OR (w.place = 1 AND busy.rid IS NULL))
         FROM wanted s JOIN events_stored ev ON ev.id = s.event_id
         LEFT JOIN chain c ON c.id = s.id LEFT JOIN waiting w ON w.id = s.id CROSS JOIN base
-        -- One index probe per delivery (LIMIT keeps it a per-row lookup, never a scan of every queue).
-        -- From the queue's newest end: its oldest entries are those of delivered rows,
-        -- dead until vacuum comes by.
-        LEFT JOIN LATERAL (
-            SELECT f.rid FROM deliveries f
-            WHERE f.destination = s.destination AND f.source = s.source AND f.order_key = s.order_key
-              AND f.state IN ('pending', 'delivering')
-            ORDER BY f.seq DESC LIMIT 1
-        ) busy ON true
-     ), counted AS (
-        INSERT INTO event_duplicates AS n (event_id, n, last_at)
-        SELECT holder, SUM(CASE WHEN won THEN copies - 1 ELSE copies END), MAX(now)
-        FROM input WHERE dedupe_key IS NOT NULL AND holder IS NOT NULL
-          -- A key outlives its event (retention): a copy of a deleted event counts nowhere.
-          -- (An original stored by this very statement is not in `events` to it yet.)
-          AND (EXISTS (SELECT 1 FROM stored s WHERE s.id = input.holder)
-               OR EXISTS (SELECT 1 FROM events e WHERE e.id = input.holder))
-        GROUP BY holder HAVING SUM(CASE WHEN won THEN copies - 1 ELSE copies END) > 0
-        ON CONFLICT (event_id) DO UPDATE SET n = n.n + EXCLUDED.n, last_at = GREATEST(n.last_at, EXCLUDED.last_at)
-     )
+        ",
+    busy_queue!(),
+    "
+     )",
+    count_copies!(),
+    "
      SELECT i.ord, i.won, CASE WHEN i.won THEN i.id ELSE i.holder END,
             (SELECT COUNT(*) FROM superseded s WHERE s.by_id = i.id)
             + (SELECT COUNT(*) FROM chain c JOIN wanted w ON w.id = c.id WHERE w.event_id = i.id AND c.nth > 1)
-     FROM input i";
+     FROM input i"
+);
+
+/// `STORE` for a batch with no coalesce key, which supersedes nothing: every
+/// delivery is stored pending, last in its queue, a head when it is the
+/// batch's first in a queue with nothing owed. The same rows as `STORE` gives
+/// such a batch, from a plan without the coalescing steps, whose start and
+/// per-event subqueries were a good part of a small batch's cost.
+const STORE_LEAN: &str = concat!(
+    store_events!(),
+    "inserted AS (
+        INSERT INTO deliveries (id, event_rid, source, destination, route, order_key, coalesce_key, seq, state,
+                                updated_at, due_at, head)
+        SELECT s.id, ev.rid, s.source, s.destination, s.route, s.order_key, s.coalesce_key, base.seq + s.place,
+               'pending', s.now, s.now, s.order_key IS NULL OR (s.nth = 1 AND busy.rid IS NULL)
+        FROM (SELECT w.*, row_number() OVER (PARTITION BY w.destination, w.source, w.order_key ORDER BY w.ord) AS nth
+              FROM wanted w) s
+        JOIN events_stored ev ON ev.id = s.event_id CROSS JOIN base
+        ",
+    busy_queue!(),
+    "
+     )",
+    count_copies!(),
+    "
+     SELECT i.ord, i.won, CASE WHEN i.won THEN i.id ELSE i.holder END, 0::bigint FROM input i"
+);
 
 async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, BatchError> {
     let plan = Plan::new(events);
@@ -386,40 +472,42 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
     let held_sources: Vec<&str> = queues.iter().map(|(_, s, _)| s.as_str()).collect();
     let held_keys: Vec<&[u8]> = queues.iter().map(|(_, _, k)| k.as_slice()).collect();
 
-    let store_params = crate::named::by_name(
-        &STORE_ARRAYS,
-        &[
-            ("ord", &ord),
-            ("ids", &ids),
-            ("sources", &sources),
-            ("received", &received),
-            ("headers", &headers),
-            ("bodies", &bodies),
-            ("dedupe_keys", &dedupe),
-            ("order_keys", &order),
-            ("coalesce_keys", &coalesce),
-            ("event_types", &event_types),
-            ("warnings", &warnings),
-            ("routings", &routings),
-            ("traces", &traces),
-            ("copies", &copies),
-            ("unrouted", &unrouted),
-            ("d_ord", &d_ord),
-            ("d_ids", &d_ids),
-            ("d_destinations", &d_destinations),
-            ("d_routes", &d_routes),
-            ("d_order_keys", &d_order_keys),
-            ("d_coalesce_keys", &d_coalesce_keys),
-            ("held_destinations", &held_destinations),
-            ("held_sources", &held_sources),
-            ("held_keys", &held_keys),
-            ("d_place", &d_place),
-        ],
-    );
+    // A batch with no coalesce key supersedes nothing: the lean statement.
+    let lean = coalescing.is_empty();
+    let binds: [(&str, &(dyn tokio_postgres::types::ToSql + Sync)); 25] = [
+        ("ord", &ord),
+        ("ids", &ids),
+        ("sources", &sources),
+        ("received", &received),
+        ("headers", &headers),
+        ("bodies", &bodies),
+        ("dedupe_keys", &dedupe),
+        ("order_keys", &order),
+        ("coalesce_keys", &coalesce),
+        ("event_types", &event_types),
+        ("warnings", &warnings),
+        ("routings", &routings),
+        ("traces", &traces),
+        ("copies", &copies),
+        ("unrouted", &unrouted),
+        ("d_ord", &d_ord),
+        ("d_ids", &d_ids),
+        ("d_destinations", &d_destinations),
+        ("d_routes", &d_routes),
+        ("d_order_keys", &d_order_keys),
+        ("d_coalesce_keys", &d_coalesce_keys),
+        ("held_destinations", &held_destinations),
+        ("held_sources", &held_sources),
+        ("held_keys", &held_keys),
+        ("d_place", &d_place),
+    ];
+    let names: &[&str] = if lean { &LEAN_ARRAYS } else { &STORE_ARRAYS };
+    let binds: Vec<_> = binds.into_iter().filter(|(name, _)| names.contains(name)).collect();
+    let store_params = crate::named::by_name(names, &binds);
     let (lock, dedupe_statement, store, promote) = futures_util::try_join!(
         client.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
         client.prepare_cached(DEDUPE),
-        client.prepare_cached(store_statement()),
+        client.prepare_cached(store_statement(lean)),
         client.prepare_cached(crate::PROMOTE),
     )?;
     let promote_after = vec![0i64; held_keys.len()];
@@ -494,11 +582,14 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
 mod tests {
     /// Every array `STORE` names is bound, and every one bound is named.
     #[test]
-    fn the_store_statement_numbers_every_array_it_names() {
-        let numbered = super::store_statement();
+    fn the_store_statements_number_every_array_they_name() {
+        let numbered = super::store_statement(false);
         assert!(
             numbered.contains("unnest($1::bigint[], $2::text[]")
                 && numbered.contains("unnest($22::text[], $23::text[], $24::bytea[])")
         );
+        let lean = super::store_statement(true);
+        assert!(lean.contains("unnest($1::bigint[], $2::text[]") && lean.contains("$21::bytea[], $22::bigint[])"));
+        assert!(!lean.contains("$23"), "the lean statement binds no held queues");
     }
 }

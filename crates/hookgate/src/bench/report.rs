@@ -83,14 +83,21 @@ impl Phase {
     }
 }
 
+/// What the report says the run stored to: a `--storage` file given on
+/// purpose is SQLite too, not PostgreSQL.
+fn storage_label(given: Option<&str>) -> &'static str {
+    match given {
+        None => "sqlite (embedded)",
+        Some(url) if url.starts_with("sqlite://") => "sqlite (the file given)",
+        Some(_) => "postgresql",
+    }
+}
+
 impl Report {
     pub fn new(args: &BenchArgs, duration: Duration) -> Report {
         Report {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            storage: match &args.storage {
-                Some(_) => "postgresql".into(),
-                None => "sqlite (embedded)".into(),
-            },
+            storage: storage_label(args.storage.as_deref()).into(),
             instances: args.instances,
             connections: args.connections,
             phase_seconds: duration.as_secs_f64(),
@@ -163,5 +170,15 @@ impl Report {
             out.push_str(&format!("\n{failed} requests failed (not 2xx, or the connection dropped)\n"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_report_names_the_store_the_url_names() {
+        assert_eq!(super::storage_label(None), "sqlite (embedded)");
+        assert_eq!(super::storage_label(Some("sqlite:///tmp/copy.db")), "sqlite (the file given)");
+        assert_eq!(super::storage_label(Some("postgres://127.0.0.1/test")), "postgresql");
     }
 }
