@@ -295,6 +295,18 @@ macro_rules! busy_queue {
     };
 }
 
+/// The end of a deliveries insert: rows in batch order, so each event's
+/// deliveries take their row ids in its routes' order (the order an event's
+/// deliveries are read back in). Without it they come in whatever order the
+/// plan leaves them (the queue numbering sorts them by destination).
+macro_rules! in_route_order {
+    () => {
+        "
+        ORDER BY s.place
+     )"
+    };
+}
+
 /// Count the copies: each holder's, the batch's own copies of an event it
 /// stored included. Only rows that add a copy are looked at (a winner alone
 /// in the batch adds none).
@@ -358,8 +370,7 @@ const STORE: &str = concat!(
         LEFT JOIN chain c ON c.id = s.id LEFT JOIN waiting w ON w.id = s.id CROSS JOIN base
         ",
     busy_queue!(),
-    "
-     )",
+    in_route_order!(),
     count_copies!(),
     "
      SELECT i.ord, i.won, CASE WHEN i.won THEN i.id ELSE i.holder END,
@@ -385,8 +396,7 @@ const STORE_LEAN: &str = concat!(
         JOIN events_stored ev ON ev.id = s.event_id CROSS JOIN base
         ",
     busy_queue!(),
-    "
-     )",
+    in_route_order!(),
     count_copies!(),
     "
      SELECT i.ord, i.won, CASE WHEN i.won THEN i.id ELSE i.holder END, 0::bigint FROM input i"

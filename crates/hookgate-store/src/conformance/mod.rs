@@ -60,7 +60,8 @@ macro_rules! conformance_tests {
             a_late_outcome_of_a_replayed_delivery_makes_no_second_head, retention_deletes_only_old_finished_events,
             a_paused_destination_is_not_claimed, rate_limit_tokens_refill_at_the_rate,
             concurrent_coalescing_leaves_one_waiting,
-            each_destination_has_its_own_queues, a_stuck_destination_never_delays_another,
+            each_destination_has_its_own_queues, deliveries_keep_their_routes_order,
+            a_stuck_destination_never_delays_another,
             coalescing_is_per_destination, unrouted_events_are_kept_with_their_reasons, replays_are_per_delivery,
             an_event_goes_with_its_last_delivery,
             a_queue_filled_while_draining_never_stalls);

@@ -57,6 +57,19 @@ pub async fn each_destination_has_its_own_queues(store: Arc<dyn Store>) {
     assert_eq!(claimed(&*store, DEST, T0 + 2).await, vec![k2]);
 }
 
+/// An event's deliveries are read back in its routes' order, not sorted by
+/// destination: routed to "zeta" and then "alpha", with and without an order
+/// key, its destinations say zeta first.
+pub async fn deliveries_keep_their_routes_order(store: Arc<dyn Store>) {
+    for event in [event("src", T0), keyed("K", T0)] {
+        let id = accept(&*store, to("alpha", to("zeta", event))).await;
+        let detail = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(detail.record.destinations, ["zeta", "alpha"]);
+        let destinations: Vec<&str> = detail.deliveries.iter().map(|d| d.record.destination.as_str()).collect();
+        assert_eq!(destinations, ["zeta", "alpha"]);
+    }
+}
+
 /// A slow, failing, dead, paused destination never delays another.
 pub async fn a_stuck_destination_never_delays_another(store: Arc<dyn Store>) {
     let mut ids = Vec::new();
