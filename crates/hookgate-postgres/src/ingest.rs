@@ -178,7 +178,7 @@ const DEDUPE: &str = "INSERT INTO dedupe AS d (source, key, event_id, expires_at
 
 /// The arrays `STORE` takes, by name (`crate::named`): the statement says
 /// `$order_keys`, the binding `("order_keys", &order)`, and both are numbered
-/// from this list. `STORE_LEAN` takes the same but the held queues (`LEAN_ARRAYS`).
+/// from this list. `STORE_LEAN` takes the same but the held queues (`lean_arrays`).
 const STORE_ARRAYS: [&str; 25] = [
     "ord",
     "ids",
@@ -207,38 +207,18 @@ const STORE_ARRAYS: [&str; 25] = [
     "d_place",
 ];
 
-/// What `STORE_LEAN` binds: no held queues (it supersedes nothing).
-const LEAN_ARRAYS: [&str; 22] = [
-    "ord",
-    "ids",
-    "sources",
-    "received",
-    "headers",
-    "bodies",
-    "dedupe_keys",
-    "order_keys",
-    "coalesce_keys",
-    "event_types",
-    "warnings",
-    "routings",
-    "traces",
-    "copies",
-    "unrouted",
-    "d_ord",
-    "d_ids",
-    "d_destinations",
-    "d_routes",
-    "d_order_keys",
-    "d_coalesce_keys",
-    "d_place",
-];
+/// What `STORE_LEAN` binds: `STORE_ARRAYS` but the held queues (it supersedes nothing).
+fn lean_arrays() -> &'static [&'static str] {
+    static LEAN: std::sync::OnceLock<Vec<&str>> = std::sync::OnceLock::new();
+    LEAN.get_or_init(|| STORE_ARRAYS.iter().copied().filter(|name| !name.starts_with("held_")).collect())
+}
 
 /// `STORE` and `STORE_LEAN` with their names numbered, once.
 fn store_statement(lean: bool) -> &'static str {
     static FULL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static LEAN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     if lean {
-        LEAN.get_or_init(|| crate::named::numbered(STORE_LEAN, &LEAN_ARRAYS))
+        LEAN.get_or_init(|| crate::named::numbered(STORE_LEAN, lean_arrays()))
     } else {
         FULL.get_or_init(|| crate::named::numbered(STORE, &STORE_ARRAYS))
     }
@@ -511,7 +491,7 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
         ("held_keys", &held_keys),
         ("d_place", &d_place),
     ];
-    let names: &[&str] = if lean { &LEAN_ARRAYS } else { &STORE_ARRAYS };
+    let names: &[&str] = if lean { lean_arrays() } else { &STORE_ARRAYS };
     let binds: Vec<_> = binds.into_iter().filter(|(name, _)| names.contains(name)).collect();
     let store_params = crate::named::by_name(names, &binds);
     let (lock, dedupe_statement, store, promote) = futures_util::try_join!(
