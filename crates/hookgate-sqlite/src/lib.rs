@@ -78,8 +78,9 @@ pub struct Options {
     /// Ingest is refused while the database's filesystem has less than this
     /// free, so deliveries keep room to drain (`storage.min_free`); 0: never.
     pub min_free: u64,
-    /// Finished deliveries that start a filing by key (4,096 by default;
-    /// tests make it small, so that listings mix filed and unfiled ones).
+    /// Finished deliveries that start a filing by key even while the writer
+    /// is busy; an idle one files a sixteenth of it at a time (4,096 by
+    /// default; tests make it small, so that listings mix filed and unfiled ones).
     pub file_at: u64,
 }
 
