@@ -25,6 +25,8 @@ mod space;
 mod write;
 mod writer;
 
+pub use writer::Filing;
+
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -78,15 +80,15 @@ pub struct Options {
     /// Ingest is refused while the database's filesystem has less than this
     /// free, so deliveries keep room to drain (`storage.min_free`); 0: never.
     pub min_free: u64,
-    /// Finished deliveries that start a filing by key even while the writer
-    /// is busy; an idle one files a sixteenth of it at a time (4,096 by
-    /// default; tests make it small, so that listings mix filed and unfiled ones).
-    pub file_at: u64,
+    /// When finished deliveries are filed by key, and how many at a time
+    /// (tests make both small and equal, so that listings mix filed and
+    /// unfiled ones, and an idle writer files nothing a batch did not).
+    pub filing: writer::Filing,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { min_free: DEFAULT_MIN_FREE, file_at: writer::FILE_AT }
+        Options { min_free: DEFAULT_MIN_FREE, filing: writer::Filing::default() }
     }
 }
 
@@ -151,7 +153,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let failing = Arc::new(AtomicBool::new(false));
         let reserve = Reserve::new(&path, options.min_free);
-        let writer = Writer::new(conn, failing.clone(), reserve.clone(), options.file_at).map_err(sqlite)?;
+        let writer = Writer::new(conn, failing.clone(), reserve.clone(), options.filing).map_err(sqlite)?;
         std::thread::Builder::new()
             .name("hg-sqlite-write".into())
             .spawn(move || writer.run(rx))

@@ -171,7 +171,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_destination ON deliveries(destination, event_rid);
     -- Listings by order key (deliveries', and events' through theirs), in
     -- three arms: those owed are in deliveries_queue; the finished ones are
-    -- filed by key here, thousands at a time, so each index page the filing
+    -- filed by key here, hundreds at a time, so each index page the filing
     -- writes takes many of them (an outcome writing its own entry wrote a page
     -- of this big, randomly-keyed index for each delivery: most of a delivery's
     -- WAL); and those finished since the last filing (a few thousand at most)

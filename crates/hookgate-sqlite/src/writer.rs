@@ -14,12 +14,13 @@
 //! "failed" for a row that is.
 //!
 //! The writer files finished deliveries by key in transactions of their own
-//! ([`crate::write::file_finished`]), a slice of [`FILE_AT`]/16 at a time: the
+//! ([`crate::write::file_finished`]), a slice ([`FILE_SLICE`]) at a time: the
 //! listing index by order key is written many entries a page instead of a
-//! page an entry. It files whenever its queue is empty and a slice has
-//! finished, and after a batch once [`FILE_AT`] have (a writer that is never
-//! idle): a filing holds up the commands that arrive during it for one
-//! slice, never for thousands.
+//! page an entry. It files a slice whenever its queue is empty and a slice
+//! has finished (so an idle writer files them all but the last few), and
+//! after a batch while [`FILE_AT`] wait (a writer that is never idle), as
+//! many slices as the batch finished plus one: a filing holds up the
+//! commands that arrive during it for a slice or a few, not for thousands.
 //!
 //! Before a batch that ingests, the writer looks at the disk: with less than
 //! the reserve left ([`crate::space`]), its ingests are refused and the rest
@@ -49,16 +50,18 @@ pub const MAX_BATCH: usize = 1_024;
 /// commands wait (backpressure instead of unbounded memory).
 pub const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
 
-/// Deliveries finished since the last filing that start one even while
-/// commands keep coming; a sixteenth of it is a slice (filed in one
-/// transaction), which an idle writer files as soon as it has one. The
-/// bigger a slice, the more entries each page of the filed index takes at
-/// once (less WAL); the smaller, the less the commands arriving during a
-/// filing wait. Measured at half the sustained rate (docs/benchmarks.md):
-/// filings of 4,096 gave an ack p99 of 19-47 ms (median 26), slices of 256
-/// 18-20 ms, with 27% more WAL an event; no filing at all 11-18 ms. The
-/// smaller FILE_AT, the fewer a listing by order key reads from the unfiled arm.
+/// Unfiled finished deliveries that start a filing even while commands keep
+/// coming. The smaller, the fewer a listing by order key reads from the
+/// unfiled arm.
 pub const FILE_AT: u64 = 4_096;
+
+/// Finished deliveries filed in one transaction; an idle writer files one
+/// as soon as it has this many. The bigger, the more entries each page of
+/// the filed index takes at once (less WAL); the smaller, the less the
+/// commands that arrive during a filing wait. 4,096 at once doubled the ack
+/// p99 at half load; 256 gave most of it back for 27% more WAL an event
+/// (docs/benchmarks.md, "Filing in slices").
+pub const FILE_SLICE: u64 = 256;
 
 const ROLLED_BACK: &str = "sqlite rolled the batch back (disk full or I/O error)";
 
@@ -255,24 +258,43 @@ pub struct Writer {
     short: Option<String>,
     /// Events refused for want of disk: since the shortage began, and since the last summary.
     refused: (u64, u64, std::time::Instant),
-    /// Deliveries finished (or possibly finished) and not filed since.
+    /// At least as many as the finished deliveries not filed yet (it counts
+    /// every delivery that may have finished; a slice that finds fewer than
+    /// it asked for resets it to the truth, 0).
     unfiled: u64,
-    /// Whether the last slice was full: more may wait (an idle writer goes on).
-    more: bool,
-    /// How many finished deliveries start a filing: [`FILE_AT`] but in tests.
-    file_at: u64,
+    /// After a failed filing, the count that starts the next (FILE_AT more):
+    /// a full disk would fail each try, and the drain must not pay for them.
+    retry_at: u64,
+    /// When to file and how much: [`FILE_AT`] and [`FILE_SLICE`] but in tests.
+    filing: Filing,
+}
+
+/// When the writer files finished deliveries, and how many at a time.
+#[derive(Debug, Clone, Copy)]
+pub struct Filing {
+    /// Unfiled deliveries that start a filing after a batch (at least 1).
+    pub at: u64,
+    /// Deliveries a filing transaction takes, and that start one when the writer is idle (at least 1).
+    pub slice: u64,
+}
+
+impl Default for Filing {
+    fn default() -> Self {
+        Filing { at: FILE_AT, slice: FILE_SLICE }
+    }
 }
 
 /// While ingest is refused for want of disk, a summary line at most this often.
 const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Writer {
-    pub fn new(conn: Connection, failing: Arc<AtomicBool>, reserve: Reserve, file_at: u64) -> rusqlite::Result<Self> {
+    pub fn new(conn: Connection, failing: Arc<AtomicBool>, reserve: Reserve, filing: Filing) -> rusqlite::Result<Self> {
         let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM deliveries", [], |r| r.get(0))?;
         let refused = (0, 0, std::time::Instant::now());
         let unfiled = crate::write::unfiled(&conn)?;
         let last_seq = last.unwrap_or(0);
-        Ok(Writer { conn, failing, last_seq, reserve, short: None, refused, unfiled, more: false, file_at })
+        let filing = Filing { at: filing.at.max(1), slice: filing.slice.max(1) };
+        Ok(Writer { conn, failing, last_seq, reserve, short: None, refused, unfiled, retry_at: 0, filing })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Command>) {
@@ -281,7 +303,7 @@ impl Writer {
             let first = match queue.try_recv() {
                 Ok(first) => first,
                 // Nothing waiting: a good time to file a slice.
-                Err(mpsc::error::TryRecvError::Empty) if self.more || self.unfiled >= self.slice() as u64 => {
+                Err(mpsc::error::TryRecvError::Empty) if self.may_file(self.filing.slice) => {
                     self.file_slice();
                     continue;
                 }
@@ -334,12 +356,16 @@ impl Writer {
         self.failing.store(outcome.is_err(), Ordering::Relaxed);
         match outcome {
             Ok(dones) => {
-                self.unfiled +=
-                    commands.iter().zip(&dones).map(|(command, done)| finished_by(command, done)).sum::<u64>();
+                let finished: u64 = commands.iter().zip(&dones).map(|(command, done)| finished_by(command, done)).sum();
+                self.unfiled += finished;
                 commands.into_iter().zip(dones).for_each(|(command, done)| command.answer(done));
-                // Commands kept coming: file anyway, a slice at a time, while
-                // FILE_AT are waiting (the unfiled arm of a listing stays small).
-                while self.unfiled >= self.file_at && self.file_slice() {}
+                // Commands kept coming: while FILE_AT wait, file anyway, as many
+                // slices as this batch finished and one more, so the unfiled arm
+                // of a listing stays small and no batch waits for a backlog.
+                let mut slices = finished.div_ceil(self.filing.slice) + 1;
+                while slices > 0 && self.may_file(self.filing.at) && self.file_slice() {
+                    slices -= 1;
+                }
             }
             Err(error) => {
                 tracing::debug!(%error, "sqlite batch failed");
@@ -348,32 +374,31 @@ impl Writer {
         }
     }
 
-    /// Finished deliveries filed in one transaction.
-    fn slice(&self) -> usize {
-        (self.file_at / 16).max(1) as usize
+    /// Whether `threshold` unfiled deliveries wait, and no failed filing says to wait for more.
+    fn may_file(&self, threshold: u64) -> bool {
+        self.unfiled >= threshold.max(self.retry_at)
     }
 
     /// File one slice of finished deliveries by key, oldest first, in a
-    /// transaction of its own; whether it did. One that fails is left for
-    /// the next filing, once as many more have finished: a full disk would
-    /// fail each try, and the drain must not pay for them. Meanwhile an
+    /// transaction of its own; whether it committed. One that fails is left
+    /// for the next filing, once FILE_AT more have finished. Meanwhile an
     /// unfiled delivery is still listed, from the unfiled arm.
     fn file_slice(&mut self) -> bool {
-        let slice = self.slice();
+        let slice = self.filing.slice;
         let filed = self.conn.transaction().map_err(db_error).and_then(|tx| {
-            let n = file_finished(&tx, slice)?;
+            let n = file_finished(&tx, slice as usize)?;
             tx.commit().map_err(db_error)?;
             Ok(n)
         });
         match filed {
             Ok(n) => {
-                self.more = n as usize == slice;
-                self.unfiled = if self.more { self.unfiled.saturating_sub(n) } else { 0 };
+                self.unfiled = if n < slice { 0 } else { self.unfiled.saturating_sub(n) };
+                self.retry_at = 0;
                 true
             }
             Err(error) => {
-                tracing::debug!(%error, "filing finished deliveries failed; trying again later");
-                (self.unfiled, self.more) = (0, false);
+                tracing::warn!(%error, "filing finished deliveries by key failed; trying again later");
+                self.retry_at = self.unfiled.saturating_add(self.filing.at);
                 false
             }
         }
@@ -485,7 +510,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&mut conn).unwrap();
         let reserve = Reserve::new(std::path::Path::new("."), 0);
-        let mut writer = Writer::new(conn, Arc::default(), reserve, FILE_AT).unwrap();
+        let mut writer = Writer::new(conn, Arc::default(), reserve, Filing::default()).unwrap();
         let (before, after) = (event("src", T0), event("src", T0));
         let (reply_before, mut answer_before) = oneshot::channel();
         let (reply_sql, mut answer_sql) = oneshot::channel();
@@ -507,19 +532,19 @@ mod tests {
         assert_eq!(stored, 1, "the next batch commits");
     }
 
-    /// Finished deliveries are filed after the batch that finished them once
-    /// FILE_AT have (here 1, a slice of 1); a filing that fails (here a trigger
-    /// stands in for a full disk) costs the batch nothing, is not tried again
-    /// after every batch, and the next filings take what it left.
+    /// Finished deliveries are filed after the batch in which FILE_AT (here
+    /// 2, slices of 2) wait; a filing that fails (a trigger stands in for a
+    /// full disk) costs the batch nothing, is not tried again until FILE_AT
+    /// more have finished, and the next filing takes what it left.
     #[test]
     fn a_failed_filing_is_left_for_the_next() {
         use hookgate_store::conformance::{DEST, ok_attempt, to};
         let mut conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&mut conn).unwrap();
         let reserve = Reserve::new(std::path::Path::new("."), 0);
-        let mut writer = Writer::new(conn, Arc::default(), reserve, 1).unwrap();
+        let mut writer = Writer::new(conn, Arc::default(), reserve, Filing { at: 2, slice: 2 }).unwrap();
         let run = |writer: &mut Writer, command: Command| writer.commit_batch(&mut vec![command]);
-        for key in ["a", "b", "c"] {
+        for key in ["a", "b", "c", "d", "e", "f"] {
             let mut new = to(DEST, event("src", T0));
             new.order_key = Some(key.into());
             new.deliveries[0].order_key = new.order_key.clone();
@@ -529,7 +554,7 @@ mod tests {
         let claim = Command::Claim { destination: DEST.into(), now_ms: T0, limit: 10, lease_ms: 60_000, reply };
         run(&mut writer, claim);
         let claims = claimed.try_recv().unwrap().unwrap();
-        assert_eq!(claims.len(), 3);
+        assert_eq!(claims.len(), 6);
         let filed = |writer: &Writer| -> i64 {
             writer.conn.query_row("SELECT COUNT(*) FROM deliveries WHERE filed = 1", [], |r| r.get(0)).unwrap()
         };
@@ -541,26 +566,28 @@ mod tests {
             assert!(moved.try_recv().unwrap().unwrap(), "the outcome commits whatever the filing does");
         };
         finish(&mut writer, 0);
-        assert_eq!((filed(&writer), writer.unfiled), (1, 0), "filed after the batch");
+        assert_eq!((filed(&writer), writer.unfiled), (0, 1), "fewer than FILE_AT wait");
+        finish(&mut writer, 1);
+        assert_eq!((filed(&writer), writer.unfiled), (2, 0), "filed after the batch");
         writer
             .conn
             .execute_batch(
                 "CREATE TRIGGER no_room BEFORE UPDATE OF filed ON deliveries BEGIN SELECT RAISE(ABORT, 'full'); END",
             )
             .unwrap();
-        finish(&mut writer, 1);
-        assert_eq!((filed(&writer), writer.unfiled), (1, 0), "the failed filing is not counted again");
-        writer.conn.execute_batch("DROP TRIGGER no_room").unwrap();
         finish(&mut writer, 2);
-        assert_eq!((filed(&writer), writer.unfiled, writer.more), (2, 0, true), "a slice of one, the oldest first");
-        assert!(writer.file_slice());
-        assert!(writer.file_slice());
-        assert_eq!((filed(&writer), writer.more), (3, false), "an idle writer files what the failed filing left");
+        finish(&mut writer, 3);
+        assert_eq!((filed(&writer), writer.unfiled, writer.retry_at), (2, 2, 4), "failed: still counted");
+        writer.conn.execute_batch("DROP TRIGGER no_room").unwrap();
+        finish(&mut writer, 4);
+        assert_eq!((filed(&writer), writer.unfiled), (2, 3), "not tried again before FILE_AT more finish");
+        finish(&mut writer, 5);
+        assert_eq!((filed(&writer), writer.unfiled), (6, 0), "the next filing takes what the failed one left");
     }
 
     /// A writer with nothing to do files what has finished, a slice at a
     /// time, before FILE_AT have: here 8 with FILE_AT 64 (slices of 4). At
-    /// rest, less than a slice is left (which of them depends on how the
+    /// rest fewer than a slice are left (which ones depends on how the
     /// commands fell into batches); without idle filing all 8 would be.
     #[test]
     fn an_idle_writer_files_a_slice_at_a_time() {
@@ -568,9 +595,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("idle.db");
         let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
         crate::schema::migrate(&mut conn).unwrap();
         let reserve = Reserve::new(dir.path(), 0);
-        let writer = Writer::new(conn, Arc::default(), reserve, 64).unwrap();
+        let writer = Writer::new(conn, Arc::default(), reserve, Filing { at: 64, slice: 4 }).unwrap();
         let (queue, commands) = mpsc::channel(QUEUE_CAPACITY);
         let thread = std::thread::spawn(move || writer.run(commands));
         let ask = |command: Command| queue.blocking_send(command).map_err(drop).unwrap();
@@ -594,11 +622,16 @@ mod tests {
         let unfiled = || -> i64 {
             reader.query_row("SELECT COUNT(*) FROM deliveries WHERE filed = 0", [], |r| r.get(0)).unwrap()
         };
-        let waited = std::time::Instant::now();
-        while unfiled() >= 4 && waited.elapsed() < std::time::Duration::from_secs(10) {
+        // Until fewer than a slice are left, or the count stops moving for a second.
+        let (mut last, mut since) = (unfiled(), std::time::Instant::now());
+        while last >= 4 && since.elapsed() < std::time::Duration::from_secs(1) {
             std::thread::sleep(std::time::Duration::from_millis(5));
+            let now = unfiled();
+            if now != last {
+                (last, since) = (now, std::time::Instant::now());
+            }
         }
-        assert!(unfiled() < 4, "{} left unfiled: an idle writer files slices before FILE_AT", unfiled());
+        assert!(last < 4, "{last} left unfiled: an idle writer files slices before FILE_AT");
         drop(queue);
         thread.join().unwrap();
     }

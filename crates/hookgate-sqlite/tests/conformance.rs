@@ -3,17 +3,21 @@
 use hookgate_sqlite::SqliteStore;
 
 fn fresh() -> SqliteStore {
-    filing_at(hookgate_sqlite::Options::default().file_at)
+    open(hookgate_sqlite::Options::default())
 }
 
-/// A store whose writer files finished deliveries by key once `n` have
-/// finished (small: listings by key read filed and unfiled ones together).
+/// A store whose writer files finished deliveries by key, all at once, once
+/// `n` have finished, and not while idle before (small: listings by key
+/// read filed and unfiled ones together, the same ones whatever the timing).
 fn filing_at(n: u64) -> SqliteStore {
+    open(hookgate_sqlite::Options { filing: hookgate_sqlite::Filing { at: n, slice: n }, ..Default::default() })
+}
+
+fn open(options: hookgate_sqlite::Options) -> SqliteStore {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("hookgate.db");
     // The directory must outlive the store; leaking it keeps the test simple.
     std::mem::forget(dir);
-    let options = hookgate_sqlite::Options { file_at: n, ..Default::default() };
     SqliteStore::open_with(path, hookgate_store::conformance::T0, options).expect("open")
 }
 
