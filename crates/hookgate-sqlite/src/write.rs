@@ -454,8 +454,9 @@ pub fn purge_dedupe(c: &Connection, now: i64, limit: usize) -> Result<u64> {
 }
 
 /// File up to `limit` finished deliveries by key (into `deliveries_filed`),
-/// oldest event first; how many. Thousands at once: each page of that big,
-/// randomly-keyed index is written once for all the entries it takes.
+/// oldest event first; how many. Hundreds at once (`writer::FILE_SLICE`):
+/// each page of that big, randomly-keyed index is written once for all the
+/// entries it takes.
 pub fn file_finished(c: &Connection, limit: usize) -> Result<u64> {
     c.prepare_cached(concat!(
         "UPDATE deliveries SET filed = 1 WHERE rid IN (

@@ -6,9 +6,10 @@ fn fresh() -> SqliteStore {
     open(hookgate_sqlite::Options::default())
 }
 
-/// A store whose writer files finished deliveries by key, all at once, once
-/// `n` have finished, and not while idle before (small: listings by key
-/// read filed and unfiled ones together, the same ones whatever the timing).
+/// A store whose writer files finished deliveries by key in slices of `n`
+/// after the batch in which `n` are counted, and never while idle before
+/// (small: listings by key read filed and unfiled ones together, the same
+/// ones whatever the timing).
 fn filing_at(n: u64) -> SqliteStore {
     open(hookgate_sqlite::Options { filing: hookgate_sqlite::Filing { at: n, slice: n }, ..Default::default() })
 }
