@@ -499,19 +499,32 @@ fn in_savepoint(tx: &mut Transaction<'_>, command: &Command, seq: &mut i64) -> D
 
 #[cfg(test)]
 mod tests {
-    use hookgate_store::conformance::{T0, event};
+    use hookgate_store::conformance::{DEST, T0, event, ok_attempt, to};
 
     use super::*;
+
+    /// A writer on a fresh in-memory database, with no disk reserve.
+    fn in_memory(filing: Filing) -> Writer {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut conn).unwrap();
+        let reserve = Reserve::new(std::path::Path::new("."), 0);
+        Writer::new(conn, Arc::default(), reserve, filing).unwrap()
+    }
+
+    /// An event for DEST whose delivery queues under order key `key`.
+    fn keyed(key: &str) -> NewEvent {
+        let mut new = to(DEST, event("src", T0));
+        new.order_key = Some(key.into());
+        new.deliveries[0].order_key = new.order_key.clone();
+        new
+    }
 
     /// What SQLite does on some disk-full or I/O errors: the whole transaction
     /// is rolled back mid-batch. Nothing of the batch may then be stored, and
     /// every caller must hear so.
     #[test]
     fn a_batch_rolled_back_under_the_writer_fails_as_one() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::schema::migrate(&mut conn).unwrap();
-        let reserve = Reserve::new(std::path::Path::new("."), 0);
-        let mut writer = Writer::new(conn, Arc::default(), reserve, Filing::default()).unwrap();
+        let mut writer = in_memory(Filing::default());
         let (before, after) = (event("src", T0), event("src", T0));
         let (reply_before, mut answer_before) = oneshot::channel();
         let (reply_sql, mut answer_sql) = oneshot::channel();
@@ -539,17 +552,10 @@ mod tests {
     /// more have finished, and the next filing takes what it left.
     #[test]
     fn a_failed_filing_is_left_for_the_next() {
-        use hookgate_store::conformance::{DEST, ok_attempt, to};
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::schema::migrate(&mut conn).unwrap();
-        let reserve = Reserve::new(std::path::Path::new("."), 0);
-        let mut writer = Writer::new(conn, Arc::default(), reserve, Filing { at: 2, slice: 2 }).unwrap();
+        let mut writer = in_memory(Filing { at: 2, slice: 2 });
         let run = |writer: &mut Writer, command: Command| writer.commit_batch(&mut vec![command]);
         for key in ["a", "b", "c", "d", "e", "f"] {
-            let mut new = to(DEST, event("src", T0));
-            new.order_key = Some(key.into());
-            new.deliveries[0].order_key = new.order_key.clone();
-            run(&mut writer, Command::Ingest(Box::new(new), oneshot::channel().0));
+            run(&mut writer, Command::Ingest(Box::new(keyed(key)), oneshot::channel().0));
         }
         let (reply, mut claimed) = oneshot::channel();
         let claim = Command::Claim { destination: DEST.into(), now_ms: T0, limit: 10, lease_ms: 60_000, reply };
@@ -590,15 +596,8 @@ mod tests {
     /// a filing (counted, it would start filings with nothing to file).
     #[test]
     fn a_retry_is_not_counted_for_filing() {
-        use hookgate_store::conformance::{DEST, ok_attempt, to};
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::schema::migrate(&mut conn).unwrap();
-        let reserve = Reserve::new(std::path::Path::new("."), 0);
-        let mut writer = Writer::new(conn, Arc::default(), reserve, Filing::default()).unwrap();
-        let mut new = to(DEST, event("src", T0));
-        new.order_key = Some("k".into());
-        new.deliveries[0].order_key = new.order_key.clone();
-        writer.commit_batch(&mut vec![Command::Ingest(Box::new(new), oneshot::channel().0)]);
+        let mut writer = in_memory(Filing::default());
+        writer.commit_batch(&mut vec![Command::Ingest(Box::new(keyed("k")), oneshot::channel().0)]);
         let (reply, mut claimed) = oneshot::channel();
         let claim = Command::Claim { destination: DEST.into(), now_ms: T0, limit: 10, lease_ms: 60_000, reply };
         writer.commit_batch(&mut vec![claim]);
@@ -617,7 +616,6 @@ mod tests {
     /// is left; without idle filing all 8 would be.
     #[test]
     fn an_idle_writer_files_a_slice_at_a_time() {
-        use hookgate_store::conformance::{DEST, ok_attempt, to};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("idle.db");
         let mut conn = Connection::open(&path).unwrap();
@@ -629,10 +627,7 @@ mod tests {
         let thread = std::thread::spawn(move || writer.run(commands));
         let ask = |command: Command| queue.blocking_send(command).map_err(drop).unwrap();
         for n in 0..8 {
-            let mut new = to(DEST, event("src", T0));
-            new.order_key = Some(format!("k{n}").as_str().into());
-            new.deliveries[0].order_key = new.order_key.clone();
-            ask(Command::Ingest(Box::new(new), oneshot::channel().0));
+            ask(Command::Ingest(Box::new(keyed(&format!("k{n}"))), oneshot::channel().0));
         }
         let (reply, claimed) = oneshot::channel();
         ask(Command::Claim { destination: DEST.into(), now_ms: T0, limit: 10, lease_ms: 60_000, reply });
