@@ -7,8 +7,6 @@
 //! the app receives the attempt's own `traceparent`, so its spans join the
 //! same trace.
 
-use std::fmt::Write as _;
-
 /// A span's place in a trace: what a `traceparent` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
@@ -138,9 +136,14 @@ fn lower_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Lower-case hex, two digits a byte (not `write!`: this runs for every
+/// event and every attempt, and the formatting machinery costs more than the
+/// rest of the header).
 fn hex_into(text: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for byte in bytes {
-        let _ = write!(text, "{byte:02x}");
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
     }
 }
 
