@@ -267,9 +267,6 @@ pub struct Writer {
     retry_at: u64,
     /// When to file and how much: [`FILE_AT`] and [`FILE_SLICE`] but in tests.
     filing: Filing,
-    /// Whether commits are synced (`synchronous = FULL`): false from a
-    /// filing's start until it is put back, which a batch waits for.
-    synced: bool,
 }
 
 /// When the writer files finished deliveries, and how many at a time.
@@ -297,18 +294,7 @@ impl Writer {
         let unfiled = crate::write::unfiled(&conn)?;
         let last_seq = last.unwrap_or(0);
         let filing = Filing { at: filing.at.max(1), slice: filing.slice.max(1) };
-        Ok(Writer {
-            conn,
-            failing,
-            last_seq,
-            reserve,
-            short: None,
-            refused,
-            unfiled,
-            retry_at: 0,
-            filing,
-            synced: true,
-        })
+        Ok(Writer { conn, failing, last_seq, reserve, short: None, refused, unfiled, retry_at: 0, filing })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Command>) {
@@ -340,13 +326,6 @@ impl Writer {
 
     fn commit_batch(&mut self, batch: &mut Vec<Command>) {
         let mut commands: Vec<Command> = std::mem::take(batch);
-        // No batch commits unsynced: its callers are told their writes are durable.
-        if let Err(error) = self.resync() {
-            tracing::warn!(%error, "sqlite batch refused: its commit could not be made synced");
-            self.failing.store(true, Ordering::Relaxed);
-            commands.into_iter().for_each(|command| command.fail(&error.to_string()));
-            return;
-        }
         if commands.iter().any(|c| matches!(c, Command::Ingest(..))) {
             self.check_space();
             if let Some(why) = &self.short {
@@ -404,24 +383,13 @@ impl Writer {
     /// transaction of its own; whether it committed. One that fails is left
     /// for the next filing, once FILE_AT more have finished. Meanwhile an
     /// unfiled delivery is still listed, from the unfiled arm.
-    ///
-    /// Its commit is not synced (`synchronous = NORMAL` for it alone): a
-    /// filing answers no one, and one a power cut takes is done again (its
-    /// deliveries are still unfiled). The next batch's synced commit makes
-    /// it durable with the batch, so a third of the writer's fsyncs under
-    /// load are not paid for (docs/benchmarks.md, "fdatasync").
     fn file_slice(&mut self) -> bool {
         let slice = self.filing.slice;
-        self.synced = false;
-        let filed = self.conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(db_error).and_then(|()| {
-            self.conn.transaction().map_err(db_error).and_then(|tx| {
-                let n = file_finished(&tx, slice as usize)?;
-                tx.commit().map_err(db_error)?;
-                Ok(n)
-            })
+        let filed = self.conn.transaction().map_err(db_error).and_then(|tx| {
+            let n = file_finished(&tx, slice as usize)?;
+            tx.commit().map_err(db_error)?;
+            Ok(n)
         });
-        // Back to synced commits whatever the filing did (the next batch tries again if this fails).
-        let filed = self.resync().and(filed);
         match filed {
             Ok(n) => {
                 self.unfiled = if n < slice { 0 } else { self.unfiled.saturating_sub(n) };
@@ -434,15 +402,6 @@ impl Writer {
                 false
             }
         }
-    }
-
-    /// Commits synced again (`synchronous = FULL`), if a filing left them not.
-    fn resync(&mut self) -> Result<()> {
-        if !self.synced {
-            self.conn.execute_batch("PRAGMA synchronous = FULL").map_err(db_error)?;
-            self.synced = true;
-        }
-        Ok(())
     }
 
     /// Whether the disk has the reserve left; a change is logged once.
@@ -631,68 +590,6 @@ mod tests {
         assert_eq!((filed(&writer), writer.unfiled), (2, 3), "not tried again before FILE_AT more finish");
         finish(&mut writer, 5);
         assert_eq!((filed(&writer), writer.unfiled), (6, 0), "the next filing takes what the failed one left");
-    }
-
-    /// A filing commits unsynced (nobody waits on it), every batch synced,
-    /// the one right after a filing and after a failed filing too: triggers
-    /// record `synchronous` as each write runs (2 is FULL, 1 NORMAL).
-    #[test]
-    fn only_filings_commit_unsynced() {
-        let mut writer = in_memory(Filing { at: 2, slice: 2 });
-        writer
-            .conn
-            .execute_batch(
-                "CREATE TABLE seen (what TEXT, level INTEGER);
-                 CREATE TRIGGER seen_ingest AFTER INSERT ON events
-                     BEGIN INSERT INTO seen SELECT 'ingest', synchronous FROM pragma_synchronous; END;
-                 CREATE TRIGGER seen_outcome AFTER INSERT ON attempts
-                     BEGIN INSERT INTO seen SELECT 'outcome', synchronous FROM pragma_synchronous; END;
-                 CREATE TRIGGER seen_filing AFTER UPDATE OF filed ON deliveries
-                     BEGIN INSERT INTO seen SELECT 'filing', synchronous FROM pragma_synchronous; END;",
-            )
-            .unwrap();
-        let run = |writer: &mut Writer, command: Command| writer.commit_batch(&mut vec![command]);
-        let finish_all = |writer: &mut Writer| {
-            let (reply, mut claimed) = oneshot::channel();
-            let claim = Command::Claim { destination: DEST.into(), now_ms: T0, limit: 10, lease_ms: 60_000, reply };
-            run(writer, claim);
-            for claim in claimed.try_recv().unwrap().unwrap() {
-                let (delivery, attempt) = (claim.delivery, ok_attempt(1, T0));
-                let reply = oneshot::channel().0;
-                run(writer, Command::Finish { delivery, attempt, verdict: Verdict::Delivered, now_ms: T0, reply });
-            }
-        };
-        for key in ["a", "b"] {
-            run(&mut writer, Command::Ingest(Box::new(keyed(key)), oneshot::channel().0));
-        }
-        finish_all(&mut writer);
-        // A filing that fails (a trigger stands in for a full disk) leaves the next batch synced as well.
-        writer
-            .conn
-            .execute_batch(
-                "CREATE TRIGGER no_room BEFORE UPDATE OF filed ON deliveries BEGIN SELECT RAISE(ABORT, 'full'); END",
-            )
-            .unwrap();
-        for key in ["c", "d"] {
-            run(&mut writer, Command::Ingest(Box::new(keyed(key)), oneshot::channel().0));
-        }
-        finish_all(&mut writer);
-        assert_eq!(writer.retry_at, 4, "the second filing failed");
-        run(&mut writer, Command::Ingest(Box::new(keyed("e")), oneshot::channel().0));
-        let seen: Vec<(String, i64)> = writer
-            .conn
-            .prepare("SELECT what, level FROM seen ORDER BY rowid")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        let levels = |what: &str| seen.iter().filter(|(w, _)| w == what).map(|(_, l)| *l).collect::<Vec<_>>();
-        assert_eq!(levels("filing"), [1, 1], "the one filing that committed, unsynced: {seen:?}");
-        assert_eq!(levels("ingest"), [2; 5], "{seen:?}");
-        assert_eq!(levels("outcome"), [2; 4], "{seen:?}");
-        let level: i64 = writer.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
-        assert_eq!((level, writer.synced), (2, true));
     }
 
     /// A retried delivery is still owed: its outcome does not count towards
