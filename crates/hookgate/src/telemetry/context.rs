@@ -40,13 +40,8 @@ impl TraceContext {
 
     /// The `traceparent` header naming this span.
     pub fn header(&self) -> String {
-        let mut text = String::with_capacity(55);
-        text.push_str("00-");
-        hex_into(&mut text, &self.trace_id);
-        text.push('-');
-        hex_into(&mut text, &self.span_id);
-        text.push_str(if self.sampled { "-01" } else { "-00" });
-        text
+        let flags = if self.sampled { "01" } else { "00" };
+        format!("00-{}-{}-{flags}", hex::encode(self.trace_id), hex::encode(self.span_id))
     }
 
     /// A child span of this one: same trace, a new span id.
@@ -56,9 +51,7 @@ impl TraceContext {
 
     /// The trace id as 32 lowercase hex digits (what logs and collectors show).
     pub fn trace_hex(&self) -> String {
-        let mut text = String::with_capacity(32);
-        hex_into(&mut text, &self.trace_id);
-        text
+        hex::encode(self.trace_id)
     }
 }
 
@@ -134,17 +127,6 @@ fn lower_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
         out[i] = value(pair[0])? << 4 | value(pair[1])?;
     }
     Some(out)
-}
-
-/// Lower-case hex, two digits a byte (not `write!`: this runs for every
-/// event and every attempt, and the formatting machinery costs more than the
-/// rest of the header).
-fn hex_into(text: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
-    }
 }
 
 #[cfg(test)]
