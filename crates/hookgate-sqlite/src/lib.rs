@@ -9,23 +9,32 @@
 //! That is what makes crash recovery simple and safe (every `delivering`
 //! delivery at open belongs to a dead process). Many instances use PostgreSQL.
 
-/// Finished deliveries with an order key not filed yet: `deliveries_unfiled`'s
-/// own condition, word for word (SQLite uses a partial index only for a query
+/// Finished deliveries with an order key: `deliveries_finished`'s own
+/// condition, word for word (SQLite uses a partial index only for a query
 /// that repeats its condition), each column after `$t` (`""`, or an alias
 /// such as `"{t}."` where the query joins another table).
-macro_rules! unfiled {
+macro_rules! finished {
     ($t:literal) => {
-        concat!($t, "filed = 0 AND ", $t, "order_key IS NOT NULL AND ", $t, "owed = 0")
+        concat!($t, "finished_seq IS NOT NULL AND ", $t, "order_key IS NOT NULL")
     };
 }
 
+/// The key file's mark, as a listing reads it: every finished delivery
+/// numbered up to it is in the key file (`crate::keyfile`).
+macro_rules! mark {
+    () => {
+        "(SELECT filed_through FROM keys.mark WHERE id = 0)"
+    };
+}
+
+mod keyfile;
 mod read;
 mod schema;
 mod space;
 mod write;
 mod writer;
 
-pub use writer::Filing;
+pub use keyfile::Filing;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -67,6 +76,8 @@ pub struct SqliteStore {
     dispatch: Arc<Mutex<Connection>>,
     /// Disk space kept for deliveries: readiness fails while it is short.
     reserve: Reserve,
+    /// Finished deliveries by order key, kept up by a thread of its own.
+    keys: Arc<keyfile::KeyFile>,
     /// Rate-limit buckets by destination. In memory: one process owns the
     /// file, so this process is every instance there is.
     buckets: Mutex<std::collections::HashMap<String, Bucket>>,
@@ -80,15 +91,15 @@ pub struct Options {
     /// Ingest is refused while the database's filesystem has less than this
     /// free, so deliveries keep room to drain (`storage.min_free`); 0: never.
     pub min_free: u64,
-    /// When finished deliveries are filed by key, and how many at a time
-    /// (tests make both small and equal, so that listings mix filed and
-    /// unfiled ones, and an idle writer files nothing a batch did not).
-    pub filing: writer::Filing,
+    /// How often the key file is kept up, and how many a transaction takes
+    /// (tests file by hand or in small slices, so that listings mix
+    /// deliveries from the key file and from the store).
+    pub filing: keyfile::Filing,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { min_free: DEFAULT_MIN_FREE, filing: writer::Filing::default() }
+        Options { min_free: DEFAULT_MIN_FREE, filing: keyfile::Filing::default() }
     }
 }
 
@@ -102,6 +113,11 @@ pub enum OpenError {
     Sqlite { path: String, source: rusqlite::Error },
     #[error("cannot use {path}: {source}")]
     Schema { path: String, source: MigrateError },
+    #[error(
+        "cannot use the key file {path}: {source}; it holds only what the database holds \
+         (listings by order key): move it aside, with its -wal and -shm files, and it is made again"
+    )]
+    KeyFile { path: String, source: rusqlite::Error },
 }
 
 impl SqliteStore {
@@ -133,8 +149,15 @@ impl SqliteStore {
         if recovered > 0 {
             tracing::warn!(recovered, "deliveries cut off by a stop are due again once their leases end");
         }
+        // After the migration (the key file reads the store's new column), before the readers (which attach it).
+        let keys_path = keyfile::path_for(&path);
+        let numbered = writer::numbered(&conn).map_err(sqlite)?;
+        let keys = keyfile::KeyFile::open(&path, options.filing, numbered)
+            .map_err(|source| OpenError::KeyFile { path: keys_path.display().to_string(), source })?;
+        let filed_through = keys.filed_through().map_err(sqlite)?;
+        let keys = Arc::new(keys);
         let readers = (0..READERS)
-            .map(|_| open_reader(&path).map(Mutex::new))
+            .map(|_| open_reader(&path).and_then(|c| attach_keys(&c, &keys_path).map(|()| Mutex::new(c))))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sqlite)?;
         let dispatch = Arc::new(Mutex::new(open_reader(&path).map_err(sqlite)?));
@@ -153,11 +176,18 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let failing = Arc::new(AtomicBool::new(false));
         let reserve = Reserve::new(&path, options.min_free);
-        let writer = Writer::new(conn, failing.clone(), reserve.clone(), options.filing).map_err(sqlite)?;
+        let writer = Writer::new(conn, failing.clone(), reserve.clone(), filed_through).map_err(sqlite)?;
         std::thread::Builder::new()
             .name("hg-sqlite-write".into())
             .spawn(move || writer.run(rx))
             .map_err(|source| OpenError::Io { path: shown.clone(), source })?;
+        if let Some(every) = options.filing.every {
+            let (keys, weak, reserve) = (keys.clone(), Arc::downgrade(&alive), reserve.clone());
+            std::thread::Builder::new()
+                .name("hg-sqlite-keys".into())
+                .spawn(move || keyfile::run(keys, every, weak, reserve))
+                .map_err(|source| OpenError::Io { path: shown.clone(), source })?;
+        }
         Ok(SqliteStore {
             _alive: alive,
             checkpoint_failing,
@@ -166,9 +196,29 @@ impl SqliteStore {
             readers: Arc::new(Readers { conns: readers, next: AtomicUsize::new(0) }),
             dispatch,
             reserve,
+            keys,
             buckets: Mutex::default(),
             _lock: lock,
         })
+    }
+
+    /// Copy into the key file every delivery finished since its last round,
+    /// now; how many. The key file's thread does this every
+    /// [`keyfile::FILE_EVERY`]; tests that open with `every: None` call it.
+    pub async fn file_keys(&self) -> Result<u64> {
+        let keys = self.keys.clone();
+        tokio::task::spawn_blocking(move || keys.file_all().map_err(db_error))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("filing task failed: {e}")))?
+    }
+
+    /// Look at the key file's next chunk of entries and delete those whose
+    /// delivery is gone, now; how many. The key file's thread does this each round.
+    pub async fn sweep_keys(&self) -> Result<u64> {
+        let keys = self.keys.clone();
+        tokio::task::spawn_blocking(move || keys.sweep().map_err(db_error))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("sweep task failed: {e}")))?
     }
 
     async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
@@ -261,6 +311,11 @@ fn checkpoint(path: &Path, open: std::sync::Weak<()>, failing: Arc<AtomicBool>) 
         failing.store(failed, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// The key file, on a read-only connection to the store: listings by order key join it.
+pub(crate) fn attach_keys(conn: &Connection, keys: &Path) -> rusqlite::Result<()> {
+    conn.execute("ATTACH DATABASE ?1 AS keys", [keyfile::sql_path(keys)?]).map(drop)
 }
 
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {

@@ -11,15 +11,33 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params_from_iter};
 use crate::db_error;
 
 /// SQLite's listings: `?n` placeholders; a key's deliveries in three arms,
-/// each its own index: those owed (the queue index), those filed
-/// (`deliveries_filed`), and those finished since the writer last filed
-/// (`deliveries_unfiled`: a few thousand at most, read whole).
+/// each its own index: those owed (the queue index), those finished and
+/// numbered up to the key file's mark (the key file's `filed`, each entry
+/// joined back to its row: row, event and key alike, so an entry of a
+/// deleted delivery matches nothing), and those numbered past it
+/// (`deliveries_finished`: what the key file's last round has not copied,
+/// read from the mark on). See `crate::keyfile`.
 pub const DIALECT: Dialect = Dialect {
     placeholder: Placeholder::Question,
     key_arms: &[
         KeyArm { table: "deliveries {t}", condition: "{t}.owed = 1" },
-        KeyArm { table: "deliveries {t} INDEXED BY deliveries_filed", condition: "{t}.filed = 1 AND {t}.owed = 0" },
-        KeyArm { table: "deliveries {t} INDEXED BY deliveries_unfiled", condition: unfiled!("{t}.") },
+        KeyArm {
+            // The entry's columns stand for the row's, so the listing's key and
+            // cursor bound the key file's primary key.
+            table: "(SELECT kf.delivery_rid AS rid, kf.event_rid AS event_rid, kf.order_key AS order_key, kd.id AS id,
+                            kd.source AS source, kd.destination AS destination, kd.route AS route,
+                            kd.coalesce_key AS coalesce_key, kd.seq AS seq, kd.state AS state,
+                            kd.updated_at AS updated_at, kd.attempts AS attempts, kd.round_base AS round_base,
+                            kd.due_at AS due_at, kd.head AS head, kd.superseded_by AS superseded_by,
+                            kd.owed AS owed, kd.finished_seq AS finished_seq
+                     FROM keys.filed kf CROSS JOIN deliveries kd
+                         ON kd.rid = kf.delivery_rid AND kd.event_rid = kf.event_rid AND kd.order_key = kf.order_key) {t}",
+            condition: concat!("{t}.owed = 0 AND {t}.finished_seq <= ", mark!()),
+        },
+        KeyArm {
+            table: "deliveries {t} INDEXED BY deliveries_finished",
+            condition: concat!(finished!("{t}."), " AND {t}.finished_seq > ", mark!(), " AND {t}.owed = 0"),
+        },
     ],
 };
 
@@ -263,12 +281,18 @@ mod tests {
     /// most of a second a page, and grows with the table).
     #[test]
     fn every_listing_filter_is_served_by_an_index() {
-        let mut c = Connection::open_in_memory().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plans.db");
+        let mut c = Connection::open(&path).unwrap();
         crate::schema::migrate(&mut c).unwrap();
+        let _keys = crate::keyfile::KeyFile::open(&path, crate::keyfile::Filing::default(), 0).unwrap();
+        crate::attach_keys(&c, &crate::keyfile::path_for(&path)).unwrap();
         let key = Some(Key::from("k"));
+        let cursor = Some(hookgate_store::Cursor::before_row(1_000));
         let events = [
             ("source", ListFilter { source: Some("s".into()), ..Default::default() }),
             ("order_key", ListFilter { order_key: key.clone(), ..Default::default() }),
+            ("order_key, a later page", ListFilter { order_key: key.clone(), cursor, ..Default::default() }),
             ("dedupe_key", ListFilter { dedupe_key: key.clone(), ..Default::default() }),
             ("destination", ListFilter { destination: Some("app".into()), ..Default::default() }),
             ("since", ListFilter { since_ms: Some(1), ..Default::default() }),
@@ -280,6 +304,7 @@ mod tests {
             ("destination", DeliveryFilter { destination: Some("app".into()), ..Default::default() }),
             ("source", DeliveryFilter { source: Some("s".into()), ..Default::default() }),
             ("order_key", DeliveryFilter { order_key: key.clone(), ..Default::default() }),
+            ("order_key, a later page", DeliveryFilter { order_key: key.clone(), cursor, ..Default::default() }),
             ("since", DeliveryFilter { since_ms: Some(1), ..Default::default() }),
             ("until", DeliveryFilter { until_ms: Some(1), ..Default::default() }),
         ];
@@ -292,17 +317,24 @@ mod tests {
         for (name, filter) in deliveries.into_iter().chain(delivery_states) {
             plans.push((format!("deliveries by {name}"), plan(&c, &query::deliveries(&filter, &DIALECT))));
         }
-        // The one scan allowed: the unfiled arm of a listing by order key
-        // reads deliveries_unfiled whole, which the writer keeps to a few
-        // thousand (`writer::FILE_AT`) however big the table grows.
+        // Every step a search; a listing by order key reads the key file by
+        // its primary key (key, then event: a later page starts at its
+        // cursor) and the store's finished deliveries from the mark on.
         for (what, plan) in &plans {
             eprintln!("{what}: {plan}");
             let steps: Vec<&str> = plan.split("; ").collect();
-            let bounded = |step: &str| step.ends_with(" USING INDEX deliveries_unfiled");
-            let scans = steps.iter().filter(|step| step.starts_with("SCAN") && !bounded(step));
+            let scans = steps.iter().filter(|step| step.starts_with("SCAN"));
             assert_eq!(scans.count(), 0, "{what} scans a table or an index: {plan}");
-            let unfiled = steps.iter().filter(|step| step.contains("deliveries_unfiled")).count();
-            assert_eq!(unfiled, usize::from(what.ends_with("by order_key")), "{what}: {plan}");
+            let by_key = what.contains("by order_key");
+            let key_file = if what.ends_with("a later page") {
+                "SEARCH kf USING PRIMARY KEY (order_key=? AND event_rid<?)"
+            } else {
+                "SEARCH kf USING PRIMARY KEY (order_key=?)"
+            };
+            assert_eq!(steps.iter().filter(|step| **step == key_file).count(), usize::from(by_key), "{what}: {plan}");
+            let unfiled = "USING INDEX deliveries_finished (finished_seq>?)";
+            let from_mark = steps.iter().filter(|step| step.ends_with(unfiled)).count();
+            assert_eq!(from_mark, usize::from(by_key), "{what}: {plan}");
         }
     }
 }

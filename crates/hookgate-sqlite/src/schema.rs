@@ -13,6 +13,7 @@ const APPLICATION_ID: i64 = 0x686f_6f6b;
 const NAMES: &[&str] = &[
     "events, dedupe keys and attempts",
     "routes: immutable events, one delivery row per destination (each event so far became one delivery)",
+    "finished deliveries numbered for the key file (the listing by order key moves out of this file)",
 ];
 
 const MIGRATIONS: &[&str] = &[
@@ -219,6 +220,22 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE attempts_v1;
     DROP TABLE events_v1;
     ",
+    // 3: the listing of finished deliveries by order key moves to the key
+    // file (`crate::keyfile`), kept by a thread of its own: its index was a
+    // page of WAL per delivery on the writer's time. Each finished delivery
+    // with an order key gets a number, in the order they finish, that the
+    // key file files up to. Those finished so far are numbered by row.
+    "
+    DROP INDEX deliveries_filed;
+    DROP INDEX deliveries_unfiled;
+    ALTER TABLE deliveries DROP COLUMN filed;
+    -- Set once, when a delivery with an order key first finishes (replays keep
+    -- it): the key file holds every one numbered up to its mark.
+    ALTER TABLE deliveries ADD COLUMN finished_seq INTEGER;
+    UPDATE deliveries SET finished_seq = rid WHERE owed = 0 AND order_key IS NOT NULL;
+    CREATE INDEX deliveries_finished ON deliveries(finished_seq)
+        WHERE finished_seq IS NOT NULL AND order_key IS NOT NULL;
+    ",
 ];
 
 const _: () = assert!(NAMES.len() == MIGRATIONS.len(), "a name for every migration");
@@ -366,7 +383,7 @@ mod tests {
 
         let store = SqliteStore::open(&path, T0 + 10).unwrap();
         let at = inspect(&path).unwrap();
-        assert_eq!((at.at, at.latest), (2, 2));
+        assert_eq!((at.at, at.latest), (3, 3));
         let expected = [
             (State::Delivered, 1),
             (State::Dead, 3),
@@ -376,5 +393,57 @@ mod tests {
             (State::Pending, 0),
         ];
         hookgate_store::conformance::migrated::before_routes_lost_nothing(&store, &ids, expected).await;
+    }
+
+    /// A database made by schema 2, with finished deliveries filed by key and
+    /// not yet filed, and one owed: at open under schema 3 each finished one
+    /// is numbered, the key file is made and filled, and a listing by key
+    /// holds all three, before the key file's first round and after it.
+    #[tokio::test]
+    async fn a_schema_2_database_moves_its_listing_by_key_to_the_key_file() {
+        use hookgate_core::{DeliveryId, EventId};
+        use hookgate_store::{DeliveryFilter, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.db");
+        let mut ids = Vec::new();
+        {
+            let mut c = Connection::open(&path).unwrap();
+            migrate_to(&mut c, 2);
+            for (rid, state, filed) in [(1, "delivered", 1), (2, "dead", 0), (3, "pending", 0)] {
+                let owed = i64::from(state == "pending");
+                let (event, delivery) = (EventId::generate(), DeliveryId::generate());
+                c.execute(
+                    "INSERT INTO events (rid, id, source, received_at, headers, body, order_key)
+                     VALUES (?1, ?2, 'stripe', ?3, ?4, x'7b7d', CAST('K' AS BLOB))",
+                    rusqlite::params![
+                        rid,
+                        event.as_str(),
+                        T0 + rid,
+                        hookgate_store::codec::encode_headers(&Default::default())
+                    ],
+                )
+                .unwrap();
+                c.execute(
+                    "INSERT INTO deliveries (rid, id, event_rid, source, destination, route, order_key, seq, state,
+                                             updated_at, head, filed, owed)
+                     VALUES (?1, ?2, ?1, 'stripe', 'app', 'stripe->app', CAST('K' AS BLOB), ?1, ?3, ?4, ?5, ?6, ?5)",
+                    rusqlite::params![rid, delivery.as_str(), state, T0 + rid, owed, filed],
+                )
+                .unwrap();
+                ids.push((delivery.to_string(), state.parse::<State>().unwrap()));
+            }
+        }
+        let options = crate::Options { filing: crate::Filing { every: None, slice: 16 }, ..Default::default() };
+        let store = SqliteStore::open_with(&path, T0 + 10, options).unwrap();
+        assert_eq!(inspect(&path).unwrap().at, 3);
+        let listed = || async {
+            let filter = DeliveryFilter { order_key: Some("K".into()), limit: 10, ..Default::default() };
+            let page = store.list_deliveries(&filter).await.unwrap().deliveries;
+            page.iter().map(|d| (d.id.to_string(), d.state)).collect::<Vec<_>>()
+        };
+        let expected: Vec<(String, State)> = ids.into_iter().rev().collect();
+        assert_eq!(listed().await, expected, "read from the store");
+        assert_eq!(store.file_keys().await.unwrap(), 2, "the two finished ones");
+        assert_eq!(listed().await, expected, "read from the key file");
     }
 }

@@ -124,7 +124,7 @@ fn coalesce(
     let orphaned: Vec<Option<Vec<u8>>> = c
         .prepare_cached(
             "UPDATE deliveries SET state = 'superseded', owed = 0, superseded_by = ?1, updated_at = ?2, due_at = NULL,
-                                   head = 0
+                                   head = 0, finished_seq = coalesce(finished_seq, hg_finished(order_key))
              WHERE destination = ?3 AND source = ?4 AND coalesce_key = ?5 AND state = 'pending'
              RETURNING order_key",
         )
@@ -320,7 +320,9 @@ pub fn finish(c: &Connection, delivery: &DeliveryId, attempt: &Attempt, verdict:
     let (state, due_at) = verdict.next_state();
     // A retried delivery stays its queue's head; a finished one hands the head on.
     c.prepare_cached(
-        "UPDATE deliveries SET state = ?1, owed = (?1 = 'pending'), due_at = ?2, updated_at = ?3, head = (?1 = 'pending')
+        "UPDATE deliveries SET state = ?1, owed = (?1 = 'pending'), due_at = ?2, updated_at = ?3, head = (?1 = 'pending'),
+                               finished_seq = CASE WHEN ?1 = 'pending' THEN finished_seq
+                                                   ELSE coalesce(finished_seq, hg_finished(order_key)) END
          WHERE rid = ?4",
     )
     .and_then(|mut s| s.execute(params![state.as_str(), due_at, now, rid]))
@@ -451,31 +453,6 @@ pub fn purge_dedupe(c: &Connection, now: i64, limit: usize) -> Result<u64> {
     .and_then(|mut s| s.execute(params![now, limit as i64]))
     .map(|n| n as u64)
     .map_err(db_error)
-}
-
-/// File up to `limit` finished deliveries by key (into `deliveries_filed`),
-/// oldest event first; how many. Hundreds at once (`writer::FILE_SLICE`):
-/// each page of that big, randomly-keyed index is written once for all the
-/// entries it takes.
-pub fn file_finished(c: &Connection, limit: usize) -> Result<u64> {
-    c.prepare_cached(concat!(
-        "UPDATE deliveries SET filed = 1 WHERE rid IN (
-             SELECT rid FROM deliveries INDEXED BY deliveries_unfiled WHERE ",
-        unfiled!(""),
-        " ORDER BY event_rid LIMIT ?1 + 0)"
-    ))
-    .and_then(|mut s| s.execute([limit as i64]))
-    .map(|n| n as u64)
-    .map_err(db_error)
-}
-
-/// Finished deliveries not filed yet.
-pub fn unfiled(c: &Connection) -> rusqlite::Result<u64> {
-    c.query_row(
-        concat!("SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_unfiled WHERE ", unfiled!("")),
-        [],
-        |r| r.get(0),
-    )
 }
 
 /// Retention: one small batch of finished deliveries, oldest event first,

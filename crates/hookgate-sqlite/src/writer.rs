@@ -13,32 +13,29 @@
 //! batch fails as one: no caller is told "stored" for a row that is not, or
 //! "failed" for a row that is.
 //!
-//! The writer files finished deliveries by key in transactions of their own
-//! ([`crate::write::file_finished`]), a slice ([`FILE_SLICE`]) at a time: the
-//! listing index by order key is written many entries a page instead of a
-//! page an entry. It files a slice whenever its queue is empty and a slice
-//! has finished (so an idle writer files them all but the last few), and
-//! after a batch while [`FILE_AT`] wait (a writer that is never idle), as
-//! many slices as the batch finished plus one: a filing holds up the
-//! commands that arrive during it for a slice or a few, not for thousands.
+//! The writer numbers each delivery with an order key when it first
+//! finishes (`hg_finished`, a counter that never goes back); the key file's
+//! thread lists them by key from those numbers ([`crate::keyfile`]), off the
+//! writer's time.
 //!
 //! Before a batch that ingests, the writer looks at the disk: with less than
 //! the reserve left ([`crate::space`]), its ingests are refused and the rest
 //! of the batch (claims, outcomes: the drain) runs in that room.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use hookgate_core::{DeliveryId, EventId, State};
 use hookgate_store::{Attempt, Claim, Ingested, NewDelivery, NewEvent, Result, RouteVerdict, StoreError, Verdict};
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db_error;
 use crate::space::Reserve;
 use crate::write::{
-    claim, file_finished, finish, ingest, purge_dedupe, purge_finished, purge_unrouted, replay, replay_delivery,
-    reroute, set_paused,
+    claim, finish, ingest, purge_dedupe, purge_finished, purge_unrouted, replay, replay_delivery, reroute, set_paused,
 };
 
 /// Commands per transaction, at most: bounds the latency one commit adds to
@@ -49,19 +46,6 @@ pub const MAX_BATCH: usize = 1_024;
 /// ingest waits `ADMISSION_WAIT` and is then refused (busy); the dispatcher's
 /// commands wait (backpressure instead of unbounded memory).
 pub const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
-
-/// Unfiled finished deliveries that start a filing even while commands keep
-/// coming. The smaller, the fewer a listing by order key reads from the
-/// unfiled arm.
-pub const FILE_AT: u64 = 4_096;
-
-/// Finished deliveries filed in one transaction; an idle writer files one
-/// as soon as it has this many. The bigger, the more entries each page of
-/// the filed index takes at once (less WAL); the smaller, the less the
-/// commands that arrive during a filing wait. 4,096 at once doubled the ack
-/// p99 at half load; 256 gave most of it back for 27% more WAL an event
-/// (docs/benchmarks.md, "Filing in slices").
-pub const FILE_SLICE: u64 = 256;
 
 const ROLLED_BACK: &str = "sqlite rolled the batch back (disk full or I/O error)";
 
@@ -238,6 +222,13 @@ impl Command {
     }
 }
 
+/// The highest number a finished delivery holds (0: none).
+pub fn numbered(conn: &Connection) -> rusqlite::Result<i64> {
+    let max: Option<i64> =
+        conn.query_row(concat!("SELECT MAX(finished_seq) FROM deliveries WHERE ", finished!("")), [], |r| r.get(0))?;
+    Ok(max.unwrap_or(0))
+}
+
 /// Why a batch did not commit as a whole.
 enum Whole {
     /// A command failed: worth running each alone.
@@ -258,61 +249,39 @@ pub struct Writer {
     short: Option<String>,
     /// Events refused for want of disk: since the shortage began, and since the last summary.
     refused: (u64, u64, std::time::Instant),
-    /// At least as many as the finished deliveries not filed yet (it counts
-    /// every delivery that may have finished; a slice that finds fewer than
-    /// it asked for resets it to the truth, 0).
-    unfiled: u64,
-    /// After a failed filing, the count that starts the next (FILE_AT more):
-    /// a full disk would fail each try, and the drain must not pay for them.
-    retry_at: u64,
-    /// When to file and how much: [`FILE_AT`] and [`FILE_SLICE`] but in tests.
-    filing: Filing,
-}
-
-/// When the writer files finished deliveries, and how many at a time.
-#[derive(Debug, Clone, Copy)]
-pub struct Filing {
-    /// Unfiled deliveries that start a filing after a batch (at least 1).
-    pub at: u64,
-    /// Deliveries a filing transaction takes, and that start one when the writer is idle (at least 1).
-    pub slice: u64,
-}
-
-impl Default for Filing {
-    fn default() -> Self {
-        Filing { at: FILE_AT, slice: FILE_SLICE }
-    }
 }
 
 /// While ingest is refused for want of disk, a summary line at most this often.
 const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Writer {
-    pub fn new(conn: Connection, failing: Arc<AtomicBool>, reserve: Reserve, filing: Filing) -> rusqlite::Result<Self> {
+    /// `filed_through`: the key file's mark. Finished deliveries are
+    /// numbered past it and past every number the store holds, so a number
+    /// is never given twice, nor below the mark (a store restored from a
+    /// backup older than its key file would otherwise number deliveries the
+    /// key file claims to hold).
+    pub fn new(
+        conn: Connection,
+        failing: Arc<AtomicBool>,
+        reserve: Reserve,
+        filed_through: i64,
+    ) -> rusqlite::Result<Self> {
         let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM deliveries", [], |r| r.get(0))?;
+        let next = Arc::new(AtomicI64::new(numbered(&conn)?.max(filed_through) + 1));
+        conn.create_scalar_function("hg_finished", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
+            // NULL for a delivery without an order key: no listing by key holds it.
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Null => None,
+                _ => Some(next.fetch_add(1, Ordering::Relaxed)),
+            })
+        })?;
         let refused = (0, 0, std::time::Instant::now());
-        let unfiled = crate::write::unfiled(&conn)?;
-        let last_seq = last.unwrap_or(0);
-        let filing = Filing { at: filing.at.max(1), slice: filing.slice.max(1) };
-        Ok(Writer { conn, failing, last_seq, reserve, short: None, refused, unfiled, retry_at: 0, filing })
+        Ok(Writer { conn, failing, last_seq: last.unwrap_or(0), reserve, short: None, refused })
     }
 
     pub fn run(mut self, mut queue: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        loop {
-            let first = match queue.try_recv() {
-                Ok(first) => first,
-                // Nothing waiting: a good time to file a slice.
-                Err(mpsc::error::TryRecvError::Empty) if self.may_file(self.filing.slice) => {
-                    self.file_slice();
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Empty) => match queue.blocking_recv() {
-                    Some(first) => first,
-                    None => return,
-                },
-                Err(mpsc::error::TryRecvError::Disconnected) => return,
-            };
+        while let Some(first) = queue.blocking_recv() {
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match queue.try_recv() {
@@ -355,51 +324,10 @@ impl Writer {
         };
         self.failing.store(outcome.is_err(), Ordering::Relaxed);
         match outcome {
-            Ok(dones) => {
-                let finished: u64 = commands.iter().zip(&dones).map(|(command, done)| finished_by(command, done)).sum();
-                self.unfiled += finished;
-                commands.into_iter().zip(dones).for_each(|(command, done)| command.answer(done));
-                // Commands kept coming: while FILE_AT wait, file anyway, as many
-                // slices as this batch finished and one more, so the unfiled arm
-                // of a listing stays small and no batch waits for a backlog.
-                let mut slices = finished.div_ceil(self.filing.slice) + 1;
-                while slices > 0 && self.may_file(self.filing.at) && self.file_slice() {
-                    slices -= 1;
-                }
-            }
+            Ok(dones) => commands.into_iter().zip(dones).for_each(|(command, done)| command.answer(done)),
             Err(error) => {
                 tracing::debug!(%error, "sqlite batch failed");
                 commands.into_iter().for_each(|command| command.fail(&error));
-            }
-        }
-    }
-
-    /// Whether `threshold` unfiled deliveries wait, and no failed filing says to wait for more.
-    fn may_file(&self, threshold: u64) -> bool {
-        self.unfiled >= threshold.max(self.retry_at)
-    }
-
-    /// File one slice of finished deliveries by key, oldest first, in a
-    /// transaction of its own; whether it committed. One that fails is left
-    /// for the next filing, once FILE_AT more have finished. Meanwhile an
-    /// unfiled delivery is still listed, from the unfiled arm.
-    fn file_slice(&mut self) -> bool {
-        let slice = self.filing.slice;
-        let filed = self.conn.transaction().map_err(db_error).and_then(|tx| {
-            let n = file_finished(&tx, slice as usize)?;
-            tx.commit().map_err(db_error)?;
-            Ok(n)
-        });
-        match filed {
-            Ok(n) => {
-                self.unfiled = if n < slice { 0 } else { self.unfiled.saturating_sub(n) };
-                self.retry_at = 0;
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, "filing finished deliveries by key failed; trying again later");
-                self.retry_at = self.unfiled.saturating_add(self.filing.at);
-                false
             }
         }
     }
@@ -457,17 +385,6 @@ impl Writer {
     }
 }
 
-/// How many deliveries a committed command may have finished: an outcome
-/// one (none for a retry), an ingest those it superseded.
-fn finished_by(command: &Command, done: &Done) -> u64 {
-    match (command, done) {
-        // A retry leaves the delivery owed: nothing to file.
-        (Command::Finish { verdict, .. }, Done::Moved(Ok(true))) => u64::from(verdict.next_state().0 != State::Pending),
-        (Command::Ingest(..), Done::Ingested(Ok(Ingested::Accepted { superseded, .. }))) => *superseded,
-        _ => 0,
-    }
-}
-
 fn in_savepoint(tx: &mut Transaction<'_>, command: &Command, seq: &mut i64) -> Done {
     let error = |e: rusqlite::Error| {
         let e = db_error(e);
@@ -504,11 +421,11 @@ mod tests {
     use super::*;
 
     /// A writer on a fresh in-memory database, with no disk reserve.
-    fn in_memory(filing: Filing) -> Writer {
+    fn in_memory(filed_through: i64) -> Writer {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&mut conn).unwrap();
         let reserve = Reserve::new(std::path::Path::new("."), 0);
-        Writer::new(conn, Arc::default(), reserve, filing).unwrap()
+        Writer::new(conn, Arc::default(), reserve, filed_through).unwrap()
     }
 
     /// An event for DEST whose delivery queues under order key `key`.
@@ -524,7 +441,7 @@ mod tests {
     /// every caller must hear so.
     #[test]
     fn a_batch_rolled_back_under_the_writer_fails_as_one() {
-        let mut writer = in_memory(Filing::default());
+        let mut writer = in_memory(0);
         let (before, after) = (event("src", T0), event("src", T0));
         let (reply_before, mut answer_before) = oneshot::channel();
         let (reply_sql, mut answer_sql) = oneshot::channel();
@@ -546,115 +463,98 @@ mod tests {
         assert_eq!(stored, 1, "the next batch commits");
     }
 
-    /// Finished deliveries are filed after the batch in which FILE_AT (here
-    /// 2, slices of 2) wait; a filing that fails (a trigger stands in for a
-    /// full disk) costs the batch nothing, is not tried again until FILE_AT
-    /// more have finished, and the next filing takes what it left.
+    /// Each delivery with an order key is numbered once, when it first
+    /// finishes (delivered, dead or superseded), in the order they finish,
+    /// above the key file's mark; a retry leaves it unnumbered, a replay keeps
+    /// its number, a delivery without a key gets none (no listing by key holds it).
     #[test]
-    fn a_failed_filing_is_left_for_the_next() {
-        let mut writer = in_memory(Filing { at: 2, slice: 2 });
+    fn finished_deliveries_are_numbered_once_in_the_order_they_finish() {
+        let mut writer = in_memory(100);
         let run = |writer: &mut Writer, command: Command| writer.commit_batch(&mut vec![command]);
-        for key in ["a", "b", "c", "d", "e", "f"] {
-            run(&mut writer, Command::Ingest(Box::new(keyed(key)), oneshot::channel().0));
+        let mut keyless = to(DEST, event("src", T0));
+        keyless.deliveries[0].order_key = None;
+        let mut coalesced = keyed("d");
+        coalesced.coalesce_key = Some("c".into());
+        coalesced.deliveries[0].coalesce_key = coalesced.coalesce_key.clone();
+        let mut newer = keyed("e");
+        newer.coalesce_key = Some("c".into());
+        newer.deliveries[0].coalesce_key = newer.coalesce_key.clone();
+        for new in [keyed("a"), keyed("b"), keyed("c"), keyless, coalesced] {
+            run(&mut writer, Command::Ingest(Box::new(new), oneshot::channel().0));
         }
         let (reply, mut claimed) = oneshot::channel();
-        let claim = Command::Claim { destination: DEST.into(), now_ms: T0, limit: 10, lease_ms: 60_000, reply };
-        run(&mut writer, claim);
+        run(&mut writer, Command::Claim { destination: DEST.into(), now_ms: T0, limit: 4, lease_ms: 60_000, reply });
         let claims = claimed.try_recv().unwrap().unwrap();
-        assert_eq!(claims.len(), 6);
-        let filed = |writer: &Writer| -> i64 {
-            writer.conn.query_row("SELECT COUNT(*) FROM deliveries WHERE filed = 1", [], |r| r.get(0)).unwrap()
-        };
-        let finish = |writer: &mut Writer, n: usize| {
+        assert_eq!(claims.len(), 4, "a, b, c and the keyless one");
+        let finish = |writer: &mut Writer, n: usize, verdict: Verdict| {
             let (reply, mut moved) = oneshot::channel();
-            let delivery = claims[n].delivery.clone();
-            let attempt = ok_attempt(1, T0);
-            run(writer, Command::Finish { delivery, attempt, verdict: Verdict::Delivered, now_ms: T0, reply });
-            assert!(moved.try_recv().unwrap().unwrap(), "the outcome commits whatever the filing does");
+            let (delivery, attempt) = (claims[n].delivery.clone(), ok_attempt(1, T0));
+            run(writer, Command::Finish { delivery, attempt, verdict, now_ms: T0, reply });
+            assert!(moved.try_recv().unwrap().unwrap());
         };
-        finish(&mut writer, 0);
-        assert_eq!((filed(&writer), writer.unfiled), (0, 1), "fewer than FILE_AT wait");
-        finish(&mut writer, 1);
-        assert_eq!((filed(&writer), writer.unfiled), (2, 0), "filed after the batch");
-        writer
-            .conn
-            .execute_batch(
-                "CREATE TRIGGER no_room BEFORE UPDATE OF filed ON deliveries BEGIN SELECT RAISE(ABORT, 'full'); END",
-            )
-            .unwrap();
-        finish(&mut writer, 2);
-        finish(&mut writer, 3);
-        assert_eq!((filed(&writer), writer.unfiled, writer.retry_at), (2, 2, 4), "failed: still counted");
-        writer.conn.execute_batch("DROP TRIGGER no_room").unwrap();
-        finish(&mut writer, 4);
-        assert_eq!((filed(&writer), writer.unfiled), (2, 3), "not tried again before FILE_AT more finish");
-        finish(&mut writer, 5);
-        assert_eq!((filed(&writer), writer.unfiled), (6, 0), "the next filing takes what the failed one left");
-    }
-
-    /// A retried delivery is still owed: its outcome does not count towards
-    /// a filing (counted, it would start filings with nothing to file).
-    #[test]
-    fn a_retry_is_not_counted_for_filing() {
-        let mut writer = in_memory(Filing::default());
-        writer.commit_batch(&mut vec![Command::Ingest(Box::new(keyed("k")), oneshot::channel().0)]);
+        let numbers = |writer: &Writer| -> Vec<(Option<String>, Option<i64>)> {
+            let mut s = writer
+                .conn
+                .prepare("SELECT CAST(order_key AS TEXT), finished_seq FROM deliveries ORDER BY rid")
+                .unwrap();
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+        };
+        finish(&mut writer, 1, Verdict::Delivered);
+        finish(&mut writer, 0, Verdict::Retry { at_ms: T0 + 1_000 });
+        finish(&mut writer, 2, Verdict::Dead);
+        finish(&mut writer, 3, Verdict::Delivered);
+        run(&mut writer, Command::Ingest(Box::new(newer), oneshot::channel().0));
+        let key = |k: &str| Some(k.to_owned());
+        let expected = vec![
+            (key("a"), None),
+            (key("b"), Some(101)),
+            (key("c"), Some(102)),
+            (None, None),
+            (key("d"), Some(103)),
+            (key("e"), None),
+        ];
+        assert_eq!(numbers(&writer), expected, "b, c, then d superseded by e; a retried; the keyless none");
+        let (reply, mut replayed) = oneshot::channel();
+        run(&mut writer, Command::ReplayDelivery { delivery: claims[1].delivery.clone(), now_ms: T0, reply });
+        assert!(replayed.try_recv().unwrap().unwrap());
         let (reply, mut claimed) = oneshot::channel();
-        let claim = Command::Claim { destination: DEST.into(), now_ms: T0, limit: 10, lease_ms: 60_000, reply };
-        writer.commit_batch(&mut vec![claim]);
-        let delivery = claimed.try_recv().unwrap().unwrap().remove(0).delivery;
+        run(
+            &mut writer,
+            Command::Claim { destination: DEST.into(), now_ms: T0 + 1, limit: 10, lease_ms: 60_000, reply },
+        );
+        let again = claimed.try_recv().unwrap().unwrap();
+        let b = again.iter().find(|c| c.delivery == claims[1].delivery).expect("b is claimed again");
         let (reply, mut moved) = oneshot::channel();
-        let verdict = Verdict::Retry { at_ms: T0 + 1_000 };
-        let attempt = ok_attempt(1, T0);
-        writer.commit_batch(&mut vec![Command::Finish { delivery, attempt, verdict, now_ms: T0, reply }]);
-        assert!(moved.try_recv().unwrap().unwrap(), "the retry is recorded");
-        assert_eq!(writer.unfiled, 0);
+        let attempt = ok_attempt(b.attempt, T0);
+        run(
+            &mut writer,
+            Command::Finish { delivery: b.delivery.clone(), attempt, verdict: Verdict::Delivered, now_ms: T0, reply },
+        );
+        assert!(moved.try_recv().unwrap().unwrap());
+        assert_eq!(numbers(&writer), expected, "a replayed delivery keeps its number");
     }
 
-    /// A writer with nothing to do files what has finished, a slice at a
-    /// time, before FILE_AT have: here 8 with FILE_AT 64, in slices of 4 (a
-    /// reader sees 8, 4 or 0 unfiled, never a part of a slice). At rest none
-    /// is left; without idle filing all 8 would be.
+    /// A new writer numbers past both the store's highest number and the
+    /// key file's mark, whichever is higher.
     #[test]
-    fn an_idle_writer_files_a_slice_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("idle.db");
-        let mut conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    fn numbering_starts_past_the_store_and_the_mark() {
+        let mut conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&mut conn).unwrap();
-        let reserve = Reserve::new(dir.path(), 0);
-        let writer = Writer::new(conn, Arc::default(), reserve, Filing { at: 64, slice: 4 }).unwrap();
-        let (queue, commands) = mpsc::channel(QUEUE_CAPACITY);
-        let thread = std::thread::spawn(move || writer.run(commands));
-        let ask = |command: Command| queue.blocking_send(command).map_err(drop).unwrap();
-        for n in 0..8 {
-            ask(Command::Ingest(Box::new(keyed(&format!("k{n}"))), oneshot::channel().0));
-        }
-        let (reply, claimed) = oneshot::channel();
-        ask(Command::Claim { destination: DEST.into(), now_ms: T0, limit: 10, lease_ms: 60_000, reply });
-        let claims = claimed.blocking_recv().unwrap().unwrap();
-        assert_eq!(claims.len(), 8);
-        for claim in claims {
-            let (reply, moved) = oneshot::channel();
-            let (delivery, attempt) = (claim.delivery, ok_attempt(1, T0));
-            ask(Command::Finish { delivery, attempt, verdict: Verdict::Delivered, now_ms: T0, reply });
-            assert!(moved.blocking_recv().unwrap().unwrap());
-        }
-        let reader = Connection::open(&path).unwrap();
-        let unfiled = || -> i64 {
-            reader.query_row("SELECT COUNT(*) FROM deliveries WHERE filed = 0", [], |r| r.get(0)).unwrap()
-        };
-        // Until none is left, or the count stops moving for 5 s.
-        let (mut last, mut since) = (unfiled(), std::time::Instant::now());
-        while last > 0 && since.elapsed() < std::time::Duration::from_secs(5) {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            let now = unfiled();
-            assert!([8, 4, 0].contains(&now), "{now} unfiled: filed a slice at a time");
-            if now != last {
-                (last, since) = (now, std::time::Instant::now());
-            }
-        }
-        assert_eq!(last, 0, "an idle writer files slices before FILE_AT");
-        drop(queue);
-        thread.join().unwrap();
+        let number =
+            |conn: &Connection| -> i64 { conn.query_row("SELECT hg_finished('k')", [], |r| r.get(0)).unwrap() };
+        let reserve = Reserve::new(std::path::Path::new("."), 0);
+        let writer = Writer::new(conn, Arc::default(), reserve.clone(), 7).unwrap();
+        assert_eq!(number(&writer.conn), 8, "past the mark");
+        writer.conn.execute_batch(
+            "INSERT INTO events (id, source, received_at, headers, body) VALUES ('evt_x', 's', 0, x'', x'');
+             INSERT INTO deliveries (id, event_rid, source, destination, route, order_key, seq, state, updated_at, owed, finished_seq)
+             VALUES ('dlv_x', 1, 's', 'd', 'r', x'6b', 1, 'delivered', 0, 0, 50);",
+        ).unwrap();
+        let writer = Writer::new(writer.conn, Arc::default(), reserve, 7).unwrap();
+        assert_eq!(number(&writer.conn), 51, "past the store's highest");
+        assert_eq!(
+            writer.conn.query_row("SELECT hg_finished(NULL)", [], |r| r.get::<_, Option<i64>>(0)).unwrap(),
+            None
+        );
     }
 }

@@ -6,12 +6,18 @@ fn fresh() -> SqliteStore {
     open(hookgate_sqlite::Options::default())
 }
 
-/// A store whose writer files finished deliveries by key in slices of `n`
-/// after the batch in which `n` are counted, and never while idle before
-/// (small: listings by key read filed and unfiled ones together, the same
-/// ones whatever the timing).
-fn filing_at(n: u64) -> SqliteStore {
-    open(hookgate_sqlite::Options { filing: hookgate_sqlite::Filing { at: n, slice: n }, ..Default::default() })
+/// A store whose key file is kept up every millisecond in slices of `n`
+/// (small: listings by key read the key file and the store together, mixed
+/// differently from one run to the next; each must answer the same).
+fn filing_every_ms(n: u64) -> SqliteStore {
+    let filing = hookgate_sqlite::Filing { every: Some(std::time::Duration::from_millis(1)), slice: n };
+    open(hookgate_sqlite::Options { filing, ..Default::default() })
+}
+
+/// A store whose key file is kept up only when the test says.
+fn filing_by_hand() -> SqliteStore {
+    let filing = hookgate_sqlite::Filing { every: None, slice: 2 };
+    open(hookgate_sqlite::Options { filing, ..Default::default() })
 }
 
 fn open(options: hookgate_sqlite::Options) -> SqliteStore {
@@ -75,66 +81,200 @@ mod differential {
             let model = runtime.block_on(transcript(&MemStore::on_system_clock(), &ops));
             let sqlite = runtime.block_on(transcript(&super::fresh(), &ops));
             prop_assert_eq!(&model, &sqlite);
-            // Filing every two finished deliveries: listings by key from all three arms at once.
-            let filing = runtime.block_on(transcript(&super::filing_at(2), &ops));
+            // The key file kept up as the operations run: listings by key from all three arms at once.
+            let filing = runtime.block_on(transcript(&super::filing_every_ms(2), &ops));
             prop_assert_eq!(model, filing);
         }
     }
 }
 
 /// A listing by order key reads the key's deliveries from three arms (owed,
-/// filed, finished since the last filing): each delivery exactly once, in
-/// its state, whichever arms hold them — a replayed filed delivery is owed
-/// again and listed once, not twice; one finished after a filing is listed
-/// before the next.
+/// in the key file, finished since the key file's last round): each
+/// delivery exactly once, in its state, whichever arms hold them — a
+/// replayed filed delivery is owed again and listed once, not twice; one
+/// finished after a round is listed before the next; one deleted by
+/// retention is not listed though the key file still has its entry.
 #[tokio::test]
 async fn a_listing_by_key_reads_filed_and_unfiled_deliveries_once_each() {
     use hookgate_core::State;
     use hookgate_store::conformance::{T0, event, ok_attempt, routed};
     use hookgate_store::{DeliveryFilter, ListFilter, Store, Verdict};
 
-    let store = filing_at(3);
+    let store = filing_by_hand();
     let mut ids = Vec::new();
-    for n in 0..5 {
+    for n in 0..6 {
         let mut new = event("src", T0 + n);
         new.order_key = Some("K".into());
         ids.push(new.id.clone());
         store.ingest(routed(new)).await.unwrap();
     }
-    // Four delivered, one at a time (a key's queue): the first three are
-    // filed when the third finishes, the fourth is not yet.
-    for n in 0..4 {
+    // Five delivered, one at a time (a key's queue): the first four are in
+    // the key file, the fifth is not yet.
+    for n in 0..5 {
         let claim = store.claim("app", T0 + 10 + n, 10, 60_000).await.unwrap();
         assert_eq!(claim.len(), 1, "one head at a time");
         let done = store.finish(&claim[0].delivery, ok_attempt(1, T0), Verdict::Delivered, T0 + 10 + n).await;
         assert!(done.unwrap());
+        if n == 3 {
+            assert_eq!(store.file_keys().await.unwrap(), 4);
+        }
     }
     store.replay(&ids[0], T0 + 20).await.unwrap();
+    // The second event's delivery deleted by retention (the oldest delivered):
+    // the key file keeps its entry, which must match nothing.
+    assert_eq!(store.purge_finished(State::Delivered, T0 + 12, 1).await.unwrap(), 1);
     let by_key = DeliveryFilter { order_key: Some("K".into()), limit: 100, ..Default::default() };
     let listed = store.list_deliveries(&by_key).await.unwrap().deliveries;
     let states: Vec<(String, State)> = listed.iter().map(|d| (d.event.to_string(), d.state)).collect();
     let expected = [
-        (ids[4].to_string(), State::Pending),
+        (ids[5].to_string(), State::Pending),
+        (ids[4].to_string(), State::Delivered),
         (ids[3].to_string(), State::Delivered),
         (ids[2].to_string(), State::Delivered),
-        (ids[1].to_string(), State::Delivered),
         (ids[0].to_string(), State::Pending),
     ];
     assert_eq!(states, expected, "newest event first, each delivery once");
     let by_key_events = ListFilter { order_key: Some("K".into()), limit: 100, ..Default::default() };
     let events = store.list(&by_key_events).await.unwrap().events;
     let events: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
-    assert_eq!(events, ids.iter().rev().map(ToString::to_string).collect::<Vec<_>>());
-    // A page at a time gives the same, across the arms.
-    let mut paged = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = store.list_deliveries(&DeliveryFilter { limit: 2, cursor, ..by_key.clone() }).await.unwrap();
-        paged.extend(page.deliveries.iter().map(|d| (d.event.to_string(), d.state)));
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
+    let expected_events: Vec<String> = expected.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(events, expected_events);
+    // A page at a time gives the same, across the arms, before and after the next round.
+    for round in 0..2 {
+        let mut paged = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store.list_deliveries(&DeliveryFilter { limit: 2, cursor, ..by_key.clone() }).await.unwrap();
+            paged.extend(page.deliveries.iter().map(|d| (d.event.to_string(), d.state)));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(paged, expected, "round {round}");
+        assert_eq!(store.file_keys().await.unwrap(), if round == 0 { 1 } else { 0 });
+    }
+}
+
+/// Entries the key file keeps for deliveries retention deleted match
+/// nothing, even when the store gives their row ids to new deliveries with
+/// other keys (SQLite reuses the highest row id once it is deleted); the
+/// sweep then takes them out.
+#[tokio::test]
+async fn a_key_file_entry_of_a_deleted_delivery_matches_nothing() {
+    use hookgate_core::State;
+    use hookgate_store::conformance::{T0, event, ok_attempt, routed};
+    use hookgate_store::{DeliveryFilter, Store, Verdict};
+
+    let store = filing_by_hand();
+    let deliver = |key: &'static str, at: i64| {
+        let store = &store;
+        async move {
+            let mut new = event("src", at);
+            new.order_key = Some(key.into());
+            store.ingest(routed(new)).await.unwrap();
+            let claim = store.claim("app", at, 10, 60_000).await.unwrap();
+            assert!(store.finish(&claim[0].delivery, ok_attempt(1, at), Verdict::Delivered, at).await.unwrap());
+        }
+    };
+    let listed = |key: &'static str| {
+        let store = &store;
+        async move {
+            let filter = DeliveryFilter { order_key: Some(key.into()), limit: 10, ..Default::default() };
+            store.list_deliveries(&filter).await.unwrap().deliveries.len()
+        }
+    };
+    deliver("K1", T0).await;
+    assert_eq!(store.file_keys().await.unwrap(), 1);
+    assert_eq!(store.purge_finished(State::Delivered, T0 + 1, 10).await.unwrap(), 1, "the store is empty again");
+    deliver("K2", T0 + 2).await;
+    assert_eq!((listed("K1").await, listed("K2").await), (0, 1), "before the next round");
+    assert_eq!(store.file_keys().await.unwrap(), 1);
+    assert_eq!((listed("K1").await, listed("K2").await), (0, 1), "after it");
+    assert_eq!(store.sweep_keys().await.unwrap(), 1, "the stale entry is swept out");
+    assert_eq!((listed("K1").await, listed("K2").await), (0, 1));
+}
+
+/// The key file holds only what the store holds: deleted, it is made again
+/// at open, every listing by key is whole meanwhile (read from the store),
+/// and the next round refills it.
+#[tokio::test]
+async fn a_deleted_key_file_is_made_again_and_refilled() {
+    use hookgate_store::conformance::{T0, event, ok_attempt, routed};
+    use hookgate_store::{DeliveryFilter, Store, Verdict};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.db");
+    let filing = hookgate_sqlite::Filing { every: None, slice: 2 };
+    let options = hookgate_sqlite::Options { filing, ..Default::default() };
+    let store = SqliteStore::open_with(&path, T0, options.clone()).unwrap();
+    for n in 0..5 {
+        let mut new = event("src", T0 + n);
+        new.order_key = Some("K".into());
+        store.ingest(routed(new)).await.unwrap();
+        let claim = store.claim("app", T0 + n, 10, 60_000).await.unwrap();
+        assert!(store.finish(&claim[0].delivery, ok_attempt(1, T0), Verdict::Delivered, T0 + n).await.unwrap());
+    }
+    assert_eq!(store.file_keys().await.unwrap(), 5);
+    drop(store);
+    for suffix in [".keys", ".keys-wal", ".keys-shm"] {
+        let file = dir.path().join(format!("hookgate.db{suffix}"));
+        if file.exists() {
+            std::fs::remove_file(file).unwrap();
         }
     }
-    assert_eq!(paged, expected);
+    let store = SqliteStore::open_with(&path, T0 + 10, options).unwrap();
+    let filter = DeliveryFilter { order_key: Some("K".into()), limit: 10, ..Default::default() };
+    assert_eq!(store.list_deliveries(&filter).await.unwrap().deliveries.len(), 5, "read from the store");
+    assert_eq!(store.file_keys().await.unwrap(), 5, "refilled");
+    assert_eq!(store.list_deliveries(&filter).await.unwrap().deliveries.len(), 5, "read from the key file");
+}
+
+/// A database restored from a backup older than its key file: the key file
+/// may have swept out entries of deliveries the backup brings back, so it
+/// starts over, and every listing by key is whole.
+#[tokio::test]
+async fn a_key_file_ahead_of_a_restored_database_starts_over() {
+    use hookgate_core::State;
+    use hookgate_store::conformance::{T0, event, ok_attempt, routed};
+    use hookgate_store::{DeliveryFilter, Store, Verdict};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.db");
+    let backup = dir.path().join("backup.db");
+    let filing = hookgate_sqlite::Filing { every: None, slice: 16 };
+    let options = hookgate_sqlite::Options { filing, ..Default::default() };
+    let store = SqliteStore::open_with(&path, T0, options.clone()).unwrap();
+    let deliver = |key: &'static str, at: i64| {
+        let store = &store;
+        async move {
+            let mut new = event("src", at);
+            new.order_key = Some(key.into());
+            store.ingest(routed(new)).await.unwrap();
+            let claim = store.claim("app", at, 10, 60_000).await.unwrap();
+            assert!(store.finish(&claim[0].delivery, ok_attempt(1, at), Verdict::Delivered, at).await.unwrap());
+        }
+    };
+    deliver("K", T0).await;
+    assert_eq!(store.file_keys().await.unwrap(), 1);
+    let copy = rusqlite::Connection::open(&path).unwrap();
+    copy.execute("VACUUM INTO ?1", [backup.to_str().unwrap()]).unwrap();
+    drop(copy);
+    // After the backup: the first delivery deleted and swept out, a second
+    // (under another key: it takes the first one's row ids) filed.
+    assert_eq!(store.purge_finished(State::Delivered, T0 + 1, 10).await.unwrap(), 1);
+    assert_eq!(store.sweep_keys().await.unwrap(), 1);
+    deliver("K2", T0 + 2).await;
+    assert_eq!(store.file_keys().await.unwrap(), 1);
+    drop(store);
+    // The restore, as the README says it; the key file is left where it was.
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("hookgate.db{suffix}")));
+    }
+    std::fs::rename(&backup, &path).unwrap();
+    let store = SqliteStore::open_with(&path, T0 + 10, options).unwrap();
+    let filter = DeliveryFilter { order_key: Some("K".into()), limit: 10, ..Default::default() };
+    assert_eq!(store.list_deliveries(&filter).await.unwrap().deliveries.len(), 1, "the backup's delivery");
+    assert_eq!(store.file_keys().await.unwrap(), 1, "filed again");
+    assert_eq!(store.list_deliveries(&filter).await.unwrap().deliveries.len(), 1);
 }
