@@ -9,25 +9,35 @@
 //! (`deliveries.finished_seq`, from a counter that never goes back); this
 //! thread copies `(order key, event, delivery)` of those numbered past its
 //! mark into the key file and moves the mark, in one transaction of the key
-//! file, tens of thousands at a time.
+//! file, up to [`FILE_SLICE`] at a time.
 //!
 //! What a listing by order key reads (`read::DIALECT`): deliveries owed (the
 //! queue index), finished ones numbered up to the mark (this file, joined
 //! back to their rows), and finished ones numbered past it (the store's
-//! `deliveries_finished`: what the last round has not copied yet). Each
-//! finished delivery is in exactly one of the last two, whatever the two
-//! files' snapshots, because what makes the key file right never changes
-//! under it: an entry is true of its delivery for as long as that row
-//! exists (a delivery's key and event never change; a replay keeps its
-//! number), and the mark and the entries it covers commit together. So the
-//! key file needs no sync of its own (`synchronous=NORMAL`): a power cut
-//! that takes its last round takes that round's mark with it.
+//! `deliveries_finished`: what the last round has not copied yet). The two
+//! files are read in two snapshots, the store's first. A finished delivery
+//! is in exactly one of the last two arms whichever rounds commit between
+//! them, because what makes the key file right never changes under it: an
+//! entry is true of its delivery for as long as that row exists (a
+//! delivery's key and event never change; a replay keeps its number), and
+//! the mark and the entries it covers commit together. The one exception is
+//! a delivery retention deletes, and the sweep takes out, between the two
+//! snapshots: it may be left out (it is being deleted). So the key file
+//! needs no sync of its own (`synchronous=NORMAL`): a power cut that takes
+//! its last round takes that round's mark with it.
 //!
 //! Entries of deleted deliveries are left behind by retention; a listing
 //! joins every entry to its row (row id, event and key alike), so such an
-//! entry, or one whose row id was reused, matches nothing. The thread sweeps
-//! them out a chunk at a time. The file is derived: deleted, it is made
-//! again and refilled from the store, and meanwhile listings read the store.
+//! entry, or one whose row id was reused, matches nothing. Once retention
+//! has deleted, the thread sweeps them out, a pass over the whole file a
+//! chunk a round (twice as many entries as the round filed, and at least
+//! [`SWEEP_CHUNK`]).
+//!
+//! The file is derived: made again at open when it is missing, of another
+//! layout, unreadable, or ahead of the store (a store restored from a backup:
+//! a mark above every number the store gave, or a sweep after deletions the
+//! store has not made; the store keeps both, `deletions`), and refilled from
+//! the store; meanwhile listings read the store.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -47,7 +57,7 @@ pub const FILE_SLICE: u64 = 16_384;
 const KEY_CACHE_KIB: i64 = 512;
 
 /// Entries the sweep looks at each round.
-const SWEEP_CHUNK: i64 = 1_024;
+pub const SWEEP_CHUNK: i64 = 1_024;
 
 /// When the key file is kept up, and how many a transaction takes.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +74,9 @@ impl Default for Filing {
     }
 }
 
+/// The key file's layout; a file of another is made again.
+const VERSION: i64 = 1;
+
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS filed (
         order_key    BLOB NOT NULL,
@@ -71,12 +84,16 @@ const SCHEMA: &str = "
         delivery_rid INTEGER NOT NULL,
         PRIMARY KEY (order_key, event_rid, delivery_rid)
     ) WITHOUT ROWID;
-    -- Every finished delivery numbered up to filed_through has its entry.
+    -- filed_through: every finished delivery numbered up to it has its entry.
+    -- swept_deletions: the store's count of retention's deletions when the
+    -- sweep last took an entry out (a store whose count is lower is older
+    -- than what was swept: restored from a backup).
     CREATE TABLE IF NOT EXISTS mark (
-        id             INTEGER PRIMARY KEY CHECK (id = 0),
-        filed_through  INTEGER NOT NULL
+        id               INTEGER PRIMARY KEY CHECK (id = 0),
+        filed_through    INTEGER NOT NULL,
+        swept_deletions  INTEGER NOT NULL
     );
-    INSERT OR IGNORE INTO mark (id, filed_through) VALUES (0, 0);
+    INSERT OR IGNORE INTO mark (id, filed_through, swept_deletions) VALUES (0, 0, 0);
 ";
 
 /// Where the key file of the database at `db` lives.
@@ -96,31 +113,59 @@ pub fn sql_path(path: &Path) -> rusqlite::Result<&str> {
 pub struct KeyFile {
     conn: Mutex<Connection>,
     slice: u64,
-    /// Where the sweep goes on from: the last entry it looked at.
-    swept: Mutex<Option<(Vec<u8>, i64, i64)>>,
+    sweep: Mutex<Sweep>,
+}
+
+/// Where the sweep stands. A pass looks at every entry, a chunk a round;
+/// one starts when retention has deleted since the last pass began.
+#[derive(Debug, Default)]
+struct Sweep {
+    /// The last entry this pass looked at; `None` between passes.
+    at: Option<(Vec<u8>, i64, i64)>,
+    in_pass: bool,
+    /// The store's deletion count when this pass began.
+    began_at: i64,
+    /// A count whose deletions a finished pass has swept out (0 at open: the
+    /// first deletion after a start begins a pass).
+    clean: i64,
+}
+
+/// What the store says at open, that the key file is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Store {
+    /// The highest number given that the store holds or deleted.
+    pub numbered: i64,
+    /// How many times retention deleted finished deliveries.
+    pub deletions: i64,
 }
 
 impl KeyFile {
-    /// `numbered`: the highest number the store holds. A mark above it
-    /// means the store went back (restored from a backup): the key file may
-    /// then lack entries of deliveries the backup brought back, so it starts
-    /// over, empty, and refills from the store.
-    pub fn open(db: &Path, filing: Filing, numbered: i64) -> rusqlite::Result<Self> {
-        let conn = Connection::open(path_for(db))?;
-        conn.busy_timeout(Duration::from_millis(crate::BUSY_TIMEOUT_MS))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // Derived data: a round lost to a power cut is lost with its mark (see the module's note).
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
-        let mark: i64 = conn.query_row("SELECT filed_through FROM mark WHERE id = 0", [], |r| r.get(0))?;
-        if mark > numbered {
-            tracing::warn!(mark, numbered, "the database is behind its key file (restored?): the key file starts over");
-            conn.execute_batch("BEGIN; DELETE FROM filed; UPDATE mark SET filed_through = 0; COMMIT;")?;
-        }
+    /// Open the key file of `db`, made again when it is missing, of another
+    /// layout, unreadable, or ahead of the store: a mark above every number
+    /// the store gave, or a sweep after deletions the store has not made,
+    /// means the store went back (restored from a backup), and the key file
+    /// may lack entries of deliveries the backup brought back.
+    pub fn open(db: &Path, filing: Filing, store: Store) -> rusqlite::Result<Self> {
+        let conn = match open_checked(db, store) {
+            Ok(Some(conn)) => conn,
+            Ok(None) => {
+                tracing::warn!(
+                    numbered = store.numbered,
+                    "the database is behind its key file (restored from a backup?): the key file is made again"
+                );
+                remove(db);
+                open_checked(db, store)?.expect("a new key file is behind nothing")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the key file cannot be used: it is made again");
+                remove(db);
+                open_checked(db, store)?.expect("a new key file is behind nothing")
+            }
+        };
         conn.execute("ATTACH DATABASE ?1 AS store", [sql_path(db)?])?;
         conn.pragma_update(None, "cache_size", -KEY_CACHE_KIB)?;
         conn.pragma_update(Some("store"), "cache_size", -KEY_CACHE_KIB)?;
-        Ok(KeyFile { conn: Mutex::new(conn), slice: filing.slice.max(1), swept: Mutex::new(None) })
+        Ok(KeyFile { conn: Mutex::new(conn), slice: filing.slice.max(1), sweep: Mutex::default() })
     }
 
     /// The mark: every finished delivery numbered up to it is filed.
@@ -145,13 +190,23 @@ impl KeyFile {
         }
     }
 
-    /// Look at the next chunk of entries and delete those whose delivery is
-    /// gone; how many. Wraps around at the end.
-    pub fn sweep(&self) -> rusqlite::Result<u64> {
+    /// While retention has deleted since the last pass began, look at the
+    /// next `at_least` entries (at least [`SWEEP_CHUNK`]) and delete those
+    /// whose delivery is gone; how many. Looking at twice as many as were
+    /// filed keeps the sweep ahead of what the key file takes in.
+    pub fn sweep(&self, at_least: u64) -> rusqlite::Result<u64> {
         let conn = self.lock();
-        let mut swept = self.swept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (key, event, delivery) = swept.clone().unwrap_or_default();
+        let mut state = self.sweep.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let tx = conn.unchecked_transaction()?;
+        let count: i64 = tx.query_row("SELECT count FROM store.deletions WHERE id = 0", [], |r| r.get(0))?;
+        if !state.in_pass {
+            if count <= state.clean {
+                return Ok(0);
+            }
+            *state = Sweep { at: None, in_pass: true, began_at: count, clean: state.clean };
+        }
+        let limit = at_least.max(SWEEP_CHUNK as u64) as i64;
+        let (key, event, delivery) = state.at.clone().unwrap_or_default();
         let chunk: Vec<(Vec<u8>, i64, i64, bool)> = tx
             .prepare_cached(
                 "SELECT f.order_key, f.event_rid, f.delivery_rid,
@@ -160,9 +215,7 @@ impl KeyFile {
                  FROM filed f WHERE (f.order_key, f.event_rid, f.delivery_rid) > (?1, ?2, ?3)
                  ORDER BY f.order_key, f.event_rid, f.delivery_rid LIMIT ?4",
             )?
-            .query_map(params![key, event, delivery, SWEEP_CHUNK], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
+            .query_map(params![key, event, delivery, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let mut deleted = 0;
         {
@@ -172,13 +225,54 @@ impl KeyFile {
                 deleted += delete.execute(params![key, event, delivery])? as u64;
             }
         }
+        if deleted > 0 {
+            tx.execute("UPDATE mark SET swept_deletions = max(swept_deletions, ?1) WHERE id = 0", [count])?;
+        }
         tx.commit()?;
-        *swept = if (chunk.len() as i64) < SWEEP_CHUNK {
-            None
+        if (chunk.len() as i64) < limit {
+            *state = Sweep { at: None, in_pass: false, began_at: 0, clean: state.began_at };
         } else {
-            chunk.last().map(|(key, event, delivery, _)| (key.clone(), *event, *delivery))
-        };
+            state.at = chunk.last().map(|(key, event, delivery, _)| (key.clone(), *event, *delivery));
+        }
         Ok(deleted)
+    }
+}
+
+/// The key file, checked against the store: `None` when it is ahead of it.
+fn open_checked(db: &Path, store: Store) -> rusqlite::Result<Option<Connection>> {
+    let conn = Connection::open(path_for(db))?;
+    conn.busy_timeout(Duration::from_millis(crate::BUSY_TIMEOUT_MS))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Derived data: a round lost to a power cut is lost with its mark (see the module's note).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+    if version != VERSION && tables > 0 {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!("key file layout {version}, this hookgate's is {VERSION}")),
+        ));
+    }
+    conn.execute_batch(SCHEMA)?;
+    conn.pragma_update(None, "user_version", VERSION)?;
+    let (mark, swept): (i64, i64) =
+        conn.query_row("SELECT filed_through, swept_deletions FROM mark WHERE id = 0", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    Ok((mark <= store.numbered && swept <= store.deletions).then_some(conn))
+}
+
+/// Remove the key file, to be made again.
+fn remove(db: &Path) {
+    let file = path_for(db);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = file.as_os_str().to_owned();
+        name.push(suffix);
+        if let Err(error) = std::fs::remove_file(&name)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, file = %PathBuf::from(name).display(), "cannot remove the key file");
+        }
     }
 }
 
@@ -227,7 +321,7 @@ pub fn run(keys: Arc<KeyFile>, every: Duration, open: Weak<()>, reserve: Reserve
         if reserve.short().is_some() {
             continue;
         }
-        match keys.file_all().and_then(|_| keys.sweep()) {
+        match keys.file_all().and_then(|filed| keys.sweep(2 * filed)) {
             Ok(_) if failing => {
                 tracing::info!("the key file is kept up again");
                 failing = false;

@@ -114,8 +114,8 @@ pub enum OpenError {
     #[error("cannot use {path}: {source}")]
     Schema { path: String, source: MigrateError },
     #[error(
-        "cannot use the key file {path}: {source}; it holds only what the database holds \
-         (listings by order key): move it aside, with its -wal and -shm files, and it is made again"
+        "cannot make the key file {path}: {source} (it holds finished deliveries by order key, \
+         made from the database: the directory must be writable, like the database's)"
     )]
     KeyFile { path: String, source: rusqlite::Error },
 }
@@ -151,8 +151,11 @@ impl SqliteStore {
         }
         // After the migration (the key file reads the store's new column), before the readers (which attach it).
         let keys_path = keyfile::path_for(&path);
-        let numbered = writer::numbered(&conn).map_err(sqlite)?;
-        let keys = keyfile::KeyFile::open(&path, options.filing, numbered)
+        let store = keyfile::Store {
+            numbered: writer::numbered(&conn).map_err(sqlite)?,
+            deletions: writer::deletions(&conn).map_err(sqlite)?,
+        };
+        let keys = keyfile::KeyFile::open(&path, options.filing, store)
             .map_err(|source| OpenError::KeyFile { path: keys_path.display().to_string(), source })?;
         let filed_through = keys.filed_through().map_err(sqlite)?;
         let keys = Arc::new(keys);
@@ -216,7 +219,7 @@ impl SqliteStore {
     /// delivery is gone, now; how many. The key file's thread does this each round.
     pub async fn sweep_keys(&self) -> Result<u64> {
         let keys = self.keys.clone();
-        tokio::task::spawn_blocking(move || keys.sweep().map_err(db_error))
+        tokio::task::spawn_blocking(move || keys.sweep(0).map_err(db_error))
             .await
             .map_err(|e| StoreError::Unavailable(format!("sweep task failed: {e}")))?
     }

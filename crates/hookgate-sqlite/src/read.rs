@@ -285,7 +285,8 @@ mod tests {
         let path = dir.path().join("plans.db");
         let mut c = Connection::open(&path).unwrap();
         crate::schema::migrate(&mut c).unwrap();
-        let _keys = crate::keyfile::KeyFile::open(&path, crate::keyfile::Filing::default(), 0).unwrap();
+        let store = crate::keyfile::Store { numbered: 0, deletions: 0 };
+        let _keys = crate::keyfile::KeyFile::open(&path, crate::keyfile::Filing::default(), store).unwrap();
         crate::attach_keys(&c, &crate::keyfile::path_for(&path)).unwrap();
         let key = Some(Key::from("k"));
         let cursor = Some(hookgate_store::Cursor::before_row(1_000));
@@ -332,7 +333,7 @@ mod tests {
                 "SEARCH kf USING PRIMARY KEY (order_key=?)"
             };
             assert_eq!(steps.iter().filter(|step| **step == key_file).count(), usize::from(by_key), "{what}: {plan}");
-            let unfiled = "USING INDEX deliveries_finished (finished_seq>?)";
+            let unfiled = "INDEX deliveries_finished (finished_seq>?)";
             let from_mark = steps.iter().filter(|step| step.ends_with(unfiled)).count();
             assert_eq!(from_mark, usize::from(by_key), "{what}: {plan}");
         }

@@ -92,7 +92,7 @@ const MIGRATIONS: &[&str] = &[
     // one delivery to its destination, keeping its row id (its delivery's
     // id is its own with the `dlv_` prefix), queue position, state, attempts
     // and lease; attempts are re-keyed by delivery. Every filter a listing
-    // offers has an index (`read_plans` in the tests pins which).
+    // offers has an index (`every_listing_filter_is_served_by_an_index` pins which).
     "
     ALTER TABLE events RENAME TO events_v1;
     ALTER TABLE attempts RENAME TO attempts_v1;
@@ -233,8 +233,20 @@ const MIGRATIONS: &[&str] = &[
     -- it): the key file holds every one numbered up to its mark.
     ALTER TABLE deliveries ADD COLUMN finished_seq INTEGER;
     UPDATE deliveries SET finished_seq = rid WHERE owed = 0 AND order_key IS NOT NULL;
-    CREATE INDEX deliveries_finished ON deliveries(finished_seq)
+    -- Key and event beside the number, and owed: a listing by key reads the
+    -- numbers past the key file's mark (all keys) from this index alone,
+    -- and looks up only the rows with its key.
+    CREATE INDEX deliveries_finished ON deliveries(finished_seq, order_key, event_rid, owed)
         WHERE finished_seq IS NOT NULL AND order_key IS NOT NULL;
+    -- What retention deleted: how many times it deleted finished deliveries,
+    -- and the highest number among them. At open the key file is checked
+    -- against both: a store restored from a backup is behind its key file.
+    CREATE TABLE deletions (
+        id        INTEGER PRIMARY KEY CHECK (id = 0),
+        count     INTEGER NOT NULL,
+        numbered  INTEGER NOT NULL
+    );
+    INSERT INTO deletions (id, count, numbered) VALUES (0, 0, 0);
     ",
 ];
 

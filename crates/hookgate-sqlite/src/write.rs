@@ -459,21 +459,29 @@ pub fn purge_dedupe(c: &Connection, now: i64, limit: usize) -> Result<u64> {
 /// with their attempts, and each event left with none.
 pub fn purge_finished(c: &Connection, state: State, before: i64, limit: usize) -> Result<u64> {
     debug_assert!(!state.is_active(), "only finished deliveries are purged");
-    let gone: Vec<(i64, i64)> = c
+    let gone: Vec<(i64, i64, Option<i64>)> = c
         .prepare_cached(
             "DELETE FROM deliveries WHERE rid IN (
                  SELECT rid FROM deliveries WHERE state = ?1 AND updated_at < ?2 ORDER BY event_rid, rid LIMIT ?3)
-             RETURNING rid, event_rid",
+             RETURNING rid, event_rid, finished_seq",
         )
         .and_then(|mut s| {
-            s.query_map(params![state.as_str(), before, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            s.query_map(params![state.as_str(), before, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db_error)?;
     let mut attempts = c.prepare_cached("DELETE FROM attempts WHERE delivery_rid = ?1").map_err(db_error)?;
-    for (rid, event_rid) in &gone {
+    for (rid, event_rid, _) in &gone {
         attempts.execute([rid]).map_err(db_error)?;
         delete_bare_event(c, *event_rid, before)?;
+    }
+    if !gone.is_empty() {
+        // For the key file's check at open (`crate::keyfile`): numbers never
+        // go back, and a deletion it has swept is one the store has made.
+        let numbered = gone.iter().filter_map(|(_, _, n)| *n).max().unwrap_or(0);
+        c.prepare_cached("UPDATE deletions SET count = count + 1, numbered = max(numbered, ?1) WHERE id = 0")
+            .and_then(|mut s| s.execute([numbered]))
+            .map_err(db_error)?;
     }
     Ok(gone.len() as u64)
 }

@@ -222,11 +222,18 @@ impl Command {
     }
 }
 
-/// The highest number a finished delivery holds (0: none).
+/// The highest number given to a finished delivery that the store holds or
+/// retention deleted (0: none).
 pub fn numbered(conn: &Connection) -> rusqlite::Result<i64> {
     let max: Option<i64> =
         conn.query_row(concat!("SELECT MAX(finished_seq) FROM deliveries WHERE ", finished!("")), [], |r| r.get(0))?;
-    Ok(max.unwrap_or(0))
+    let deleted: i64 = conn.query_row("SELECT numbered FROM deletions WHERE id = 0", [], |r| r.get(0))?;
+    Ok(max.unwrap_or(0).max(deleted))
+}
+
+/// How many times retention deleted finished deliveries.
+pub fn deletions(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT count FROM deletions WHERE id = 0", [], |r| r.get(0))
 }
 
 /// Why a batch did not commit as a whole.
@@ -534,8 +541,8 @@ mod tests {
         assert_eq!(numbers(&writer), expected, "a replayed delivery keeps its number");
     }
 
-    /// A new writer numbers past both the store's highest number and the
-    /// key file's mark, whichever is higher.
+    /// A new writer numbers past the store's highest number, the highest
+    /// retention deleted, and the key file's mark, whichever is highest.
     #[test]
     fn numbering_starts_past_the_store_and_the_mark() {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -550,8 +557,12 @@ mod tests {
              INSERT INTO deliveries (id, event_rid, source, destination, route, order_key, seq, state, updated_at, owed, finished_seq)
              VALUES ('dlv_x', 1, 's', 'd', 'r', x'6b', 1, 'delivered', 0, 0, 50);",
         ).unwrap();
-        let writer = Writer::new(writer.conn, Arc::default(), reserve, 7).unwrap();
+        let writer = Writer::new(writer.conn, Arc::default(), reserve.clone(), 7).unwrap();
         assert_eq!(number(&writer.conn), 51, "past the store's highest");
+        // Retention deleted one numbered 70: its number is not given again.
+        writer.conn.execute_batch("UPDATE deletions SET count = 1, numbered = 70").unwrap();
+        let writer = Writer::new(writer.conn, Arc::default(), reserve, 7).unwrap();
+        assert_eq!(number(&writer.conn), 71, "past the highest retention deleted");
         assert_eq!(
             writer.conn.query_row("SELECT hg_finished(NULL)", [], |r| r.get::<_, Option<i64>>(0)).unwrap(),
             None

@@ -2,7 +2,7 @@
 //! columns have the same names; only placeholders differ). Each filter is
 //! put into the SQL only when it is set, so the planner sees a plain
 //! equality it can serve from an index, never an `(? IS NULL OR …)` that
-//! makes it scan the table; `read_plans` tests in each backend pin which
+//! makes it scan the table; `every_listing_filter_is_served_by_an_index` tests in each backend pin which
 //! index each filter uses.
 //!
 //! An event's state is its deliveries' summary ([`EventState::of`]), which

@@ -100,7 +100,11 @@ events = ["order.*"]
 
 /// Send every event (through the gateways in turn) and check every promise.
 async fn fan_out(gateways: &[Gateway], apps: &Apps) {
-    let http = reqwest::Client::new();
+    // Idle connections dropped before the gateway's header_timeout (10 s)
+    // closes them: the slow destination keeps this test waiting that long
+    // between requests, and a request on a connection the server is closing
+    // at that instant fails (hyper's IncompleteMessage; seen once in CI).
+    let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(5)).build().unwrap();
     let mut ids: HashMap<String, String> = HashMap::new(); // dedupe id -> hookgate id
     for (n, (id, object, kind, amount)) in events().iter().enumerate() {
         let base = &gateways[n % gateways.len()].base;
