@@ -47,8 +47,12 @@ use rusqlite::{Connection, params};
 
 use crate::space::Reserve;
 
-/// How often the thread copies what has finished since its last round.
-pub const FILE_EVERY: Duration = Duration::from_millis(200);
+/// How often the thread copies what has finished since its last round. A
+/// second: the store's arm of a listing then holds at most a second of
+/// finishes (read from one index), and each round takes enough entries to
+/// share the key file's pages (every 200 ms cost the thread 7 µs an event
+/// under load, every second 3 µs: docs/benchmarks.md, "The key file").
+pub const FILE_EVERY: Duration = Duration::from_millis(1000);
 
 /// Deliveries copied in one transaction of the key file, at most.
 pub const FILE_SLICE: u64 = 16_384;

@@ -286,3 +286,41 @@ async fn a_key_file_ahead_of_a_restored_database_starts_over() {
     assert_eq!(store.file_keys().await.unwrap(), 1, "filed again");
     assert_eq!(store.list_deliveries(&filter).await.unwrap().deliveries.len(), 1);
 }
+
+/// The key file's thread keeps it up on its own: what finishes is in the
+/// key file within a few rounds.
+#[tokio::test]
+async fn the_key_file_is_kept_up_by_its_thread() {
+    use hookgate_store::conformance::{T0, event, ok_attempt, routed};
+    use hookgate_store::{Store, Verdict};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.db");
+    let filing = hookgate_sqlite::Filing { every: Some(std::time::Duration::from_millis(10)), slice: 2 };
+    let store = SqliteStore::open_with(&path, T0, hookgate_sqlite::Options { filing, ..Default::default() }).unwrap();
+    for n in 0..3 {
+        let mut new = event("src", T0 + n);
+        new.order_key = Some(format!("K{n}").as_str().into());
+        store.ingest(routed(new)).await.unwrap();
+    }
+    let claims = store.claim("app", T0 + 10, 10, 60_000).await.unwrap();
+    assert_eq!(claims.len(), 3, "three queues, three heads");
+    for claim in &claims {
+        assert!(store.finish(&claim.delivery, ok_attempt(1, T0), Verdict::Delivered, T0).await.unwrap());
+    }
+    let keys = rusqlite::Connection::open_with_flags(
+        dir.path().join("hookgate.db.keys"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let filed = || -> (i64, i64) {
+        let entries = keys.query_row("SELECT count(*) FROM filed", [], |r| r.get(0)).unwrap();
+        let mark = keys.query_row("SELECT filed_through FROM mark", [], |r| r.get(0)).unwrap();
+        (entries, mark)
+    };
+    let started = std::time::Instant::now();
+    while filed().0 < 3 && started.elapsed() < std::time::Duration::from_secs(10) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(filed(), (3, 3), "three entries, the mark at the third number");
+}
