@@ -30,20 +30,23 @@
 //! joins every entry to its row (row id, event and key alike), so such an
 //! entry, or one whose row id was reused, matches nothing. Once retention
 //! has deleted, the thread sweeps them out, a pass over the whole file a
-//! chunk a round (twice as many entries as the round filed, and at least
-//! [`SWEEP_CHUNK`]).
+//! chunk a round (twice as many entries as the round filed, at least
+//! [`SWEEP_CHUNK`] and at most [`FILE_SLICE`]).
 //!
 //! The file is derived: made again at open when it is missing, of another
-//! layout, unreadable, or ahead of the store (a store restored from a backup:
-//! a mark above every number the store gave, or a sweep after deletions the
-//! store has not made; the store keeps both, `deletions`), and refilled from
-//! the store; meanwhile listings read the store.
+//! layout, unreadable (at open: its header, layout or mark), made for
+//! another store (the store's `key_file_check` holds an id made by the
+//! migration that created it; a backup from before that migration, restored
+//! and migrated again, gets a new one), or ahead of the store (a store
+//! restored from a backup: a mark above every number the store gave, or a
+//! round that saw deletions the store has not made), and refilled from the
+//! store; meanwhile listings read the store.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, ErrorCode, params};
 
 use crate::space::Reserve;
 
@@ -79,7 +82,7 @@ impl Default for Filing {
 }
 
 /// The key file's layout; a file of another is made again.
-const VERSION: i64 = 1;
+const VERSION: i64 = 2;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS filed (
@@ -89,16 +92,19 @@ const SCHEMA: &str = "
         PRIMARY KEY (order_key, event_rid, delivery_rid)
     ) WITHOUT ROWID;
     -- filed_through: every finished delivery numbered up to it has its entry.
-    -- swept_deletions: the store's count of retention's deletions when the
-    -- sweep last took an entry out (a store whose count is lower is older
-    -- than what was swept: restored from a backup).
+    -- seen_deletions: the store's count of retention's deletions in the
+    -- latest round (a store whose count is lower is older than this file:
+    -- restored from a backup). store_id: the store this file was made for.
     CREATE TABLE IF NOT EXISTS mark (
-        id               INTEGER PRIMARY KEY CHECK (id = 0),
-        filed_through    INTEGER NOT NULL,
-        swept_deletions  INTEGER NOT NULL
+        id              INTEGER PRIMARY KEY CHECK (id = 0),
+        filed_through   INTEGER NOT NULL,
+        seen_deletions  INTEGER NOT NULL,
+        store_id        INTEGER NOT NULL
     );
-    INSERT OR IGNORE INTO mark (id, filed_through, swept_deletions) VALUES (0, 0, 0);
 ";
+
+/// Each round notes the store's count of deletions it read.
+const SEEN: &str = "seen_deletions = max(seen_deletions, (SELECT deletions FROM store.key_file_check WHERE id = 0))";
 
 /// Where the key file of the database at `db` lives.
 pub fn path_for(db: &Path) -> PathBuf {
@@ -129,41 +135,57 @@ struct Sweep {
     in_pass: bool,
     /// The store's deletion count when this pass began.
     began_at: i64,
-    /// A count whose deletions a finished pass has swept out (0 at open: the
-    /// first deletion after a start begins a pass).
+    /// A count whose deletions a finished pass has swept out (0 at open: at
+    /// the first round, a store that has ever deleted begins a pass).
     clean: i64,
 }
 
 /// What the store says at open, that the key file is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct Store {
+    /// The store's id, made by the migration that created `key_file_check`.
+    pub id: i64,
     /// The highest number given that the store holds or deleted.
     pub numbered: i64,
     /// How many times retention deleted finished deliveries.
     pub deletions: i64,
 }
 
+impl Store {
+    pub fn read(conn: &Connection) -> rusqlite::Result<Store> {
+        let (id, deletions) =
+            conn.query_row("SELECT store_id, deletions FROM key_file_check WHERE id = 0", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(Store { id, numbered: crate::writer::numbered(conn)?, deletions })
+    }
+}
+
+/// What open found in the key file.
+enum Checked {
+    Usable(Connection),
+    /// To be made again, and why.
+    Remake(String),
+}
+
 impl KeyFile {
     /// Open the key file of `db`, made again when it is missing, of another
-    /// layout, unreadable, or ahead of the store: a mark above every number
-    /// the store gave, or a sweep after deletions the store has not made,
-    /// means the store went back (restored from a backup), and the key file
-    /// may lack entries of deliveries the backup brought back.
+    /// layout, unreadable, made for another store, or ahead of the store. A
+    /// round that saw deletions the store has not made means the store went
+    /// back (restored from a backup), and the key file may lack entries of
+    /// deliveries the backup brought back: a round files only what exists,
+    /// and the sweep takes out what does not. A mark above every number the
+    /// store gave means the same, and is taken as conservatively.
     pub fn open(db: &Path, filing: Filing, store: Store) -> rusqlite::Result<Self> {
-        let conn = match open_checked(db, store) {
-            Ok(Some(conn)) => conn,
-            Ok(None) => {
-                tracing::warn!(
-                    numbered = store.numbered,
-                    "the database is behind its key file (restored from a backup?): the key file is made again"
-                );
-                remove(db);
-                open_checked(db, store)?.expect("a new key file is behind nothing")
-            }
-            Err(error) => {
-                tracing::warn!(%error, "the key file cannot be used: it is made again");
-                remove(db);
-                open_checked(db, store)?.expect("a new key file is behind nothing")
+        let conn = match open_checked(db, store)? {
+            Checked::Usable(conn) => conn,
+            Checked::Remake(why) => {
+                tracing::warn!(%why, "the key file is made again from the database");
+                remove(db).map_err(|e| remake_failed(format!("cannot remove it: {e}")))?;
+                match open_checked(db, store)? {
+                    Checked::Usable(conn) => conn,
+                    Checked::Remake(why) => return Err(remake_failed(why)),
+                }
             }
         };
         conn.execute("ATTACH DATABASE ?1 AS store", [sql_path(db)?])?;
@@ -202,14 +224,14 @@ impl KeyFile {
         let conn = self.lock();
         let mut state = self.sweep.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let tx = conn.unchecked_transaction()?;
-        let count: i64 = tx.query_row("SELECT count FROM store.deletions WHERE id = 0", [], |r| r.get(0))?;
+        let count: i64 = tx.query_row("SELECT deletions FROM store.key_file_check WHERE id = 0", [], |r| r.get(0))?;
         if !state.in_pass {
             if count <= state.clean {
                 return Ok(0);
             }
             *state = Sweep { at: None, in_pass: true, began_at: count, clean: state.clean };
         }
-        let limit = at_least.max(SWEEP_CHUNK as u64) as i64;
+        let limit = at_least.clamp(SWEEP_CHUNK as u64, FILE_SLICE) as i64;
         let (key, event, delivery) = state.at.clone().unwrap_or_default();
         let chunk: Vec<(Vec<u8>, i64, i64, bool)> = tx
             .prepare_cached(
@@ -229,9 +251,7 @@ impl KeyFile {
                 deleted += delete.execute(params![key, event, delivery])? as u64;
             }
         }
-        if deleted > 0 {
-            tx.execute("UPDATE mark SET swept_deletions = max(swept_deletions, ?1) WHERE id = 0", [count])?;
-        }
+        tx.execute(&format!("UPDATE mark SET {SEEN} WHERE id = 0"), [])?;
         tx.commit()?;
         if (chunk.len() as i64) < limit {
             *state = Sweep { at: None, in_pass: false, began_at: 0, clean: state.began_at };
@@ -242,42 +262,76 @@ impl KeyFile {
     }
 }
 
-/// The key file, checked against the store: `None` when it is ahead of it.
-fn open_checked(db: &Path, store: Store) -> rusqlite::Result<Option<Connection>> {
+/// The key file, checked against the store.
+fn open_checked(db: &Path, store: Store) -> rusqlite::Result<Checked> {
+    let unreadable = |e: &rusqlite::Error| {
+        matches!(e.sqlite_error_code(), Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt))
+    };
     let conn = Connection::open(path_for(db))?;
     conn.busy_timeout(Duration::from_millis(crate::BUSY_TIMEOUT_MS))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let layout = conn.pragma_update(None, "journal_mode", "WAL").and_then(|()| {
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+        Ok((version, tables))
+    });
+    let (version, tables) = match layout {
+        Ok(found) => found,
+        Err(e) if unreadable(&e) => return Ok(Checked::Remake(format!("unreadable: {e}"))),
+        Err(e) => return Err(e),
+    };
+    if version != VERSION && tables > 0 {
+        return Ok(Checked::Remake(format!("its layout is {version}, this hookgate's {VERSION}")));
+    }
     // Derived data: a round lost to a power cut is lost with its mark (see the module's note).
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
-    if version != VERSION && tables > 0 {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
-            Some(format!("key file layout {version}, this hookgate's is {VERSION}")),
-        ));
-    }
     conn.execute_batch(SCHEMA)?;
     conn.pragma_update(None, "user_version", VERSION)?;
-    let (mark, swept): (i64, i64) =
-        conn.query_row("SELECT filed_through, swept_deletions FROM mark WHERE id = 0", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    Ok((mark <= store.numbered && swept <= store.deletions).then_some(conn))
+    conn.execute(
+        "INSERT OR IGNORE INTO mark (id, filed_through, seen_deletions, store_id) VALUES (0, 0, 0, ?1)",
+        [store.id],
+    )?;
+    let mark = conn.query_row("SELECT filed_through, seen_deletions, store_id FROM mark WHERE id = 0", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    });
+    let (filed_through, seen, id) = match mark {
+        Ok(mark) => mark,
+        Err(e) if unreadable(&e) => return Ok(Checked::Remake(format!("unreadable: {e}"))),
+        Err(e) => return Err(e),
+    };
+    Ok(if id != store.id {
+        Checked::Remake("it was made for another database, or before the database was migrated again".into())
+    } else if filed_through > store.numbered {
+        Checked::Remake(format!(
+            "it holds deliveries numbered up to {filed_through}, the database up to {} (restored from a backup?)",
+            store.numbered
+        ))
+    } else if seen > store.deletions {
+        Checked::Remake(format!(
+            "it has seen {seen} deletions by retention, the database {} (restored from a backup?)",
+            store.deletions
+        ))
+    } else {
+        Checked::Usable(conn)
+    })
 }
 
-/// Remove the key file, to be made again.
-fn remove(db: &Path) {
+fn remake_failed(why: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN), Some(why))
+}
+
+/// Remove the key file, to be made again: its WAL and shared memory first,
+/// so that a new file never replays an old WAL.
+fn remove(db: &Path) -> std::io::Result<()> {
     let file = path_for(db);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["-wal", "-shm", ""] {
         let mut name = file.as_os_str().to_owned();
         name.push(suffix);
-        if let Err(error) = std::fs::remove_file(&name)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(%error, file = %PathBuf::from(name).display(), "cannot remove the key file");
+        match std::fs::remove_file(&name) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
         }
     }
+    Ok(())
 }
 
 /// One transaction of the key file: the entries of up to `slice` deliveries
@@ -308,7 +362,7 @@ fn file_slice(conn: &Connection, slice: u64) -> rusqlite::Result<u64> {
         " AND finished_seq > ?1 AND finished_seq <= ?2"
     ))?
     .execute(params![from, through])?;
-    tx.execute("UPDATE mark SET filed_through = ?1 WHERE id = 0", [through])?;
+    tx.execute(&format!("UPDATE mark SET filed_through = ?1, {SEEN} WHERE id = 0"), [through])?;
     tx.commit()?;
     Ok(n)
 }

@@ -151,10 +151,7 @@ impl SqliteStore {
         }
         // After the migration (the key file reads the store's new column), before the readers (which attach it).
         let keys_path = keyfile::path_for(&path);
-        let store = keyfile::Store {
-            numbered: writer::numbered(&conn).map_err(sqlite)?,
-            deletions: writer::deletions(&conn).map_err(sqlite)?,
-        };
+        let store = keyfile::Store::read(&conn).map_err(sqlite)?;
         let keys = keyfile::KeyFile::open(&path, options.filing, store)
             .map_err(|source| OpenError::KeyFile { path: keys_path.display().to_string(), source })?;
         let filed_through = keys.filed_through().map_err(sqlite)?;

@@ -285,7 +285,7 @@ mod tests {
         let path = dir.path().join("plans.db");
         let mut c = Connection::open(&path).unwrap();
         crate::schema::migrate(&mut c).unwrap();
-        let store = crate::keyfile::Store { numbered: 0, deletions: 0 };
+        let store = crate::keyfile::Store::read(&c).unwrap();
         let _keys = crate::keyfile::KeyFile::open(&path, crate::keyfile::Filing::default(), store).unwrap();
         crate::attach_keys(&c, &crate::keyfile::path_for(&path)).unwrap();
         let key = Some(Key::from("k"));

@@ -238,15 +238,18 @@ const MIGRATIONS: &[&str] = &[
     -- and looks up only the rows with its key.
     CREATE INDEX deliveries_finished ON deliveries(finished_seq, order_key, event_rid, owed)
         WHERE finished_seq IS NOT NULL AND order_key IS NOT NULL;
-    -- What retention deleted: how many times it deleted finished deliveries,
-    -- and the highest number among them. At open the key file is checked
-    -- against both: a store restored from a backup is behind its key file.
-    CREATE TABLE deletions (
-        id        INTEGER PRIMARY KEY CHECK (id = 0),
-        count     INTEGER NOT NULL,
-        numbered  INTEGER NOT NULL
+    -- What the key file is checked against at open (`crate::keyfile`):
+    -- this store's id (made here: a key file made for another store, or
+    -- before this migration ran again on a restored backup, is made again),
+    -- how many times retention deleted finished deliveries, and the highest
+    -- number among them (a store restored from a backup is behind its key file).
+    CREATE TABLE key_file_check (
+        id         INTEGER PRIMARY KEY CHECK (id = 0),
+        store_id   INTEGER NOT NULL,
+        deletions  INTEGER NOT NULL,
+        numbered   INTEGER NOT NULL
     );
-    INSERT INTO deletions (id, count, numbered) VALUES (0, 0, 0);
+    INSERT INTO key_file_check (id, store_id, deletions, numbered) VALUES (0, random(), 0, 0);
     ",
 ];
 

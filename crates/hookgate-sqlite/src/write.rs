@@ -479,9 +479,11 @@ pub fn purge_finished(c: &Connection, state: State, before: i64, limit: usize) -
         // For the key file's check at open (`crate::keyfile`): numbers never
         // go back, and a deletion it has swept is one the store has made.
         let numbered = gone.iter().filter_map(|(_, _, n)| *n).max().unwrap_or(0);
-        c.prepare_cached("UPDATE deletions SET count = count + 1, numbered = max(numbered, ?1) WHERE id = 0")
-            .and_then(|mut s| s.execute([numbered]))
-            .map_err(db_error)?;
+        c.prepare_cached(
+            "UPDATE key_file_check SET deletions = deletions + 1, numbered = max(numbered, ?1) WHERE id = 0",
+        )
+        .and_then(|mut s| s.execute([numbered]))
+        .map_err(db_error)?;
     }
     Ok(gone.len() as u64)
 }

@@ -227,13 +227,8 @@ impl Command {
 pub fn numbered(conn: &Connection) -> rusqlite::Result<i64> {
     let max: Option<i64> =
         conn.query_row(concat!("SELECT MAX(finished_seq) FROM deliveries WHERE ", finished!("")), [], |r| r.get(0))?;
-    let deleted: i64 = conn.query_row("SELECT numbered FROM deletions WHERE id = 0", [], |r| r.get(0))?;
+    let deleted: i64 = conn.query_row("SELECT numbered FROM key_file_check WHERE id = 0", [], |r| r.get(0))?;
     Ok(max.unwrap_or(0).max(deleted))
-}
-
-/// How many times retention deleted finished deliveries.
-pub fn deletions(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT count FROM deletions WHERE id = 0", [], |r| r.get(0))
 }
 
 /// Why a batch did not commit as a whole.
@@ -560,7 +555,7 @@ mod tests {
         let writer = Writer::new(writer.conn, Arc::default(), reserve.clone(), 7).unwrap();
         assert_eq!(number(&writer.conn), 51, "past the store's highest");
         // Retention deleted one numbered 70: its number is not given again.
-        writer.conn.execute_batch("UPDATE deletions SET count = 1, numbered = 70").unwrap();
+        writer.conn.execute_batch("UPDATE key_file_check SET deletions = 1, numbered = 70").unwrap();
         let writer = Writer::new(writer.conn, Arc::default(), reserve, 7).unwrap();
         assert_eq!(number(&writer.conn), 71, "past the highest retention deleted");
         assert_eq!(

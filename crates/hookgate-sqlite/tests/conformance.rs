@@ -324,3 +324,44 @@ async fn the_key_file_is_kept_up_by_its_thread() {
     }
     assert_eq!(filed(), (3, 3), "three entries, the mark at the third number");
 }
+
+/// A key file made for another database (copied beside it, or kept from
+/// before a backup taken under an older schema was restored and migrated
+/// again) is made again: its entries say nothing of this database's rows.
+#[tokio::test]
+async fn a_key_file_made_for_another_database_is_made_again() {
+    use hookgate_store::conformance::T0;
+    use hookgate_store::{DeliveryFilter, Store};
+
+    let filing = hookgate_sqlite::Filing { every: None, slice: 16 };
+    let options = hookgate_sqlite::Options { filing, ..Default::default() };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store_a = SqliteStore::open_with(a.path().join("hookgate.db"), T0, options.clone()).unwrap();
+    deliver_keyed(&store_a, "KA", 0).await;
+    assert_eq!(store_a.file_keys().await.unwrap(), 1, "A's key file: (KA, event 1, delivery 1), mark 1");
+    drop(store_a);
+    let store_b = SqliteStore::open_with(b.path().join("hookgate.db"), T0, options.clone()).unwrap();
+    deliver_keyed(&store_b, "KB", 0).await;
+    deliver_keyed(&store_b, "KB", 1).await;
+    drop(store_b);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(b.path().join(format!("hookgate.db.keys{suffix}")));
+    }
+    std::fs::copy(a.path().join("hookgate.db.keys"), b.path().join("hookgate.db.keys")).unwrap();
+    let store_b = SqliteStore::open_with(b.path().join("hookgate.db"), T0 + 10, options).unwrap();
+    let filter = DeliveryFilter { order_key: Some("KB".into()), limit: 10, ..Default::default() };
+    assert_eq!(store_b.list_deliveries(&filter).await.unwrap().deliveries.len(), 2, "B's own, both");
+    assert_eq!(store_b.file_keys().await.unwrap(), 2);
+    assert_eq!(store_b.list_deliveries(&filter).await.unwrap().deliveries.len(), 2);
+}
+
+/// Store, claim and deliver one event queued under `key`, at `T0 + n`.
+async fn deliver_keyed(store: &SqliteStore, key: &str, n: i64) {
+    use hookgate_store::conformance::{T0, event, ok_attempt, routed};
+    use hookgate_store::{Store, Verdict};
+    let mut new = event("src", T0 + n);
+    new.order_key = Some(key.into());
+    store.ingest(routed(new)).await.unwrap();
+    let claim = store.claim("app", T0 + n, 10, 60_000).await.unwrap();
+    assert!(store.finish(&claim[0].delivery, ok_attempt(1, T0), Verdict::Delivered, T0 + n).await.unwrap());
+}
