@@ -217,9 +217,10 @@ impl KeyFile {
     }
 
     /// While retention has deleted since the last pass began, look at the
-    /// next `at_least` entries (at least [`SWEEP_CHUNK`]) and delete those
-    /// whose delivery is gone; how many. Looking at twice as many as were
-    /// filed keeps the sweep ahead of what the key file takes in.
+    /// next `at_least` entries (at least [`SWEEP_CHUNK`], at most
+    /// [`FILE_SLICE`]) and delete those whose delivery is gone; how many.
+    /// Looking at twice as many as were filed keeps the sweep ahead of what
+    /// the key file takes in.
     pub fn sweep(&self, at_least: u64) -> rusqlite::Result<u64> {
         let conn = self.lock();
         let mut state = self.sweep.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
