@@ -163,20 +163,10 @@ async fn a_listing_by_key_reads_filed_and_unfiled_deliveries_once_each() {
 #[tokio::test]
 async fn a_key_file_entry_of_a_deleted_delivery_matches_nothing() {
     use hookgate_core::State;
-    use hookgate_store::conformance::{T0, event, ok_attempt, routed};
-    use hookgate_store::{DeliveryFilter, Store, Verdict};
+    use hookgate_store::conformance::T0;
+    use hookgate_store::{DeliveryFilter, Store};
 
     let store = filing_by_hand();
-    let deliver = |key: &'static str, at: i64| {
-        let store = &store;
-        async move {
-            let mut new = event("src", at);
-            new.order_key = Some(key.into());
-            store.ingest(routed(new)).await.unwrap();
-            let claim = store.claim("app", at, 10, 60_000).await.unwrap();
-            assert!(store.finish(&claim[0].delivery, ok_attempt(1, at), Verdict::Delivered, at).await.unwrap());
-        }
-    };
     let listed = |key: &'static str| {
         let store = &store;
         async move {
@@ -184,10 +174,10 @@ async fn a_key_file_entry_of_a_deleted_delivery_matches_nothing() {
             store.list_deliveries(&filter).await.unwrap().deliveries.len()
         }
     };
-    deliver("K1", T0).await;
+    deliver_keyed(&store, "K1", 0).await;
     assert_eq!(store.file_keys().await.unwrap(), 1);
     assert_eq!(store.purge_finished(State::Delivered, T0 + 1, 10).await.unwrap(), 1, "the store is empty again");
-    deliver("K2", T0 + 2).await;
+    deliver_keyed(&store, "K2", 2).await;
     assert_eq!((listed("K1").await, listed("K2").await), (0, 1), "before the next round");
     assert_eq!(store.file_keys().await.unwrap(), 1);
     assert_eq!((listed("K1").await, listed("K2").await), (0, 1), "after it");
@@ -245,8 +235,8 @@ async fn a_deleted_key_file_is_made_again_and_refilled() {
 #[tokio::test]
 async fn a_key_file_ahead_of_a_restored_database_starts_over() {
     use hookgate_core::State;
-    use hookgate_store::conformance::{T0, event, ok_attempt, routed};
-    use hookgate_store::{DeliveryFilter, Store, Verdict};
+    use hookgate_store::conformance::T0;
+    use hookgate_store::{DeliveryFilter, Store};
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hookgate.db");
@@ -254,17 +244,7 @@ async fn a_key_file_ahead_of_a_restored_database_starts_over() {
     let filing = hookgate_sqlite::Filing { every: None, slice: 16 };
     let options = hookgate_sqlite::Options { filing, ..Default::default() };
     let store = SqliteStore::open_with(&path, T0, options.clone()).unwrap();
-    let deliver = |key: &'static str, at: i64| {
-        let store = &store;
-        async move {
-            let mut new = event("src", at);
-            new.order_key = Some(key.into());
-            store.ingest(routed(new)).await.unwrap();
-            let claim = store.claim("app", at, 10, 60_000).await.unwrap();
-            assert!(store.finish(&claim[0].delivery, ok_attempt(1, at), Verdict::Delivered, at).await.unwrap());
-        }
-    };
-    deliver("K", T0).await;
+    deliver_keyed(&store, "K", 0).await;
     assert_eq!(store.file_keys().await.unwrap(), 1);
     let copy = rusqlite::Connection::open(&path).unwrap();
     copy.execute("VACUUM INTO ?1", [backup.to_str().unwrap()]).unwrap();
