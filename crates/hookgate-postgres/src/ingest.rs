@@ -3,8 +3,8 @@
 //! whole batch (arrays unnested server-side), not one per event. A batch:
 //! finds the queues its coalesce keys reach; takes the advisory locks of all
 //! its queues ((destination, source, order key)), dedupe and coalesce keys,
-//! in one sorted order; claims its dedupe keys; stores the winning events,
-//! then their deliveries (choosing heads), superseding what they coalesce;
+//! in one sorted order; in one statement, claims its dedupe keys, stores the
+//! winning events, then their deliveries (choosing heads), superseding what they coalesce;
 //! hands on the queues whose heads were superseded; commits; then announces the
 //! destinations with new work (see `notify.rs`). The statements after the
 //! first are pipelined: one round trip. Batches run in lanes ([`Lanes`]),
@@ -170,16 +170,10 @@ const QUEUES_OF_COALESCED: &str = "SELECT DISTINCT d.destination, d.source, d.or
      JOIN deliveries d ON d.destination = k.destination AND d.source = k.source AND d.coalesce_key = k.coalesce_key
      WHERE d.state = 'pending' AND d.order_key IS NOT NULL";
 
-/// Claim each dedupe key, or take over an expired one; a live key is left alone.
-const DEDUPE: &str = "INSERT INTO dedupe AS d (source, key, event_id, expires_at)
-     SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bigint[])
-     ON CONFLICT (source, key) DO UPDATE SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
-     WHERE d.expires_at <= $5";
-
 /// The arrays `STORE` takes, by name (`crate::named`): the statement says
 /// `$order_keys`, the binding `("order_keys", &order)`, and both are numbered
 /// from this list. `STORE_LEAN` takes the same but the held queues (`lean_arrays`).
-const STORE_ARRAYS: [&str; 25] = [
+const STORE_ARRAYS: [&str; 27] = [
     "ord",
     "ids",
     "sources",
@@ -205,6 +199,8 @@ const STORE_ARRAYS: [&str; 25] = [
     "held_sources",
     "held_keys",
     "d_place",
+    "expiry",
+    "now",
 ];
 
 /// What `STORE_LEAN` binds: `STORE_ARRAYS` but the held queues (it supersedes nothing).
@@ -224,21 +220,36 @@ fn store_statement(lean: bool) -> &'static str {
     }
 }
 
-/// The start both store statements share, seeing `DEDUPE`'s work: which
-/// events won their key; store the winners (written once, never updated);
-/// the deliveries wanted for them, each with its event's place, time and id.
+/// The start both store statements share: claim each dedupe key, or take
+/// over an expired one (a live key is left alone); which events won their
+/// key (those whose claim returned) and, for the others, the event holding
+/// it (read from the statement's snapshot, taken under the key's lock:
+/// nobody changes a live key meanwhile); store the winners (written once,
+/// never updated); the deliveries wanted for them, each with its event's
+/// place, time and id. The batch sends each (source, dedupe key) once
+/// (`Plan`), so no key is claimed twice in the statement.
 macro_rules! store_events {
     () => {
-        "WITH input AS (
-        SELECT i.*, d.event_id AS holder,
-               (i.dedupe_key IS NULL OR d.event_id IS NULL OR d.event_id = i.id) AS won
+        "WITH claimed AS (
+        INSERT INTO dedupe AS d (source, key, event_id, expires_at)
+        SELECT k.source, k.key, k.id, k.expires_at
+        FROM unnest($sources::text[], $dedupe_keys::bytea[], $ids::text[], $expiry::bigint[])
+             AS k(source, key, id, expires_at)
+        WHERE k.key IS NOT NULL
+        ON CONFLICT (source, key) DO UPDATE SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
+        WHERE d.expires_at <= $now::bigint
+        RETURNING d.event_id
+     ), input AS (
+        SELECT i.*, CASE WHEN c.event_id IS NOT NULL THEN i.id ELSE d.event_id END AS holder,
+               (i.dedupe_key IS NULL OR c.event_id IS NOT NULL) AS won
         FROM unnest($ord::bigint[], $ids::text[], $sources::text[], $received::bigint[], $headers::bytea[],
                     $bodies::bytea[], $dedupe_keys::bytea[], $order_keys::bytea[], $coalesce_keys::bytea[],
                     $event_types::text[], $warnings::text[], $routings::text[], $traces::text[], $copies::int[],
                     $unrouted::smallint[])
              AS i(ord, id, source, now, headers, body, dedupe_key, order_key, coalesce_key, event_type, warnings,
                   routing, trace, copies, unrouted)
-        LEFT JOIN dedupe d ON d.source = i.source AND d.key = i.dedupe_key
+        LEFT JOIN claimed c ON c.event_id = i.id
+        LEFT JOIN dedupe d ON c.event_id IS NULL AND d.source = i.source AND d.key = i.dedupe_key
      ), stored AS (
         SELECT * FROM input WHERE won
      ), events_stored AS (
@@ -306,8 +317,8 @@ macro_rules! count_copies {
     };
 }
 
-/// Everything after `DEDUPE`, set-based, for a batch that coalesces: the
-/// events and their deliveries (`store_events!`); each delivery supersedes
+/// Everything after the locks, set-based, for a batch that coalesces: the
+/// dedupe keys, the events and their deliveries (`store_events!`); each delivery supersedes
 /// the waiting deliveries its destination, source and coalesce key name (in
 /// queues this batch holds the lock of), and is stored last in its queue
 /// (choosing heads); count the copies. One row per event sent: its place,
@@ -423,13 +434,8 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
     }
     let locks: Vec<i64> = locks.into_iter().collect();
 
-    let deduped: Vec<&(&NewEvent, i32)> = sent.iter().filter(|(e, _)| e.dedupe_key.is_some()).collect();
-    let dedupe_sources: Vec<&str> = deduped.iter().map(|(e, _)| e.source.as_str()).collect();
-    let dedupe_keys: Vec<&[u8]> =
-        deduped.iter().filter_map(|(e, _)| e.dedupe_key.as_ref().map(|k| k.as_bytes())).collect();
-    let dedupe_ids: Vec<&str> = deduped.iter().map(|(e, _)| e.id.as_str()).collect();
-    let dedupe_expiry: Vec<i64> =
-        deduped.iter().map(|(e, _)| e.received_at_ms.saturating_add(e.dedupe_window_ms)).collect();
+    // Until when each event's dedupe key holds (unused without a key).
+    let expiry: Vec<i64> = sent.iter().map(|(e, _)| e.received_at_ms.saturating_add(e.dedupe_window_ms)).collect();
     // A key is taken over when it expired before the earliest event of the batch arrived.
     let now = sent.iter().map(|(e, _)| e.received_at_ms).min().unwrap_or_default();
 
@@ -464,7 +470,7 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
 
     // A batch with no coalesce key supersedes nothing: the lean statement.
     let lean = coalescing.is_empty();
-    let binds: [(&str, &(dyn tokio_postgres::types::ToSql + Sync)); 25] = [
+    let binds: [(&str, &(dyn tokio_postgres::types::ToSql + Sync)); 27] = [
         ("ord", &ord),
         ("ids", &ids),
         ("sources", &sources),
@@ -490,34 +496,26 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
         ("held_sources", &held_sources),
         ("held_keys", &held_keys),
         ("d_place", &d_place),
+        ("expiry", &expiry),
+        ("now", &now),
     ];
     let names: &[&str] = if lean { lean_arrays() } else { &STORE_ARRAYS };
     let binds: Vec<_> = binds.into_iter().filter(|(name, _)| names.contains(name)).collect();
     let store_params = crate::named::by_name(names, &binds);
-    let (lock, dedupe_statement, store, promote) = futures_util::try_join!(
+    let (lock, store, promote) = futures_util::try_join!(
         client.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
-        client.prepare_cached(DEDUPE),
         client.prepare_cached(store_statement(lean)),
         client.prepare_cached(crate::PROMOTE),
     )?;
     let promote_after = vec![0i64; held_keys.len()];
     // One round trip: BEGIN, the locks (unnest keeps the array's sorted order),
-    // the dedupe keys, the events and deliveries, the heads of the queues
+    // the dedupe keys, events and deliveries (one statement), the heads of the queues
     // coalescing reached, COMMIT, sent back to back; so the locks are held for
     // the statements' time, not for round trips. After a statement fails the
     // rest are refused and COMMIT ends the transaction as a rollback.
     let pipeline = futures_util::try_join!(
         client.batch_execute("BEGIN"),
         async { if locks.is_empty() { Ok(0) } else { client.execute(&lock, &[&locks]).await } },
-        async {
-            if deduped.is_empty() {
-                Ok(0)
-            } else {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-                    [&dedupe_sources, &dedupe_keys, &dedupe_ids, &dedupe_expiry, &now];
-                client.execute(&dedupe_statement, &params).await
-            }
-        },
         client.query(&store, &store_params[..]),
         async {
             // The heads of superseded deliveries hand their queues on (`STORE` chose
@@ -531,7 +529,7 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
         client.batch_execute("COMMIT"),
     );
     let rows = match pipeline {
-        Ok((_, _, _, rows, _, _)) => rows,
+        Ok((_, _, rows, _, _)) => rows,
         Err(error) => {
             crate::end_transaction(&client).await;
             return Err(error.into());
@@ -578,8 +576,12 @@ mod tests {
             numbered.contains("unnest($1::bigint[], $2::text[]")
                 && numbered.contains("unnest($22::text[], $23::text[], $24::bytea[])")
         );
+        assert!(numbered.contains("unnest($3::text[], $7::bytea[], $2::text[], $26::bigint[])"));
+        assert!(numbered.contains("d.expires_at <= $27::bigint"));
         let lean = super::store_statement(true);
         assert!(lean.contains("unnest($1::bigint[], $2::text[]") && lean.contains("$21::bytea[], $22::bigint[])"));
-        assert!(!lean.contains("$23"), "the lean statement binds no held queues");
+        assert!(lean.contains("unnest($3::text[], $7::bytea[], $2::text[], $23::bigint[])"));
+        assert!(lean.contains("d.expires_at <= $24::bigint"));
+        assert!(!lean.contains("$25"), "the lean statement binds no held queues");
     }
 }
