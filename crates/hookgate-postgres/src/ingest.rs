@@ -240,16 +240,17 @@ macro_rules! store_events {
         WHERE d.expires_at <= $now::bigint
         RETURNING d.event_id
      ), input AS (
-        SELECT i.*, CASE WHEN c.event_id IS NOT NULL THEN i.id ELSE d.event_id END AS holder,
-               (i.dedupe_key IS NULL OR c.event_id IS NOT NULL) AS won
-        FROM unnest($ord::bigint[], $ids::text[], $sources::text[], $received::bigint[], $headers::bytea[],
-                    $bodies::bytea[], $dedupe_keys::bytea[], $order_keys::bytea[], $coalesce_keys::bytea[],
-                    $event_types::text[], $warnings::text[], $routings::text[], $traces::text[], $copies::int[],
-                    $unrouted::smallint[])
-             AS i(ord, id, source, now, headers, body, dedupe_key, order_key, coalesce_key, event_type, warnings,
-                  routing, trace, copies, unrouted)
-        LEFT JOIN claimed c ON c.event_id = i.id
-        LEFT JOIN dedupe d ON c.event_id IS NULL AND d.source = i.source AND d.key = i.dedupe_key
+        -- `IN`, a hashed subplan: write connections plan without hash joins
+        -- (`INDEXED_PLANS`), and a join with `claimed` would be a nested loop.
+        SELECT i.*, CASE WHEN i.dedupe_key IS NULL THEN NULL WHEN i.won THEN i.id ELSE d.event_id END AS holder
+        FROM (SELECT i.*, (i.dedupe_key IS NULL OR i.id IN (SELECT event_id FROM claimed)) AS won
+              FROM unnest($ord::bigint[], $ids::text[], $sources::text[], $received::bigint[], $headers::bytea[],
+                          $bodies::bytea[], $dedupe_keys::bytea[], $order_keys::bytea[], $coalesce_keys::bytea[],
+                          $event_types::text[], $warnings::text[], $routings::text[], $traces::text[],
+                          $copies::int[], $unrouted::smallint[])
+                   AS i(ord, id, source, now, headers, body, dedupe_key, order_key, coalesce_key, event_type,
+                        warnings, routing, trace, copies, unrouted)) i
+        LEFT JOIN dedupe d ON NOT i.won AND d.source = i.source AND d.key = i.dedupe_key
      ), stored AS (
         SELECT * FROM input WHERE won
      ), events_stored AS (
@@ -436,7 +437,9 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
 
     // Until when each event's dedupe key holds (unused without a key).
     let expiry: Vec<i64> = sent.iter().map(|(e, _)| e.received_at_ms.saturating_add(e.dedupe_window_ms)).collect();
-    // A key is taken over when it expired before the earliest event of the batch arrived.
+    // A key is taken over when it expired before the earliest event of the batch arrived:
+    // a copy that came within the batch's span (milliseconds) after its window ended may be
+    // called a duplicate, never the reverse (SQLite judges each event at its own arrival).
     let now = sent.iter().map(|(e, _)| e.received_at_ms).min().unwrap_or_default();
 
     let ord: Vec<i64> = (0..sent.len() as i64).collect();
@@ -538,7 +541,14 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
     let mut answers: Vec<Option<Ingested>> = vec![None; sent.len()];
     for row in &rows {
         let ord = row.get::<_, i64>(0) as usize;
-        let id = parse_id(row.get::<_, &str>(2)).map_err(|e| BatchError::Statement(e.to_string()))?;
+        // No event id would be a copy whose original the statement could not see: an error
+        // for this batch (split and retried), never a panic that stops the lane.
+        let id = row
+            .try_get::<_, Option<&str>>(2)
+            .ok()
+            .flatten()
+            .ok_or_else(|| BatchError::Statement("a copy's original was not found".into()))
+            .and_then(|id| parse_id(id).map_err(|e| BatchError::Statement(e.to_string())))?;
         let answer = if row.get::<_, bool>(1) {
             Ingested::Accepted { id, superseded: row.get::<_, i64>(3) as u64 }
         } else {
@@ -568,6 +578,92 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
 
 #[cfg(test)]
 mod tests {
+    use hookgate_core::Key;
+    use hookgate_store::conformance::{T0, event, routed};
+    use hookgate_store::{Ingested, NewEvent, Store};
+
+    use super::commit;
+    use crate::PostgresStore;
+
+    /// A store in a schema of its own, or `None` (skipped) without a server.
+    async fn fresh() -> Option<PostgresStore> {
+        let Ok(url) = std::env::var("HOOKGATE_TEST_POSTGRES_URL") else {
+            hookgate_store::conformance::skip("HOOKGATE_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let schema = format!("hg_test_{}", uuid::Uuid::now_v7().simple());
+        let client = crate::connect_one(&url).await.expect("connect");
+        client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+        Some(PostgresStore::connect(&url, 8).await.expect("connect store"))
+    }
+
+    fn with_key(key: &str, at: i64, window_ms: i64) -> NewEvent {
+        routed(NewEvent { dedupe_key: Some(Key::from(key)), dedupe_window_ms: window_ms, ..event("src", at) })
+    }
+
+    /// One transaction for exactly these events, as a lane commits a batch.
+    async fn batch(store: &PostgresStore, events: &[&NewEvent]) -> Vec<Ingested> {
+        commit(&store.durable, events).await.expect("the batch commits")
+    }
+
+    /// A batch that takes over an expired key with two copies of one event:
+    /// the first is stored, the second is its duplicate, and the copy is
+    /// counted on the new event, none on the expired one.
+    #[tokio::test]
+    async fn a_batch_taking_over_an_expired_key_counts_its_copies_on_the_new_event() {
+        let Some(store) = fresh().await else { return };
+        let old = with_key("k", T0, 1_000);
+        assert!(matches!(batch(&store, &[&old]).await[..], [Ingested::Accepted { .. }]));
+        let new = with_key("k", T0 + 1_000, 1_000);
+        let copy = NewEvent { id: hookgate_core::EventId::generate(), ..new.clone() };
+        let answers = batch(&store, &[&new, &copy]).await;
+        assert_eq!(
+            answers,
+            vec![
+                Ingested::Accepted { id: new.id.clone(), superseded: 0 },
+                Ingested::Duplicate { original: new.id.clone() }
+            ]
+        );
+        let store = &store;
+        let duplicates = |id| async move { store.get(id).await.unwrap().unwrap().record.duplicates };
+        assert_eq!(duplicates(&new.id).await, 1, "the copy counts on the event that took the key");
+        assert_eq!(duplicates(&old.id).await, 0, "and not on the one whose window ended");
+    }
+
+    /// Each key's expiry is its own event's, whatever events without a key
+    /// stand between them in the batch.
+    #[tokio::test]
+    async fn each_key_expires_with_its_own_event_in_a_mixed_batch() {
+        let Some(store) = fresh().await else { return };
+        let plain = |at| routed(event("src", at));
+        let (e0, e1, e2, e3) = (plain(T0), with_key("k1", T0 + 10, 100), plain(T0 + 15), with_key("k3", T0 + 20, 300));
+        let answers = batch(&store, &[&e0, &e1, &e2, &e3]).await;
+        assert!(answers.iter().all(|a| matches!(a, Ingested::Accepted { .. })), "{answers:?}");
+        let client = store.durable.get().await.unwrap();
+        let rows = client.query("SELECT key, expires_at FROM dedupe ORDER BY key", &[]).await.unwrap();
+        let expiries: Vec<(Vec<u8>, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(expiries, vec![(b"k1".to_vec(), T0 + 110), (b"k3".to_vec(), T0 + 320)]);
+    }
+
+    /// A batch judges a key's expiry at its earliest arrival: a copy that came
+    /// after the window ended, in a batch with an earlier event, is still a
+    /// duplicate (never the reverse: a copy inside the window is never stored).
+    #[tokio::test]
+    async fn a_batch_judges_expiry_at_its_earliest_arrival() {
+        let Some(store) = fresh().await else { return };
+        let original = with_key("k", T0 + 50, 100);
+        batch(&store, &[&original]).await;
+        let earlier = routed(event("src", T0 + 100));
+        let late_copy = with_key("k", T0 + 200, 100);
+        let answers = batch(&store, &[&earlier, &late_copy]).await;
+        assert_eq!(answers[1], Ingested::Duplicate { original: original.id.clone() });
+        // Alone, the same copy finds the window ended and takes the key.
+        let answers = batch(&store, &[&late_copy]).await;
+        assert_eq!(answers, vec![Ingested::Accepted { id: late_copy.id.clone(), superseded: 0 }]);
+    }
+
     /// Every array `STORE` names is bound, and every one bound is named.
     #[test]
     fn the_store_statements_number_every_array_they_name() {
