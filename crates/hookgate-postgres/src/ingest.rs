@@ -173,7 +173,7 @@ const QUEUES_OF_COALESCED: &str = "SELECT DISTINCT d.destination, d.source, d.or
 /// The arrays `STORE` takes, by name (`crate::named`): the statement says
 /// `$order_keys`, the binding `("order_keys", &order)`, and both are numbered
 /// from this list. `STORE_LEAN` takes the same but the held queues (`lean_arrays`).
-const STORE_ARRAYS: [&str; 27] = [
+const STORE_ARRAYS: [&str; 30] = [
     "ord",
     "ids",
     "sources",
@@ -201,6 +201,9 @@ const STORE_ARRAYS: [&str; 27] = [
     "d_place",
     "expiry",
     "now",
+    "d_sources",
+    "d_received",
+    "d_event_ids",
 ];
 
 /// What `STORE_LEAN` binds: `STORE_ARRAYS` but the held queues (it supersedes nothing).
@@ -242,7 +245,10 @@ macro_rules! store_events {
      ), input AS (
         -- `IN`, a hashed subplan: write connections plan without hash joins
         -- (`INDEXED_PLANS`), and a join with `claimed` would be a nested loop.
-        SELECT i.*, CASE WHEN i.dedupe_key IS NULL THEN NULL WHEN i.won THEN i.id ELSE d.event_id END AS holder
+        -- A winner's row id is drawn here, in batch order, so its deliveries find it by
+        -- place (`rids`), not by a join with the insert's `RETURNING`.
+        SELECT i.*, CASE WHEN i.dedupe_key IS NULL THEN NULL WHEN i.won THEN i.id ELSE d.event_id END AS holder,
+               CASE WHEN i.won THEN nextval('events_rid_seq') END AS rid
         FROM (SELECT i.*, (i.dedupe_key IS NULL OR i.id IN (SELECT event_id FROM claimed)) AS won
               FROM unnest($ord::bigint[], $ids::text[], $sources::text[], $received::bigint[], $headers::bytea[],
                           $bodies::bytea[], $dedupe_keys::bytea[], $order_keys::bytea[], $coalesce_keys::bytea[],
@@ -254,18 +260,26 @@ macro_rules! store_events {
      ), stored AS (
         SELECT * FROM input WHERE won
      ), events_stored AS (
-        INSERT INTO events (id, source, received_at, headers, body, dedupe_key, order_key, coalesce_key,
+        INSERT INTO events (rid, id, source, received_at, headers, body, dedupe_key, order_key, coalesce_key,
                             event_type, warnings, routing, trace, unrouted)
-        SELECT id, source, now, headers, body, dedupe_key, order_key, coalesce_key, event_type, warnings,
+        SELECT rid, id, source, now, headers, body, dedupe_key, order_key, coalesce_key, event_type, warnings,
                routing, trace, unrouted
         FROM stored
-        RETURNING rid, id
+     ), rids AS MATERIALIZED (
+        -- Each sent event's row id at its place (`ord` is 0, 1, 2…), NULL where it lost its key.
+        SELECT array_agg(rid ORDER BY ord) AS of FROM input
      ), wanted AS (
-        SELECT w.*, s.source, s.now, s.id AS event_id
+        -- Write connections plan without hash joins, so joining two of the batch's
+        -- row sets is a nested loop (~50 ms at 512 events, under the batch's locks):
+        -- a delivery takes its event's source, time and id from arrays beside its
+        -- own, and its row id from `rids` by place.
+        SELECT w.*, rids.of[w.ord + 1] AS event_rid
         FROM unnest($d_ord::bigint[], $d_ids::text[], $d_destinations::text[], $d_routes::text[],
-                    $d_order_keys::bytea[], $d_coalesce_keys::bytea[], $d_place::bigint[])
-             AS w(ord, id, destination, route, order_key, coalesce_key, place)
-        JOIN stored s ON s.ord = w.ord
+                    $d_order_keys::bytea[], $d_coalesce_keys::bytea[], $d_place::bigint[], $d_sources::text[],
+                    $d_received::bigint[], $d_event_ids::text[])
+             AS w(ord, id, destination, route, order_key, coalesce_key, place, source, now, event_id)
+        CROSS JOIN rids
+        WHERE rids.of[w.ord + 1] IS NOT NULL
      ), base AS MATERIALIZED (
         SELECT nextval('deliveries_seq') * 1048576 AS seq
      ), "
@@ -352,14 +366,13 @@ const STORE: &str = concat!(
      ), inserted AS (
         INSERT INTO deliveries (id, event_rid, source, destination, route, order_key, coalesce_key, seq, state,
                                 updated_at, due_at, superseded_by, head)
-        SELECT s.id, ev.rid, s.source, s.destination, s.route, s.order_key, s.coalesce_key, base.seq + s.place,
+        SELECT s.id, s.event_rid, s.source, s.destination, s.route, s.order_key, s.coalesce_key, base.seq + s.place,
                CASE WHEN w.id IS NULL THEN 'superseded' ELSE 'pending' END, s.now,
                CASE WHEN w.id IS NOT NULL THEN s.now END, c.superseded_by,
                -- A head: without an order key, or first of the batch's in a queue with no
                -- active delivery (the queue's lock is held: no one else changes that meanwhile).
                w.id IS NOT NULL AND (s.order_key IS NULL OR (w.place = 1 AND busy.rid IS NULL))
-        FROM wanted s JOIN events_stored ev ON ev.id = s.event_id
-        LEFT JOIN chain c ON c.id = s.id LEFT JOIN waiting w ON w.id = s.id CROSS JOIN base
+        FROM wanted s LEFT JOIN chain c ON c.id = s.id LEFT JOIN waiting w ON w.id = s.id CROSS JOIN base
         ",
     busy_queue!(),
     in_route_order!(),
@@ -381,11 +394,11 @@ const STORE_LEAN: &str = concat!(
     "inserted AS (
         INSERT INTO deliveries (id, event_rid, source, destination, route, order_key, coalesce_key, seq, state,
                                 updated_at, due_at, head)
-        SELECT s.id, ev.rid, s.source, s.destination, s.route, s.order_key, s.coalesce_key, base.seq + s.place,
+        SELECT s.id, s.event_rid, s.source, s.destination, s.route, s.order_key, s.coalesce_key, base.seq + s.place,
                'pending', s.now, s.now, s.order_key IS NULL OR (s.nth = 1 AND busy.rid IS NULL)
         FROM (SELECT w.*, row_number() OVER (PARTITION BY w.destination, w.source, w.order_key ORDER BY w.ord) AS nth
               FROM wanted w) s
-        JOIN events_stored ev ON ev.id = s.event_id CROSS JOIN base
+        CROSS JOIN base
         ",
     busy_queue!(),
     in_route_order!(),
@@ -467,13 +480,16 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
     let d_routes: Vec<&str> = deliveries.iter().map(|(_, d)| d.route.as_str()).collect();
     let d_order_keys: Vec<Option<Vec<u8>>> = deliveries.iter().map(|(_, d)| key(&d.order_key)).collect();
     let d_coalesce_keys: Vec<Option<Vec<u8>>> = deliveries.iter().map(|(_, d)| key(&d.coalesce_key)).collect();
+    let d_sources: Vec<&str> = deliveries.iter().map(|(n, _)| sent[*n as usize].0.source.as_str()).collect();
+    let d_received: Vec<i64> = deliveries.iter().map(|(n, _)| sent[*n as usize].0.received_at_ms).collect();
+    let d_event_ids: Vec<&str> = deliveries.iter().map(|(n, _)| sent[*n as usize].0.id.as_str()).collect();
     let held_destinations: Vec<&str> = queues.iter().map(|(d, _, _)| d.as_str()).collect();
     let held_sources: Vec<&str> = queues.iter().map(|(_, s, _)| s.as_str()).collect();
     let held_keys: Vec<&[u8]> = queues.iter().map(|(_, _, k)| k.as_slice()).collect();
 
     // A batch with no coalesce key supersedes nothing: the lean statement.
     let lean = coalescing.is_empty();
-    let binds: [(&str, &(dyn tokio_postgres::types::ToSql + Sync)); 27] = [
+    let binds: [(&str, &(dyn tokio_postgres::types::ToSql + Sync)); 30] = [
         ("ord", &ord),
         ("ids", &ids),
         ("sources", &sources),
@@ -501,6 +517,9 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
         ("d_place", &d_place),
         ("expiry", &expiry),
         ("now", &now),
+        ("d_sources", &d_sources),
+        ("d_received", &d_received),
+        ("d_event_ids", &d_event_ids),
     ];
     let names: &[&str] = if lean { lean_arrays() } else { &STORE_ARRAYS };
     let binds: Vec<_> = binds.into_iter().filter(|(name, _)| names.contains(name)).collect();
@@ -667,17 +686,29 @@ mod tests {
     /// Every array `STORE` names is bound, and every one bound is named.
     #[test]
     fn the_store_statements_number_every_array_they_name() {
-        let numbered = super::store_statement(false);
-        assert!(
-            numbered.contains("unnest($1::bigint[], $2::text[]")
-                && numbered.contains("unnest($22::text[], $23::text[], $24::bytea[])")
-        );
-        assert!(numbered.contains("unnest($3::text[], $7::bytea[], $2::text[], $26::bigint[])"));
-        assert!(numbered.contains("d.expires_at <= $27::bigint"));
-        let lean = super::store_statement(true);
-        assert!(lean.contains("unnest($1::bigint[], $2::text[]") && lean.contains("$21::bytea[], $22::bigint[])"));
-        assert!(lean.contains("unnest($3::text[], $7::bytea[], $2::text[], $23::bigint[])"));
-        assert!(lean.contains("d.expires_at <= $24::bigint"));
-        assert!(!lean.contains("$25"), "the lean statement binds no held queues");
+        // Whitespace flattened: the statements' lines break where they fit.
+        let flat = |lean| super::store_statement(lean).split_whitespace().collect::<Vec<_>>().join(" ");
+        let full = flat(false);
+        for part in [
+            "unnest($1::bigint[], $2::text[], $3::text[]",
+            "unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::bytea[], $21::bytea[], $25::bigint[], \
+             $28::text[], $29::bigint[], $30::text[])",
+            "unnest($22::text[], $23::text[], $24::bytea[])",
+            "unnest($3::text[], $7::bytea[], $2::text[], $26::bigint[])",
+            "d.expires_at <= $27::bigint",
+        ] {
+            assert!(full.contains(part), "{part}");
+        }
+        let lean = flat(true);
+        for part in [
+            "unnest($1::bigint[], $2::text[], $3::text[]",
+            "unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::bytea[], $21::bytea[], $22::bigint[], \
+             $25::text[], $26::bigint[], $27::text[])",
+            "unnest($3::text[], $7::bytea[], $2::text[], $23::bigint[])",
+            "d.expires_at <= $24::bigint",
+        ] {
+            assert!(lean.contains(part), "{part}");
+        }
+        assert!(!lean.contains("$28"), "the lean statement binds no held queues");
     }
 }
