@@ -598,7 +598,7 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<Ingested>, Batc
 #[cfg(test)]
 mod tests {
     use hookgate_core::Key;
-    use hookgate_store::conformance::{T0, event, routed};
+    use hookgate_store::conformance::{T0, event, routed, to};
     use hookgate_store::{Ingested, NewEvent, Store};
 
     use super::commit;
@@ -681,6 +681,42 @@ mod tests {
         // Alone, the same copy finds the window ended and takes the key.
         let answers = batch(&store, &[&late_copy]).await;
         assert_eq!(answers, vec![Ingested::Accepted { id: late_copy.id.clone(), superseded: 0 }]);
+    }
+
+    /// A batch whose copy (a loser) comes before its winners: each winner's
+    /// deliveries are its own, with its source and time, and row ids follow
+    /// the batch's order.
+    #[tokio::test]
+    async fn each_delivery_of_a_batch_belongs_to_its_own_event() {
+        let Some(store) = fresh().await else { return };
+        let holder = with_key("held", T0, 60_000);
+        batch(&store, &[&holder]).await;
+        let copy = with_key("held", T0 + 1, 60_000);
+        let two = to("crm", routed(NewEvent { source: "s1".into(), ..with_key("fresh", T0 + 2, 60_000) }));
+        let one = routed(event("s2", T0 + 3));
+        let answers = batch(&store, &[&copy, &two, &one]).await;
+        assert_eq!(answers[0], Ingested::Duplicate { original: holder.id.clone() });
+        for (event, answer) in [(&two, &answers[1]), (&one, &answers[2])] {
+            assert_eq!(*answer, Ingested::Accepted { id: event.id.clone(), superseded: 0 });
+            let stored = store.get(&event.id).await.unwrap().unwrap();
+            let ids: Vec<_> = stored.deliveries.iter().map(|d| d.record.id.clone()).collect();
+            assert_eq!(ids, event.deliveries.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), "{}", event.id);
+            for delivery in &stored.deliveries {
+                let record = &delivery.record;
+                assert_eq!((&record.event, &record.source), (&event.id, &event.source));
+                assert_eq!(
+                    (record.updated_at_ms, record.next_attempt_at_ms),
+                    (event.received_at_ms, Some(event.received_at_ms))
+                );
+            }
+        }
+        assert_eq!(store.get(&holder.id).await.unwrap().unwrap().deliveries.len(), 1, "the copy added none");
+        let client = store.durable.get().await.unwrap();
+        let rid = |id: &hookgate_core::EventId| {
+            let (client, id) = (&client, id.as_str().to_owned());
+            async move { client.query_one("SELECT rid FROM events WHERE id = $1", &[&id]).await.unwrap().get::<_, i64>(0) }
+        };
+        assert!(rid(&holder.id).await < rid(&two.id).await && rid(&two.id).await < rid(&one.id).await);
     }
 
     /// Every array `STORE` names is bound, and every one bound is named.

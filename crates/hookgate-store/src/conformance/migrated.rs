@@ -48,4 +48,12 @@ pub async fn before_routes_lost_nothing(store: &dyn Store, ids: &[EventId; 6], e
     copy.dedupe_key = Some("d1".into());
     assert_eq!(store.ingest(copy).await.unwrap(), Ingested::Duplicate { original: ids[0].clone() });
     assert_eq!(store.get(&ids[0]).await.unwrap().unwrap().record.duplicates, before + 1);
+
+    // A new event is stored beside them, with its delivery, listed as the newest and claimed.
+    let new = accept(store, event("stripe", now)).await;
+    assert_eq!(store.get(&new).await.unwrap().unwrap().deliveries.len(), 1);
+    let page = store.list(&ListFilter { limit: 1, ..Default::default() }).await.unwrap();
+    assert_eq!(page.events[0].id, new, "listed after the migrated events");
+    let claims = store.claim(DEST, now, 10, 30_000).await.unwrap();
+    assert_eq!(claims.iter().map(|c| &c.id).collect::<Vec<_>>(), [&new]);
 }
