@@ -724,27 +724,33 @@ mod tests {
     fn the_store_statements_number_every_array_they_name() {
         // Whitespace flattened: the statements' lines break where they fit.
         let flat = |lean| super::store_statement(lean).split_whitespace().collect::<Vec<_>>().join(" ");
-        let full = flat(false);
-        for part in [
-            "unnest($1::bigint[], $2::text[], $3::text[]",
-            "unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::bytea[], $21::bytea[], $25::bigint[], \
+        let has_every = |statement: &str, parts: &[&str]| {
+            for part in parts {
+                assert!(statement.contains(part), "{part}");
+            }
+        };
+        has_every(
+            &flat(false),
+            &[
+                "unnest($1::bigint[], $2::text[], $3::text[]",
+                "unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::bytea[], $21::bytea[], $25::bigint[], \
              $28::text[], $29::bigint[], $30::text[])",
-            "unnest($22::text[], $23::text[], $24::bytea[])",
-            "unnest($3::text[], $7::bytea[], $2::text[], $26::bigint[])",
-            "d.expires_at <= $27::bigint",
-        ] {
-            assert!(full.contains(part), "{part}");
-        }
+                "unnest($22::text[], $23::text[], $24::bytea[])",
+                "unnest($3::text[], $7::bytea[], $2::text[], $26::bigint[])",
+                "d.expires_at <= $27::bigint",
+            ],
+        );
         let lean = flat(true);
-        for part in [
-            "unnest($1::bigint[], $2::text[], $3::text[]",
-            "unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::bytea[], $21::bytea[], $22::bigint[], \
+        has_every(
+            &lean,
+            &[
+                "unnest($1::bigint[], $2::text[], $3::text[]",
+                "unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::bytea[], $21::bytea[], $22::bigint[], \
              $25::text[], $26::bigint[], $27::text[])",
-            "unnest($3::text[], $7::bytea[], $2::text[], $23::bigint[])",
-            "d.expires_at <= $24::bigint",
-        ] {
-            assert!(lean.contains(part), "{part}");
-        }
+                "unnest($3::text[], $7::bytea[], $2::text[], $23::bigint[])",
+                "d.expires_at <= $24::bigint",
+            ],
+        );
         assert!(!lean.contains("$28"), "the lean statement binds no held queues");
     }
 }
