@@ -342,46 +342,58 @@ macro_rules! count_copies {
 const STORE: &str = concat!(
     store_events!(),
     "chain AS (
-        -- Within the batch, each delivery of a coalesce key supersedes the one before it.
-        SELECT id, lead(event_id) OVER w AS superseded_by, row_number() OVER w AS nth
-        FROM wanted WHERE coalesce_key IS NOT NULL
-        WINDOW w AS (PARTITION BY destination, source, coalesce_key ORDER BY ord)
+        -- Within the batch, each delivery of a coalesce key is superseded by the next
+        -- one's event, and the first supersedes what waits outside the batch (`nth`).
+        -- Windows over `wanted` itself: a join between two of the batch's row sets would
+        -- be a nested loop (write connections plan without hash joins).
+        SELECT w.*, CASE WHEN w.coalesce_key IS NOT NULL THEN lead(w.event_id) OVER k END AS superseded_by,
+               CASE WHEN w.coalesce_key IS NOT NULL THEN row_number() OVER k END AS nth
+        FROM wanted w
+        WINDOW k AS (PARTITION BY w.destination, w.source, w.coalesce_key ORDER BY w.ord)
      ), held AS (
         SELECT * FROM unnest($held_destinations::text[], $held_sources::text[], $held_keys::bytea[])
              AS h(destination, source, order_key)
      ), superseded AS (
+        -- A queue this batch does not hold the lock of is left alone. (`IN` in an
+        -- expression: a hashed subplan, not a scan of `held` per row.)
         UPDATE deliveries e
-           SET state = 'superseded', superseded_by = s.event_id, updated_at = s.now, due_at = NULL, head = false
-          FROM chain c JOIN wanted s ON s.id = c.id
-         WHERE c.nth = 1 AND e.destination = s.destination AND e.source = s.source
-           AND e.coalesce_key = s.coalesce_key AND e.state = 'pending'
-           AND (e.order_key IS NULL OR EXISTS (SELECT 1 FROM held h WHERE h.destination = e.destination
-                                                AND h.source = e.source AND h.order_key = e.order_key))
-        RETURNING s.event_id AS by_id
-     ), waiting AS (
-        -- The new deliveries left pending, each with its place among the batch's own in its queue.
-        SELECT s.id, row_number() OVER (PARTITION BY s.destination, s.source, s.order_key ORDER BY s.ord) AS place
-        FROM wanted s LEFT JOIN chain c ON c.id = s.id
-        WHERE c.superseded_by IS NULL
+           SET state = 'superseded', superseded_by = c.event_id, updated_at = c.now, due_at = NULL, head = false
+          FROM chain c
+         WHERE c.nth = 1 AND e.destination = c.destination AND e.source = c.source
+           AND e.coalesce_key = c.coalesce_key AND e.state = 'pending'
+           AND (e.order_key IS NULL
+                OR (e.destination, e.source, e.order_key) IN (SELECT destination, source, order_key FROM held))
+        RETURNING c.ord
+     ), placed AS (
+        -- Each new delivery left pending, with its place among the batch's own left
+        -- pending in its queue (1: the first).
+        SELECT c.*, count(*) FILTER (WHERE c.superseded_by IS NULL)
+                    OVER (PARTITION BY c.destination, c.source, c.order_key ORDER BY c.ord
+                          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS waiting_place
+        FROM chain c
      ), inserted AS (
         INSERT INTO deliveries (id, event_rid, source, destination, route, order_key, coalesce_key, seq, state,
                                 updated_at, due_at, superseded_by, head)
         SELECT s.id, s.event_rid, s.source, s.destination, s.route, s.order_key, s.coalesce_key, base.seq + s.place,
-               CASE WHEN w.id IS NULL THEN 'superseded' ELSE 'pending' END, s.now,
-               CASE WHEN w.id IS NOT NULL THEN s.now END, c.superseded_by,
+               CASE WHEN s.superseded_by IS NULL THEN 'pending' ELSE 'superseded' END, s.now,
+               CASE WHEN s.superseded_by IS NULL THEN s.now END, s.superseded_by,
                -- A head: without an order key, or first of the batch's in a queue with no
                -- active delivery (the queue's lock is held: no one else changes that meanwhile).
-               w.id IS NOT NULL AND (s.order_key IS NULL OR (w.place = 1 AND busy.rid IS NULL))
-        FROM wanted s LEFT JOIN chain c ON c.id = s.id LEFT JOIN waiting w ON w.id = s.id CROSS JOIN base
+               s.superseded_by IS NULL AND (s.order_key IS NULL OR (s.waiting_place = 1 AND busy.rid IS NULL))
+        FROM placed s CROSS JOIN base
         ",
     busy_queue!(),
     in_route_order!(),
     count_copies!(),
     "
-     SELECT i.ord, i.won, CASE WHEN i.won THEN i.id ELSE i.holder END,
-            (SELECT COUNT(*) FROM superseded s WHERE s.by_id = i.id)
-            + (SELECT COUNT(*) FROM chain c JOIN wanted w ON w.id = c.id WHERE w.event_id = i.id AND c.nth > 1)
-     FROM input i"
+     -- One row per event sent, and what it superseded: the waiting deliveries it took the
+     -- place of, and those of the batch before it (its own deliveries that are not the
+     -- first of their key). Grouped, not a count per event (a loop over the batch per row).
+     SELECT u.ord, bool_or(u.won), max(u.answer), sum(u.superseding)
+     FROM (SELECT ord, won, CASE WHEN won THEN id ELSE holder END AS answer, 0 AS superseding FROM input
+           UNION ALL SELECT ord, NULL, NULL, 1 FROM superseded
+           UNION ALL SELECT ord, NULL, NULL, 1 FROM chain WHERE nth > 1) u
+     GROUP BY u.ord"
 );
 
 /// `STORE` for a batch with no coalesce key, which supersedes nothing: every
@@ -717,6 +729,88 @@ mod tests {
             async move { client.query_one("SELECT rid FROM events WHERE id = $1", &[&id]).await.unwrap().get::<_, i64>(0) }
         };
         assert!(rid(&holder.id).await < rid(&two.id).await && rid(&two.id).await < rid(&one.id).await);
+    }
+
+    /// A batch that coalesces, inside itself and with deliveries already
+    /// waiting, in several queues and on two destinations, leaves the store as
+    /// the reference store does taking the same events one at a time: the
+    /// same answers, each delivery's state and successor, and the same heads.
+    #[tokio::test]
+    async fn a_coalescing_batch_ends_as_the_same_events_one_at_a_time() {
+        let Some(store) = fresh().await else { return };
+        let now = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(T0));
+        let clock = now.clone();
+        let reference =
+            hookgate_store::MemStore::new(std::sync::Arc::new(move || clock.load(std::sync::atomic::Ordering::SeqCst)));
+        let thin = |n: i64, order: Option<&str>, coalesce: Option<&str>| NewEvent {
+            order_key: order.map(Key::from),
+            coalesce_key: coalesce.map(Key::from),
+            ..event("src", T0 + n)
+        };
+        let both = |e: NewEvent| to("crm", routed(e));
+        // Before the batch: two heads, which a claim puts in flight (not to be superseded),
+        // then one waiting behind one of them, and one head of its own.
+        let before = [routed(thin(0, Some("A"), Some("c1"))), both(thin(1, Some("B"), Some("c1")))];
+        let later = [routed(thin(3, Some("A"), Some("c1"))), to("crm", thin(4, Some("C"), Some("c2")))];
+        let dedupe = |e: NewEvent| NewEvent { dedupe_key: Some(Key::from("k6")), ..e };
+        let batched = [
+            both(thin(10, Some("B"), Some("c1"))),
+            routed(thin(11, Some("A"), None)),
+            both(thin(12, Some("B"), Some("c1"))),
+            to("crm", thin(13, Some("C"), Some("c2"))),
+            routed(thin(14, None, Some("c1"))),
+            routed(dedupe(thin(15, Some("A"), Some("c3")))),
+            routed(dedupe(thin(16, Some("A"), Some("c3")))),
+            // A queue of the batch's own: its first is superseded, the next is its head.
+            routed(thin(17, Some("D"), Some("c4"))),
+            routed(thin(18, Some("D"), Some("c4"))),
+            routed(thin(19, Some("D"), None)),
+        ];
+        let mut expected = Vec::new();
+        let mut answers = Vec::new();
+        for e in &before {
+            expected.push(reference.ingest(e.clone()).await.unwrap());
+            answers.extend(batch(&store, &[e]).await);
+        }
+        let claimed = |s: Vec<hookgate_store::Claim>| {
+            let mut ids: Vec<String> = s.into_iter().map(|c| c.delivery.as_str().to_owned()).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            claimed(reference.claim("app", T0 + 2, 100, 60_000).await.unwrap()),
+            claimed(store.claim("app", T0 + 2, 100, 60_000).await.unwrap())
+        );
+        for e in &later {
+            expected.push(reference.ingest(e.clone()).await.unwrap());
+            answers.extend(batch(&store, &[e]).await);
+        }
+        for e in &batched {
+            expected.push(reference.ingest(e.clone()).await.unwrap());
+        }
+        answers.extend(batch(&store, &batched.iter().collect::<Vec<_>>()).await);
+        assert_eq!(answers, expected);
+        assert!(expected.iter().any(|a| matches!(a, Ingested::Accepted { superseded: 2, .. })), "{expected:?}");
+
+        for e in before.iter().chain(&later).chain(&batched) {
+            let view = |detail: Option<hookgate_store::EventDetail>| {
+                detail.map(|d| {
+                    d.deliveries
+                        .into_iter()
+                        .map(|d| (d.record.id, d.record.state, d.record.superseded_by))
+                        .collect::<Vec<_>>()
+                })
+            };
+            assert_eq!(view(store.get(&e.id).await.unwrap()), view(reference.get(&e.id).await.unwrap()), "{}", e.id);
+        }
+        now.store(T0 + 100, std::sync::atomic::Ordering::SeqCst);
+        for destination in ["app", "crm"] {
+            assert_eq!(
+                claimed(store.claim(destination, T0 + 100, 100, 60_000).await.unwrap()),
+                claimed(reference.claim(destination, T0 + 100, 100, 60_000).await.unwrap()),
+                "the heads of {destination}"
+            );
+        }
     }
 
     /// Every array `STORE` names is bound, and every one bound is named.
