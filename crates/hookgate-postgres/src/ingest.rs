@@ -349,7 +349,8 @@ const STORE: &str = concat!(
         SELECT w.*, CASE WHEN w.coalesce_key IS NOT NULL THEN lead(w.event_id) OVER k END AS superseded_by,
                CASE WHEN w.coalesce_key IS NOT NULL THEN row_number() OVER k END AS nth
         FROM wanted w
-        WINDOW k AS (PARTITION BY w.destination, w.source, w.coalesce_key ORDER BY w.ord)
+        -- (`place` after `ord`: an event's deliveries in route order, should two share a key.)
+        WINDOW k AS (PARTITION BY w.destination, w.source, w.coalesce_key ORDER BY w.ord, w.place)
      ), held AS (
         SELECT * FROM unnest($held_destinations::text[], $held_sources::text[], $held_keys::bytea[])
              AS h(destination, source, order_key)
@@ -368,7 +369,7 @@ const STORE: &str = concat!(
         -- Each new delivery left pending, with its place among the batch's own left
         -- pending in its queue (1: the first).
         SELECT c.*, count(*) FILTER (WHERE c.superseded_by IS NULL)
-                    OVER (PARTITION BY c.destination, c.source, c.order_key ORDER BY c.ord
+                    OVER (PARTITION BY c.destination, c.source, c.order_key ORDER BY c.ord, c.place
                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS waiting_place
         FROM chain c
      ), inserted AS (
@@ -408,7 +409,8 @@ const STORE_LEAN: &str = concat!(
                                 updated_at, due_at, head)
         SELECT s.id, s.event_rid, s.source, s.destination, s.route, s.order_key, s.coalesce_key, base.seq + s.place,
                'pending', s.now, s.now, s.order_key IS NULL OR (s.nth = 1 AND busy.rid IS NULL)
-        FROM (SELECT w.*, row_number() OVER (PARTITION BY w.destination, w.source, w.order_key ORDER BY w.ord) AS nth
+        FROM (SELECT w.*, row_number() OVER (PARTITION BY w.destination, w.source, w.order_key ORDER BY w.ord, w.place)
+                          AS nth
               FROM wanted w) s
         CROSS JOIN base
         ",
@@ -751,20 +753,33 @@ mod tests {
         // Before the batch: two heads, which a claim puts in flight (not to be superseded),
         // then one waiting behind one of them, and one head of its own.
         let before = [routed(thin(0, Some("A"), Some("c1"))), both(thin(1, Some("B"), Some("c1")))];
-        let later = [routed(thin(3, Some("A"), Some("c1"))), to("crm", thin(4, Some("C"), Some("c2")))];
-        let dedupe = |e: NewEvent| NewEvent { dedupe_key: Some(Key::from("k6")), ..e };
+        // Another source's delivery of the same coalesce key (never superseded by this one's),
+        // one without an order key (superseded all the same), one whose dedupe key a copy
+        // in the batch will find held.
+        let other = |e: NewEvent| NewEvent { source: "other".into(), ..e };
+        let dedupe = |key: &str, e: NewEvent| NewEvent { dedupe_key: Some(Key::from(key)), ..e };
+        let later = [
+            routed(thin(3, Some("A"), Some("c1"))),
+            to("crm", thin(4, Some("C"), Some("c2"))),
+            routed(other(thin(5, Some("B"), Some("c1")))),
+            routed(thin(6, None, Some("c5"))),
+            routed(dedupe("k7", thin(7, Some("F"), None))),
+        ];
         let batched = [
             both(thin(10, Some("B"), Some("c1"))),
             routed(thin(11, Some("A"), None)),
             both(thin(12, Some("B"), Some("c1"))),
             to("crm", thin(13, Some("C"), Some("c2"))),
             routed(thin(14, None, Some("c1"))),
-            routed(dedupe(thin(15, Some("A"), Some("c3")))),
-            routed(dedupe(thin(16, Some("A"), Some("c3")))),
+            routed(dedupe("k6", thin(15, Some("A"), Some("c3")))),
+            routed(dedupe("k6", thin(16, Some("A"), Some("c3")))),
             // A queue of the batch's own: its first is superseded, the next is its head.
             routed(thin(17, Some("D"), Some("c4"))),
             routed(thin(18, Some("D"), Some("c4"))),
             routed(thin(19, Some("D"), None)),
+            routed(thin(20, Some("E"), Some("c5"))),
+            routed(other(thin(21, Some("G"), Some("c1")))),
+            routed(dedupe("k7", thin(22, Some("F"), Some("c1")))),
         ];
         let mut expected = Vec::new();
         let mut answers = Vec::new();
