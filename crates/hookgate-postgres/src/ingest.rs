@@ -750,12 +750,11 @@ mod tests {
             ..event("src", T0 + n)
         };
         let both = |e: NewEvent| to("crm", routed(e));
-        // Before the batch: two heads, which a claim puts in flight (not to be superseded),
-        // then one waiting behind one of them, and one head of its own.
+        // Before the batch: two heads, which a claim puts in flight (not to be superseded).
         let before = [routed(thin(0, Some("A"), Some("c1"))), both(thin(1, Some("B"), Some("c1")))];
-        // Another source's delivery of the same coalesce key (never superseded by this one's),
-        // one without an order key (superseded all the same), one whose dedupe key a copy
-        // in the batch will find held.
+        // Then, waiting: one behind a head in flight, one head of its own, another source's
+        // of the same coalesce key (never superseded by this one's), one without an order
+        // key (superseded all the same), one whose dedupe key a copy in the batch finds held.
         let other = |e: NewEvent| NewEvent { source: "other".into(), ..e };
         let dedupe = |key: &str, e: NewEvent| NewEvent { dedupe_key: Some(Key::from(key)), ..e };
         let later = [
