@@ -804,15 +804,15 @@ mod tests {
         assert_eq!(answers, expected);
         assert!(expected.iter().any(|a| matches!(a, Ingested::Accepted { superseded: 2, .. })), "{expected:?}");
 
+        let view = |detail: Option<hookgate_store::EventDetail>| {
+            detail.map(|d| {
+                d.deliveries
+                    .into_iter()
+                    .map(|d| (d.record.id, d.record.state, d.record.superseded_by))
+                    .collect::<Vec<_>>()
+            })
+        };
         for e in before.iter().chain(&later).chain(&batched) {
-            let view = |detail: Option<hookgate_store::EventDetail>| {
-                detail.map(|d| {
-                    d.deliveries
-                        .into_iter()
-                        .map(|d| (d.record.id, d.record.state, d.record.superseded_by))
-                        .collect::<Vec<_>>()
-                })
-            };
             assert_eq!(view(store.get(&e.id).await.unwrap()), view(reference.get(&e.id).await.unwrap()), "{}", e.id);
         }
         for destination in ["app", "crm"] {
