@@ -157,7 +157,7 @@ pub fn ok_attempt(attempt: u32, at: i64) -> Attempt {
     Attempt { attempt, started_at_ms: at, duration_ms: 5, status: Some(200), error: None, response: None }
 }
 
-fn failed_attempt(attempt: u32, at: i64) -> Attempt {
+pub fn failed_attempt(attempt: u32, at: i64) -> Attempt {
     Attempt {
         attempt,
         started_at_ms: at,
