@@ -138,4 +138,34 @@ mod tests {
             r#"unknown preset "mailgun" (expected one of stripe, github, shopify, standard-webhooks, svix, slack, twilio, acuity)"#
         );
     }
+
+    /// Each preset's event type read off a request shaped as its sender
+    /// documents it: the header or body field a route's `events` globs match.
+    #[test]
+    fn every_preset_reads_the_event_type_its_sender_sends() {
+        use hookgate_core::{Headers, RequestView, Template};
+        let stripe = br#"{"id":"evt_1NG8Du2eZvKYlo2CUI79vXWy","object":"event","type":"invoice.paid"}"#.as_slice();
+        let svix = br#"{"type":"user.created","timestamp":"2022-11-03T20:26:10.344522Z","data":{}}"#.as_slice();
+        let slack = br#"{"type":"event_callback","event_id":"Ev08MFMKH6","event":{"type":"app_mention"}}"#.as_slice();
+        let acuity = b"action=scheduled&id=1234&calendarID=1&appointmentTypeID=2".as_slice();
+        let cases: [(Preset, &[(&str, &str)], &[u8], Option<&str>); 8] = [
+            (Preset::Stripe, &[], stripe, Some("invoice.paid")),
+            (Preset::Github, &[("x-github-event", "pull_request")], b"{}", Some("pull_request")),
+            (Preset::Shopify, &[("x-shopify-topic", "orders/create")], b"{}", Some("orders/create")),
+            (Preset::StandardWebhooks, &[], svix, Some("user.created")),
+            (Preset::Svix, &[], svix, Some("user.created")),
+            (Preset::Slack, &[], slack, Some("app_mention")),
+            (Preset::Acuity, &[], acuity, Some("scheduled")),
+            (Preset::Twilio, &[], b"CallSid=CA1&CallStatus=completed", None),
+        ];
+        for (preset, headers, body, expected) in cases {
+            let headers: Headers = headers.iter().map(|(name, value)| (*name, value.as_bytes())).collect();
+            let view = RequestView::new(&headers, body, b"", &[]);
+            let read = preset.event_type().map(|t| {
+                let key = t.parse::<Template>().unwrap().render(&view).unwrap_or_else(|m| panic!("{preset}: {m:?}"));
+                key.to_text_lossy()
+            });
+            assert_eq!(read.as_deref(), expected, "{preset}");
+        }
+    }
 }

@@ -578,3 +578,117 @@ fn log_telemetry_and_kept_answers_default_and_validate() {
     );
     assert!(http.unwrap().telemetry.is_some());
 }
+
+/// A base for the route cases: two destinations, a typed source (a preset
+/// sets its event type) and an untyped one, neither with a destination of its own.
+const ROUTED: &str = r#"
+    [storage]
+    url = "sqlite://x.db"
+    [[destinations]]
+    name = "billing"
+    url = "http://127.0.0.1:9/billing"
+    [[destinations]]
+    name = "warehouse"
+    url = "http://127.0.0.1:9/warehouse"
+    [[sources]]
+    name = "stripe"
+    preset = "stripe"
+    verify = { secret = "whsec_new_0123456789" }
+    [[sources]]
+    name = "shop"
+    verify = { scheme = "none" }
+"#;
+
+#[test]
+fn routes_attach_to_their_source_in_order_with_their_own_keys() {
+    let text = format!(
+        r#"{ROUTED}
+    [[routes]]
+    source = "stripe"
+    destination = "billing"
+    events = ["invoice.*", "charge.succeeded"]
+    [routes.filter]
+    "json.data.object.amount_paid" = {{ gte = 10000 }}
+    [[routes]]
+    name = "to the warehouse"
+    source = "stripe"
+    destination = "warehouse"
+    order_key = "{{json.data.object.customer}}"
+    enabled = false
+    [[routes]]
+    source = "shop"
+    destination = "billing"
+"#
+    );
+    let config = load(&text, &[]).unwrap();
+    let stripe = &config.sources[0];
+    assert_eq!(stripe.event_type.as_ref().map(Template::as_str), Some("{json.type}"), "the preset's");
+    let names: Vec<&str> = stripe.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["stripe->billing", "to the warehouse"]);
+    let billing = &stripe.routes[0];
+    assert_eq!((billing.destination.as_str(), billing.events.len(), billing.enabled), ("billing", 2, true));
+    assert!(billing.filter.is_some() && billing.order_key.is_none());
+    let warehouse = &stripe.routes[1];
+    assert_eq!(warehouse.order_key.as_ref().map(Template::as_str), Some("{json.data.object.customer}"));
+    assert!(!warehouse.enabled);
+    assert_eq!(config.sources[1].routes.len(), 1);
+    assert!(config.sources[1].event_type.is_none(), "no preset, none set");
+
+    // `destination =` on the source is one unfiltered route, before its [[routes]].
+    let both = text.replace("name = \"shop\"\n", "name = \"shop\"\n    destination = \"warehouse\"\n");
+    let config = load(&both, &[]).unwrap();
+    let names: Vec<&str> = config.sources[1].routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["shop->warehouse", "shop->billing"]);
+}
+
+#[test]
+fn every_route_problem_names_its_key() {
+    let route = |body: &str| format!("\n    [[routes]]\n{body}\n");
+    let text = [
+        ROUTED.to_owned(),
+        // 0: fine, and takes stripe's events.
+        route("    source = \"stripe\"\n    destination = \"billing\""),
+        // 1: a source that is not there; a destination that is not there.
+        route("    source = \"paypal\"\n    destination = \"ledger\""),
+        // 2: the same source and destination again.
+        route("    source = \"stripe\"\n    destination = \"billing\"\n    name = \"again\""),
+        // 3: globs on a source with no event type; an empty glob.
+        route("    source = \"shop\"\n    destination = \"billing\"\n    events = [\"order.*\", \"\"]"),
+        // 4: a filter with an operand of the wrong type, a bad key template, an empty name.
+        route(
+            "    source = \"shop\"\n    destination = \"warehouse\"\n    name = \" \"\n    order_key = \"{jsn.id}\"\n    \
+             filter = { \"json.amount\" = { gte = \"100\" } }",
+        ),
+        // 5: no source, and an empty list of events.
+        route("    destination = \"warehouse\"\n    events = []"),
+    ]
+    .concat();
+    let problems = load(&text, &[]).unwrap_err().0;
+    let expected = [
+        r#"routes[1].source: no source is named "paypal""#,
+        r#"routes[1].destination: no destination is named "ledger""#,
+        "routes[2].destination: stripe already reaches billing by route \"stripe->billing\": each event would be \
+         delivered there twice",
+        "routes[3].events[1]: must not be empty",
+        "routes[3].events: the source \"shop\" has no event_type to match",
+        "routes[4].name: must not be empty",
+        "routes[4].filter.\"json.amount\".gte: expected a number, found a string",
+        "routes[4].order_key:",
+        "routes[5].source:",
+        "routes[5].events: an empty list matches nothing",
+    ];
+    for want in expected {
+        assert!(problems.iter().any(|p| p.starts_with(want)), "no problem starts {want:?}: {problems:#?}");
+    }
+    assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+
+    // A source no route takes is named, with what to do.
+    let unrouted = load(&format!("{ROUTED}{}", route("    source = \"stripe\"\n    destination = \"billing\"")), &[]);
+    assert_eq!(
+        unrouted.unwrap_err().0,
+        vec![
+            "sources[1]: no route takes shop's events (they would be stored and go nowhere): set destination = \"…\", \
+             or add a [[routes]] with source = \"shop\""
+        ]
+    );
+}
