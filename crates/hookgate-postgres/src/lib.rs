@@ -977,3 +977,23 @@ impl Store for PostgresStore {
         self.watchers.lock().unwrap_or_else(|p| p.into_inner()).push(wake);
     }
 }
+
+/// For this crate's own tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::PostgresStore;
+
+    /// A store in a schema of its own, or `None` (skipped) without a server.
+    pub(crate) async fn fresh() -> Option<PostgresStore> {
+        let Ok(url) = std::env::var("HOOKGATE_TEST_POSTGRES_URL") else {
+            hookgate_store::conformance::skip("HOOKGATE_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let schema = format!("hg_test_{}", uuid::Uuid::now_v7().simple());
+        let client = crate::connect_one(&url).await.expect("connect");
+        client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+        Some(PostgresStore::connect(&url, 8).await.expect("connect store"))
+    }
+}

@@ -228,3 +228,92 @@ pub async fn stats(c: &Client) -> Result<Vec<StateCount>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use hookgate_core::{EventState, Key, State};
+
+    use super::*;
+    use crate::test_support::fresh;
+
+    /// Every filter a listing offers is served by an index on PostgreSQL
+    /// too: with sequential scans priced out (`enable_seqscan = off`), a
+    /// plan that still reads `events` or `deliveries` from end to end has no
+    /// index that serves its filter. (SQLite's plans are pinned in its own
+    /// `every_listing_filter_is_served_by_an_index`.)
+    #[tokio::test]
+    async fn every_listing_filter_is_served_by_an_index() {
+        let Some(store) = fresh().await else { return };
+        let c = store.reads.get().await.unwrap();
+        c.batch_execute("SET enable_seqscan = off").await.unwrap();
+        let key = Some(Key::from("k"));
+        let cursor = Some(Cursor::before_row(1_000));
+        let events = [
+            ("source", ListFilter { source: Some("s".into()), ..Default::default() }),
+            ("order_key", ListFilter { order_key: key.clone(), ..Default::default() }),
+            ("order_key, a later page", ListFilter { order_key: key.clone(), cursor, ..Default::default() }),
+            ("dedupe_key", ListFilter { dedupe_key: key.clone(), ..Default::default() }),
+            ("destination", ListFilter { destination: Some("app".into()), ..Default::default() }),
+            ("since", ListFilter { since_ms: Some(1), ..Default::default() }),
+            ("until", ListFilter { until_ms: Some(1), ..Default::default() }),
+        ];
+        let states =
+            EventState::ALL.map(|state| (state.as_str(), ListFilter { state: Some(state), ..Default::default() }));
+        let deliveries = [
+            ("destination", DeliveryFilter { destination: Some("app".into()), ..Default::default() }),
+            ("source", DeliveryFilter { source: Some("s".into()), ..Default::default() }),
+            ("order_key", DeliveryFilter { order_key: key.clone(), ..Default::default() }),
+            ("order_key, a later page", DeliveryFilter { order_key: key.clone(), cursor, ..Default::default() }),
+            ("since", DeliveryFilter { since_ms: Some(1), ..Default::default() }),
+            ("until", DeliveryFilter { until_ms: Some(1), ..Default::default() }),
+        ];
+        let delivery_states =
+            State::ALL.map(|state| (state.as_str(), DeliveryFilter { state: Some(state), ..Default::default() }));
+        let mut queries = Vec::new();
+        for (name, filter) in events.into_iter().chain(states) {
+            let q = query::events(&filter, &DIALECT);
+            queries.push((
+                format!("events by {name}"),
+                q.sql.replace(query::EVENT_COLUMNS, &event_columns()),
+                q.params,
+            ));
+        }
+        for (name, filter) in deliveries.into_iter().chain(delivery_states) {
+            let q = query::deliveries(&filter, &DIALECT);
+            queries.push((format!("deliveries by {name}"), q.sql, q.params));
+        }
+        for (what, sql, params) in queries {
+            let rows = run(&c, &format!("EXPLAIN {sql}"), &params).await.unwrap();
+            let plan: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+            let plan = plan.join("\n");
+            eprintln!("{what}:\n{plan}");
+            for scan in unbounded_scans(&plan) {
+                panic!("{what}: {scan} reads a table or an index from end to end:\n{plan}");
+            }
+        }
+        c.batch_execute("RESET enable_seqscan").await.unwrap();
+    }
+
+    /// The scan nodes of an `EXPLAIN` (text) that no condition bounds: a
+    /// sequential scan, or an index walked whole with its rows filtered
+    /// after (an `Index Scan` with a `Filter` but no `Index Cond`).
+    fn unbounded_scans(plan: &str) -> Vec<String> {
+        let lines: Vec<&str> = plan.lines().collect();
+        let indent = |line: &str| line.len() - line.trim_start().len();
+        let mut found = Vec::new();
+        for (n, line) in lines.iter().enumerate() {
+            let node = line.trim_start().trim_start_matches("->").trim_start();
+            if !node.contains("Scan") || node.starts_with("Bitmap Index Scan") {
+                continue;
+            }
+            let bounded = lines[n + 1..]
+                .iter()
+                .take_while(|l| indent(l) > indent(line) && !l.trim_start().starts_with("->"))
+                .any(|l| l.trim_start().starts_with("Index Cond") || l.trim_start().starts_with("Recheck Cond"));
+            if !bounded {
+                found.push(node.split("  (").next().unwrap_or(node).to_owned());
+            }
+        }
+        found
+    }
+}
