@@ -846,8 +846,11 @@ mod tests {
         })
     }
 
+    /// A request's parts: body, headers, query, event type.
+    type Parts = (Vec<u8>, Vec<(String, Vec<u8>)>, Vec<u8>, Option<String>);
+
     /// A request's parts: JSON, a form, or any bytes as the body; headers and a query over the alphabet.
-    fn request() -> impl Strategy<Value = (Vec<u8>, Vec<(String, Vec<u8>)>, Vec<u8>, Option<String>)> {
+    fn request() -> impl Strategy<Value = Parts> {
         let pairs = || proptest::collection::vec(("[a-c]{1,2}", "[a-c0-9.\\-]{0,4}"), 0..4);
         let form = || pairs().prop_map(|p| p.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&"));
         let body = prop_oneof![

@@ -41,6 +41,12 @@ fn record(row: &Row) -> Result<RawRecord> {
     })
 }
 
+/// A row's `e.received_at`, for a time-ordered page's cursor (0 if it cannot
+/// be read: the row's own parse then reports it).
+fn at(row: &Row, column: usize) -> i64 {
+    row.try_get(column).unwrap_or(0)
+}
+
 fn delivery(row: &Row) -> Result<RawDelivery> {
     let corrupt = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
     Ok(RawDelivery {
@@ -166,8 +172,10 @@ pub async fn list(c: &Client, filter: &ListFilter) -> Result<Page> {
     let q = query::events(filter, &DIALECT);
     let sql = q.sql.replace(query::EVENT_COLUMNS, &event_columns());
     let rows = run(c, &sql, &q.params).await?;
-    let raws: Vec<(Cursor, Result<RawRecord>)> =
-        rows.iter().map(|row| (Cursor::before_row(row.get(0)), record(row))).collect();
+    let raws: Vec<(Cursor, Result<RawRecord>)> = rows
+        .iter()
+        .map(|row| (q.cursor(Cursor::before_row(row.get(0)), at(row, query::EVENT_RECEIVED_AT)), record(row)))
+        .collect();
     let rids: Vec<i64> = raws.iter().filter_map(|(_, r)| r.as_ref().ok().map(|r| r.row)).collect();
     let mut by_event: std::collections::HashMap<i64, Vec<Result<DeliveryRecord>>> = Default::default();
     for (event, _, delivery) in deliveries_of(c, &rids).await? {
@@ -194,7 +202,7 @@ pub async fn list_deliveries(c: &Client, filter: &DeliveryFilter) -> Result<Deli
     let parsed = rows
         .iter()
         .map(|row| {
-            let at = Cursor::before_pair(row.get(2), row.get(0));
+            let at = q.cursor(Cursor::before_pair(row.get(2), row.get(0)), at(row, query::DELIVERY_RECEIVED_AT));
             (at, delivery(row).and_then(RawDelivery::parse))
         })
         .collect();
@@ -248,6 +256,7 @@ mod tests {
         c.batch_execute("SET enable_seqscan = off").await.unwrap();
         let key = Some(Key::from("k"));
         let cursor = Some(Cursor::before_row(1_000));
+        let timed = Some(Cursor::before_pair(1_000, 7).at_time(5));
         let events = [
             ("source", ListFilter { source: Some("s".into()), ..Default::default() }),
             ("order_key", ListFilter { order_key: key.clone(), ..Default::default() }),
@@ -256,6 +265,7 @@ mod tests {
             ("destination", ListFilter { destination: Some("app".into()), ..Default::default() }),
             ("since", ListFilter { since_ms: Some(1), ..Default::default() }),
             ("until", ListFilter { until_ms: Some(1), ..Default::default() }),
+            ("since, a later page", ListFilter { since_ms: Some(1), cursor: timed, ..Default::default() }),
         ];
         let states =
             EventState::ALL.map(|state| (state.as_str(), ListFilter { state: Some(state), ..Default::default() }));
@@ -266,6 +276,7 @@ mod tests {
             ("order_key, a later page", DeliveryFilter { order_key: key.clone(), cursor, ..Default::default() }),
             ("since", DeliveryFilter { since_ms: Some(1), ..Default::default() }),
             ("until", DeliveryFilter { until_ms: Some(1), ..Default::default() }),
+            ("until, a later page", DeliveryFilter { until_ms: Some(1), cursor: timed, ..Default::default() }),
         ];
         let delivery_states =
             State::ALL.map(|state| (state.as_str(), DeliveryFilter { state: Some(state), ..Default::default() }));
@@ -282,15 +293,32 @@ mod tests {
             let q = query::deliveries(&filter, &DIALECT);
             queries.push((format!("deliveries by {name}"), q.sql, q.params));
         }
+        // A partial index holds only the rows its predicate admits (those in
+        // flight; the unrouted events), which the query implies: walking it
+        // whole is the index serving the filter, not a scan of the table.
+        let partial: Vec<String> = c
+            .query(
+                "SELECT format(' using %s on ', c.relname) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE i.indpred IS NOT NULL AND c.relnamespace = current_schema()::regnamespace",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(partial.iter().any(|i| i.contains("events_unrouted")), "{partial:?}");
+        let mut failures = Vec::new();
         for (what, sql, params) in queries {
             let rows = run(&c, &format!("EXPLAIN {sql}"), &params).await.unwrap();
             let plan: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
             let plan = plan.join("\n");
             eprintln!("{what}:\n{plan}");
-            for scan in unbounded_scans(&plan) {
-                panic!("{what}: {scan} reads a table or an index from end to end:\n{plan}");
+            for scan in unbounded_scans(&plan).into_iter().filter(|scan| !partial.iter().any(|i| scan.contains(i))) {
+                failures.push(format!("{what}: {scan} reads a table or an index from end to end:\n{plan}"));
             }
         }
+        assert!(failures.is_empty(), "{}", failures.join("\n\n"));
         c.batch_execute("RESET enable_seqscan").await.unwrap();
     }
 

@@ -186,8 +186,9 @@ pub fn get_delivery(c: &Connection, id: &hookgate_core::DeliveryId) -> Result<Op
 pub fn list(c: &Connection, filter: &ListFilter) -> Result<Page> {
     let q = query::events(filter, &DIALECT);
     let raw = rows(c, &q, |row| {
-        let rid: i64 = row.get(0)?;
-        Ok((Cursor::before_row(rid), record(row)))
+        // A time that cannot be read is the record's to report, not the page's.
+        let (rid, at): (i64, i64) = (row.get(0)?, row.get(query::EVENT_RECEIVED_AT).unwrap_or(0));
+        Ok((q.cursor(Cursor::before_row(rid), at), record(row)))
     })?;
     let mut parsed = Vec::with_capacity(raw.len());
     for (at, read) in raw {
@@ -205,7 +206,8 @@ pub fn list_deliveries(c: &Connection, filter: &DeliveryFilter) -> Result<Delive
     let q = query::deliveries(filter, &DIALECT);
     let raw = rows(c, &q, |row| {
         let (rid, event_rid): (i64, i64) = (row.get(0)?, row.get(2)?);
-        Ok((Cursor::before_pair(event_rid, rid), delivery(row)))
+        let at = row.get(query::DELIVERY_RECEIVED_AT).unwrap_or(0);
+        Ok((q.cursor(Cursor::before_pair(event_rid, rid), at), delivery(row)))
     })?;
     let parsed = raw
         .into_iter()
@@ -290,6 +292,7 @@ mod tests {
         crate::attach_keys(&c, &crate::keyfile::path_for(&path)).unwrap();
         let key = Some(Key::from("k"));
         let cursor = Some(hookgate_store::Cursor::before_row(1_000));
+        let timed = Some(hookgate_store::Cursor::before_pair(1_000, 7).at_time(5));
         let events = [
             ("source", ListFilter { source: Some("s".into()), ..Default::default() }),
             ("order_key", ListFilter { order_key: key.clone(), ..Default::default() }),
@@ -298,6 +301,11 @@ mod tests {
             ("destination", ListFilter { destination: Some("app".into()), ..Default::default() }),
             ("since", ListFilter { since_ms: Some(1), ..Default::default() }),
             ("until", ListFilter { until_ms: Some(1), ..Default::default() }),
+            ("since, a later page", ListFilter { since_ms: Some(1), cursor: timed, ..Default::default() }),
+            (
+                "since, a cursor from a page in row order",
+                ListFilter { since_ms: Some(1), cursor, ..Default::default() },
+            ),
         ];
         let states =
             EventState::ALL.map(|state| (state.as_str(), ListFilter { state: Some(state), ..Default::default() }));
@@ -308,6 +316,7 @@ mod tests {
             ("order_key, a later page", DeliveryFilter { order_key: key.clone(), cursor, ..Default::default() }),
             ("since", DeliveryFilter { since_ms: Some(1), ..Default::default() }),
             ("until", DeliveryFilter { until_ms: Some(1), ..Default::default() }),
+            ("until, a later page", DeliveryFilter { until_ms: Some(1), cursor: timed, ..Default::default() }),
         ];
         let delivery_states =
             State::ALL.map(|state| (state.as_str(), DeliveryFilter { state: Some(state), ..Default::default() }));
@@ -326,6 +335,11 @@ mod tests {
             let steps: Vec<&str> = plan.split("; ").collect();
             let scans = steps.iter().filter(|step| step.starts_with("SCAN"));
             assert_eq!(scans.count(), 0, "{what} scans a table or an index: {plan}");
+            // A time window's page is read off `events_received` in order, never sorted whole.
+            if what.contains("by since") || what.contains("by until") {
+                assert!(!plan.contains("TEMP B-TREE"), "{what} sorts its window: {plan}");
+                assert!(plan.starts_with("SEARCH e USING INDEX events_received"), "{what}: {plan}");
+            }
             let by_key = what.contains("by order_key");
             let key_file = if what.ends_with("a later page") {
                 "SEARCH kf USING PRIMARY KEY (order_key=? AND event_rid<?)"

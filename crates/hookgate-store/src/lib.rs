@@ -307,21 +307,34 @@ pub struct DeliveryPage {
 /// never the store's. An event page's is the last event's row; a delivery
 /// page's is the last delivery's event row and its own (`E.D`): deliveries
 /// are listed by their event, newest first, so one event's stay together.
+/// A page of a time window (`since`, `until`) is in time order, and its
+/// cursor starts with the last event's time (`T~E`, `T~E.D`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     row: i64,
     sub: Option<i64>,
+    at: Option<i64>,
 }
 
 impl Cursor {
+    /// The same place, with its event's time: a time-ordered page's cursor.
+    pub fn at_time(self, received_at_ms: i64) -> Self {
+        Cursor { at: Some(received_at_ms), ..self }
+    }
+
+    /// The time of the event the page ended at, if the page was in time order.
+    pub fn time(self) -> Option<i64> {
+        self.at
+    }
+
     /// The page continues with rows older than `row`.
     pub fn before_row(row: i64) -> Self {
-        Cursor { row, sub: None }
+        Cursor { row, sub: None, at: None }
     }
 
     /// The page continues after (`row`, `sub`) in (`row`, `sub`) descending order.
     pub fn before_pair(row: i64, sub: i64) -> Self {
-        Cursor { row, sub: Some(sub) }
+        Cursor { row, sub: Some(sub), at: None }
     }
 
     pub fn row(self) -> i64 {
@@ -338,6 +351,9 @@ impl Cursor {
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(at) = self.at {
+            write!(f, "{at}~")?;
+        }
         match self.sub {
             None => write!(f, "{}", self.row),
             Some(sub) => write!(f, "{}.{sub}", self.row),
@@ -354,9 +370,17 @@ impl FromStr for Cursor {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let positive = |text: &str| text.parse::<i64>().ok().filter(|n| *n > 0);
-        let parsed = match s.split_once('.') {
-            None => positive(s).map(Cursor::before_row),
+        let (at, place) = match s.split_once('~') {
+            None => (None, s),
+            Some((at, place)) => (Some(at.parse::<i64>().ok().filter(|n| *n >= 0)), place),
+        };
+        let parsed = match place.split_once('.') {
+            None => positive(place).map(Cursor::before_row),
             Some((row, sub)) => positive(row).zip(positive(sub)).map(|(row, sub)| Cursor::before_pair(row, sub)),
+        };
+        let parsed = match at {
+            None => parsed,
+            Some(at) => parsed.zip(at).map(|(cursor, at)| cursor.at_time(at)),
         };
         parsed.ok_or_else(|| ParseCursorError(s.to_owned()))
     }

@@ -174,6 +174,18 @@ impl MemStore {
 }
 
 impl Tables {
+    /// A time-ordered page's cursor's time: its own, or (a cursor from a
+    /// page in row order) its event's, if that is still stored
+    /// (`query::after_in_time`).
+    fn time_of(&self, cursor: Cursor) -> Option<i64> {
+        cursor.time().or_else(|| self.events.get(&cursor.row()).map(|e| e.received_at))
+    }
+
+    /// A page's next cursor: in a time-ordered page, with its event's time.
+    fn cursor(&self, by_time: bool, cursor: Cursor) -> Cursor {
+        if by_time { cursor.at_time(self.events[&cursor.row()].received_at) } else { cursor }
+    }
+
     fn delivery(&mut self, id: &DeliveryId) -> Option<&mut DeliveryRow> {
         let rid = *self.delivery_rid.get(id)?;
         self.deliveries.get_mut(&rid)
@@ -554,11 +566,18 @@ impl Store for MemStore {
     async fn list(&self, filter: &ListFilter) -> Result<Page> {
         let t = self.tables();
         let limit = clamp_limit(filter.limit);
-        let below = filter.cursor.map_or(i64::MAX, Cursor::row);
-        let matching: Vec<i64> =
+        // A window is listed by time, then row (`query::events_by_time`); else by row.
+        let by_time = crate::query::events_by_time(filter);
+        let place = |rid: i64| if by_time { (t.events[&rid].received_at, rid) } else { (0, rid) };
+        let below = match filter.cursor {
+            None => Some((i64::MAX, i64::MAX)),
+            Some(cursor) if by_time => t.time_of(cursor).map(|at| (at, cursor.row())),
+            Some(cursor) => Some((0, cursor.row())),
+        };
+        let mut matching: Vec<i64> =
             t.events
-                .range(..below)
-                .rev()
+                .iter()
+                .filter(|(rid, _)| below.is_some_and(|below| place(**rid) < below))
                 .filter(|(rid, e)| {
                     filter.source.as_ref().is_none_or(|s| &e.source == s)
                         && filter.order_key.as_ref().is_none_or(|k| {
@@ -574,24 +593,32 @@ impl Store for MemStore {
                         && filter.state.is_none_or(|s| t.record(**rid).state == s)
                 })
                 .map(|(rid, _)| *rid)
-                .take(limit + 1)
                 .collect();
+        matching.sort_unstable_by_key(|rid| std::cmp::Reverse(place(*rid)));
+        matching.truncate(limit + 1);
         let more = matching.len() > limit;
         let shown: Vec<i64> = matching.into_iter().take(limit).collect();
-        let next_cursor = if more { shown.last().map(|rid| Cursor::before_row(*rid)) } else { None };
+        let next_cursor = if more { shown.last().map(|rid| t.cursor(by_time, Cursor::before_row(*rid))) } else { None };
         Ok(Page { events: shown.into_iter().map(|rid| t.record(rid)).collect(), next_cursor })
     }
 
     async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<DeliveryPage> {
         let t = self.tables();
         let limit = clamp_limit(filter.limit);
-        let below = filter.cursor.map_or((i64::MAX, i64::MAX), |c| (c.row(), c.sub()));
-        let mut matching: Vec<(i64, i64)> = t
+        // A window is listed by its events' time, then event, then delivery (`query::deliveries_by_time`).
+        let by_time = crate::query::deliveries_by_time(filter);
+        let at = |event_rid: i64| if by_time { t.events[&event_rid].received_at } else { 0 };
+        let below = match filter.cursor {
+            None => Some((i64::MAX, i64::MAX, i64::MAX)),
+            Some(c) if by_time => t.time_of(c).map(|at| (at, c.row(), c.sub())),
+            Some(c) => Some((0, c.row(), c.sub())),
+        };
+        let mut matching: Vec<(i64, i64, i64)> = t
             .deliveries
             .iter()
             .filter(|(rid, d)| {
                 let received = t.events[&d.event_rid].received_at;
-                (d.event_rid, **rid) < below
+                below.is_some_and(|below| (at(d.event_rid), d.event_rid, **rid) < below)
                     && filter.destination.as_ref().is_none_or(|dest| &d.destination == dest)
                     && filter.state.is_none_or(|s| d.state == s)
                     && filter.source.as_ref().is_none_or(|s| &d.source == s)
@@ -599,15 +626,18 @@ impl Store for MemStore {
                     && filter.since_ms.is_none_or(|at| received >= at)
                     && filter.until_ms.is_none_or(|at| received < at)
             })
-            .map(|(rid, d)| (d.event_rid, *rid))
+            .map(|(rid, d)| (at(d.event_rid), d.event_rid, *rid))
             .collect();
         matching.sort_unstable_by(|a, b| b.cmp(a));
         let more = matching.len() > limit;
         matching.truncate(limit);
-        let next_cursor =
-            if more { matching.last().map(|(event, rid)| Cursor::before_pair(*event, *rid)) } else { None };
+        let next_cursor = if more {
+            matching.last().map(|(_, e, rid)| t.cursor(by_time, Cursor::before_pair(*e, *rid)))
+        } else {
+            None
+        };
         Ok(DeliveryPage {
-            deliveries: matching.into_iter().map(|(_, rid)| t.delivery_record(rid)).collect(),
+            deliveries: matching.into_iter().map(|(_, _, rid)| t.delivery_record(rid)).collect(),
             next_cursor,
         })
     }
@@ -624,19 +654,27 @@ impl Store for MemStore {
         for d in t.deliveries.values() {
             count((d.source.clone(), d.destination.clone(), d.state.into()), d.event_rid);
         }
+        // Unrouted events: the earliest time itself (`MIN(received_at)`, which their index serves).
+        let mut unrouted_since: BTreeMap<&str, i64> = BTreeMap::new();
         for (rid, e) in &t.events {
             if t.deliveries_of(*rid).is_empty() {
                 count((e.source.clone(), String::new(), EventState::Unrouted), *rid);
+                let since = unrouted_since.entry(&e.source).or_insert(e.received_at);
+                *since = (*since).min(e.received_at);
             }
         }
         Ok(counts
             .into_iter()
             .map(|((source, destination, state), (count, oldest))| StateCount {
+                oldest_received_ms: if state == EventState::Unrouted {
+                    unrouted_since.get(source.as_str()).copied()
+                } else {
+                    t.events.get(&oldest).map(|e| e.received_at)
+                },
                 source,
                 destination,
                 state,
                 count,
-                oldest_received_ms: t.events.get(&oldest).map(|e| e.received_at),
             })
             .collect())
     }

@@ -15,7 +15,7 @@ use std::fmt::Write;
 
 use hookgate_core::{EventState, State};
 
-use crate::{DeliveryFilter, ListFilter, clamp_limit};
+use crate::{Cursor, DeliveryFilter, ListFilter, clamp_limit};
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +75,21 @@ pub struct Query {
     pub params: Vec<Param>,
     /// How many rows the page shows (the statement asks for one more).
     pub limit: usize,
+    /// The page is in time order ([`events_by_time`], [`deliveries_by_time`]).
+    pub by_time: bool,
 }
+
+impl Query {
+    /// The cursor after a row of this page: with its event's time
+    /// (`e.received_at`, read with the row) when the page is in time order.
+    pub fn cursor(&self, at: Cursor, received_at: i64) -> Cursor {
+        if self.by_time { at.at_time(received_at) } else { at }
+    }
+}
+
+/// Where `e.received_at` is among [`EVENT_COLUMNS`] and [`DELIVERY_COLUMNS`].
+pub const EVENT_RECEIVED_AT: usize = 3;
+pub const DELIVERY_RECEIVED_AT: usize = 10;
 
 /// The columns [`crate::RawRecord`] is read from, in its order.
 pub const EVENT_COLUMNS: &str = "e.rid, e.id, e.source, e.received_at, e.dedupe_key, e.order_key, \
@@ -120,7 +134,7 @@ impl Builder {
         }
         let at = self.bind(Param::Int(limit as i64 + 1));
         let _ = write!(sql, " ORDER BY {order} LIMIT {at}");
-        Query { sql, params: self.params, limit }
+        Query { sql, params: self.params, limit, by_time: false }
     }
 }
 
@@ -196,10 +210,60 @@ pub fn events(filter: &ListFilter, dialect: &Dialect) -> Query {
     if let Some(at) = filter.until_ms {
         q.when("e.received_at < {}", Param::Int(at));
     }
+    if events_by_time(filter) {
+        if let Some(cursor) = filter.cursor {
+            let condition = after_in_time(&mut q, cursor, false);
+            q.conditions.push(condition);
+        }
+        return Query { by_time: true, ..q.finish(&head, "e.received_at DESC, e.rid DESC", limit) };
+    }
     if let Some(cursor) = filter.cursor {
         q.when(&format!("{rid} < {{}}"), Param::Int(cursor.row()));
     }
     q.finish(&head, &format!("{rid} DESC"), limit)
+}
+
+/// Whether a listing of events is by time: a window was asked for, and no
+/// state or destination (whose deliveries' indexes drive those pages). Its
+/// page is then ordered by when each event was received, then by row, which
+/// the index on `received_at` serves in that order: a window of a million
+/// events yields its newest page by reading a page, not by sorting the
+/// million. (Row order and time order differ only for events received at
+/// nearly the same moment and stored the other way round.)
+pub fn events_by_time(filter: &ListFilter) -> bool {
+    (filter.since_ms.is_some() || filter.until_ms.is_some())
+        && filter.state.is_none()
+        && filter.destination.is_none()
+        && filter.order_key.is_none()
+}
+
+/// Whether a listing of deliveries is by their events' time, as
+/// [`events_by_time`]: a window, and no destination, state or order key.
+pub fn deliveries_by_time(filter: &DeliveryFilter) -> bool {
+    (filter.since_ms.is_some() || filter.until_ms.is_some())
+        && filter.destination.is_none()
+        && filter.state.is_none()
+        && filter.order_key.is_none()
+}
+
+/// Rows after the cursor in (time, event row[, delivery row]) descending
+/// order: `e.received_at <= T AND (e.received_at < T OR …)`, whose first
+/// term alone bounds the index range. `T` is the cursor's time; a cursor
+/// without one (from a page in row order) takes its event's, read from the
+/// row (none if it was deleted since: the page is then empty).
+fn after_in_time(q: &mut Builder, cursor: Cursor, with_delivery: bool) -> String {
+    let row = q.bind(Param::Int(cursor.row()));
+    let at = match cursor.time() {
+        Some(at) => q.bind(Param::Int(at)),
+        None => format!("(SELECT c.received_at FROM events c WHERE c.rid = {row})"),
+    };
+    let within = if with_delivery {
+        let sub = q.bind(Param::Int(cursor.sub()));
+        format!("e.rid < {row} OR (e.rid = {row} AND d.rid < {sub})")
+    } else {
+        format!("e.rid < {row}")
+    };
+    format!("e.received_at <= {at} AND (e.received_at < {at} OR {within})")
 }
 
 /// Events by order key: those with a delivery queued under it (for a source
@@ -295,14 +359,21 @@ pub fn deliveries(filter: &DeliveryFilter, dialect: &Dialect) -> Query {
     if let Some(at) = filter.until_ms {
         q.when("e.received_at < {}", Param::Int(at));
     }
-    let by_time = filter.destination.is_none() && filter.state.is_none() && filter.order_key.is_none();
+    let head = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.rid = d.event_rid");
+    let by_event = filter.destination.is_none() && filter.state.is_none() && filter.order_key.is_none();
+    if deliveries_by_time(filter) {
+        if let Some(cursor) = filter.cursor {
+            let condition = after_in_time(&mut q, cursor, true);
+            q.conditions.push(condition);
+        }
+        return Query { by_time: true, ..q.finish(&head, "e.received_at DESC, e.rid DESC, d.rid DESC", limit) };
+    }
     if let Some(cursor) = filter.cursor {
         let row = q.bind(Param::Int(cursor.row()));
         let sub = q.bind(Param::Int(cursor.sub()));
         // The first term alone bounds an index range; the second splits the event at the cursor.
         q.conditions.push(format!("d.event_rid <= {row} AND (d.event_rid < {row} OR d.rid < {sub})"));
     }
-    let head = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.rid = d.event_rid");
     if let Some(key) = order_key {
         let arm = |arm: &KeyArm| {
             let (table, condition) = arm.parts("d");
@@ -319,16 +390,15 @@ pub fn deliveries(filter: &DeliveryFilter, dialect: &Dialect) -> Query {
         return q.finish(&union, "3 DESC, 1 DESC", limit);
     }
     // Said by the event's row when the event's own indexes serve the filter
-    // (time, source), by the delivery's otherwise: the same order either way,
+    // (source), by the delivery's otherwise: the same order either way,
     // spelled so that the planner walks the index it searched.
-    let order = if by_time { "e.rid DESC, d.rid DESC" } else { "d.event_rid DESC, d.rid DESC" };
+    let order = if by_event { "e.rid DESC, d.rid DESC" } else { "d.event_rid DESC, d.rid DESC" };
     q.finish(&head, order, limit)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Cursor;
 
     const Q: Dialect = Dialect { placeholder: Placeholder::Question, key_arms: ARMS_BY_STATE };
     const D: Dialect = Dialect { placeholder: Placeholder::Dollar, key_arms: ARMS_BY_STATE };
@@ -359,6 +429,52 @@ mod tests {
         assert!(!q.sql.contains("h.state IN"), "nothing outranks delivering: {}", q.sql);
         let q = events(&ListFilter { state: Some(EventState::Unrouted), limit: 1, ..Default::default() }, &Q);
         assert!(q.sql.contains("WHERE e.unrouted = 1"), "{}", q.sql);
+    }
+
+    #[test]
+    fn a_window_is_ordered_by_time_and_its_cursor_carries_the_time() {
+        let window = ListFilter { since_ms: Some(100), limit: 2, ..Default::default() };
+        let q = events(&window, &Q);
+        assert!(q.by_time && q.sql.ends_with("ORDER BY e.received_at DESC, e.rid DESC LIMIT ?2"), "{}", q.sql);
+        assert_eq!(q.cursor(Cursor::before_row(7), 150).to_string(), "150~7");
+        let next = ListFilter { cursor: Some("150~7".parse().unwrap()), ..window.clone() };
+        let q = events(&next, &Q);
+        assert!(
+            q.sql.contains("e.received_at <= ?3 AND (e.received_at < ?3 OR e.rid < ?2)"),
+            "the first term bounds the range: {}",
+            q.sql
+        );
+        assert_eq!(q.params, [Param::Int(100), Param::Int(7), Param::Int(150), Param::Int(3)]);
+        // A state or a destination drives the page by its deliveries' index: row order, as without a window.
+        let by_state = ListFilter { state: Some(EventState::Dead), ..window.clone() };
+        let q = events(&by_state, &Q);
+        assert!(!q.by_time && q.sql.ends_with("ORDER BY s.event_rid DESC LIMIT ?3"), "{}", q.sql);
+        assert_eq!(q.cursor(Cursor::before_row(7), 150).to_string(), "7", "a page in row order");
+        // Deliveries: time, event, delivery.
+        let deliveries_window = DeliveryFilter {
+            until_ms: Some(900),
+            cursor: Some(Cursor::before_pair(9, 4).at_time(800)),
+            limit: 2,
+            ..Default::default()
+        };
+        let q = deliveries(&deliveries_window, &Q);
+        assert!(
+            q.sql.contains("e.received_at <= ?3 AND (e.received_at < ?3 OR e.rid < ?2 OR (e.rid = ?2 AND d.rid < ?4))")
+                && q.sql.ends_with("ORDER BY e.received_at DESC, e.rid DESC, d.rid DESC LIMIT ?5"),
+            "{}",
+            q.sql
+        );
+    }
+
+    #[test]
+    fn cursors_print_and_parse_back() {
+        for text in ["7", "9.4", "150~7", "0~9.4"] {
+            assert_eq!(text.parse::<Cursor>().unwrap().to_string(), text);
+        }
+        assert_eq!("150~9.4".parse::<Cursor>().unwrap(), Cursor::before_pair(9, 4).at_time(150));
+        for bad in ["", "0", "-1", "7.", "~7", "x~7", "-5~7", "150~", "1~2~3", "150~0.4"] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

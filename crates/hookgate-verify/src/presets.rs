@@ -148,7 +148,8 @@ mod tests {
         let svix = br#"{"type":"user.created","timestamp":"2022-11-03T20:26:10.344522Z","data":{}}"#.as_slice();
         let slack = br#"{"type":"event_callback","event_id":"Ev08MFMKH6","event":{"type":"app_mention"}}"#.as_slice();
         let acuity = b"action=scheduled&id=1234&calendarID=1&appointmentTypeID=2".as_slice();
-        let cases: [(Preset, &[(&str, &str)], &[u8], Option<&str>); 8] = [
+        type Case<'a> = (Preset, &'a [(&'a str, &'a str)], &'a [u8], Option<&'a str>);
+        let cases: [Case; 8] = [
             (Preset::Stripe, &[], stripe, Some("invoice.paid")),
             (Preset::Github, &[("x-github-event", "pull_request")], b"{}", Some("pull_request")),
             (Preset::Shopify, &[("x-shopify-topic", "orders/create")], b"{}", Some("orders/create")),

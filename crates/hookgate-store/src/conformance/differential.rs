@@ -19,12 +19,15 @@ use crate::DeliveryFilter;
 #[derive(Debug, Clone)]
 pub enum Op {
     /// `routes`: a bit per destination the event is delivered to (none: unrouted).
+    /// `late`: received 1.5 s before it is stored (a request that waited), so
+    /// rows and times disagree.
     Ingest {
         source: u8,
         dedupe: Option<u8>,
         order: Option<u8>,
         coalesce: Option<u8>,
         routes: u8,
+        late: bool,
     },
     Claim {
         destination: u8,
@@ -80,6 +83,13 @@ pub enum Op {
         order: Option<u8>,
         limit: usize,
     },
+    /// A time window (ms back from now), events' or deliveries' pages: two of them.
+    ListWindow {
+        since_back: Option<i64>,
+        until_back: Option<i64>,
+        limit: usize,
+        deliveries: bool,
+    },
     Stats,
     PurgeFinished {
         state: u8,
@@ -98,8 +108,8 @@ pub enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let small = || proptest::option::of(0u8..3);
     prop_oneof![
-        6 => (0u8..2, small(), small(), small(), prop_oneof![Just(1u8), Just(2), Just(3), Just(0)])
-            .prop_map(|(source, dedupe, order, coalesce, routes)| Op::Ingest { source, dedupe, order, coalesce, routes }),
+        6 => (0u8..2, small(), small(), small(), prop_oneof![Just(1u8), Just(2), Just(3), Just(0)], proptest::bool::weighted(0.2))
+            .prop_map(|(source, dedupe, order, coalesce, routes, late)| Op::Ingest { source, dedupe, order, coalesce, routes, late }),
         5 => (0u8..2, 1usize..5, prop_oneof![Just(1_000i64), Just(30_000)])
             .prop_map(|(destination, limit, lease_ms)| Op::Claim { destination, limit, lease_ms }),
         5 => (any::<usize>(), 0u8..3, 0i64..5_000, proptest::bool::weighted(0.1))
@@ -116,6 +126,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|claim| Op::GetDelivery { claim }),
         2 => (proptest::option::of(0u8..2), proptest::option::of(0u8..6), small(), proptest::option::of(0u8..2), 1usize..6)
             .prop_map(|(source, state, order, destination, limit)| Op::List { source, state, order, destination, limit }),
+        2 => (proptest::option::of(0i64..5_000), proptest::option::of(0i64..3_000), 1usize..6, any::<bool>())
+            .prop_map(|(since_back, until_back, limit, deliveries)| Op::ListWindow { since_back, until_back, limit, deliveries }),
         1 => Just(Op::Stats),
         1 => (2u8..5, 0i64..60_000, 1usize..4)
             .prop_map(|(state, older_than_ms, limit)| Op::PurgeFinished { state, older_than_ms, limit }),
@@ -145,7 +157,7 @@ pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
     for (n, op) in ops.iter().enumerate() {
         let _ = write!(out, "{n} {op:?} -> ");
         let said = match op {
-            Op::Ingest { source, dedupe, order, coalesce, routes } => {
+            Op::Ingest { source, dedupe, order, coalesce, routes, late } => {
                 let mut random = [0u8; 10];
                 random[..8].copy_from_slice(&(n as u64).to_be_bytes());
                 let mut new = NewEvent {
@@ -155,7 +167,7 @@ pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
                     dedupe_window_ms: 10_000,
                     order_key: order.map(|k| key(&format!("o{k}"))),
                     coalesce_key: coalesce.map(|k| key(&format!("c{k}"))),
-                    ..event("src", now)
+                    ..event("src", if *late { now - 1_500 } else { now })
                 };
                 for d in (0..2u8).filter(|d| routes & (1 << d) != 0) {
                     new = to(&destination(d), new);
@@ -290,6 +302,40 @@ pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
                         format!("{:?} then {next}", page.events)
                     }
                     Err(error) => format!("error {error}"),
+                }
+            }
+            Op::ListWindow { since_back, until_back, limit, deliveries } => {
+                let (since_ms, until_ms) = (since_back.map(|b| now - b), until_back.map(|b| now - b + 1));
+                if *deliveries {
+                    let filter = DeliveryFilter { since_ms, until_ms, limit: *limit, ..Default::default() };
+                    let page = |filter: DeliveryFilter| async move {
+                        store.list_deliveries(&filter).await.map(|p| {
+                            let ids: Vec<String> = p.deliveries.iter().map(|d| d.id.to_string()).collect();
+                            (ids, p.next_cursor)
+                        })
+                    };
+                    match page(filter.clone()).await {
+                        Ok((first, Some(cursor))) => {
+                            let next = page(DeliveryFilter { cursor: Some(cursor), ..filter }).await;
+                            format!("{first:?} then {:?}", next.map(|(ids, _)| ids))
+                        }
+                        other => format!("{:?}", other.map(|(ids, _)| ids)),
+                    }
+                } else {
+                    let filter = ListFilter { since_ms, until_ms, limit: *limit, ..Default::default() };
+                    let page = |filter: ListFilter| async move {
+                        store.list(&filter).await.map(|p| {
+                            let ids: Vec<String> = p.events.iter().map(|e| e.id.to_string()).collect();
+                            (ids, p.next_cursor)
+                        })
+                    };
+                    match page(filter.clone()).await {
+                        Ok((first, Some(cursor))) => {
+                            let next = page(ListFilter { cursor: Some(cursor), ..filter }).await;
+                            format!("{first:?} then {:?}", next.map(|(ids, _)| ids))
+                        }
+                        other => format!("{:?}", other.map(|(ids, _)| ids)),
+                    }
                 }
             }
             Op::Stats => match store.stats().await {

@@ -152,7 +152,8 @@ impl FromStr for Time {
     }
 }
 
-/// Events, newest first, paged.
+/// Events, newest first, paged: by row, or, for a time window (`since`,
+/// `until`) without `state` or `destination`, by time received.
 #[utoipa::path(get, path = "/events", params(ListQuery), responses(
     (status = 200, body = EventPage),
     (status = 400, description = "a bad parameter, named", body = ErrorBody),
@@ -277,7 +278,8 @@ struct DeliveryQuery {
 }
 
 /// Deliveries, by event newest first, paged: a destination's queue
-/// (`state=pending`) or dead letters (`state=dead`).
+/// (`state=pending`) or dead letters (`state=dead`); a time window alone is
+/// by its events' time received.
 #[utoipa::path(get, path = "/deliveries", params(DeliveryQuery), responses(
     (status = 200, body = DeliveryPage),
     (status = 400, description = "a bad parameter, named", body = ErrorBody),
