@@ -136,6 +136,15 @@ source = "plain"
 destination = "audit"
 [routes.filter]
 "json.total" = {{ gte = 100 }}
+
+# A source whose one route is filtered: what it does not take is stored unrouted.
+[[sources]]
+name = "picky"
+[[routes]]
+source = "picky"
+destination = "audit"
+[routes.filter]
+"json.total" = {{ gte = 100 }}
 "#,
             receiver.url()
         );
@@ -210,6 +219,25 @@ destination = "audit"
         .wait_for(Duration::from_secs(5), "the replay", |r| r.iter().filter(|r| r.webhook_id() == shown).count() == 2)
         .await;
 
+    // An event no route took: listed as unrouted, with "no route"; its page says why;
+    // rerouting it by today's routes adds nothing, and says so.
+    let (_, picky) = app.post("picky", &[], r#"{"id":"picky-1","total":5}"#.to_owned()).await;
+    let picky = picky["id"].as_str().unwrap().to_owned();
+    c.goto(&app.url("/console#/events?state=unrouted")).await.unwrap();
+    until_text(&c, &format!("[data-testid=event-row][data-id='{picky}']"), "no route").await;
+    let rows = c.execute("return document.querySelectorAll('[data-testid=event-row]').length", vec![]).await;
+    assert_eq!(rows.unwrap(), serde_json::json!(1), "only the unrouted event is listed");
+    click(&c, &format!("[data-testid=event-row][data-id='{picky}']")).await;
+    until_attr(&c, "[data-testid=event-detail]", "data-state", "unrouted").await;
+    until_text(
+        &c,
+        "[data-testid=route-verdict][data-route='picky->audit'] [data-testid=route-reason]",
+        "json.total: 5 is not >= 100",
+    )
+    .await;
+    click(&c, "[data-testid=event-detail] [data-testid=reroute]").await;
+    until_text(&c, "[data-testid=replay-result]", "Rerouted: 0 deliveries added.").await;
+
     // A body any `none` source could store, 400 KB nested a thousand deep and wide: it
     // renders within the wait (indenting it all took 54 s), as sent and cut, with the
     // rest a click away.
@@ -243,8 +271,26 @@ destination = "audit"
     let listed: hookgate::api::Destinations = serde_json::from_value(app.admin("/api/destinations").await).unwrap();
     assert!(listed.destinations[0].paused, "paused through the console");
     screenshot(&c, "destinations").await;
+    // While it is paused, an event waits: the destination's own page lists it in its queue.
+    let (_, waiting) = app.post("plain", &[], r#"{"id":"waiting-1","object":"order-10"}"#.to_owned()).await;
+    let waiting = waiting["id"].as_str().unwrap().to_owned();
+    c.goto(&app.url("/console#/destination/app")).await.unwrap();
+    until_attr(&c, "[data-testid=tab-queue]", "aria-current", "page").await;
+    c.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(&format!(
+            "[data-testid=destination-detail] [data-testid=queue-row][data-id='{waiting}']"
+        )))
+        .await
+        .unwrap();
+    c.goto(&app.url("/console#/destination/audit")).await.unwrap();
+    until_text(&c, "[data-testid=destination-detail]", "Nothing waiting.").await;
+    click(&c, "[data-testid=nav-destinations]").await;
     click(&c, "[data-testid=destination-row][data-name=app] [data-testid=resume]").await;
     until_attr(&c, "[data-testid=destination-row][data-name=app]", "data-paused", "false").await;
+    receiver
+        .wait_for(Duration::from_secs(5), "the event that waited", |r| r.iter().any(|r| r.webhook_id() == waiting))
+        .await;
 
     // The doomed events are dead by now (4 attempts each, 100-400 ms apart): replay
     // all shown, healed; each key's events come back in their original order.
