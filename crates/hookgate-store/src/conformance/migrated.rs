@@ -14,8 +14,17 @@ use super::*;
 /// be; the pause holds; the queue is delivered in order once its head's
 /// lease ends, one at a time; a copy of an old event is a duplicate.
 pub async fn before_routes_lost_nothing(store: &dyn Store, ids: &[EventId; 6], expected: [(State, usize); 6]) {
-    for (id, (state, attempts)) in ids.iter().zip(expected) {
+    for (n, (id, (state, attempts))) in ids.iter().zip(expected).enumerate() {
         let detail = store.get(id).await.unwrap().expect("every event is still there");
+        // What was received is as it was: body, headers, time, keys.
+        let seq = n as i64 + 1;
+        assert_eq!(&detail.body[..], format!("{{\"seq\":{seq}}}").as_bytes(), "{id}: its body");
+        assert_eq!(detail.headers, event("stripe", T0).headers, "{id}: its headers");
+        let record = &detail.record;
+        assert_eq!((record.source.as_str(), record.received_at_ms), ("stripe", T0 + seq), "{id}");
+        assert_eq!(record.dedupe_key, Some(Key::from(format!("d{seq}").as_str())), "{id}: its dedupe key");
+        let order_key = (3..=5).contains(&seq).then(|| Key::from("cus_1"));
+        assert_eq!(record.order_key, order_key, "{id}: its order key");
         assert_eq!(detail.deliveries.len(), 1, "{id}: one delivery");
         let delivery = &detail.deliveries[0];
         assert_eq!((delivery.record.state, delivery.attempts.len()), (state, attempts), "{id}");
