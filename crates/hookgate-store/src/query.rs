@@ -223,24 +223,30 @@ pub fn events(filter: &ListFilter, dialect: &Dialect) -> Query {
     q.finish(&head, &format!("{rid} DESC"), limit)
 }
 
-/// Whether a listing of events is by time: a window was asked for, and no
-/// state or destination (whose deliveries' indexes drive those pages). Its
-/// page is then ordered by when each event was received, then by row, which
-/// the index on `received_at` serves in that order: a window of a million
-/// events yields its newest page by reading a page, not by sorting the
-/// million. (Row order and time order differ only for events received at
-/// nearly the same moment and stored the other way round.)
+/// Whether a listing of events is by time: a time window (`since`,
+/// `until`) is its only filter. Its page is then ordered by when each event
+/// was received, then by row, which the index on `received_at` serves in
+/// that order: a window of a million events yields its newest page by
+/// reading a page, not by sorting the million. (Row order and time order
+/// differ only for events received at nearly the same moment and stored
+/// the other way round.) With any other filter, its index drives the page,
+/// in row order, and the window is checked row by row: no index serves a
+/// source, say, in time order, so time order would sort all of the
+/// source's window for each page.
 pub fn events_by_time(filter: &ListFilter) -> bool {
     (filter.since_ms.is_some() || filter.until_ms.is_some())
+        && filter.source.is_none()
         && filter.state.is_none()
-        && filter.destination.is_none()
         && filter.order_key.is_none()
+        && filter.dedupe_key.is_none()
+        && filter.destination.is_none()
 }
 
 /// Whether a listing of deliveries is by their events' time, as
-/// [`events_by_time`]: a window, and no destination, state or order key.
+/// [`events_by_time`]: a time window is its only filter.
 pub fn deliveries_by_time(filter: &DeliveryFilter) -> bool {
     (filter.since_ms.is_some() || filter.until_ms.is_some())
+        && filter.source.is_none()
         && filter.destination.is_none()
         && filter.state.is_none()
         && filter.order_key.is_none()

@@ -83,12 +83,15 @@ pub enum Op {
         order: Option<u8>,
         limit: usize,
     },
-    /// A time window (ms back from now), events' or deliveries' pages: two of them.
+    /// A time window (ms back from now), events' or deliveries' pages: two of
+    /// them, the first from the kept cursor if `resume`; with a source, or not.
     ListWindow {
         since_back: Option<i64>,
         until_back: Option<i64>,
+        source: Option<u8>,
         limit: usize,
         deliveries: bool,
+        resume: bool,
     },
     Stats,
     PurgeFinished {
@@ -126,8 +129,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|claim| Op::GetDelivery { claim }),
         2 => (proptest::option::of(0u8..2), proptest::option::of(0u8..6), small(), proptest::option::of(0u8..2), 1usize..6)
             .prop_map(|(source, state, order, destination, limit)| Op::List { source, state, order, destination, limit }),
-        2 => (proptest::option::of(0i64..5_000), proptest::option::of(0i64..3_000), 1usize..6, any::<bool>())
-            .prop_map(|(since_back, until_back, limit, deliveries)| Op::ListWindow { since_back, until_back, limit, deliveries }),
+        3 => (proptest::option::of(0i64..5_000), proptest::option::of(0i64..3_000), proptest::option::of(0u8..2), 1usize..6, any::<bool>(), any::<bool>())
+            .prop_map(|(since_back, until_back, source, limit, deliveries, resume)| {
+                Op::ListWindow { since_back, until_back, source, limit, deliveries, resume }
+            }),
         1 => Just(Op::Stats),
         1 => (2u8..5, 0i64..60_000, 1usize..4)
             .prop_map(|(state, older_than_ms, limit)| Op::PurgeFinished { state, older_than_ms, limit }),
@@ -154,6 +159,10 @@ pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
     let mut now = T0;
     let mut events: Vec<EventId> = Vec::new();
     let mut claims: Vec<crate::Claim> = Vec::new();
+    // The last first page's next cursor, events' and deliveries', kept across operations: a
+    // window may go on from one made by a page in the other order, or whose event is gone since.
+    let mut event_cursor: Option<crate::Cursor> = None;
+    let mut delivery_cursor: Option<crate::Cursor> = None;
     for (n, op) in ops.iter().enumerate() {
         let _ = write!(out, "{n} {op:?} -> ");
         let said = match op {
@@ -255,6 +264,7 @@ pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
                 // Two pages: the cursor must carry on where the first ended.
                 match store.list_deliveries(&filter).await {
                     Ok(page) => {
+                        delivery_cursor = page.next_cursor.or(delivery_cursor);
                         let next = match page.next_cursor {
                             Some(cursor) => {
                                 let filter = DeliveryFilter { cursor: Some(cursor), ..filter.clone() };
@@ -292,6 +302,7 @@ pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
                 };
                 match store.list(&filter).await {
                     Ok(page) => {
+                        event_cursor = page.next_cursor.or(event_cursor);
                         let next = match page.next_cursor {
                             Some(cursor) => {
                                 let filter = ListFilter { cursor: Some(cursor), ..filter.clone() };
@@ -304,10 +315,13 @@ pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
                     Err(error) => format!("error {error}"),
                 }
             }
-            Op::ListWindow { since_back, until_back, limit, deliveries } => {
+            Op::ListWindow { since_back, until_back, source, limit, deliveries, resume } => {
                 let (since_ms, until_ms) = (since_back.map(|b| now - b), until_back.map(|b| now - b + 1));
+                let source = source.map(|s| format!("src{s}"));
                 if *deliveries {
-                    let filter = DeliveryFilter { since_ms, until_ms, limit: *limit, ..Default::default() };
+                    let cursor = if *resume { delivery_cursor } else { None };
+                    let filter =
+                        DeliveryFilter { since_ms, until_ms, source, cursor, limit: *limit, ..Default::default() };
                     let page = |filter: DeliveryFilter| async move {
                         store.list_deliveries(&filter).await.map(|p| {
                             let ids: Vec<String> = p.deliveries.iter().map(|d| d.id.to_string()).collect();
@@ -316,13 +330,15 @@ pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
                     };
                     match page(filter.clone()).await {
                         Ok((first, Some(cursor))) => {
+                            delivery_cursor = Some(cursor);
                             let next = page(DeliveryFilter { cursor: Some(cursor), ..filter }).await;
                             format!("{first:?} then {:?}", next.map(|(ids, _)| ids))
                         }
                         other => format!("{:?}", other.map(|(ids, _)| ids)),
                     }
                 } else {
-                    let filter = ListFilter { since_ms, until_ms, limit: *limit, ..Default::default() };
+                    let cursor = if *resume { event_cursor } else { None };
+                    let filter = ListFilter { since_ms, until_ms, source, cursor, limit: *limit, ..Default::default() };
                     let page = |filter: ListFilter| async move {
                         store.list(&filter).await.map(|p| {
                             let ids: Vec<String> = p.events.iter().map(|e| e.id.to_string()).collect();
@@ -331,6 +347,7 @@ pub async fn transcript(store: &dyn Store, ops: &[Op]) -> String {
                     };
                     match page(filter.clone()).await {
                         Ok((first, Some(cursor))) => {
+                            event_cursor = Some(cursor);
                             let next = page(ListFilter { cursor: Some(cursor), ..filter }).await;
                             format!("{first:?} then {:?}", next.map(|(ids, _)| ids))
                         }

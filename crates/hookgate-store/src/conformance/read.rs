@@ -48,7 +48,8 @@ pub async fn a_window_is_listed_in_time_order_across_pages(store: Arc<dyn Store>
     }
     // Newest first by time; the two at T0 + 4 by row, the later stored first.
     let expected = [&ids[4], &ids[0], &ids[3], &ids[2], &ids[5], &ids[1]];
-    let window = ListFilter { since_ms: Some(T0), until_ms: Some(T0 + 100), limit: 4, ..Default::default() };
+    // Pages of 3: the two events received at T0 + 4 fall on either side of the first page's end.
+    let window = ListFilter { since_ms: Some(T0), until_ms: Some(T0 + 100), limit: 3, ..Default::default() };
     let mut listed = Vec::new();
     let mut filter = window.clone();
     loop {
@@ -80,15 +81,20 @@ pub async fn a_window_is_listed_in_time_order_across_pages(store: Arc<dyn Store>
     }
 
     // `until` alone; and a cursor from a page in row order (the event stored
-    // third, received at T0 + 4) goes on after that event's time and row.
+    // fourth, received at T0 + 4) goes on after that event's time and row:
+    // the other event of that time, stored before it, first.
     let until = ListFilter { until_ms: Some(T0 + 5), limit: 10, ..Default::default() };
     let listed: Vec<EventId> = store.list(&until).await.unwrap().events.into_iter().map(|e| e.id).collect();
     assert_eq!(listed.iter().collect::<Vec<_>>(), expected[2..], "received before T0 + 5");
-    let by_row = store.list(&ListFilter { limit: 4, ..Default::default() }).await.unwrap();
-    assert_eq!(by_row.events.iter().map(|e| &e.id).collect::<Vec<_>>(), [&ids[5], &ids[4], &ids[3], &ids[2]]);
-    let from_row = ListFilter { cursor: by_row.next_cursor, ..window };
+    let by_row = store.list(&ListFilter { limit: 3, ..Default::default() }).await.unwrap();
+    assert_eq!(by_row.events.iter().map(|e| &e.id).collect::<Vec<_>>(), [&ids[5], &ids[4], &ids[3]]);
+    let from_row = ListFilter { cursor: by_row.next_cursor, limit: 10, ..window.clone() };
     let listed: Vec<EventId> = store.list(&from_row).await.unwrap().events.into_iter().map(|e| e.id).collect();
-    assert_eq!(listed.iter().collect::<Vec<_>>(), [&ids[5], &ids[1]], "after (T0 + 4, its row)");
+    assert_eq!(listed.iter().collect::<Vec<_>>(), [&ids[2], &ids[5], &ids[1]], "after (T0 + 4, its row)");
+    // With another filter beside the window (a source), the page is in row order.
+    let with_source = ListFilter { source: Some("src".into()), limit: 10, ..window };
+    let listed: Vec<EventId> = store.list(&with_source).await.unwrap().events.into_iter().map(|e| e.id).collect();
+    assert_eq!(listed, ids.iter().rev().cloned().collect::<Vec<_>>(), "row order");
 }
 
 pub async fn stats_count_by_source_and_state(store: Arc<dyn Store>) {

@@ -153,7 +153,7 @@ impl FromStr for Time {
 }
 
 /// Events, newest first, paged: by row, or, for a time window (`since`,
-/// `until`) without `state` or `destination`, by time received.
+/// `until`) with no other filter, by time received.
 #[utoipa::path(get, path = "/events", params(ListQuery), responses(
     (status = 200, body = EventPage),
     (status = 400, description = "a bad parameter, named", body = ErrorBody),
@@ -176,11 +176,27 @@ async fn list(State(state): State<Arc<HttpState>>, Query(q): Query<ListQuery>) -
         limit,
         cursor: param::<Cursor>("cursor", q.cursor.as_deref())?,
     };
+    time_order_cursor(hookgate_store::query::events_by_time(&filter), filter.cursor)?;
     let page = state.store.list(&filter).await?;
     Ok(Json(EventPage {
         events: page.events.iter().map(EventSummary::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
+}
+
+/// A time window alone is listed by time received, and its pages' cursors
+/// carry the time (`T~E`); a cursor from a page in row order (no time) is
+/// refused there, not read as "after its event's time", which would end the
+/// listing in silence were that event deleted since.
+fn time_order_cursor(by_time: bool, cursor: Option<Cursor>) -> Result<(), ApiError> {
+    match cursor {
+        Some(cursor) if by_time && cursor.time().is_none() => Err(ApiError::bad_param(
+            "cursor",
+            "is from a page listed in row order; a time window alone is listed by time received: \
+             start it again without a cursor",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// One event: what the sender sent, its keys, each route's verdict, each delivery with its attempts.
@@ -304,6 +320,7 @@ async fn list_deliveries(
         limit,
         cursor: param::<Cursor>("cursor", q.cursor.as_deref())?,
     };
+    time_order_cursor(hookgate_store::query::deliveries_by_time(&filter), filter.cursor)?;
     let page = state.store.list_deliveries(&filter).await?;
     Ok(Json(DeliveryPage {
         deliveries: page.deliveries.iter().map(DeliverySummary::from).collect(),

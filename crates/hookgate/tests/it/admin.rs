@@ -31,6 +31,21 @@ async fn bad_parameters_are_400s_that_name_the_parameter() {
     let cursor = first["next_cursor"].as_str().expect("a second page");
     let second = app.admin(&format!("/api/events?limit=2&cursor={cursor}")).await;
     assert_eq!(second["events"].as_array().unwrap().len(), 1);
+    // A time window alone is listed by time: its cursor carries the time, and one from a
+    // page in row order is refused there, by name, for events and deliveries alike.
+    let windowed = app.admin("/api/events?limit=2&since=0").await;
+    let timed = windowed["next_cursor"].as_str().expect("a second page");
+    assert!(timed.contains('~'), "{timed}");
+    let second = app.admin(&format!("/api/events?limit=2&since=0&cursor={timed}")).await;
+    assert_eq!(second["events"].as_array().unwrap().len(), 1);
+    for path in
+        [format!("/api/events?since=0&cursor={cursor}"), "/api/deliveries?until=99999999999999&cursor=3.2".into()]
+    {
+        let response = app.http.get(app.url(&path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        let body: hookgate::api::ErrorBody = response.json().await.unwrap();
+        assert!(body.error.starts_with("cursor: is from a page listed in row order"), "{path}: {}", body.error);
+    }
     app.stop().await;
 }
 
