@@ -41,8 +41,8 @@ fn record(row: &Row) -> Result<RawRecord> {
     })
 }
 
-/// A row's `e.received_at`, for a time-ordered page's cursor (0 if it cannot
-/// be read: the row's own parse then reports it).
+/// A row's `e.received_at`, for a time-ordered page's cursor (`BIGINT NOT
+/// NULL`: always read; were it not, the row's own parse reports it).
 fn at(row: &Row, column: usize) -> i64 {
     row.try_get(column).unwrap_or(0)
 }
@@ -210,7 +210,7 @@ pub async fn list_deliveries(c: &Client, filter: &DeliveryFilter) -> Result<Deli
     Ok(DeliveryPage { deliveries, next_cursor })
 }
 
-pub async fn stats(c: &Client) -> Result<Vec<StateCount>> {
+pub async fn stats(c: &impl deadpool_postgres::GenericClient) -> Result<Vec<StateCount>> {
     let rows = c
         .query(
             "SELECT g.source, g.destination, g.state, g.n, e.received_at
@@ -332,13 +332,14 @@ mod tests {
     }
 
     /// On 50,000 events with statistics, as the planner sees a real table,
-    /// at the console's page size: no listing scans a table, and a time
-    /// window's page is read off `events_received` in time order (an
+    /// at the console's page size, on the admin API's own connections
+    /// (`LISTING_PLANS`): no listing scans `events` or `deliveries`, and a
+    /// time window's page is read off `events_received` in time order (an
     /// incremental sort of its ties), never the whole window sorted.
     #[tokio::test]
-    async fn a_time_window_is_read_in_time_order_on_a_real_table() {
+    async fn listings_read_a_page_not_the_table_on_a_real_table() {
         let Some(store) = fresh().await else { return };
-        let c = store.durable.get().await.unwrap();
+        let c = store.reads.get().await.unwrap();
         const T0: i64 = 1_800_000_000_000;
         c.batch_execute(&format!(
             "INSERT INTO events (id, source, received_at, headers, body, dedupe_key, order_key, unrouted)
@@ -358,13 +359,14 @@ mod tests {
                     e.received_at, e.rid > 49000
              FROM events e CROSS JOIN (VALUES ('app'), ('billing')) AS v(d)
              WHERE e.unrouted = 0 AND (v.d = 'app' OR e.rid % 4 = 0);
-             ANALYZE;"
+             ANALYZE events, deliveries;"
         ))
         .await
         .unwrap();
         let mut failures = Vec::new();
-        for (what, plan, by_time) in plans(&c, listings(50, T0 + 100, T0 + 20_000, "k3")).await {
-            if plan.contains("Seq Scan") {
+        // Only even events have an order key, `k0`…`k38`: 1,250 events each.
+        for (what, plan, by_time) in plans(&c, listings(50, T0 + 100, T0 + 20_000, "k2")).await {
+            if plan.contains("Seq Scan on events") || plan.contains("Seq Scan on deliveries") {
                 failures.push(format!("{what} scans a table:\n{plan}"));
             }
             let nodes = plan.lines().map(|l| l.trim_start().trim_start_matches("->").trim_start());

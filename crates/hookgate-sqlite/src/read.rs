@@ -183,11 +183,19 @@ pub fn get_delivery(c: &Connection, id: &hookgate_core::DeliveryId) -> Result<Op
     raw.map(RawDelivery::parse).transpose()
 }
 
+/// A row's `e.received_at`, for a time-ordered page's cursor. A time that is
+/// not an integer (stored damaged: only by hand) is the record's to report,
+/// not the page's: a real is taken as SQLite compares it (its whole part),
+/// anything else sorts after every number, as SQLite orders it, so the page
+/// after it goes on with every event whose time is a number.
+fn cursor_time(row: &rusqlite::Row<'_>, column: usize) -> i64 {
+    row.get::<_, i64>(column).or_else(|_| row.get::<_, f64>(column).map(|t| t as i64)).unwrap_or(i64::MAX)
+}
+
 pub fn list(c: &Connection, filter: &ListFilter) -> Result<Page> {
     let q = query::events(filter, &DIALECT);
     let raw = rows(c, &q, |row| {
-        // A time that cannot be read is the record's to report, not the page's.
-        let (rid, at): (i64, i64) = (row.get(0)?, row.get(query::EVENT_RECEIVED_AT).unwrap_or(0));
+        let (rid, at): (i64, i64) = (row.get(0)?, cursor_time(row, query::EVENT_RECEIVED_AT));
         Ok((q.cursor(Cursor::before_row(rid), at), record(row)))
     })?;
     let mut parsed = Vec::with_capacity(raw.len());
@@ -206,7 +214,7 @@ pub fn list_deliveries(c: &Connection, filter: &DeliveryFilter) -> Result<Delive
     let q = query::deliveries(filter, &DIALECT);
     let raw = rows(c, &q, |row| {
         let (rid, event_rid): (i64, i64) = (row.get(0)?, row.get(2)?);
-        let at = row.get(query::DELIVERY_RECEIVED_AT).unwrap_or(0);
+        let at = cursor_time(row, query::DELIVERY_RECEIVED_AT);
         Ok((q.cursor(Cursor::before_pair(event_rid, rid), at), delivery(row)))
     })?;
     let parsed = raw

@@ -307,8 +307,9 @@ pub struct DeliveryPage {
 /// never the store's. An event page's is the last event's row; a delivery
 /// page's is the last delivery's event row and its own (`E.D`): deliveries
 /// are listed by their event, newest first, so one event's stay together.
-/// A page of a time window (`since`, `until`) is in time order, and its
-/// cursor starts with the last event's time (`T~E`, `T~E.D`).
+/// A page of a time window (`since`, `until`) with no other filter is in
+/// time order, and its cursor starts with the last event's time (`T~E`,
+/// `T~E.D`): `query::events_by_time`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     row: i64,
