@@ -511,7 +511,7 @@ pub async fn events(command: EventsCommand) -> Result<(), ClientError> {
             ];
             println!("{}", table(&header, rows));
             if let Some(next) = page.next_cursor {
-                println!("more: --cursor {next}");
+                println!("more: the same command, filters and all, with --cursor {next}");
             }
         }
         EventsCommand::Show { id, api } => {
@@ -770,7 +770,7 @@ pub async fn deliveries(command: DeliveriesCommand) -> Result<(), ClientError> {
     let header = ["ID", "EVENT", "DESTINATION", "STATE", "RECEIVED", "TRIES", "NEXT", "ORDER KEY"];
     println!("{}", table(&header, rows));
     if let Some(next) = page.next_cursor {
-        println!("more: --cursor {next}");
+        println!("more: the same command, filters and all, with --cursor {next}");
     }
     Ok(())
 }

@@ -139,6 +139,18 @@ async fn events_and_replay_commands_use_the_admin_api() {
     let rerouted = run(vec!["reroute".into(), id.clone()]).await.unwrap();
     let said = String::from_utf8(rerouted.stdout).unwrap();
     assert!(said.starts_with(&format!("{id}: 0 deliveries added\n  plain->app -> app  matched")), "{said}");
+    // A window listed a page at a time: the next page is the same command with the cursor it prints.
+    let (_, second) = app.post("plain", &[], r#"{"id":"cli-2","object":"p"}"#).await;
+    let window = |cursor: Option<String>| {
+        let mut args: Vec<String> = ["events", "list", "--since", "1h", "--limit", "1"].map(String::from).into();
+        args.extend(cursor.into_iter().flat_map(|c| ["--cursor".to_owned(), c]));
+        run(args)
+    };
+    let first = String::from_utf8(window(None).await.unwrap().stdout).unwrap();
+    assert!(first.contains(second["id"].as_str().unwrap()), "newest first: {first}");
+    let more = first.lines().find_map(|l| l.strip_prefix("more: the same command, filters and all, with --cursor "));
+    let next = String::from_utf8(window(more.map(str::to_owned)).await.unwrap().stdout).unwrap();
+    assert!(next.contains(&id) && !next.contains("more:"), "the second page, the last: {next}");
     let unauthorized = tokio::task::spawn_blocking({
         let url = app.url("");
         move || hookgate().args(["events", "list", "--token", "wrong", "--url", &url]).output().unwrap()
