@@ -446,14 +446,21 @@ pub(crate) const PROMOTE: &str = "UPDATE deliveries e SET head = true
      ) first
      WHERE e.rid = first.rid AND NOT e.head";
 
+/// Plans that walk indexes: no sequential scan, no hash or merge join. The
+/// settings both [`INDEXED_PLANS`] and [`LISTING_PLANS`] start from.
+macro_rules! index_walks {
+    () => {
+        "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off"
+    };
+}
+
 /// Session settings of the write paths' connections. Their statements each
 /// touch a few rows per event through an index, whatever the tables' size:
 /// nested loops over index lookups, always. A plan cached while a table was
 /// small (a seq scan and a hash join over `dedupe` looked cheap at a thousand
 /// rows) would otherwise scan the whole table on every batch once it holds
 /// millions.
-pub const INDEXED_PLANS: &str =
-    "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c plan_cache_mode=force_generic_plan";
+pub const INDEXED_PLANS: &str = concat!(index_walks!(), " -c plan_cache_mode=force_generic_plan");
 
 /// Session settings of the admin API's read connections. A listing is a
 /// page (`LIMIT`) read off the index that serves its filter, stopping once
@@ -462,7 +469,7 @@ pub const INDEXED_PLANS: &str =
 /// every event (a listing by order key on a table of 50,000 events, in
 /// `read::tests`), which costs what the table costs, not what the page does.
 /// The counts (`stats`) read every delivery and turn these back on.
-pub const LISTING_PLANS: &str = "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off";
+pub const LISTING_PLANS: &str = index_walks!();
 
 /// Claim up to `$3` due heads of destination `$1`'s queues at `$2`, leasing
 /// them until `$4`. The walk is over the heads index only (`deliveries_due`):

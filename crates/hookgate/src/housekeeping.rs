@@ -1,8 +1,8 @@
 //! Background upkeep, one task per instance: retention (finished events
 //! deleted once they are older than `[retention]` says, unrouted ones after
-//! `retention.dead`) and forgetting expired dedupe keys. Each deletion is a small batch, a short write of its
-//! own, so ingest never waits long behind it; on PostgreSQL one instance at a
-//! time does a round and the others skip it.
+//! `retention.dead`) and forgetting expired dedupe keys. Each deletion is a
+//! small batch, a short write of its own, so ingest never waits long behind
+//! it; on PostgreSQL one instance at a time does a round and the others skip it.
 
 use std::sync::Arc;
 use std::time::Duration;
